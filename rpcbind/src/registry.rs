@@ -1,0 +1,297 @@
+//! The registration table of one namespace, with rpcbind's `map_set`/`map_unset`/`find_service`
+//! semantics.
+//!
+//! Why one ordered `Vec`: rpcbind keeps an append-only linked list and its lookups depend on that
+//! order (the fallback returns the *last* other version); tables are small (capped).
+
+use crate::context::SUPERUSER;
+use crate::types::Pmap;
+use crate::uaddr::uaddr_port;
+
+/// IP protocol number of TCP, as v2 `pmap.prot` carries it.
+pub(crate) const IPPROTO_TCP: u32 = 6;
+/// IP protocol number of UDP.
+pub(crate) const IPPROTO_UDP: u32 = 17;
+
+/// One registration: program `prog` version `vers` is reachable over `netid` at `uaddr`.
+///
+/// Public fields so the daemon can journal entries with its own serde derive and give them back
+/// through [`crate::Portmapper::restore`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Entry {
+    /// RPC program number.
+    pub prog: u32,
+    /// RPC program version.
+    pub vers: u32,
+    /// Transport id ("udp", "tcp", "udp6", "tcp6", "local", or anything a client registered).
+    pub netid: String,
+    /// Universal address of the service.
+    pub uaddr: String,
+    /// Who registered it: a uid in decimal, "superuser" or "unknown"; decides who may UNSET.
+    pub owner: String,
+}
+
+/// What a SET did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SetResult {
+    /// A new entry was appended (journal it).
+    Added(Entry),
+    /// The same (prog, vers, netid, uaddr) was already there: TRUE, nothing changes.
+    Unchanged,
+    /// (prog, vers, netid) is registered at another address: FALSE.
+    Conflict,
+    /// The namespace reached `max_registrations`: FALSE.
+    Full,
+}
+
+/// An UNSET hit an entry owned by someone else (and the caller is not superuser).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NotOwner;
+
+/// The registration table of one namespace.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    /// Entries in registration order (lookups depend on the order).
+    entries: Vec<Entry>,
+    /// Cap on `entries.len()`.
+    max: usize,
+}
+
+impl Registry {
+    /// An empty table holding at most `max` entries.
+    pub fn new(max: usize) -> Self {
+        Self {
+            entries: Vec::new(),
+            max,
+        }
+    }
+
+    /// All entries in registration order (v3/v4 DUMP order).
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// rpcbind `find_service`: the entry for (prog, vers, netid); failing that, the *last* entry of
+    /// the same program on that netid (any version), so that GETADDR can still point the client
+    /// at the program, which then answers PROG_MISMATCH with its real range.
+    pub(crate) fn find_service(&self, prog: u32, vers: u32, netid: &str) -> Option<&Entry> {
+        let mut hit = None;
+        for e in &self.entries {
+            if e.prog != prog || !e.netid.eq_ignore_ascii_case(netid) {
+                continue;
+            }
+            hit = Some(e);
+            if e.vers == vers {
+                break;
+            }
+        }
+        hit
+    }
+
+    /// rpcbind `find_versions`: lowest and highest version of `prog` on `netid` (0, 0 if none).
+    pub(crate) fn find_versions(&self, prog: u32, netid: &str) -> (u32, u32) {
+        let mut it = self
+            .entries
+            .iter()
+            .filter(|e| e.prog == prog && e.netid.eq_ignore_ascii_case(netid))
+            .map(|e| e.vers);
+        let Some(first) = it.next() else {
+            return (0, 0);
+        };
+        it.fold((first, first), |(lo, hi), v| (lo.min(v), hi.max(v)))
+    }
+
+    /// rpcbind `map_set`.
+    pub(crate) fn set(
+        &mut self,
+        prog: u32,
+        vers: u32,
+        netid: &str,
+        uaddr: &str,
+        owner: &str,
+    ) -> SetResult {
+        if let Some(f) = self.find_service(prog, vers, netid) {
+            if f.vers == vers {
+                return if f.uaddr == uaddr {
+                    SetResult::Unchanged
+                } else {
+                    SetResult::Conflict
+                };
+            }
+        }
+        if self.entries.len() >= self.max {
+            return SetResult::Full;
+        }
+        let e = Entry {
+            prog,
+            vers,
+            netid: netid.to_owned(),
+            uaddr: uaddr.to_owned(),
+            owner: owner.to_owned(),
+        };
+        self.entries.push(e.clone());
+        SetResult::Added(e)
+    }
+
+    /// Appends an entry at start-up (self registrations, journal replay) without the cap, so the
+    /// portmapper's own entries always exist; duplicates and conflicts are skipped like SET.
+    pub(crate) fn insert_unchecked(&mut self, e: Entry) -> bool {
+        let saved = self.max;
+        self.max = usize::MAX;
+        let r = self.set(e.prog, e.vers, &e.netid, &e.uaddr, &e.owner);
+        self.max = saved;
+        matches!(r, SetResult::Added(_))
+    }
+
+    /// rpcbind `map_unset`: removes (prog, vers, netid) — every netid when `netid` is empty — if
+    /// `owner` is "superuser" or owns each matching entry. Removing nothing is a success.
+    ///
+    /// Unlike rpcbind, which deletes matching entries up to the first foreign one and then fails,
+    /// this is all-or-nothing, so the reply and the journal never disagree.
+    pub(crate) fn unset(
+        &mut self,
+        prog: u32,
+        vers: u32,
+        netid: &str,
+        owner: &str,
+    ) -> Result<Vec<Entry>, NotOwner> {
+        let matches = |e: &Entry| {
+            e.prog == prog
+                && e.vers == vers
+                && (netid.is_empty() || e.netid.eq_ignore_ascii_case(netid))
+        };
+        if owner != SUPERUSER && self.entries.iter().any(|e| matches(e) && e.owner != owner) {
+            return Err(NotOwner);
+        }
+        let mut removed = Vec::new();
+        self.entries.retain(|e| {
+            if matches(e) {
+                removed.push(e.clone());
+                false
+            } else {
+                true
+            }
+        });
+        Ok(removed)
+    }
+
+    /// The v2 view (`list_pml`): udp/tcp entries with a parsable port, in registration order.
+    pub(crate) fn pmap_list(&self) -> Vec<Pmap> {
+        self.entries
+            .iter()
+            .filter_map(|e| {
+                let prot = netid_to_prot(&e.netid)?;
+                let port = uaddr_port(&e.uaddr)?;
+                Some(Pmap {
+                    prog: e.prog,
+                    vers: e.vers,
+                    prot,
+                    port: u32::from(port),
+                })
+            })
+            .collect()
+    }
+
+    /// rpcbind `find_service_pmap` on the v2 view: the port for (prog, vers, prot), falling back
+    /// to the last other version of `prog` on that protocol.
+    pub(crate) fn find_pmap(&self, prog: u32, vers: u32, prot: u32) -> Option<u32> {
+        let mut hit = None;
+        for p in self.pmap_list() {
+            if p.prog != prog || p.prot != prot {
+                continue;
+            }
+            hit = Some(p.port);
+            if p.vers == vers {
+                break;
+            }
+        }
+        hit
+    }
+}
+
+/// rpcbind `pmap_netid2ipprot`: "udp" → 17, "tcp" → 6 (exact, IPv4 only), else none.
+pub(crate) fn netid_to_prot(netid: &str) -> Option<u32> {
+    match netid {
+        "udp" => Some(IPPROTO_UDP),
+        "tcp" => Some(IPPROTO_TCP),
+        _ => None,
+    }
+}
+
+/// rpcbind `pmap_ipprot2netid`.
+pub(crate) fn prot_to_netid(prot: u32) -> Option<&'static str> {
+    match prot {
+        IPPROTO_UDP => Some("udp"),
+        IPPROTO_TCP => Some("tcp"),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_semantics() {
+        let mut r = Registry::new(3);
+        assert!(matches!(
+            r.set(1, 1, "udp", "0.0.0.0.8.1", "0"),
+            SetResult::Added(_)
+        ));
+        assert_eq!(r.set(1, 1, "UDP", "0.0.0.0.8.1", "x"), SetResult::Unchanged);
+        assert_eq!(r.set(1, 1, "udp", "0.0.0.0.8.2", "0"), SetResult::Conflict);
+        assert!(matches!(
+            r.set(1, 2, "udp", "0.0.0.0.8.2", "0"),
+            SetResult::Added(_)
+        ));
+        assert!(matches!(
+            r.set(1, 1, "tcp", "0.0.0.0.8.1", "0"),
+            SetResult::Added(_)
+        ));
+        assert_eq!(r.set(2, 1, "tcp", "0.0.0.0.8.1", "0"), SetResult::Full);
+        assert_eq!(r.find_versions(1, "udp"), (1, 2));
+        assert_eq!(r.find_versions(9, "udp"), (0, 0));
+    }
+
+    #[test]
+    fn fallback_is_last_other_version() {
+        let mut r = Registry::new(10);
+        let _ = r.set(7, 1, "udp", "0.0.0.0.0.1", "0");
+        let _ = r.set(7, 3, "udp", "0.0.0.0.0.3", "0");
+        assert_eq!(r.find_service(7, 9, "udp").map(|e| e.vers), Some(3));
+        assert_eq!(r.find_service(7, 1, "udp").map(|e| e.vers), Some(1));
+        assert_eq!(r.find_service(7, 1, "tcp"), None);
+        assert_eq!(r.find_pmap(7, 9, IPPROTO_UDP), Some(3));
+        assert_eq!(r.find_pmap(7, 1, IPPROTO_UDP), Some(1));
+        assert_eq!(r.find_pmap(7, 1, IPPROTO_TCP), None);
+    }
+
+    #[test]
+    fn unset_owner_rules() {
+        let mut r = Registry::new(10);
+        let _ = r.set(5, 1, "udp", "0.0.0.0.0.1", "1000");
+        let _ = r.set(5, 1, "tcp", "0.0.0.0.0.1", "1001");
+        assert_eq!(r.unset(5, 1, "", "1000"), Err(NotOwner));
+        assert_eq!(r.entries().len(), 2);
+        assert_eq!(r.unset(5, 1, "udp", "1000").map(|v| v.len()), Ok(1));
+        assert_eq!(r.unset(5, 1, "", "superuser").map(|v| v.len()), Ok(1));
+        assert_eq!(r.unset(5, 1, "", "1000"), Ok(vec![]));
+    }
+
+    #[test]
+    fn pmap_view_only_ipv4_udp_tcp() {
+        let mut r = Registry::new(10);
+        let _ = r.set(5, 1, "udp6", "::.0.1", "0");
+        let _ = r.set(5, 1, "local", "/run/x", "0");
+        let _ = r.set(5, 1, "tcp", "127.0.0.1.3.235", "0");
+        assert_eq!(
+            r.pmap_list(),
+            vec![Pmap {
+                prog: 5,
+                vers: 1,
+                prot: 6,
+                port: 1003
+            }]
+        );
+    }
+}

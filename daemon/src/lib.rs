@@ -1,1 +1,23 @@
-//! placeholder
+//! nsauxd: one process serving auxiliary network services inside every network namespace.
+//!
+//! # Layout
+//! - [`sys`] — the only unsafe code: setns, namespace cookies, pktinfo/timestamp UDP, pidfd.
+//! - [`netns`] — namespace identity ([`netns::NetnsId`]), sources, the [`netns::factory`]
+//!   that creates sockets inside a namespace, and the live directory [`netns::tracker`].
+//! - [`serve`] — the service traits, UDP/TCP/local loops, and the built-in `ident` service.
+//! - [`manager`] — the single task that owns every namespace's state and applies changes.
+//! - [`config`] — the TOML configuration with per-namespace overrides.
+//! - [`control`] — the control socket protocol, server and client.
+//! - [`ops`] — single-instance lock, logging, systemd notification.
+//! - [`cli`] — `nsauxd` and `nsauxctl` entry points.
+
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod manager;
+pub mod netns;
+pub mod ops;
+pub mod serve;
+mod sys;
+
+pub use cli::{ctl_main, daemon_main};

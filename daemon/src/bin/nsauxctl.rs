@@ -1,1 +1,6 @@
-fn main() {}
+//! Control client for nsauxd; all logic lives in the library.
+#![forbid(unsafe_code)]
+
+fn main() -> std::process::ExitCode {
+    nsauxd::ctl_main()
+}

@@ -1,0 +1,345 @@
+//! Command lines of `nsauxd` and `nsauxctl`. The binaries only call these.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::control::{self, Request};
+use crate::manager::{ConfigSource, Manager, ManagerMsg};
+use crate::serve::{ServiceKind, ident::Ident};
+
+/// Default configuration file; its absence means built-in defaults.
+pub const DEFAULT_CONFIG: &str = "/etc/nsaux/nsaux.toml";
+/// Default runtime directory (lock, control socket).
+pub const DEFAULT_RUNTIME_DIR: &str = "/run/nsaux";
+/// Default state directory (durable journals).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/nsaux";
+
+/// `sysexits.h` EX_CONFIG: the configuration is wrong.
+const EX_CONFIG: u8 = 78;
+
+/// nsauxd — portmapper, DNS and NTP inside every network namespace, from one process.
+///
+/// Runs in the foreground (systemd style). Flags override the configuration file.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+pub struct DaemonArgs {
+    /// Configuration file (TOML). The default path may be absent: built-in defaults apply.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Runtime directory: lock file and control socket (mode 0600).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_RUNTIME_DIR)]
+    pub runtime_dir: PathBuf,
+    /// State directory: durable journals (registrations).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Directory of namespace files to follow; repeat for several. Replaces the file's
+    /// `netns_dirs` (default /run/netns).
+    #[arg(long = "netns-dir", value_name = "DIR")]
+    pub netns_dirs: Vec<PathBuf>,
+    /// Do not serve the daemon's own (host) namespace.
+    #[arg(long)]
+    pub no_host_netns: bool,
+}
+
+/// The service kinds this build offers, in start order.
+fn service_kinds() -> Vec<Arc<dyn ServiceKind>> {
+    vec![Arc::new(Ident)]
+}
+
+/// `nsauxd`'s main.
+pub fn daemon_main() -> ExitCode {
+    let args = DaemonArgs::parse();
+    crate::ops::init_logging();
+    let source = ConfigSource {
+        path: args
+            .config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)),
+        missing_ok: args.config.is_none(),
+        netns_dirs: args.netns_dirs.clone(),
+        no_host_netns: args.no_host_netns,
+    };
+    let config = match source.load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("nsauxd: {e:#}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().min(4)))
+        .thread_name("nsaux-worker")
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("nsauxd: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_daemon(args, source, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("nsauxd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_daemon(args: DaemonArgs, source: ConfigSource, config: Config) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    create_dir(&args.runtime_dir, 0o755)?;
+    create_dir(&args.state_dir, 0o700)?;
+    let _lock = crate::ops::InstanceLock::acquire(&args.runtime_dir)?;
+    let control_path = args.runtime_dir.join(control::SOCKET_NAME);
+    let listener = control::server::bind(&control_path)?;
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let manager = Manager::new(
+        config,
+        source,
+        service_kinds(),
+        tx.clone(),
+        args.runtime_dir.clone(),
+    )
+    .context("starting the namespace thread")?;
+    let shutdown = CancellationToken::new();
+    let control_task = tokio::spawn(control::server::serve(listener, tx.clone()));
+    let manager_task = tokio::spawn(manager.run(rx, shutdown.clone()));
+
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), runtime_dir = %args.runtime_dir.display(), "nsauxd ready");
+    crate::ops::notify(&[sd_notify::NotifyState::Ready]);
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading configuration");
+                let _ = tx.send(ManagerMsg::Reload);
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    crate::ops::notify(&[sd_notify::NotifyState::Stopping]);
+    control_task.abort();
+    shutdown.cancel();
+    manager_task.await.context("manager task")??;
+    let _ = std::fs::remove_file(&control_path);
+    Ok(())
+}
+
+fn create_dir(dir: &std::path::Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}
+
+/// nsauxctl — control a running nsauxd.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+pub struct CtlArgs {
+    /// The daemon's runtime directory.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_RUNTIME_DIR, global = true)]
+    pub runtime_dir: PathBuf,
+    /// Print JSON for scripts instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// `nsauxctl` commands.
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Daemon summary.
+    Status,
+    /// Namespaces.
+    #[command(subcommand)]
+    Ns(NsCommand),
+    /// Track a namespace that has no file in a watched directory.
+    Attach(AttachArgs),
+    /// Stop tracking an attached namespace.
+    Detach {
+        /// Its name.
+        name: String,
+    },
+    /// Re-read the daemon's configuration (like SIGHUP, but reports errors).
+    Reload,
+    /// Check a configuration file offline.
+    Validate {
+        /// The file.
+        #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+/// `nsauxctl ns` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum NsCommand {
+    /// List tracked namespaces: name, id, source, services, since.
+    List,
+}
+
+/// `nsauxctl attach` arguments.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false, id = "target")]
+pub struct AttachArgs {
+    /// Name to give it.
+    #[arg(group = "x")]
+    pub name: String,
+    /// Follow this process's namespace; it is detached when the process exits.
+    #[arg(long, group = "target")]
+    pub pid: Option<u32>,
+    /// Open this namespace file.
+    #[arg(long, group = "target")]
+    pub path: Option<PathBuf>,
+}
+
+/// `nsauxctl`'s main.
+pub fn ctl_main() -> ExitCode {
+    let args = CtlArgs::parse();
+    match run_ctl(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("nsauxctl: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_ctl(args: &CtlArgs) -> anyhow::Result<()> {
+    let req = match &args.command {
+        CtlCommand::Validate { config } => {
+            let c = Config::load(config, false)?;
+            println!(
+                "{}: ok ({} namespace dirs, host namespace {})",
+                config.display(),
+                c.netns_dirs.len(),
+                if c.host_netns { "served" } else { "not served" }
+            );
+            return Ok(());
+        }
+        CtlCommand::Status => Request::Status,
+        CtlCommand::Ns(NsCommand::List) => Request::NsList,
+        CtlCommand::Attach(a) => Request::Attach {
+            name: a.name.clone(),
+            pid: a.pid,
+            path: a.path.clone(),
+        },
+        CtlCommand::Detach { name } => Request::Detach { name: name.clone() },
+        CtlCommand::Reload => Request::Reload,
+    };
+    let resp = control::client::call(&args.runtime_dir, &req)?;
+    if !resp.ok {
+        anyhow::bail!("{}", resp.error.unwrap_or_else(|| "failed".into()));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&resp.data)?);
+        return Ok(());
+    }
+    match &args.command {
+        CtlCommand::Ns(NsCommand::List) => print_ns_table(&resp.data),
+        CtlCommand::Status => {
+            if let Value::Object(m) = &resp.data {
+                for (k, v) in m {
+                    println!("{k:<18} {}", plain(v));
+                }
+            }
+        }
+        _ => println!("{}", plain(&resp.data)),
+    }
+    Ok(())
+}
+
+fn plain(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn print_ns_table(data: &Value) {
+    let rows: Vec<[String; 5]> = data
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|ns| {
+                    let services = ns["services"]
+                        .as_object()
+                        .map(|m| {
+                            m.iter()
+                                .map(|(k, v)| format!("{k}:{}", v["state"].as_str().unwrap_or("?")))
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or_else(|| "-".into());
+                    [
+                        plain(&ns["name"]),
+                        plain(&ns["id"]),
+                        plain(&ns["source"]),
+                        services,
+                        since(&ns["since"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let head = ["NAME", "ID", "SOURCE", "SERVICES", "SINCE"].map(String::from);
+    let mut w = [0usize; 5];
+    for r in std::iter::once(&head).chain(&rows) {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    for r in std::iter::once(&head).chain(&rows) {
+        println!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3]
+        );
+    }
+}
+
+fn since(v: &Value) -> String {
+    let Some(secs) = v.as_u64() else {
+        return "-".into();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let age = now.saturating_sub(secs);
+    match age {
+        0..60 => format!("{age}s ago"),
+        60..3600 => format!("{}m ago", age / 60),
+        3600..86400 => format!("{}h ago", age / 3600),
+        _ => format!("{}d ago", age / 86400),
+    }
+}

@@ -1,0 +1,259 @@
+//! Configuration: one TOML file, every field defaulted, so the daemon runs with no file at all.
+//!
+//! Layout of the file:
+//! ```toml
+//! host_netns = true              # also serve the daemon's own namespace, labelled "host"
+//! netns_dirs = ["/run/netns"]    # directories of namespace files to follow
+//!
+//! [ident]                        # built-in diagnostic responder (off by default)
+//! enabled = false
+//!
+//! [[netns]]                      # per-namespace overrides, matched by name glob, in order
+//! match = "vs-*"
+//! ident = { enabled = true }
+//! ```
+//! Service sections (`[ident]`, …) may be overridden per namespace; the daemon-wide keys may not.
+//! The effective service configuration of a namespace is the base sections with every matching
+//! override deep-merged on top, in file order.
+
+mod services;
+
+pub use services::{IdentConfig, ServicesConfig};
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::Deserialize;
+
+/// Why a configuration was rejected. Every variant names the file and, where it can, the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file exists but cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or a field has a wrong name, type or value.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file (or `<inline>`).
+        path: String,
+        /// What is wrong, naming the field.
+        message: String,
+    },
+}
+
+/// The daemon-wide keys, plus the raw pieces needed to build per-namespace views.
+/// Unknown top-level keys land in `_services` and are rejected there by `ServicesConfig`.
+#[derive(Debug, Deserialize)]
+struct FileConfig {
+    #[serde(default = "default_host_netns")]
+    host_netns: bool,
+    #[serde(default = "default_netns_dirs")]
+    netns_dirs: Vec<PathBuf>,
+    #[serde(default)]
+    netns: Vec<toml::Table>,
+    #[serde(flatten)]
+    _services: toml::Table,
+}
+
+fn default_host_netns() -> bool {
+    true
+}
+
+fn default_netns_dirs() -> Vec<PathBuf> {
+    vec![PathBuf::from("/run/netns")]
+}
+
+/// Keys of the file that are daemon-wide (everything else is a service section).
+const DAEMON_KEYS: [&str; 3] = ["host_netns", "netns_dirs", "netns"];
+
+#[derive(Debug)]
+struct Override {
+    pattern: glob::Pattern,
+    table: toml::Table,
+}
+
+/// A loaded, validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Serve the daemon's own namespace too.
+    pub host_netns: bool,
+    /// Namespace directories to follow.
+    pub netns_dirs: Vec<PathBuf>,
+    /// Where it was read from (`None`: built-in defaults).
+    pub path: Option<PathBuf>,
+    base: toml::Table,
+    overrides: Vec<Override>,
+    /// Effective service configs memoised by the set of overrides that match, so thousands of
+    /// namespaces with the same view share one allocation.
+    memo: Mutex<HashMap<Vec<usize>, Arc<ServicesConfig>>>,
+}
+
+fn deep_merge(base: &mut toml::Table, top: &toml::Table) {
+    for (k, v) in top {
+        match (base.get_mut(k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(t)) => deep_merge(b, t),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+fn services_from(table: &toml::Table) -> Result<ServicesConfig, String> {
+    toml::Value::Table(table.clone())
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().to_owned())
+}
+
+impl Config {
+    /// The built-in defaults (what runs with no file).
+    pub fn builtin() -> Self {
+        // The empty document is valid by construction; map the impossible error to defaults.
+        Self::from_toml("", None).unwrap_or_else(|_| Self {
+            host_netns: true,
+            netns_dirs: default_netns_dirs(),
+            path: None,
+            base: toml::Table::new(),
+            overrides: Vec::new(),
+            memo: Mutex::default(),
+        })
+    }
+
+    /// Reads `path`; a missing file gives the defaults when `missing_ok`.
+    pub fn load(path: &Path, missing_ok: bool) -> Result<Self, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::from_toml(&text, Some(path)),
+            Err(e) if missing_ok && e.kind() == std::io::ErrorKind::NotFound => {
+                let mut c = Self::builtin();
+                c.path = None;
+                Ok(c)
+            }
+            Err(source) => Err(ConfigError::Io {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Parses and validates a document: every override is checked against the base, so a bad
+    /// field is reported at load time, not when some namespace happens to match.
+    pub fn from_toml(text: &str, path: Option<&Path>) -> Result<Self, ConfigError> {
+        let shown = path.map_or_else(|| "<inline>".to_owned(), |p| p.display().to_string());
+        let invalid = |message: String| ConfigError::Invalid {
+            path: shown.clone(),
+            message,
+        };
+        let file: FileConfig = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let mut base: toml::Table = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        for k in DAEMON_KEYS {
+            base.remove(k);
+        }
+        services_from(&base).map_err(invalid)?;
+        let mut overrides = Vec::new();
+        for (i, mut table) in file.netns.into_iter().enumerate() {
+            let at = format!("[[netns]] #{}", i + 1);
+            let pattern = match table.remove("match") {
+                Some(toml::Value::String(p)) => glob::Pattern::new(&p)
+                    .map_err(|e| invalid(format!("{at}: bad `match` glob {p:?}: {e}")))?,
+                Some(_) => return Err(invalid(format!("{at}: `match` must be a string"))),
+                None => return Err(invalid(format!("{at}: missing `match` (a name glob)"))),
+            };
+            let mut merged = base.clone();
+            deep_merge(&mut merged, &table);
+            services_from(&merged)
+                .map_err(|m| invalid(format!("{at} (match = {:?}): {m}", pattern.as_str())))?;
+            overrides.push(Override { pattern, table });
+        }
+        Ok(Self {
+            host_netns: file.host_netns,
+            netns_dirs: file.netns_dirs,
+            path: path.map(Path::to_path_buf),
+            base,
+            overrides,
+            memo: Mutex::default(),
+        })
+    }
+
+    /// The effective service configuration for the namespace labelled `name`.
+    pub fn for_namespace(&self, name: &str) -> Arc<ServicesConfig> {
+        let matched: Vec<usize> = self
+            .overrides
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.pattern.matches(name))
+            .map(|(i, _)| i)
+            .collect();
+        let mut memo = match self.memo.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(c) = memo.get(&matched) {
+            return Arc::clone(c);
+        }
+        let mut merged = self.base.clone();
+        for &i in &matched {
+            deep_merge(&mut merged, &self.overrides[i].table);
+        }
+        let cfg = services_from(&merged).unwrap_or_else(|m| {
+            tracing::error!(netns = name, error = %m, "combined overrides invalid; using base config");
+            services_from(&self.base).unwrap_or_default()
+        });
+        let cfg = Arc::new(cfg);
+        memo.insert(matched, Arc::clone(&cfg));
+        cfg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_document_gives_defaults() {
+        let c = Config::from_toml("", None).expect("valid");
+        assert!(c.host_netns);
+        assert_eq!(c.netns_dirs, vec![PathBuf::from("/run/netns")]);
+        assert!(!c.for_namespace("x").ident.enabled);
+    }
+
+    #[test]
+    fn overrides_apply_by_glob_in_order() {
+        let c = Config::from_toml(
+            "[ident]\nport = 9000\n\n[[netns]]\nmatch = \"vs-*\"\nident = { enabled = true }\n\n\
+             [[netns]]\nmatch = \"vs-2\"\nident = { port = 9002 }\n",
+            None,
+        )
+        .expect("valid");
+        let a = c.for_namespace("vs-1");
+        assert!(a.ident.enabled);
+        assert_eq!(a.ident.port, 9000);
+        let b = c.for_namespace("vs-2");
+        assert!(b.ident.enabled);
+        assert_eq!(b.ident.port, 9002);
+        let other = c.for_namespace("other");
+        assert!(!other.ident.enabled);
+        assert!(Arc::ptr_eq(
+            &c.for_namespace("vs-1"),
+            &c.for_namespace("vs-3")
+        ));
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let e = Config::from_toml("[ident]\nprot = 1\n", None).expect_err("must fail");
+        assert!(e.to_string().contains("prot"), "{e}");
+        let e = Config::from_toml("bogus = 1\n", None).expect_err("must fail");
+        assert!(e.to_string().contains("bogus"), "{e}");
+        let e = Config::from_toml("[[netns]]\nmatch = \"a\"\nident = { port = \"x\" }\n", None)
+            .expect_err("must fail");
+        assert!(e.to_string().contains("[[netns]] #1"), "{e}");
+        let e = Config::from_toml("[[netns]]\nident = {}\n", None).expect_err("must fail");
+        assert!(e.to_string().contains("match"), "{e}");
+    }
+}

@@ -1,0 +1,112 @@
+//! The control socket: `RUNTIME_DIR/control.sock`, mode 0600.
+//!
+//! Protocol: one JSON object per line each way. A request is `{"cmd": NAME, ...args}`; the reply
+//! is `{"ok": true, "data": ...}` or `{"ok": false, "error": "one-line reason"}`. Lines are capped
+//! at 1 MiB, a connection may stay idle 10 s, and at most 16 are served at once.
+//!
+//! | cmd       | args                                   | data                                  |
+//! |-----------|----------------------------------------|---------------------------------------|
+//! | `status`  | —                                      | daemon summary                        |
+//! | `ns_list` | —                                      | array of namespaces with services     |
+//! | `attach`  | `name`, and `pid` or `path`            | `{name, id, source}`                  |
+//! | `detach`  | `name`                                 | `{detached}`                          |
+//! | `reload`  | —                                      | `{reloaded: true}`                    |
+
+pub mod client;
+pub(crate) mod server;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Longest request or reply line accepted.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// The socket's file name inside the runtime directory.
+pub const SOCKET_NAME: &str = "control.sock";
+
+/// A control request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Daemon summary.
+    Status,
+    /// Every tracked namespace.
+    NsList,
+    /// Track a namespace that has no bind mount (container runtimes).
+    Attach {
+        /// Label for it.
+        name: String,
+        /// Follow this process's namespace; detach when it exits.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
+        /// Or open this namespace file.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<PathBuf>,
+    },
+    /// Stop tracking an attached namespace.
+    Detach {
+        /// Its label.
+        name: String,
+    },
+    /// Re-read the configuration file.
+    Reload,
+}
+
+/// A control reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    /// Success.
+    pub ok: bool,
+    /// Result data on success.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub data: Value,
+    /// One-line reason on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    /// A success carrying `data`.
+    pub fn ok(data: Value) -> Self {
+        Self {
+            ok: true,
+            data,
+            error: None,
+        }
+    }
+
+    /// A failure with a one-line reason.
+    pub fn err(reason: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            data: Value::Null,
+            error: Some(reason.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_have_a_stable_wire_form() {
+        let r: Request =
+            serde_json::from_str(r#"{"cmd":"attach","name":"a","pid":7}"#).expect("parse");
+        assert_eq!(
+            r,
+            Request::Attach {
+                name: "a".into(),
+                pid: Some(7),
+                path: None
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::NsList).expect("ser"),
+            r#"{"cmd":"ns_list"}"#
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"nope"}"#).is_err());
+    }
+}

@@ -1,0 +1,91 @@
+//! Serving the control socket.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::{MAX_LINE, Request, Response};
+use crate::manager::ManagerMsg;
+
+const MAX_CLIENTS: usize = 16;
+const IDLE: Duration = Duration::from_secs(10);
+
+/// Binds the control socket with mode 0600. The caller holds the runtime-dir lock, so a stale
+/// socket file left by a crash can be removed safely.
+pub(crate) fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    use anyhow::Context as _;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing stale {}", path.display())),
+    }
+    // Create it private from the start: umask first, then chmod to be sure.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let listener = UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener =
+        listener.with_context(|| format!("binding control socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 0600 {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Accepts control clients until the task is dropped.
+pub(crate) async fn serve(listener: UnixListener, manager: mpsc::UnboundedSender<ManagerMsg>) {
+    let limit = Arc::new(Semaphore::new(MAX_CLIENTS));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+            continue;
+        };
+        let manager = manager.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(300), client(stream, manager)).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn client(stream: UnixStream, manager: mpsc::UnboundedSender<ManagerMsg>) {
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd.take(u64::MAX));
+    loop {
+        let mut line = Vec::new();
+        rd.get_mut().set_limit(MAX_LINE as u64 + 1);
+        let Ok(Ok(n)) = tokio::time::timeout(IDLE, rd.read_until(b'\n', &mut line)).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        let resp = if line.len() > MAX_LINE {
+            Response::err("request too long")
+        } else {
+            match serde_json::from_slice::<Request>(&line) {
+                Ok(req) => {
+                    let (tx, rx) = oneshot::channel();
+                    if manager.send(ManagerMsg::Control(req, tx)).is_err() {
+                        Response::err("daemon is shutting down")
+                    } else {
+                        rx.await
+                            .unwrap_or_else(|_| Response::err("daemon is shutting down"))
+                    }
+                }
+                Err(e) => Response::err(format!("bad request: {e}")),
+            }
+        };
+        let mut out = serde_json::to_vec(&resp).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+        out.push(b'\n');
+        if wr.write_all(&out).await.is_err() || line.len() > MAX_LINE {
+            return;
+        }
+    }
+}

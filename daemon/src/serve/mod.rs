@@ -1,0 +1,196 @@
+//! Per-namespace service plumbing.
+//!
+//! A [`ServiceKind`] (ident, rpcbind, dns, ntp) turns a namespace's effective configuration into
+//! an [`NsService`] instance holding that namespace's state (tables, caches). The core opens the
+//! instance's listeners inside the namespace, feeds it datagrams and connections with their
+//! context, and drops everything when the namespace goes. Services never open listeners
+//! themselves, so they cannot end up in the wrong namespace.
+
+pub mod ident;
+pub(crate) mod stream;
+pub(crate) mod udp;
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServicesConfig;
+use crate::netns::NetnsId;
+
+/// Where a service listens inside a namespace. Also the key for keeping a socket across reloads:
+/// a listener whose spec did not change is never closed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ListenerSpec {
+    /// A UDP socket (pktinfo always on).
+    Udp {
+        /// Bind address.
+        addr: SocketAddr,
+        /// Ask for kernel receive timestamps.
+        rx_timestamps: bool,
+    },
+    /// A TCP listener.
+    Tcp {
+        /// Bind address.
+        addr: SocketAddr,
+    },
+    /// An abstract AF_LOCAL listener (`"\0name"`), scoped to the namespace.
+    UnixAbstract {
+        /// The name without the leading NUL.
+        name: String,
+    },
+}
+
+impl fmt::Display for ListenerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Udp { addr, .. } => write!(f, "udp:{addr}"),
+            Self::Tcp { addr } => write!(f, "tcp:{addr}"),
+            Self::UnixAbstract { name } => write!(f, "local:@{name}"),
+        }
+    }
+}
+
+/// The namespace a service instance serves, shared by all its tasks.
+#[derive(Debug)]
+pub struct NsInfo {
+    /// Kernel identity.
+    pub id: NetnsId,
+    /// Label (file name, attach name, or "host").
+    pub name: String,
+    /// Cancelled when the namespace goes: every task holding a socket in it must end then, or
+    /// the namespace lives on as a zombie.
+    pub cancel: CancellationToken,
+}
+
+/// A received datagram and what the kernel said about it.
+#[derive(Debug)]
+pub struct Datagram<'a> {
+    /// Payload (borrowed from a per-thread buffer: copy what you keep).
+    pub data: &'a [u8],
+    /// Sender.
+    pub peer: SocketAddr,
+    /// The local address it was sent to (pktinfo), with the socket's port.
+    pub local: SocketAddr,
+    /// Arrival interface.
+    pub ifindex: u32,
+    /// Kernel receive time, if the listener asked for timestamps.
+    pub rx_time: Option<SystemTime>,
+    /// Longer than the receive buffer; `data` is cut.
+    pub truncated: bool,
+}
+
+/// A UDP socket in some namespace that a service may answer through, now or later.
+#[derive(Debug)]
+pub struct UdpEndpoint {
+    pub(crate) sock: tokio::net::UdpSocket,
+    /// The address it is bound to.
+    pub bound: SocketAddr,
+    /// The namespace it lives in.
+    pub ns: Arc<NsInfo>,
+}
+
+impl UdpEndpoint {
+    /// Sends `payload` to `peer` from local address `local` (so a wildcard socket answers from
+    /// the address that was queried). Never blocks: a full socket buffer drops the datagram,
+    /// which is what UDP would do anyway.
+    pub fn send_from(
+        &self,
+        payload: &[u8],
+        peer: SocketAddr,
+        local: IpAddr,
+        ifindex: u32,
+    ) -> io::Result<()> {
+        crate::sys::udp::send(self.sock.as_fd(), payload, peer, Some(local), ifindex).map(|_| ())
+    }
+}
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// An IP peer.
+    Ip(SocketAddr),
+    /// An AF_LOCAL peer with kernel-verified credentials.
+    Local {
+        /// Effective uid.
+        uid: u32,
+        /// Effective gid.
+        gid: u32,
+        /// Process id, if known.
+        pid: Option<i32>,
+    },
+}
+
+/// A connected stream of either kind.
+#[derive(Debug)]
+pub enum Stream {
+    /// TCP.
+    Tcp(tokio::net::TcpStream),
+    /// AF_LOCAL.
+    Unix(tokio::net::UnixStream),
+}
+
+/// An accepted connection and its context.
+#[derive(Debug)]
+pub struct Connection {
+    /// The stream.
+    pub stream: Stream,
+    /// The peer.
+    pub peer: Peer,
+    /// Local address (TCP only).
+    pub local: Option<SocketAddr>,
+    /// The namespace it was accepted in.
+    pub ns: Arc<NsInfo>,
+}
+
+/// A boxed future for a connection handler.
+pub type ConnFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// One kind of service. Holds whatever is shared across namespaces (e.g. a journal writer).
+pub trait ServiceKind: Send + Sync + fmt::Debug + 'static {
+    /// Short name used in config, logs and `ns list`.
+    fn name(&self) -> &'static str;
+
+    /// Whether the service should run in a namespace with this configuration.
+    fn enabled(&self, cfg: &ServicesConfig) -> bool;
+
+    /// Creates the instance for one namespace (its own tables/caches).
+    fn instantiate(
+        &self,
+        ns: Arc<NsInfo>,
+        cfg: &ServicesConfig,
+    ) -> anyhow::Result<Arc<dyn NsService>>;
+}
+
+/// A service's state for one namespace.
+pub trait NsService: Send + Sync + fmt::Debug + 'static {
+    /// The listeners it wants now (after construction or the last `reconfigure`).
+    fn listeners(&self) -> Vec<ListenerSpec>;
+
+    /// Applies a new effective configuration in place (state is kept).
+    fn reconfigure(&self, cfg: &ServicesConfig) -> anyhow::Result<()>;
+
+    /// Handles one datagram. Write an immediate answer into `reply` and return `true` to have
+    /// the core send it from `d.local` to `d.peer`; or keep `ep` to answer later.
+    fn on_datagram(&self, ep: &Arc<UdpEndpoint>, d: &Datagram<'_>, reply: &mut Vec<u8>) -> bool;
+
+    /// Serves one accepted connection to completion. The core cancels it when the namespace
+    /// goes, so it need not watch for that itself.
+    fn on_connection(self: Arc<Self>, conn: Connection) -> ConnFuture;
+
+    /// Most connections one listener of this service keeps open at once.
+    fn max_connections(&self) -> usize {
+        64
+    }
+
+    /// Service-specific status for `nsauxctl ns list --json`.
+    fn status(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+}

@@ -1,0 +1,11 @@
+//! The only place in nsaux that talks to the kernel through raw system calls.
+//!
+//! Everything here is small and has one job: entering a namespace, reading a namespace's
+//! identity, and the UDP ancillary-data tricks (pktinfo, receive timestamps) that socket2 and
+//! tokio do not offer. Every `unsafe` block carries a `// SAFETY:` comment.
+#![allow(unsafe_code)]
+
+pub(crate) mod asyncfd;
+pub(crate) mod netns;
+pub(crate) mod pidfd;
+pub(crate) mod udp;

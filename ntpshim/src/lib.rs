@@ -1,1 +1,76 @@
-//! placeholder
+//! Sans-IO NTP server for nsaux: turns *(now, client address, receive time,
+//! request bytes, clock status)* into *(reply bytes, verdict)*. No sockets,
+//! clocks, files or threads: the daemon reads `adjtimex`, the monotonic clock
+//! and the kernel receive timestamp and passes them in; the transmit timestamp
+//! is read through a closure at the last moment.
+//!
+//! # Layout
+//!
+//! | module | job |
+//! |---|---|
+//! | [`timestamp`] | NTP 32.32 timestamps and 16.16 short values, Unix conversions |
+//! | [`mono`] | [`Mono`], the caller's monotonic time for rate limiting |
+//! | [`packet`] | 48-byte header codec: [`Header`], [`Leap`], [`Mode`], [`RefId`] |
+//! | [`trailer`] | classifies bytes after the header: extensions, MAC, NTS |
+//! | [`clock`] | [`ClockStatus`] from `adjtimex` numbers, [`ClockStatusSource`], [`FakeClock`], precision |
+//! | [`reply`] | the clock fields of a reply: synchronised, local stratum or unsynchronised |
+//! | [`acl`] | [`IpNet`] CIDR parsing and the allow/deny rule |
+//! | [`ratelimit`] | chrony-style per-client token buckets with leak and RATE kiss |
+//! | [`server`] | [`Config`] and [`Server::handle`], the request pipeline |
+//! | [`action`] | [`Action`], [`ResponseKind`], [`DropReason`]: the verdict |
+//! | [`stats`] | [`Stats`] counters over verdicts |
+//! | [`error`] | `thiserror` errors of the parsing helpers |
+//!
+//! # Use
+//!
+//! ```
+//! use nsaux_ntpshim::{Action, Config, FakeClock, Mono, NtpTimestamp, Server};
+//!
+//! let mut server = Server::new(Config::default());
+//! let mut request = [0u8; 48];
+//! request[0] = 0x23; // LI 0, version 4, mode 3 (client)
+//! let mut out = [0u8; 48];
+//! let recv = NtpTimestamp::from_unix(1_800_000_000, 0);
+//! let action = server.handle(
+//!     Mono::from_nanos(0),
+//!     "192.0.2.1".parse().unwrap(),
+//!     recv,
+//!     &request,
+//!     &FakeClock::synchronised().status,
+//!     || NtpTimestamp::from_unix(1_800_000_000, 20_000),
+//!     &mut out,
+//! );
+//! assert!(matches!(action, Action::Respond { len: 48, .. }));
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod acl;
+pub mod action;
+pub mod clock;
+pub mod error;
+pub mod mono;
+pub mod packet;
+pub mod ratelimit;
+pub mod reply;
+mod rng;
+pub mod server;
+pub mod stats;
+pub mod timestamp;
+pub mod trailer;
+
+pub use acl::{AccessList, IpNet};
+pub use action::{Action, DropReason, ResponseKind};
+pub use clock::{
+    ClockStatus, ClockStatusSource, FakeClock, KernelTimex, Reference, precision_from_resolution_ns,
+};
+pub use error::{PacketError, ParseNetError};
+pub use mono::Mono;
+pub use packet::{HEADER_LEN, Header, Leap, Mode, RefId};
+pub use ratelimit::{RateLimitConfig, RateLimiter};
+pub use server::{Config, Server};
+pub use stats::Stats;
+pub use timestamp::{NtpShort, NtpTimestamp};
+
+#[cfg(test)]
+mod tests;

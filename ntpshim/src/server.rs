@@ -1,0 +1,226 @@
+//! The request pipeline: access check → header → version → mode → trailer →
+//! clock state → rate limit → reply. Each step either continues or returns an
+//! [`Action::Ignore`] with its reason; nothing here can panic on input.
+
+use std::net::IpAddr;
+
+use crate::acl::{AccessList, IpNet, canonical};
+use crate::action::{Action, DropReason, ResponseKind};
+use crate::clock::ClockStatus;
+use crate::mono::Mono;
+use crate::packet::{HEADER_LEN, Header, Leap, Mode, RefId, write_transmit};
+use crate::ratelimit::{RateLimitConfig, RateLimiter, Verdict};
+use crate::reply::{ClockState, clock_fields};
+use crate::timestamp::NtpTimestamp;
+use crate::trailer::{Trailer, TrailerError, classify};
+
+/// Protocol settings of one namespace's NTP server. The daemon converts its
+/// TOML into this; I/O settings (listen addresses) stay in the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Networks allowed to get time; empty means everyone (see
+    /// [`crate::acl`] for how allow and deny combine).
+    pub allow: Vec<IpNet>,
+    /// Networks refused; a deny at least as specific as the matching allow wins.
+    pub deny: Vec<IpNet>,
+    /// Per-client rate limiting; `None` disables it. Default: chrony's
+    /// defaults (see [`RateLimitConfig`]).
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Answer (with leap 3, stratum 16) while our clock is unsynchronised, as
+    /// chrony does, so `chronyd -Q`/`ntpdig` can see the state; `false` stays
+    /// silent so clients fail over to another server. Default `true`.
+    pub answer_unsynchronised: bool,
+    /// Answer symmetric active (mode 1) requests with symmetric passive
+    /// (mode 2) replies. We never synchronise to such peers. Default `false`:
+    /// few deployments use it and it lets anyone set up "peering" traffic.
+    pub symmetric: bool,
+    /// Serve the host clock at this stratum (1..=15, refid 127.127.1.1) when it
+    /// is unsynchronised or too far from its reference, like chrony's
+    /// `local stratum N`. Default `None`.
+    pub local_stratum: Option<u8>,
+    /// Seed for the rate limiter's hash key and leak/kiss coin flips. The
+    /// daemon should pass random bits; tests pass constants.
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            allow: Vec::new(),
+            deny: Vec::new(),
+            rate_limit: Some(RateLimitConfig::default()),
+            answer_unsynchronised: true,
+            symmetric: false,
+            local_stratum: None,
+            seed: 0x6E73_6175_786E_7470,
+        }
+    }
+}
+
+/// One namespace's NTP server: configuration plus rate-limit state. Create
+/// one per namespace so no state crosses namespaces.
+#[derive(Debug, Clone)]
+pub struct Server {
+    access: AccessList,
+    limiter: Option<RateLimiter>,
+    answer_unsynchronised: bool,
+    symmetric: bool,
+    local_stratum: Option<u8>,
+}
+
+impl Server {
+    /// Builds a server from its configuration.
+    #[must_use]
+    pub fn new(config: Config) -> Self {
+        Self {
+            access: AccessList::new(config.allow, config.deny),
+            limiter: config
+                .rate_limit
+                .map(|rl| RateLimiter::new(rl, config.seed)),
+            answer_unsynchronised: config.answer_unsynchronised,
+            symmetric: config.symmetric,
+            local_stratum: config.local_stratum,
+        }
+    }
+
+    /// The rate limiter, if enabled (for the daemon's status output).
+    #[must_use]
+    pub const fn rate_limiter(&self) -> Option<&RateLimiter> {
+        self.limiter.as_ref()
+    }
+
+    /// Handles one datagram.
+    ///
+    /// * `now`: the daemon's monotonic clock, for rate limiting.
+    /// * `client`: the source address (IPv4-mapped IPv6 is treated as IPv4).
+    /// * `recv_ts`: when the datagram arrived, ideally the kernel's
+    ///   `SO_TIMESTAMPNS` time converted with [`NtpTimestamp::from_unix`].
+    /// * `request`: the datagram.
+    /// * `clock`: a recent [`ClockStatus`].
+    /// * `transmit_ts`: reads the real-time clock; called at most once, as the
+    ///   last step before returning, and only when a reply is built.
+    /// * `out`: the reply buffer, at least 48 bytes.
+    ///
+    /// On [`Action::Respond`] `out[..len]` holds the reply, and `len` is 48,
+    /// never more than `request.len()` (no amplification). Requests with
+    /// extension fields are answered with a bare header; requests with a MAC
+    /// or NTS fields are dropped (see [`crate::trailer`]).
+    #[allow(clippy::too_many_arguments)] // flat on purpose: mirrors the datagram's metadata
+    pub fn handle(
+        &mut self,
+        now: Mono,
+        client: IpAddr,
+        recv_ts: NtpTimestamp,
+        request: &[u8],
+        clock: &ClockStatus,
+        transmit_ts: impl FnOnce() -> NtpTimestamp,
+        out: &mut [u8],
+    ) -> Action {
+        let client = canonical(client);
+        // Checked first so a daemon bug cannot spend rate-limit tokens.
+        if out.len() < HEADER_LEN {
+            return Action::Ignore(DropReason::BufferTooSmall);
+        }
+        match self.prepare(now, client, recv_ts, request, clock) {
+            Ok((header, kind)) => {
+                let Some(buf) = out.first_chunk_mut::<HEADER_LEN>() else {
+                    return Action::Ignore(DropReason::BufferTooSmall);
+                };
+                if header.write(buf).is_err() {
+                    return Action::Ignore(DropReason::BufferTooSmall);
+                }
+                // Read the clock as late as possible: everything else is
+                // already in the buffer.
+                write_transmit(buf, transmit_ts());
+                Action::Respond {
+                    len: HEADER_LEN,
+                    kind,
+                }
+            }
+            Err(reason) => Action::Ignore(reason),
+        }
+    }
+
+    /// Every check, then the reply header without its transmit timestamp.
+    fn prepare(
+        &mut self,
+        now: Mono,
+        client: IpAddr,
+        recv_ts: NtpTimestamp,
+        request: &[u8],
+        clock: &ClockStatus,
+    ) -> Result<(Header, ResponseKind), DropReason> {
+        if !self.access.is_allowed(client) {
+            return Err(DropReason::Denied);
+        }
+        let request_header = Header::parse(request).map_err(|_| DropReason::TooShort)?;
+        if !(1..=4).contains(&request_header.version) {
+            return Err(DropReason::BadVersion);
+        }
+        let reply_mode = self.reply_mode(request_header.mode)?;
+        match classify(request, request_header.version) {
+            Ok(Trailer::None | Trailer::Extensions(_)) => {}
+            Ok(Trailer::Mac) => return Err(DropReason::Authenticated),
+            Ok(Trailer::Nts) => return Err(DropReason::Nts),
+            Err(TrailerError::TooShort) => return Err(DropReason::TooShort),
+            Err(TrailerError::TooLong) => return Err(DropReason::TooLong),
+            Err(TrailerError::Malformed) => return Err(DropReason::Malformed),
+        }
+        let fields = clock_fields(clock, self.local_stratum, recv_ts);
+        if fields.state == ClockState::Unsynchronised && !self.answer_unsynchronised {
+            return Err(DropReason::Unsynchronised);
+        }
+        let verdict = self
+            .limiter
+            .as_mut()
+            .map_or(Verdict::Pass, |rl| rl.check(now, client));
+        let min_poll = self
+            .limiter
+            .as_ref()
+            .map_or(i8::MIN, |rl| rl.config().interval_log2);
+        let mut reply = Header {
+            leap: fields.leap,
+            version: request_header.version,
+            mode: reply_mode,
+            stratum: fields.stratum,
+            poll: request_header.poll.max(min_poll),
+            precision: clock.precision,
+            root_delay: fields.root_delay,
+            root_dispersion: fields.root_dispersion,
+            refid: fields.refid,
+            reference_ts: fields.reference_ts,
+            origin_ts: request_header.transmit_ts,
+            receive_ts: recv_ts,
+            transmit_ts: NtpTimestamp::ZERO,
+        };
+        let kind = match verdict {
+            Verdict::Drop => return Err(DropReason::RateLimited),
+            Verdict::Kiss => {
+                reply.leap = Leap::Unsynchronised;
+                reply.stratum = 0;
+                reply.refid = RefId::RATE;
+                ResponseKind::KissRate
+            }
+            Verdict::Leak => ResponseKind::Leaked,
+            Verdict::Pass if fields.state == ClockState::Unsynchronised => {
+                ResponseKind::Unsynchronised
+            }
+            Verdict::Pass => ResponseKind::Time,
+        };
+        Ok((reply, kind))
+    }
+
+    fn reply_mode(&self, mode: Mode) -> Result<Mode, DropReason> {
+        match mode {
+            Mode::Client => Ok(Mode::Server),
+            Mode::SymmetricActive if self.symmetric => Ok(Mode::SymmetricPassive),
+            Mode::Reserved => Err(DropReason::Mode0),
+            Mode::SymmetricActive => Err(DropReason::Mode1),
+            Mode::SymmetricPassive => Err(DropReason::Mode2),
+            Mode::Server => Err(DropReason::Mode4),
+            Mode::Broadcast => Err(DropReason::Mode5),
+            Mode::Control => Err(DropReason::Mode6),
+            Mode::Private => Err(DropReason::Mode7),
+        }
+    }
+}

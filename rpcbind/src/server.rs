@@ -451,3 +451,7 @@ fn refused(r: Refusal, effects: Vec<Effect>) -> Outcome {
         effects,
     }
 }
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;

@@ -8,9 +8,12 @@
 //! IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, seen on dual-stack sockets)
 //! are matched as the IPv4 address they carry.
 
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::vec::Vec;
 use core::fmt;
+use core::net::IpAddr;
 use core::str::FromStr;
-use std::net::IpAddr;
 
 use crate::error::ParseNetError;
 

@@ -1,6 +1,8 @@
 //! Errors of the parsing helpers. `Server::handle` never returns an error: it
 //! turns every problem with network input into a [`crate::DropReason`].
 
+use alloc::string::String;
+
 use thiserror::Error;
 
 /// Why bytes could not be read as, or written to, an NTP header.

@@ -4,6 +4,9 @@
 //! and the kernel receive timestamp and passes them in; the transmit timestamp
 //! is read through a closure at the last moment.
 //!
+//! The library is `no_std` (with `alloc`), so any attempt to reach for
+//! sockets, files or clocks fails to compile instead of waiting for review.
+//!
 //! # Layout
 //!
 //! | module | job |
@@ -42,8 +45,11 @@
 //! );
 //! assert!(matches!(action, Action::Respond { len: 48, .. }));
 //! ```
+#![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+extern crate alloc;
 
 pub mod acl;
 pub mod action;

@@ -21,7 +21,9 @@
 //! poll faster when unanswered, and its 1/16 s fixed-point timestamps (we
 //! keep nanoseconds).
 
-use std::net::IpAddr;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::net::IpAddr;
 
 use crate::acl::{canonical, mask};
 use crate::mono::Mono;
@@ -244,7 +246,7 @@ impl RateLimiter {
 
     fn grow(&mut self) {
         let doubled = vec![Entry::default(); self.entries.len() * 2];
-        let old = std::mem::replace(&mut self.entries, doubled);
+        let old = core::mem::replace(&mut self.entries, doubled);
         for e in old.into_iter().filter(|e| e.used) {
             let first = self.slot_of(e.key) * SLOT_SIZE;
             if let Some(free) = self

@@ -2,7 +2,8 @@
 //! clock state → rate limit → reply. Each step either continues or returns an
 //! [`Action::Ignore`] with its reason; nothing here can panic on input.
 
-use std::net::IpAddr;
+use alloc::vec::Vec;
+use core::net::IpAddr;
 
 use crate::acl::{AccessList, IpNet, canonical};
 use crate::action::{Action, DropReason, ResponseKind};

@@ -1,0 +1,67 @@
+//! Fuzz target: random bytes into `Portmapper::handle` for each transport and caller kind, and
+//! into `RecordDecoder` (whose records are then handled as TCP calls). Nothing may panic, and a
+//! reply is produced exactly when the outcome says so.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use nsaux_rpcbind::{CallContext, Caller, Config, Portmapper, RecordDecoder, Transport};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&sel, body)) = data.split_first() else {
+        return;
+    };
+    let config = Config {
+        remote_calls: sel & 0x10 != 0,
+        udp_dump_loopback_only: sel & 0x20 != 0,
+        ..Config::default()
+    };
+    let mut pm = Portmapper::new(
+        config,
+        &[
+            ("udp", "0.0.0.0.0.111"),
+            ("tcp", "0.0.0.0.0.111"),
+            ("udp6", "::.0.111"),
+            ("local", "/run/rpcbind.sock"),
+        ],
+    );
+    let caller = match sel & 0x3 {
+        0 => Caller::Ip("127.0.0.1:700".parse().expect("addr")),
+        1 => Caller::Ip("10.0.0.9:40000".parse().expect("addr")),
+        2 => Caller::Ip("[::1]:5000".parse().expect("addr")),
+        _ => Caller::Local {
+            uid: u32::from(sel),
+            pid: None,
+        },
+    };
+    let transport = match (sel >> 2) & 0x3 {
+        0 => Transport::Udp,
+        1 => Transport::Tcp,
+        _ => Transport::Local,
+    };
+    let ctx = CallContext {
+        transport,
+        caller,
+        local_addr: Some("10.0.0.5:111".parse().expect("addr")),
+        now_unix: 1_700_000_000,
+    };
+    let mut out = Vec::new();
+    // The body as one call, then the same body split into several calls in sequence.
+    let o = pm.handle(&ctx, body, &mut out);
+    assert_eq!(o.should_reply(), !out.is_empty());
+    for chunk in body.chunks(64) {
+        let o = pm.handle(&ctx, chunk, &mut out);
+        assert_eq!(o.should_reply(), !out.is_empty());
+    }
+    // The body as a TCP byte stream.
+    let mut dec = RecordDecoder::new(4096);
+    for chunk in body.chunks(usize::from(sel % 7) + 1) {
+        match dec.feed(chunk) {
+            Ok(records) => {
+                for r in records {
+                    let _ = pm.handle(&ctx, &r, &mut out);
+                }
+            }
+            Err(_) => break,
+        }
+    }
+});

@@ -1,0 +1,181 @@
+//! The per-namespace answer cache: TTL countdown, negative entries, serve-stale retention and
+//! an LRU bound on both entries and bytes.
+//!
+//! Why its own module: the cache only knows keys, stored answers and instants. It never sees
+//! clients or upstreams, so its rules (expiry, stale window, eviction order) test in isolation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::answer::StoredAnswer;
+
+/// What a cached answer is filed under: RFC 1035 question plus the DO and CD bits, since
+/// both change what upstream returns (DNSSEC records, unvalidated data).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct CacheKey {
+    /// Lower-cased uncompressed wire name.
+    pub(crate) qname: Vec<u8>,
+    /// Query type.
+    pub(crate) qtype: u16,
+    /// Query class.
+    pub(crate) qclass: u16,
+    /// DO bit of the query.
+    pub(crate) dnssec_ok: bool,
+    /// CD bit of the query (kept apart so unvalidated data never reaches CD=0 clients).
+    pub(crate) checking_disabled: bool,
+}
+
+/// One cached answer.
+#[derive(Debug)]
+struct Entry {
+    /// The answer (shared with in-flight renders).
+    answer: Arc<StoredAnswer>,
+    /// When it was stored.
+    stored_at: Instant,
+    /// When it stops being fresh.
+    expires_at: Instant,
+    /// LRU stamp (key into `lru`).
+    stamp: u64,
+}
+
+/// A cache lookup result.
+#[derive(Debug, Clone)]
+pub(crate) enum Lookup {
+    /// Fresh: serve with TTLs reduced by `elapsed` seconds.
+    Fresh {
+        /// The answer.
+        answer: Arc<StoredAnswer>,
+        /// Whole seconds since it was stored.
+        elapsed: u32,
+    },
+    /// Expired but inside the serve-stale window.
+    Stale(Arc<StoredAnswer>),
+    /// Nothing usable.
+    Miss,
+}
+
+/// Bounded LRU cache.
+#[derive(Debug)]
+pub(crate) struct Cache {
+    /// Entries by key.
+    map: HashMap<CacheKey, Entry>,
+    /// LRU order: oldest stamp first.
+    lru: BTreeMap<u64, CacheKey>,
+    /// Next LRU stamp.
+    next_stamp: u64,
+    /// Bytes currently held (approximate, from `StoredAnswer::size`).
+    bytes: usize,
+    /// Entry bound.
+    max_entries: usize,
+    /// Byte bound.
+    max_bytes: usize,
+    /// How long past expiry an entry is kept for serve-stale (zero: not kept).
+    stale_window: Duration,
+}
+
+impl Cache {
+    /// Creates an empty cache with the given bounds.
+    pub(crate) fn new(max_entries: usize, max_bytes: usize, stale_window: Duration) -> Self {
+        Self {
+            map: HashMap::new(),
+            lru: BTreeMap::new(),
+            next_stamp: 0,
+            bytes: 0,
+            max_entries,
+            max_bytes,
+            stale_window,
+        }
+    }
+
+    /// Number of entries held.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Drops everything.
+    pub(crate) fn flush(&mut self) {
+        self.map.clear();
+        self.lru.clear();
+        self.bytes = 0;
+    }
+
+    /// Looks `key` up at `now`, refreshing its LRU position when usable.
+    pub(crate) fn get(&mut self, now: Instant, key: &CacheKey) -> Lookup {
+        let Some(entry) = self.map.get_mut(key) else {
+            return Lookup::Miss;
+        };
+        let result = if now < entry.expires_at {
+            let elapsed = now.saturating_duration_since(entry.stored_at).as_secs();
+            Lookup::Fresh {
+                answer: entry.answer.clone(),
+                elapsed: u32::try_from(elapsed).unwrap_or(u32::MAX),
+            }
+        } else if now < entry.expires_at + self.stale_window {
+            Lookup::Stale(entry.answer.clone())
+        } else {
+            self.remove(key);
+            return Lookup::Miss;
+        };
+        self.touch(key);
+        result
+    }
+
+    /// Moves `key` to the most-recently-used end.
+    fn touch(&mut self, key: &CacheKey) {
+        let stamp = self.next_stamp;
+        if let Some(entry) = self.map.get_mut(key) {
+            self.lru.remove(&entry.stamp);
+            entry.stamp = stamp;
+            self.lru.insert(stamp, key.clone());
+            self.next_stamp += 1;
+        }
+    }
+
+    /// Removes one entry.
+    fn remove(&mut self, key: &CacheKey) {
+        if let Some(entry) = self.map.remove(key) {
+            self.lru.remove(&entry.stamp);
+            self.bytes = self
+                .bytes
+                .saturating_sub(entry.answer.size() + key.qname.len());
+        }
+    }
+
+    /// Stores `answer` (if its lifetime allows), evicting least-recently-used entries to stay
+    /// inside both bounds.
+    pub(crate) fn insert(&mut self, now: Instant, key: CacheKey, answer: Arc<StoredAnswer>) {
+        let lifetime = answer.lifetime();
+        if lifetime == 0 || self.max_entries == 0 {
+            return;
+        }
+        let size = answer.size() + key.qname.len();
+        if size > self.max_bytes {
+            return;
+        }
+        self.remove(&key);
+        while self.map.len() >= self.max_entries || self.bytes + size > self.max_bytes {
+            let Some((_, oldest)) = self.lru.pop_first() else {
+                break;
+            };
+            if let Some(entry) = self.map.remove(&oldest) {
+                self.bytes = self
+                    .bytes
+                    .saturating_sub(entry.answer.size() + oldest.qname.len());
+            }
+        }
+        let stamp = self.next_stamp;
+        self.next_stamp += 1;
+        self.lru.insert(stamp, key.clone());
+        self.bytes += size;
+        self.map.insert(
+            key,
+            Entry {
+                answer,
+                stored_at: now,
+                expires_at: now + Duration::from_secs(u64::from(lifetime)),
+                stamp,
+            },
+        );
+    }
+}

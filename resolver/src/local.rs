@@ -1,0 +1,313 @@
+//! Local records: the namespace's static names (hosts file, configuration, run-time API),
+//! answered authoritatively, with PTR records derived from every forward record.
+//!
+//! Why a separate store: a VS needs its own names to resolve even when upstreams are down,
+//! and local answers must never be cached or mixed with upstream data.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use hickory_proto::rr::Name;
+
+use crate::error::Error;
+use crate::hosts::parse_hosts;
+use crate::response::LocalData;
+use crate::wire::{self, CLASS_IN, TYPE_A, TYPE_AAAA, TYPE_ANY, TYPE_PTR};
+
+/// Where a record came from; each source is replaced or edited on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Source {
+    /// The namespace's hosts file (`set_hosts` replaces all of these).
+    Hosts,
+    /// Static configuration.
+    Config,
+    /// Added at run time.
+    Runtime,
+}
+
+/// One forward record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rec {
+    /// Wire name as given (case kept for PTR targets).
+    name: Vec<u8>,
+    /// The address.
+    addr: IpAddr,
+    /// Origin.
+    source: Source,
+}
+
+/// What the local store says about a question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LocalAnswer {
+    /// The name is local and has data of the asked type.
+    Data(Vec<LocalData>),
+    /// The name is local but has no data of that type (NOERROR, empty).
+    NoData,
+    /// The name lies in a local domain and does not exist.
+    NxDomain,
+    /// Not ours: forward it.
+    NotLocal,
+}
+
+/// The local record store with derived forward and reverse indexes.
+#[derive(Debug, Default)]
+pub(crate) struct LocalRecords {
+    /// All records in insertion order (hosts order gives the canonical name first).
+    recs: Vec<Rec>,
+    /// Lower-cased name → addresses.
+    forward: HashMap<Vec<u8>, Vec<IpAddr>>,
+    /// Lower-cased reverse name → PTR targets.
+    reverse: HashMap<Vec<u8>, Vec<Vec<u8>>>,
+    /// Every local name and all its ancestors inside local domains (empty non-terminals
+    /// answer NODATA, not NXDOMAIN: RFC 8020).
+    existing: HashSet<Vec<u8>>,
+    /// Lower-cased local domains: names at or below them are never forwarded.
+    domains: Vec<Vec<u8>>,
+}
+
+/// Parses a host name into an uncompressed wire name (case kept).
+pub(crate) fn name_wire(name: &str) -> Result<Vec<u8>, Error> {
+    let bad = || Error::InvalidName(name.to_owned());
+    let trimmed = name.trim();
+    if trimmed.is_empty() || trimmed.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    let parsed = Name::from_ascii(trimmed).map_err(|_| bad())?;
+    if parsed.is_root() {
+        return Err(bad());
+    }
+    Ok(wire::name_to_wire(&parsed))
+}
+
+/// Whether wire name `name` equals or lies below wire name `zone` (both lower-cased).
+fn is_subdomain(name: &[u8], zone: &[u8]) -> bool {
+    suffixes(name).any(|s| s == zone)
+}
+
+/// Iterates a wire name and each of its ancestors (down to the root `\0`).
+fn suffixes(name: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut pos = Some(0usize);
+    std::iter::from_fn(move || {
+        let p = pos?;
+        let rest = name.get(p..)?;
+        let len = usize::from(*rest.first()?);
+        pos = if len == 0 { None } else { Some(p + 1 + len) };
+        Some(rest)
+    })
+}
+
+impl LocalRecords {
+    /// Creates a store with the given local domains.
+    pub(crate) fn new(domains: &[String]) -> Result<Self, Error> {
+        let domains = domains
+            .iter()
+            .map(|d| name_wire(d).map(|w| wire::lower_wire_name(&w)))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            domains,
+            ..Self::default()
+        })
+    }
+
+    /// Adds a record (duplicates from the same source are ignored).
+    pub(crate) fn add(&mut self, name: &str, addr: IpAddr, source: Source) -> Result<(), Error> {
+        let name = name_wire(name)?;
+        self.push(name, addr, source);
+        self.rebuild();
+        Ok(())
+    }
+
+    /// Adds without rebuilding.
+    fn push(&mut self, name: Vec<u8>, addr: IpAddr, source: Source) {
+        let exists = self
+            .recs
+            .iter()
+            .any(|r| r.source == source && r.addr == addr && r.name.eq_ignore_ascii_case(&name));
+        if !exists {
+            self.recs.push(Rec { name, addr, source });
+        }
+    }
+
+    /// Removes a record of `source`; returns whether one was there.
+    pub(crate) fn remove(
+        &mut self,
+        name: &str,
+        addr: IpAddr,
+        source: Source,
+    ) -> Result<bool, Error> {
+        let name = name_wire(name)?;
+        let before = self.recs.len();
+        self.recs.retain(|r| {
+            !(r.source == source && r.addr == addr && r.name.eq_ignore_ascii_case(&name))
+        });
+        let removed = self.recs.len() != before;
+        if removed {
+            self.rebuild();
+        }
+        Ok(removed)
+    }
+
+    /// Replaces all hosts-file records with those in `text`; returns the bad lines/names.
+    pub(crate) fn set_hosts(&mut self, text: &str) -> Vec<Error> {
+        self.recs.retain(|r| r.source != Source::Hosts);
+        let (entries, mut errors) = parse_hosts(text);
+        for e in entries {
+            for n in &e.names {
+                match name_wire(n) {
+                    Ok(w) => self.push(w, e.addr, Source::Hosts),
+                    Err(err) => errors.push(err),
+                }
+            }
+        }
+        self.rebuild();
+        errors
+    }
+
+    /// Number of forward records.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.recs.len()
+    }
+
+    /// Recomputes the indexes.
+    fn rebuild(&mut self) {
+        self.forward.clear();
+        self.reverse.clear();
+        self.existing.clear();
+        for r in &self.recs {
+            let lower = wire::lower_wire_name(&r.name);
+            let addrs = self.forward.entry(lower.clone()).or_default();
+            if !addrs.contains(&r.addr) {
+                addrs.push(r.addr);
+            }
+            let rev = wire::lower_wire_name(&wire::name_to_wire(&Name::from(r.addr)));
+            let targets = self.reverse.entry(rev).or_default();
+            if !targets.iter().any(|t| t.eq_ignore_ascii_case(&r.name)) {
+                targets.push(r.name.clone());
+            }
+            for s in suffixes(&lower) {
+                if self.domains.iter().any(|d| is_subdomain(s, d)) {
+                    self.existing.insert(s.to_vec());
+                }
+            }
+        }
+    }
+
+    /// Answers a question if it is local. `qname` is lower-cased wire.
+    pub(crate) fn lookup(&self, qname: &[u8], qtype: u16, qclass: u16) -> LocalAnswer {
+        if qclass != CLASS_IN {
+            return LocalAnswer::NotLocal;
+        }
+        if let Some(addrs) = self.forward.get(qname) {
+            let data: Vec<LocalData> = addrs
+                .iter()
+                .filter(|a| match qtype {
+                    TYPE_A => a.is_ipv4(),
+                    TYPE_AAAA => a.is_ipv6(),
+                    TYPE_ANY => true,
+                    _ => false,
+                })
+                .map(|a| LocalData::Addr(*a))
+                .collect();
+            return if data.is_empty() {
+                LocalAnswer::NoData
+            } else {
+                LocalAnswer::Data(data)
+            };
+        }
+        if let Some(targets) = self.reverse.get(qname) {
+            return if qtype == TYPE_PTR || qtype == TYPE_ANY {
+                LocalAnswer::Data(targets.iter().cloned().map(LocalData::Ptr).collect())
+            } else {
+                LocalAnswer::NoData
+            };
+        }
+        if self.domains.iter().any(|d| is_subdomain(qname, d)) {
+            return if self.existing.contains(qname) || self.domains.iter().any(|d| d == qname) {
+                LocalAnswer::NoData
+            } else {
+                LocalAnswer::NxDomain
+            };
+        }
+        LocalAnswer::NotLocal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(s: &str) -> Vec<u8> {
+        wire::lower_wire_name(&name_wire(s).expect("name"))
+    }
+
+    #[test]
+    fn forward_reverse_and_domains() {
+        let mut l = LocalRecords::new(&["lan".to_owned()]).expect("domains");
+        let errs = l.set_hosts("10.0.0.5 Box.lan box\n fd00::5 box.lan\n");
+        assert!(errs.is_empty());
+        assert_eq!(
+            l.lookup(&w("box.lan"), TYPE_A, CLASS_IN),
+            LocalAnswer::Data(vec![LocalData::Addr("10.0.0.5".parse().expect("ip"))])
+        );
+        assert_eq!(
+            l.lookup(&w("BOX.LAN"), TYPE_AAAA, CLASS_IN),
+            LocalAnswer::Data(vec![LocalData::Addr("fd00::5".parse().expect("ip"))])
+        );
+        assert_eq!(l.lookup(&w("box.lan"), 16, CLASS_IN), LocalAnswer::NoData);
+        assert_eq!(
+            l.lookup(&w("other.lan"), TYPE_A, CLASS_IN),
+            LocalAnswer::NxDomain
+        );
+        assert_eq!(l.lookup(&w("lan"), TYPE_A, CLASS_IN), LocalAnswer::NoData);
+        assert_eq!(
+            l.lookup(&w("example.com"), TYPE_A, CLASS_IN),
+            LocalAnswer::NotLocal
+        );
+        assert_eq!(
+            l.lookup(&w("5.0.0.10.in-addr.arpa"), TYPE_PTR, CLASS_IN),
+            LocalAnswer::Data(vec![
+                LocalData::Ptr(name_wire("Box.lan").expect("n")),
+                LocalData::Ptr(name_wire("box").expect("n"))
+            ])
+        );
+        assert!(matches!(
+            l.lookup(
+                &w("5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa"),
+                TYPE_PTR,
+                CLASS_IN
+            ),
+            LocalAnswer::Data(_)
+        ));
+        assert_eq!(
+            l.lookup(&w("6.0.0.10.in-addr.arpa"), TYPE_PTR, CLASS_IN),
+            LocalAnswer::NotLocal
+        );
+        l.add(
+            "extra.lan",
+            "10.0.0.6".parse().expect("ip"),
+            Source::Runtime,
+        )
+        .expect("add");
+        assert!(matches!(
+            l.lookup(&w("extra.lan"), TYPE_A, CLASS_IN),
+            LocalAnswer::Data(_)
+        ));
+        assert!(
+            l.remove(
+                "extra.lan",
+                "10.0.0.6".parse().expect("ip"),
+                Source::Runtime
+            )
+            .expect("rm")
+        );
+        assert_eq!(
+            l.lookup(&w("extra.lan"), TYPE_A, CLASS_IN),
+            LocalAnswer::NxDomain
+        );
+        // Replacing the hosts file keeps runtime records only.
+        l.set_hosts("");
+        assert_eq!(l.len(), 0);
+        assert!(name_wire("bad name").is_err());
+    }
+}

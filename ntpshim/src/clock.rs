@@ -3,7 +3,7 @@
 //! stratum and reference the daemon configured or copied from a local NTP
 //! daemon. The server only reads it; no system call happens here.
 
-use crate::packet::{Leap, RefId};
+use crate::packet::{Header, Leap, Mode, RefId};
 use crate::timestamp::NtpTimestamp;
 
 /// Kernel `STA_INS`: insert a leap second at the end of the UTC day.
@@ -39,8 +39,38 @@ pub struct Reference {
     pub time: Option<NtpTimestamp>,
 }
 
+impl Reference {
+    /// Copies the reference of a local NTP daemon from its reply to our
+    /// client request (what rsntp does): stratum, refid, root delay, root
+    /// dispersion and reference time are taken verbatim, so we present the
+    /// same clock the daemon serves.
+    ///
+    /// Returns `None` when the reply is not a usable server reply: not mode
+    /// 4, leap 3, or stratum 0 (kiss) or ≥ 16 (unsynchronised). The caller
+    /// must already have matched the reply to its request (origin timestamp).
+    #[must_use]
+    pub fn from_server_reply(reply: &Header) -> Option<Self> {
+        let usable = reply.mode == Mode::Server
+            && reply.leap != Leap::Unsynchronised
+            && (1..16).contains(&reply.stratum);
+        usable.then(|| Self {
+            stratum: reply.stratum,
+            refid: reply.refid,
+            root_delay_us: reply.root_delay.to_micros(),
+            root_dispersion_us: reply.root_dispersion.to_micros(),
+            time: Some(reply.reference_ts).filter(|t| *t != NtpTimestamp::ZERO),
+        })
+    }
+}
+
 /// Raw numbers from `struct timex` after `adjtimex` with `modes = 0`, passed
 /// as plain integers so the daemon needs no conversion logic.
+///
+/// `timex.precision` and `timex.tick` are deliberately absent: both are in
+/// microseconds and describe the tick-based clock (1 µs and 10 ms on current
+/// kernels), not how finely `CLOCK_REALTIME` reads with high-resolution
+/// timers. The daemon measures that once and converts it with
+/// [`precision_from_resolution_ns`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct KernelTimex {
     /// `timex.status` bit flags (`STA_*`).
@@ -226,6 +256,41 @@ mod tests {
         assert!(!t(0, 16_000_000).is_synchronised());
         assert!(t(0, -1).is_synchronised());
         assert_eq!(t(0, 5).esterror_us, 0);
+    }
+
+    #[test]
+    fn copy_reference_from_reply() {
+        let mut h = Header {
+            leap: Leap::NoWarning,
+            version: 4,
+            mode: Mode::Server,
+            stratum: 3,
+            poll: 6,
+            precision: -24,
+            root_delay: crate::NtpShort::from_micros(2_000),
+            root_dispersion: crate::NtpShort::from_micros(3_000),
+            refid: RefId([10, 0, 0, 1]),
+            reference_ts: NtpTimestamp::from_parts(100, 0),
+            origin_ts: NtpTimestamp::ZERO,
+            receive_ts: NtpTimestamp::ZERO,
+            transmit_ts: NtpTimestamp::ZERO,
+        };
+        let r = Reference::from_server_reply(&h).unwrap();
+        assert_eq!(r.stratum, 3);
+        assert_eq!(r.refid, RefId([10, 0, 0, 1]));
+        assert!(r.root_delay_us.abs_diff(2_000) <= 16); // 16.16 steps are 15.3 µs
+        assert!(r.root_dispersion_us.abs_diff(3_000) <= 16);
+        assert_eq!(r.time, Some(NtpTimestamp::from_parts(100, 0)));
+        h.leap = Leap::Unsynchronised;
+        assert_eq!(Reference::from_server_reply(&h), None);
+        h.leap = Leap::NoWarning;
+        h.stratum = 16;
+        assert_eq!(Reference::from_server_reply(&h), None);
+        h.stratum = 0;
+        assert_eq!(Reference::from_server_reply(&h), None);
+        h.stratum = 2;
+        h.mode = Mode::Client;
+        assert_eq!(Reference::from_server_reply(&h), None);
     }
 
     #[test]

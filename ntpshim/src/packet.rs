@@ -174,6 +174,31 @@ pub struct Header {
 }
 
 impl Header {
+    /// A minimal NTPv4 client request (mode 3) revealing nothing but
+    /// `transmit_ts`, as chrony sends them. The daemon can use it to ask a
+    /// local NTP daemon for the reference to copy (see
+    /// [`crate::Reference::from_server_reply`]); `transmit_ts` should be
+    /// random or the real time, and must be matched against the reply's
+    /// origin timestamp.
+    #[must_use]
+    pub const fn client_request(transmit_ts: NtpTimestamp) -> Self {
+        Self {
+            leap: Leap::NoWarning,
+            version: 4,
+            mode: Mode::Client,
+            stratum: 0,
+            poll: 0,
+            precision: 0,
+            root_delay: NtpShort::from_bits(0),
+            root_dispersion: NtpShort::from_bits(0),
+            refid: RefId([0; 4]),
+            reference_ts: NtpTimestamp::ZERO,
+            origin_ts: NtpTimestamp::ZERO,
+            receive_ts: NtpTimestamp::ZERO,
+            transmit_ts,
+        }
+    }
+
     /// Parses the first [`HEADER_LEN`] bytes of `buf`; trailing bytes are
     /// ignored here (see [`crate::trailer`]).
     ///

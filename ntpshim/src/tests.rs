@@ -119,6 +119,17 @@ fn reply_fields_follow_request_and_clock() {
 }
 
 #[test]
+fn client_request_builder_is_answered_and_copyable() {
+    let mut req = [0u8; 48];
+    Header::client_request(CLIENT_XMT).write(&mut req).unwrap();
+    let h = run(no_limit(), &req, &synced()).reply.unwrap();
+    assert_eq!(h.origin_ts, CLIENT_XMT);
+    let copied = Reference::from_server_reply(&h).unwrap();
+    assert_eq!(copied.stratum, 2);
+    assert_eq!(copied.refid, RefId([192, 0, 2, 1]));
+}
+
+#[test]
 fn version_echoed_for_1_to_4() {
     for v in 1..=4 {
         let r = run(no_limit(), &request(v, 3, 4), &synced());

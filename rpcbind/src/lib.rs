@@ -20,6 +20,30 @@
 //! - `types` (private): portmapper XDR types.
 //! - `xdr` (private): capped XDR reader/writer.
 //! - [`error`]: `XdrError`, `RecordError`.
+//!
+//! # Using it from the daemon
+//! 1. `Portmapper::new(config, &[(netid, uaddr), ...])` per namespace, with the endpoints actually
+//!    listened on; then `restore(journaled_entries)`.
+//! 2. UDP: one datagram → `handle(&ctx, datagram, &mut out)`. TCP/AF_LOCAL: bytes →
+//!    `RecordDecoder::feed` → each record → `handle` → `frame_record(&out, &mut wire)`.
+//! 3. Carry out `Outcome::effects` in order (journal `Registered`/`Unregistered` first), then send
+//!    `out` iff `Outcome::should_reply()`. `Verdict::Forwarded` means the reply comes later from
+//!    `PendingCall::build_reply` (remote calls only).
+//!
+//! # Where this differs from rpcbind, on purpose
+//! - RPC version ≠ 2 gets MSG_DENIED/RPC_MISMATCH (RFC 5531); libtirpc silently drops it.
+//! - A non-UTF-8 string argument is GARBAGE_ARGS (netids and addresses are ASCII in practice).
+//! - UNSET is all-or-nothing: rpcbind deletes matching entries up to the first one the caller does
+//!   not own and then answers FALSE.
+//! - GETADDR replaces the host of a *wildcard* registration with the local address the call arrived
+//!   on; specific addresses are returned unchanged (rpcbind rewrites every host part with the
+//!   interface on the caller's network). The request's `r_addr` hint is not used.
+//! - GETADDRLIST skips registrations with an unknown netid (rpcbind would send no reply at all).
+//! - Liveness checks of registered servers (`is_bound`, disabled in rpcbind too) are not done.
+//! - Loopback IP callers may SET/UNSET by default (`Config::loopback_may_register`, rpcbind `-L`).
+//! - UDP DUMP from non-loopback callers is refused (`Config::udp_dump_loopback_only`), the
+//!   registration table and GETSTAT rows are capped, and UDP replies over 8800 bytes become
+//!   SYSTEM_ERR.
 #![forbid(unsafe_code)]
 
 pub mod config;

@@ -917,3 +917,66 @@ fn xdr_error_is_reported() {
     let mut r = XdrReader::new(&[0, 0, 0, 1]);
     assert_eq!(Rpcb::decode(&mut r), Err(XdrError::Truncated));
 }
+
+#[test]
+fn tcp_records_end_to_end() {
+    let mut p = pm();
+    let mut wire = Vec::new();
+    crate::frame_record(&call(4, 0, &[]), &mut wire);
+    crate::frame_record(&call(2, 3, &pmap(PMAP_PROG, 2, 6, 0)), &mut wire);
+    let c = ctx(
+        Transport::Tcp,
+        Caller::Ip(sa("10.0.0.9:1000")),
+        Some("10.0.0.5:111"),
+    );
+    let mut dec = crate::RecordDecoder::default();
+    let mut replies = Vec::new();
+    for chunk in wire.chunks(5) {
+        for rec in dec.feed(chunk).expect("records") {
+            let mut out = Vec::new();
+            let o = p.handle(&c, &rec, &mut out);
+            assert!(o.should_reply());
+            let mut framed = Vec::new();
+            crate::frame_record(&out, &mut framed);
+            replies.push(framed);
+        }
+    }
+    assert_eq!(replies.len(), 2);
+    let mut back = crate::RecordDecoder::default();
+    let rec = back.feed(&replies[1]).expect("reply record");
+    let Some((_, ReplyBody::Success(body))) = decode_reply(&rec[0]) else {
+        panic!("bad reply");
+    };
+    assert_eq!(as_u32(body), 111);
+}
+
+#[test]
+fn kernel_style_registration_over_local() {
+    // What the kernel does for lockd/nfsd: v4 UNSET all, then v4 SET per netid with owner "0".
+    let mut p = pm();
+    let k = local(0);
+    let (_, r) = ok(&mut p, &k, &call(4, 2, &rpcb(100_021, 4, "", "")));
+    assert!(as_bool(&r));
+    for (netid, addr) in [
+        ("udp", "0.0.0.0.160.1"),
+        ("tcp", "0.0.0.0.160.1"),
+        ("udp6", "::.160.1"),
+        ("tcp6", "::.160.1"),
+    ] {
+        let (e, r) = ok(&mut p, &k, &call(4, 1, &rpcb(100_021, 4, netid, addr)));
+        assert!(as_bool(&r));
+        assert!(
+            matches!(&e[..], [Effect::Registered(en)] if en.owner == "superuser" && en.netid == netid)
+        );
+    }
+    // lockd's v2 GETPORT for it works, and statd (v3/v4 GETADDR over udp6) gets the local address.
+    let (_, r) = ok(&mut p, &lo_udp(), &call(2, 3, &pmap(100_021, 4, 17, 0)));
+    assert_eq!(as_u32(&r), 40961);
+    let c6 = ctx(
+        Transport::Udp,
+        Caller::Ip(sa("[::1]:900")),
+        Some("[::1]:111"),
+    );
+    let (_, r) = ok(&mut p, &c6, &call(4, 3, &rpcb(100_021, 4, "udp6", "")));
+    assert_eq!(as_string(&r), "::1.160.1");
+}

@@ -24,6 +24,26 @@
 //! | [`stats`] | [`Stats`] counters over verdicts |
 //! | [`error`] | `thiserror` errors of the parsing helpers |
 //!
+//! # Decisions (and where they come from)
+//!
+//! * Requests: modes 3 (and 1 if `symmetric`) of versions 1..=4, 48..=1140
+//!   bytes, length a multiple of 4 (chrony's `parse_packet`). Replies echo the
+//!   version, are always exactly 48 bytes, so never longer than the request.
+//! * NTPv4 extension fields are skipped and answered with a bare header;
+//!   MACs and crypto-NAKs (we hold no keys) and NTS fields are dropped, as
+//!   chrony does for unknown keys. Mode 0 (NTPv1 by port) is dropped: the
+//!   daemon's port is not an input.
+//! * Poll is echoed, raised to the rate-limit interval (chrony's
+//!   `CLG_GetNtpMinPoll`). Precision comes from the clock status.
+//! * Synchronised means kernel `maxerror` < 16 s, not `STA_UNSYNC`. When
+//!   unsynchronised: leap 3, stratum 16, refid 0 (or silence, or the local
+//!   stratum); see [`reply`].
+//! * Rate limiting is chrony's token bucket with leak (normal answers) and an
+//!   optional RATE kiss (stratum 0, refid "RATE", leap 3); see [`ratelimit`].
+//! * Access: most specific allow/deny entry wins, deny wins ties; see [`acl`].
+//! * Not done: interleaved mode, timestamp fuzzing below the precision,
+//!   chrony's "client polls faster when dropped" heuristic, authentication.
+//!
 //! # Use
 //!
 //! ```

@@ -157,6 +157,7 @@ impl RateLimiter {
     }
 
     /// Records a request from `client` at `now` and decides whether to answer.
+    #[must_use]
     pub fn check(&mut self, now: Mono, client: IpAddr) -> Verdict {
         let key = self.key(client);
         let index = self.find_or_insert(key);

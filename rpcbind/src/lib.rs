@@ -11,6 +11,7 @@
 //! - [`server`]: `Portmapper`, dispatch of versions 2/3/4 and every procedure.
 //! - [`registry`]: `Registry`/`Entry`, rpcbind's set/unset/lookup semantics.
 //! - [`rmtcall`]: CALLIT/BCAST/INDIRECT, the deny list and the `Forward` effect.
+//! - [`forward`]: `ForwardTable`, bookkeeping of forwarded remote calls (rpcbind's FINFO).
 //! - [`stats`]: GETSTAT counters in rpcbind's layout.
 //! - [`outcome`]: `Outcome`, `Verdict`, `Effect`.
 //! - [`record`]: TCP record marking (`RecordDecoder`, `frame_record`).
@@ -49,6 +50,7 @@
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod forward;
 pub mod outcome;
 pub mod probe;
 pub mod record;
@@ -64,6 +66,7 @@ mod xdr;
 pub use config::Config;
 pub use context::{CallContext, Caller, SUPERUSER, Transport};
 pub use error::{RecordError, XdrError};
+pub use forward::{DEFAULT_FORWARD_MAX_AGE, DEFAULT_FORWARD_SLOTS, ForwardTable};
 pub use outcome::{DropReason, Effect, Outcome, Refusal, Verdict};
 pub use probe::{encode_null_call, is_null_reply};
 pub use record::{DEFAULT_MAX_RECORD, RecordDecoder, frame_record};

@@ -45,6 +45,31 @@ fuzz_target!(|data: &[u8]| {
         now_unix: 1_700_000_000,
     };
     let mut out = Vec::new();
+    // Half the time, wrap the body in a valid call header so the procedures' argument decoding
+    // is reached: body[0] picks the version, body[1] the procedure.
+    let wrapped;
+    let body = if sel & 0x40 != 0 && body.len() >= 2 {
+        let mut b = Vec::with_capacity(body.len() + 40);
+        for w in [
+            7u32,
+            0,
+            2,
+            100_000,
+            2 + u32::from(body[0] % 3),
+            u32::from(body[1] % 14),
+            0,
+            0,
+            0,
+            0,
+        ] {
+            b.extend_from_slice(&w.to_be_bytes());
+        }
+        b.extend_from_slice(&body[2..]);
+        wrapped = b;
+        &wrapped[..]
+    } else {
+        body
+    };
     // The body as one call, then the same body split into several calls in sequence.
     let o = pm.handle(&ctx, body, &mut out);
     assert_eq!(o.should_reply(), !out.is_empty());

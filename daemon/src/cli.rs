@@ -183,6 +183,15 @@ pub enum CtlCommand {
     },
     /// Re-read the daemon's configuration (like SIGHUP, but reports errors).
     Reload,
+    /// Portmapper tables.
+    #[command(subcommand)]
+    Rpc(RpcCommand),
+    /// DNS resolver endpoints.
+    #[command(subcommand)]
+    Dns(DnsCommand),
+    /// NTP service.
+    #[command(subcommand)]
+    Ntp(NtpCommand),
     /// Check a configuration file offline.
     Validate {
         /// The file.
@@ -198,18 +207,90 @@ pub enum NsCommand {
     List,
 }
 
+/// Restricts a service command to one namespace.
+#[derive(Debug, Args)]
+pub struct NsFilter {
+    /// Only this namespace (default: all where the service runs).
+    #[arg(long = "ns", value_name = "NAME")]
+    pub ns: Option<String>,
+}
+
+/// `nsauxctl rpc` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RpcCommand {
+    /// Registration tables: NS, prog/vers, netid, address, owner.
+    List(NsFilter),
+    /// Remove registrations (operator override of owner checks).
+    Unset {
+        /// Namespace.
+        #[arg(long = "ns", value_name = "NAME")]
+        ns: String,
+        /// Program number.
+        prog: u32,
+        /// Version.
+        vers: u32,
+        /// Only this netid (default: all).
+        netid: Option<String>,
+    },
+}
+
+/// `nsauxctl dns` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DnsCommand {
+    /// Per-namespace statistics.
+    Stats(NsFilter),
+    /// Empty the cache.
+    Flush(NsFilter),
+    /// Add a local record (answered authoritatively, forward and reverse).
+    Add {
+        /// Namespace.
+        #[arg(long = "ns", value_name = "NAME")]
+        ns: String,
+        /// Host name.
+        name: String,
+        /// Address.
+        addr: std::net::IpAddr,
+    },
+    /// Remove a local record added at run time.
+    Remove {
+        /// Namespace.
+        #[arg(long = "ns", value_name = "NAME")]
+        ns: String,
+        /// Host name.
+        name: String,
+        /// Address.
+        addr: std::net::IpAddr,
+    },
+}
+
+/// `nsauxctl ntp` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum NtpCommand {
+    /// Clock status served and where stratum/refid come from.
+    Status(NsFilter),
+    /// Per-namespace statistics.
+    Stats(NsFilter),
+}
+
+fn service_request(service: &str, action: &str, ns: Option<String>, args: Value) -> Request {
+    Request::Service {
+        service: service.into(),
+        action: action.into(),
+        ns,
+        args,
+    }
+}
+
 /// `nsauxctl attach` arguments.
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false, id = "target")]
 pub struct AttachArgs {
     /// Name to give it.
-    #[arg(group = "x")]
     pub name: String,
     /// Follow this process's namespace; it is detached when the process exits.
-    #[arg(long, group = "target")]
+    #[arg(long, conflicts_with = "path", required_unless_present = "path")]
     pub pid: Option<u32>,
-    /// Open this namespace file.
-    #[arg(long, group = "target")]
+    /// Open this namespace file (e.g. a container runtime's).
+    #[arg(long)]
     pub path: Option<PathBuf>,
 }
 
@@ -247,6 +328,44 @@ fn run_ctl(args: &CtlArgs) -> anyhow::Result<()> {
         },
         CtlCommand::Detach { name } => Request::Detach { name: name.clone() },
         CtlCommand::Reload => Request::Reload,
+        CtlCommand::Rpc(RpcCommand::List(f)) => {
+            service_request("rpcbind", "list", f.ns.clone(), Value::Null)
+        }
+        CtlCommand::Rpc(RpcCommand::Unset {
+            ns,
+            prog,
+            vers,
+            netid,
+        }) => service_request(
+            "rpcbind",
+            "unset",
+            Some(ns.clone()),
+            serde_json::json!({ "prog": prog, "vers": vers, "netid": netid }),
+        ),
+        CtlCommand::Dns(DnsCommand::Stats(f)) => {
+            service_request("dns", "stats", f.ns.clone(), Value::Null)
+        }
+        CtlCommand::Dns(DnsCommand::Flush(f)) => {
+            service_request("dns", "flush", f.ns.clone(), Value::Null)
+        }
+        CtlCommand::Dns(DnsCommand::Add { ns, name, addr }) => service_request(
+            "dns",
+            "add",
+            Some(ns.clone()),
+            serde_json::json!({ "name": name, "addr": addr }),
+        ),
+        CtlCommand::Dns(DnsCommand::Remove { ns, name, addr }) => service_request(
+            "dns",
+            "remove",
+            Some(ns.clone()),
+            serde_json::json!({ "name": name, "addr": addr }),
+        ),
+        CtlCommand::Ntp(NtpCommand::Status(f)) => {
+            service_request("ntp", "status", f.ns.clone(), Value::Null)
+        }
+        CtlCommand::Ntp(NtpCommand::Stats(f)) => {
+            service_request("ntp", "stats", f.ns.clone(), Value::Null)
+        }
     };
     let resp = control::client::call(&args.runtime_dir, &req)?;
     if !resp.ok {
@@ -264,6 +383,9 @@ fn run_ctl(args: &CtlArgs) -> anyhow::Result<()> {
                     println!("{k:<18} {}", plain(v));
                 }
             }
+        }
+        CtlCommand::Rpc(_) | CtlCommand::Dns(_) | CtlCommand::Ntp(_) => {
+            print_per_namespace(&resp.data)
         }
         _ => println!("{}", plain(&resp.data)),
     }
@@ -325,6 +447,66 @@ fn print_ns_table(data: &Value) {
             w2 = w[2],
             w3 = w[3]
         );
+    }
+}
+
+/// Prints `{ns: data}` as one block per namespace; tables (arrays of objects) as columns.
+fn print_per_namespace(data: &Value) {
+    let Some(map) = data.as_object() else {
+        println!("{}", plain(data));
+        return;
+    };
+    for (ns, v) in map {
+        println!("[{ns}]");
+        match v {
+            Value::Array(rows) => {
+                let cols: Vec<String> = rows
+                    .first()
+                    .and_then(Value::as_object)
+                    .map(|o| o.keys().cloned().collect())
+                    .unwrap_or_default();
+                if cols.is_empty() {
+                    for r in rows {
+                        println!("  {}", plain(r));
+                    }
+                    continue;
+                }
+                let cells: Vec<Vec<String>> = rows
+                    .iter()
+                    .map(|r| cols.iter().map(|c| plain(&r[c.as_str()])).collect())
+                    .collect();
+                let widths: Vec<usize> = cols
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        cells
+                            .iter()
+                            .map(|r| r[i].len())
+                            .chain([c.len()])
+                            .max()
+                            .unwrap_or(0)
+                    })
+                    .collect();
+                let line = |r: &[String]| {
+                    let parts: Vec<String> = r
+                        .iter()
+                        .zip(&widths)
+                        .map(|(c, w)| format!("{c:<w$}"))
+                        .collect();
+                    println!("  {}", parts.join("  ").trim_end());
+                };
+                line(&cols.iter().map(|c| c.to_uppercase()).collect::<Vec<_>>());
+                for r in &cells {
+                    line(r);
+                }
+            }
+            Value::Object(o) => {
+                for (k, v) in o {
+                    println!("  {k:<24} {}", plain(v));
+                }
+            }
+            other => println!("  {}", plain(other)),
+        }
     }
 }
 

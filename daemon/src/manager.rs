@@ -492,7 +492,54 @@ impl Manager {
             },
             Request::Attach { name, pid, path } => self.attach(name, pid, path).await,
             Request::Detach { name } => self.detach(&name),
+            Request::Service {
+                service,
+                action,
+                ns,
+                args,
+            } => self.service_control(&service, &action, ns.as_deref(), &args),
         }
+    }
+
+    /// Runs a service action on each namespace where the service runs (or only on `ns`).
+    fn service_control(
+        &self,
+        service: &str,
+        action: &str,
+        ns: Option<&str>,
+        args: &Value,
+    ) -> Response {
+        if !self.kinds.iter().any(|k| k.name() == service) {
+            return Response::err(format!("unknown service {service:?}"));
+        }
+        if let Some(name) = ns {
+            if !self.namespaces.values().any(|e| e.info.name == name) {
+                return Response::err(format!("unknown namespace {name:?}"));
+            }
+        }
+        let mut out = serde_json::Map::new();
+        for e in self
+            .namespaces
+            .values()
+            .filter(|e| ns.is_none_or(|n| e.info.name == n))
+        {
+            let Some(Ok(inst)) = e.services.get(service).map(|s| &s.instance) else {
+                if ns.is_some() {
+                    return Response::err(format!(
+                        "{service} does not run in namespace {:?}",
+                        e.info.name
+                    ));
+                }
+                continue;
+            };
+            match inst.control(action, args) {
+                Ok(v) => {
+                    out.insert(e.info.name.clone(), v);
+                }
+                Err(reason) => return Response::err(format!("{}: {reason}", e.info.name)),
+            }
+        }
+        Response::ok(Value::Object(out))
     }
 
     fn status(&self) -> Value {

@@ -1,1 +1,15 @@
-//! placeholder
+//! Test harness for nsaux: real namespaces, the real daemon, real clients.
+//!
+//! # Layout
+//! - [`env`] — root/tool gating (under `CI=true` a missing capability fails, never skips),
+//!   locating the built binaries.
+//! - [`netns`] — [`netns::TestNetns`]: a namespace bound into a private directory, created and
+//!   deleted the way `ip netns add/del` do, and helpers to run code or commands inside it.
+//! - [`daemon`] — [`daemon::Daemon`]: an `nsauxd` with its own runtime/state/netns directories,
+//!   stopped by pid when dropped.
+//!
+//! Nothing here touches the host's `/run/netns`, `/run/rpcbind.sock` or host ports.
+
+pub mod daemon;
+pub mod env;
+pub mod netns;

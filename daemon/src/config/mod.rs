@@ -105,10 +105,36 @@ fn deep_merge(base: &mut toml::Table, top: &toml::Table) {
     }
 }
 
-fn services_from(table: &toml::Table) -> Result<ServicesConfig, String> {
+fn try_services(table: &toml::Table) -> Result<ServicesConfig, String> {
     toml::Value::Table(table.clone())
         .try_into()
         .map_err(|e: toml::de::Error| e.message().to_owned())
+}
+
+/// Deserializes the service sections; on error, names the failing field by its path
+/// (`ident.port: ...`). Every field has a default, so a table holding only the culprit still
+/// fails while every other one-key table passes: that is how the culprit is found.
+fn services_from(table: &toml::Table) -> Result<ServicesConfig, String> {
+    let err = match try_services(table) {
+        Ok(c) => return Ok(c),
+        Err(e) => e,
+    };
+    for (section, value) in table {
+        let only = |v: toml::Value| toml::Table::from_iter([(section.clone(), v)]);
+        let Err(msg) = try_services(&only(value.clone())) else {
+            continue;
+        };
+        if let toml::Value::Table(fields) = value {
+            for (k, v) in fields {
+                let one = toml::Table::from_iter([(k.clone(), v.clone())]);
+                if let Err(m) = try_services(&only(toml::Value::Table(one))) {
+                    return Err(format!("{section}.{k}: {m}"));
+                }
+            }
+        }
+        return Err(format!("{section}: {msg}"));
+    }
+    Err(err)
 }
 
 impl Config {
@@ -253,6 +279,9 @@ mod tests {
         let e = Config::from_toml("[[netns]]\nmatch = \"a\"\nident = { port = \"x\" }\n", None)
             .expect_err("must fail");
         assert!(e.to_string().contains("[[netns]] #1"), "{e}");
+        assert!(e.to_string().contains("ident.port"), "{e}");
+        let e = Config::from_toml("[ident]\nport = \"eighty\"\n", None).expect_err("must fail");
+        assert!(e.to_string().contains("ident.port: invalid type"), "{e}");
         let e = Config::from_toml("[[netns]]\nident = {}\n", None).expect_err("must fail");
         assert!(e.to_string().contains("match"), "{e}");
     }

@@ -11,6 +11,7 @@
 //! | `attach`  | `name`, and `pid` or `path`            | `{name, id, source}`                  |
 //! | `detach`  | `name`                                 | `{detached}`                          |
 //! | `reload`  | —                                      | `{reloaded: true}`                    |
+//! | `service` | `service`, `action`, `ns`?, `args`?    | `{NS_NAME: result, ...}`              |
 
 pub mod client;
 pub(crate) mod server;
@@ -52,6 +53,19 @@ pub enum Request {
     },
     /// Re-read the configuration file.
     Reload,
+    /// A service-specific action, run on every namespace where the service runs (or on `ns`).
+    Service {
+        /// Service name (`rpcbind`, `dns`, `ntp`, `ident`).
+        service: String,
+        /// Action name (`list`, `flush`, `stats`, ...).
+        action: String,
+        /// Only this namespace.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ns: Option<String>,
+        /// Action arguments.
+        #[serde(default, skip_serializing_if = "Value::is_null")]
+        args: Value,
+    },
 }
 
 /// A control reply.

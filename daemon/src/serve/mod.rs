@@ -193,4 +193,11 @@ pub trait NsService: Send + Sync + fmt::Debug + 'static {
     fn status(&self) -> serde_json::Value {
         serde_json::Value::Null
     }
+
+    /// A service-specific control action for this namespace (`nsauxctl SERVICE ACTION`, e.g.
+    /// `dns flush`, `rpc list`, `ntp stats`). Returns JSON data or a one-line reason.
+    fn control(&self, action: &str, args: &serde_json::Value) -> Result<serde_json::Value, String> {
+        let _ = args;
+        Err(format!("unknown action {action:?}"))
+    }
 }

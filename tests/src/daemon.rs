@@ -1,0 +1,248 @@
+//! Running `nsauxd` under test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::env::bin;
+use crate::netns::TestNetns;
+
+/// A daemon with private directories: `DIR/netns` (watched), `DIR/run`, `DIR/state`,
+/// `DIR/nsaux.toml`, `DIR/nsauxd.log`. Stopped by pid (SIGTERM, then SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Daemon {
+    /// The private directory.
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    extra_args: Vec<String>,
+}
+
+impl Daemon {
+    /// Starts a daemon with this configuration text (no host namespace) and waits until its
+    /// control socket answers.
+    pub fn start(config: &str) -> anyhow::Result<Self> {
+        Self::start_with(config, &[])
+    }
+
+    /// Like [`Daemon::start`], with extra command-line arguments.
+    pub fn start_with(config: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("nsaux-test-").tempdir()?;
+        std::fs::create_dir(dir.path().join("netns"))?;
+        std::fs::write(dir.path().join("nsaux.toml"), config)?;
+        let mut d = Self {
+            dir,
+            child: None,
+            extra_args: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        d.spawn()?;
+        Ok(d)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let p = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p.join("nsauxd.log"))?;
+        let child = Command::new(bin("nsauxd"))
+            .arg("--config")
+            .arg(p.join("nsaux.toml"))
+            .arg("--runtime-dir")
+            .arg(p.join("run"))
+            .arg("--state-dir")
+            .arg(p.join("state"))
+            .arg("--netns-dir")
+            .arg(p.join("netns"))
+            .arg("--no-host-netns")
+            .args(&self.extra_args)
+            .env(
+                "NSAUX_LOG",
+                std::env::var("NSAUX_LOG").unwrap_or_else(|_| "debug".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawning nsauxd")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(out) = self.ctl(&["status"]) {
+                if out.status.success() {
+                    return Ok(());
+                }
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Some(st) = c.try_wait()? {
+                    bail!("nsauxd exited early ({st}); log:\n{}", self.log());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("nsauxd did not come up; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Restarts after a `kill -9` (or a clean stop), with the same directories.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.spawn()
+    }
+
+    /// The private netns directory the daemon watches.
+    pub fn netns_dir(&self) -> PathBuf {
+        self.dir.path().join("netns")
+    }
+
+    /// The runtime directory.
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Creates a namespace in the watched directory.
+    pub fn netns(&self, name: &str) -> anyhow::Result<TestNetns> {
+        TestNetns::create(&self.netns_dir(), name)
+    }
+
+    /// Runs `nsauxctl --runtime-dir RUN ARGS...`.
+    pub fn ctl(&self, args: &[&str]) -> anyhow::Result<Output> {
+        Command::new(bin("nsauxctl"))
+            .arg("--runtime-dir")
+            .arg(self.runtime_dir())
+            .args(args)
+            .output()
+            .context("running nsauxctl")
+    }
+
+    /// `nsauxctl ARGS --json`, parsed; error with stderr if it fails.
+    pub fn ctl_json(&self, args: &[&str]) -> anyhow::Result<Value> {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let out = self.ctl(&a)?;
+        if !out.status.success() {
+            bail!(
+                "nsauxctl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        serde_json::from_slice(&out.stdout).context("nsauxctl printed bad JSON")
+    }
+
+    /// `ns list --json`.
+    pub fn ns_list(&self) -> anyhow::Result<Vec<Value>> {
+        Ok(self
+            .ctl_json(&["ns", "list"])?
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// The `ns list` entry named `name`.
+    pub fn ns(&self, name: &str) -> anyhow::Result<Option<Value>> {
+        Ok(self.ns_list()?.into_iter().find(|n| n["name"] == name))
+    }
+
+    /// Number of open fds of the daemon.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, Iterator::count)
+    }
+
+    /// The targets of the daemon's fd symlinks (`socket:[N]`, `net:[N]`, paths).
+    pub fn fd_targets(&self) -> Vec<String> {
+        let Ok(rd) = std::fs::read_dir(format!("/proc/{}/fd", self.pid())) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .map(|p| p.display().to_string())
+            .collect()
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nsauxd.log")).unwrap_or_default()
+    }
+
+    /// Writes a new configuration file (not applied until reload).
+    pub fn write_config(&self, text: &str) -> anyhow::Result<()> {
+        Ok(std::fs::write(self.dir.path().join("nsaux.toml"), text)?)
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, sig: Signal) -> anyhow::Result<()> {
+        let pid = i32::try_from(self.pid())?;
+        kill(Pid::from_raw(pid), sig)?;
+        Ok(())
+    }
+
+    /// `kill -9` and reap.
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM and wait for a clean exit; returns its exit status.
+    pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let mut c = self.child.take().context("not running")?;
+        let pid = i32::try_from(c.id())?;
+        kill(Pid::from_raw(pid), Signal::SIGTERM)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = c.try_wait()? {
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                bail!("nsauxd did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.stop();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- nsauxd log ----\n{}", self.log());
+        }
+    }
+}
+
+/// Polls `f` until it returns `Some`, or fails after `timeout`.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `Path` helper for callers that format paths into shell commands.
+pub fn shell_path(p: &Path) -> String {
+    p.display().to_string()
+}

@@ -1,0 +1,70 @@
+//! Gating and binaries.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Whether we run under CI, where every test must run.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// True when the test may proceed. Without root: fails under CI, skips loudly elsewhere.
+pub fn require_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(!in_ci(), "{test} needs root and CI=true: refusing to skip");
+    eprintln!("SKIPPED {test}: needs root (run the suite as root; CI does)");
+    false
+}
+
+/// True when `tool` is on PATH. Missing: fails under CI, skips loudly elsewhere.
+pub fn require_tool(test: &str, tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return true;
+    }
+    assert!(
+        !in_ci(),
+        "{test} needs `{tool}` and CI=true: refusing to skip"
+    );
+    eprintln!("SKIPPED {test}: `{tool}` not installed (the README's test command installs it)");
+    false
+}
+
+/// The directory holding the workspace's built binaries (`target/<profile>`), building them
+/// once if they are missing.
+pub fn bin_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // The test executable lives in target/<profile>/deps/.
+        let exe = std::env::current_exe().expect("test executable path");
+        let dir = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .map(PathBuf::from)
+            .expect("target dir");
+        if !dir.join("nsauxd").exists() || !dir.join("nsauxctl").exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let release = dir.file_name().is_some_and(|n| n == "release");
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "-p", "nsauxd", "--bins"]);
+            if release {
+                cmd.arg("--release");
+            }
+            let st = cmd.status().expect("running cargo build");
+            assert!(st.success(), "building nsauxd failed");
+        }
+        dir
+    })
+    .clone()
+}
+
+/// Path of a workspace binary.
+pub fn bin(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}

@@ -1,0 +1,4 @@
+//! Integration tests: one binary, one module per area. Real namespaces, real daemon, real
+//! clients. Root is required; under `CI=true` nothing skips.
+
+mod core;

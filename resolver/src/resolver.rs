@@ -319,6 +319,14 @@ impl Resolver {
         }
         if let Some(&token) = self.by_key.get(&key) {
             if let Some(p) = self.pending.get_mut(&token) {
+                // A client retransmitting while we wait gets one answer, not two.
+                let retransmit = p
+                    .waiters
+                    .iter()
+                    .any(|w| w.client == client && w.query.id == q.id);
+                if retransmit {
+                    return QueryOutcome::Pending(token);
+                }
                 if p.waiters.len() < self.cfg.max_waiters {
                     p.waiters.push(Waiter { client, query: q });
                     self.stats.coalesced += 1;

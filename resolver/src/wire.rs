@@ -364,6 +364,18 @@ pub(crate) fn filter_options(rdata: &[u8], code: u16) -> Vec<u8> {
     out
 }
 
+/// Whether OPT RDATA is a sequence of complete options (code, length, data) and nothing else.
+pub(crate) fn options_well_formed(rdata: &[u8]) -> bool {
+    let mut pos = 0;
+    while pos < rdata.len() {
+        let Some(len) = get_u16(rdata, pos + 2) else {
+            return false;
+        };
+        pos += 4 + usize::from(len);
+    }
+    pos == rdata.len()
+}
+
 /// Appends an OPT record (root owner, our payload size, extended RCODE, DO, options).
 pub(crate) fn push_opt(
     out: &mut Vec<u8>,

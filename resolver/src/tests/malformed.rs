@@ -194,3 +194,29 @@ fn unsupported_opcodes_and_types_notimp() {
     let (o, _) = run(&query(21, "example.com.", RecordType::AXFR, None));
     assert_eq!(o, QueryOutcome::Answered(AnswerKind::NotImp));
 }
+
+#[test]
+fn bad_opt_is_formerr() {
+    // Option length past the RDATA.
+    let mut q = query(30, "example.com.", RecordType::A, Some((1232, false)));
+    let n = q.len();
+    q[n - 2..].copy_from_slice(&[0, 4]);
+    q.extend_from_slice(&[0, 10, 0, 9]);
+    expect_formerr(&q, 30);
+    // OPT owner not the root.
+    let mut q = query(31, "example.com.", RecordType::A, None);
+    q[11] = 1;
+    q.extend_from_slice(&[0xC0, 0x0C, 0, 41, 4, 0xD0, 0, 0, 0, 0, 0, 0]);
+    expect_formerr(&q, 31);
+    // OPT in the answer section.
+    let mut q = query(32, "example.com.", RecordType::A, None);
+    q[7] = 1;
+    q.extend_from_slice(&[0, 0, 41, 4, 0xD0, 0, 0, 0, 0, 0, 0]);
+    expect_formerr(&q, 32);
+    // A well-formed option (cookie) is accepted.
+    let mut q = query(33, "example.com.", RecordType::A, Some((1232, false)));
+    let n = q.len();
+    q[n - 2..].copy_from_slice(&[0, 12]);
+    q.extend_from_slice(&[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
+    assert!(matches!(run(&q).0, QueryOutcome::Pending(_)));
+}

@@ -497,3 +497,50 @@ fn badvers_for_edns1() {
     );
     assert_eq!(m.edns.expect("opt").version(), 0);
 }
+
+/// Rough cost of the hot path (run: `cargo test -p nsaux-resolver --release -- --ignored
+/// --nocapture hot_path_cost`). Not an assertion: a number for the design notes.
+#[test]
+#[ignore = "timing, run by hand in release mode"]
+fn hot_path_cost() {
+    let mut r = resolver(&[UP1]);
+    let now = t0();
+    let mut out = Vec::new();
+    let _ = r.handle_query(
+        now,
+        udp_client(),
+        &query(1, "www.example.com.", RecordType::A, Some((1232, false))),
+        &mut out,
+    );
+    let tx = transmit(&mut r, now);
+    let recs: Vec<Record> = (0..4u8)
+        .map(|i| a_rec("www.example.com.", 300, [192, 0, 2, i]))
+        .collect();
+    let _ = r.handle_upstream(
+        now,
+        tx.upstream,
+        tx.transport,
+        &reply(&tx, ResponseCode::NoError, recs, vec![], |_| {}),
+    );
+    drain_answers(&mut r);
+    let q = query(2, "WWW.example.com.", RecordType::A, Some((1232, false)));
+    let n = 200_000u32;
+    let start = Instant::now();
+    for _ in 0..n {
+        let o = r.handle_query(now, udp_client(), &q, &mut out);
+        assert_eq!(o, QueryOutcome::Answered(AnswerKind::Cache));
+    }
+    let hit = start.elapsed() / n;
+    // For comparison: what a decode + re-encode of the same answer costs with hickory.
+    let bytes = out.clone();
+    let start = Instant::now();
+    for _ in 0..n {
+        let m = Message::from_vec(&bytes).expect("parse");
+        let v = m.to_vec().expect("encode");
+        assert!(!v.is_empty());
+    }
+    let reencode = start.elapsed() / n;
+    println!(
+        "cache hit (full handle_query): {hit:?}; hickory decode+encode of the answer alone: {reencode:?}"
+    );
+}

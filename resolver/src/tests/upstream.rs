@@ -509,3 +509,24 @@ fn query_timeout_bounds_total_time() {
     assert!(now - start <= cfg.query_timeout);
     assert!(r.poll_timeout().is_none() || r.outstanding() == 0);
 }
+
+#[test]
+fn client_retransmit_answered_once() {
+    let mut r = resolver(&[UP1]);
+    let now = t0();
+    let mut out = Vec::new();
+    let q = query(1, "a.example.", RecordType::A, None);
+    let o1 = r.handle_query(now, udp_client(), &q, &mut out);
+    let o2 = r.handle_query(after(now, 1), udp_client(), &q, &mut out);
+    assert_eq!(o1, o2);
+    let tx = transmit(&mut r, now);
+    let rep = reply(
+        &tx,
+        ResponseCode::NoError,
+        vec![a_rec("a.example.", 60, [1, 2, 3, 4])],
+        vec![],
+        |_| {},
+    );
+    let _ = r.handle_upstream(now, tx.upstream, Transport::Udp, &rep);
+    assert_eq!(drain_answers(&mut r).len(), 1);
+}

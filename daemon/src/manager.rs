@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -78,13 +78,25 @@ impl ConfigSource {
     }
 }
 
-/// Aborts a listener task (closing its socket) when dropped.
+/// A listener task (owning its socket). Dropping it aborts the task; [`TaskGuard::close`] also
+/// waits until the task, and so its socket, is gone.
 #[derive(Debug)]
-struct TaskGuard(AbortHandle);
+struct TaskGuard(Option<JoinHandle<()>>);
+
+impl TaskGuard {
+    async fn close(mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+            let _ = h.await;
+        }
+    }
+}
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
     }
 }
 
@@ -114,6 +126,32 @@ impl Drop for NsEntry {
     fn drop(&mut self) {
         // Ends connection tasks; listener tasks end through their guards.
         self.info.cancel.cancel();
+    }
+}
+
+impl ListenerState {
+    async fn close(self) {
+        if let Self::Up { _task } = self {
+            _task.close().await;
+        }
+    }
+}
+
+impl ServiceSlot {
+    async fn close(mut self) {
+        for (_, l) in std::mem::take(&mut self.listeners) {
+            l.close().await;
+        }
+    }
+}
+
+impl NsEntry {
+    /// Closes every socket held for the namespace and waits until they are closed.
+    async fn close(mut self) {
+        self.info.cancel.cancel();
+        for (_, slot) in std::mem::take(&mut self.services) {
+            slot.close().await;
+        }
     }
 }
 
@@ -215,7 +253,9 @@ impl Manager {
         }
         let n = self.namespaces.len();
         self.pid_watchers.clear();
-        self.namespaces.clear();
+        for (_, entry) in std::mem::take(&mut self.namespaces) {
+            entry.close().await;
+        }
         tracing::info!(namespaces = n, "released every namespace");
         Ok(())
     }
@@ -231,7 +271,7 @@ impl Manager {
             ManagerMsg::PidExited { source } => {
                 tracing::info!(netns = source.name(), %source, "attached process exited; detaching");
                 self.pid_watchers.remove(&source);
-                self.remove_source(&source);
+                self.remove_source(&source).await;
             }
             ManagerMsg::Reload => {
                 if let Err(e) = self.reload().await {
@@ -250,7 +290,7 @@ impl Manager {
             } => {
                 self.add_source(source, fd, Some(file_id)).await;
             }
-            TrackerEvent::Vanished { source } => self.remove_source(&source),
+            TrackerEvent::Vanished { source } => self.remove_source(&source).await,
         }
     }
 
@@ -271,7 +311,7 @@ impl Manager {
         file_id: Option<FileId>,
     ) -> Option<NetnsId> {
         if self.sources.contains_key(&source) {
-            self.remove_source(&source);
+            self.remove_source(&source).await;
         }
         let fd = Arc::new(fd);
         let cookie = match self
@@ -313,7 +353,7 @@ impl Manager {
 
     /// Forgets a way of knowing a namespace; when none is left, every socket and fd held for it
     /// is closed at once so the kernel can free it.
-    fn remove_source(&mut self, source: &Source) {
+    async fn remove_source(&mut self, source: &Source) {
         let Some(id) = self.sources.remove(source) else {
             return;
         };
@@ -323,7 +363,9 @@ impl Manager {
         entry.sources.retain(|(s, _)| s != source);
         if entry.sources.is_empty() {
             if let Some(entry) = self.namespaces.remove(&id) {
-                tracing::info!(netns = %entry.info.name, id = %id, %source, "namespace gone; released");
+                let name = entry.info.name.clone();
+                entry.close().await;
+                tracing::info!(netns = %name, id = %id, %source, "namespace gone; released");
             }
         } else {
             tracing::info!(netns = %entry.info.name, alias = source.name(), "alias removed; namespace still served");
@@ -337,11 +379,13 @@ impl Manager {
         };
         let cfg = self.config.for_namespace(&entry.info.name);
         let mut to_bind = Vec::new();
+        let mut to_close = Vec::new();
         for kind in &self.kinds {
             let name = kind.name();
             if !kind.enabled(&cfg) {
-                if entry.services.remove(name).is_some() {
+                if let Some(slot) = entry.services.remove(name) {
                     tracing::info!(netns = %entry.info.name, service = name, "service disabled");
+                    to_close.extend(slot.listeners.into_values());
                 }
                 continue;
             }
@@ -363,17 +407,28 @@ impl Manager {
                 }
             }
             let Ok(inst) = &slot.instance else {
-                slot.listeners.clear();
+                to_close.extend(std::mem::take(&mut slot.listeners).into_values());
                 continue;
             };
             let desired: BTreeSet<ListenerSpec> = inst.listeners().into_iter().collect();
-            slot.listeners.retain(|spec, _| desired.contains(spec));
+            let stale: Vec<ListenerSpec> = slot
+                .listeners
+                .keys()
+                .filter(|k| !desired.contains(*k))
+                .cloned()
+                .collect();
+            for spec in stale {
+                to_close.extend(slot.listeners.remove(&spec));
+            }
             for spec in desired {
                 match slot.listeners.get(&spec) {
                     Some(ListenerState::Up { .. }) => {}
                     _ => to_bind.push((name, spec)),
                 }
             }
+        }
+        for l in to_close {
+            l.close().await;
         }
         if !to_bind.is_empty() {
             self.bind(id, to_bind).await;
@@ -472,7 +527,7 @@ impl Manager {
         }
         match (old_host, self.config.host_netns) {
             (false, true) => self.add_host().await,
-            (true, false) => self.remove_source(&Source::Host),
+            (true, false) => self.remove_source(&Source::Host).await,
             _ => {}
         }
         let ids: Vec<NetnsId> = self.namespaces.keys().copied().collect();
@@ -491,7 +546,7 @@ impl Manager {
                 Err(e) => Response::err(format!("reload failed, old configuration kept: {e:#}")),
             },
             Request::Attach { name, pid, path } => self.attach(name, pid, path).await,
-            Request::Detach { name } => self.detach(&name),
+            Request::Detach { name } => self.detach(&name).await,
             Request::Service {
                 service,
                 action,
@@ -642,7 +697,7 @@ impl Manager {
                     self.pid_watchers.insert(source.clone(), guard);
                 }
                 Err(e) => {
-                    self.remove_source(&source);
+                    self.remove_source(&source).await;
                     return Response::err(format!("cannot watch process: {e}"));
                 }
             }
@@ -650,7 +705,7 @@ impl Manager {
         Response::ok(json!({ "name": source.name(), "id": id, "source": source.to_string() }))
     }
 
-    fn detach(&mut self, name: &str) -> Response {
+    async fn detach(&mut self, name: &str) -> Response {
         let found: Vec<Source> = self
             .sources
             .keys()
@@ -666,7 +721,7 @@ impl Manager {
             ));
         }
         self.pid_watchers.remove(&source);
-        self.remove_source(&source);
+        self.remove_source(&source).await;
         Response::ok(json!({ "detached": name }))
     }
 }
@@ -744,7 +799,7 @@ fn start_listener(
             tokio::spawn(serve::stream::run_unix(l, ns, inst))
         }
     };
-    Ok(TaskGuard(handle.abort_handle()))
+    Ok(TaskGuard(Some(handle)))
 }
 
 fn watch_pid(
@@ -758,5 +813,5 @@ fn watch_pid(
         let _ = afd.readable().await;
         let _ = tx.send(ManagerMsg::PidExited { source });
     });
-    Ok(TaskGuard(handle.abort_handle()))
+    Ok(TaskGuard(Some(handle)))
 }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::control::{self, Request};
 use crate::manager::{ConfigSource, Manager, ManagerMsg};
-use crate::serve::{ServiceKind, ident::Ident};
+use crate::serve::{ServiceKind, ident::Ident, rpcbind::Rpcbind};
 
 /// Default configuration file; its absence means built-in defaults.
 pub const DEFAULT_CONFIG: &str = "/etc/nsaux/nsaux.toml";
@@ -47,11 +47,25 @@ pub struct DaemonArgs {
     /// Do not serve the daemon's own (host) namespace.
     #[arg(long)]
     pub no_host_netns: bool,
+    /// The portmapper's path socket in this mount namespace (overrides `[rpcbind] local_path`;
+    /// "none" disables it). Tests point it into a private directory.
+    #[arg(long, value_name = "PATH")]
+    pub rpcbind_socket: Option<PathBuf>,
 }
 
 /// The service kinds this build offers, in start order.
-fn service_kinds() -> Vec<Arc<dyn ServiceKind>> {
-    vec![Arc::new(Ident)]
+fn service_kinds(args: &DaemonArgs, config: &Config) -> Vec<Arc<dyn ServiceKind>> {
+    let rpcbind_path = match &args.rpcbind_socket {
+        Some(p) if p.as_os_str() == "none" => None,
+        Some(p) => Some(p.clone()),
+        None => Some(config.base_services().rpcbind.local_path)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from),
+    };
+    vec![
+        Arc::new(Ident),
+        Arc::new(Rpcbind::new(&args.state_dir, rpcbind_path)),
+    ]
 }
 
 /// `nsauxd`'s main.
@@ -106,14 +120,9 @@ async fn run_daemon(args: DaemonArgs, source: ConfigSource, config: Config) -> a
     let listener = control::server::bind(&control_path)?;
 
     let (tx, rx) = mpsc::unbounded_channel();
-    let manager = Manager::new(
-        config,
-        source,
-        service_kinds(),
-        tx.clone(),
-        args.runtime_dir.clone(),
-    )
-    .context("starting the namespace thread")?;
+    let kinds = service_kinds(&args, &config);
+    let manager = Manager::new(config, source, kinds, tx.clone(), args.runtime_dir.clone())
+        .context("starting the namespace thread")?;
     let shutdown = CancellationToken::new();
     let control_task = tokio::spawn(control::server::serve(listener, tx.clone()));
     let manager_task = tokio::spawn(manager.run(rx, shutdown.clone()));

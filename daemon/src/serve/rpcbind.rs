@@ -41,7 +41,7 @@ use nsaux_rpcbind::uaddr::{format_uaddr, parse_uaddr};
 use nsaux_rpcbind::{
     CallContext, Caller, Config as PmConfig, DEFAULT_FORWARD_MAX_AGE, DEFAULT_FORWARD_SLOTS,
     DEFAULT_MAX_RECORD, Effect, Entry, Forward, ForwardTable, PMAP_PROG, Portmapper, RecordDecoder,
-    Transport, frame_record,
+    SUPERUSER, Transport, frame_record,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -185,7 +185,7 @@ impl ServiceKind for Rpcbind {
         self.start_once();
         let cfg = cfg.rpcbind.clone();
         let journal = self.journals.as_ref().map(|j| j.journal(ns.id));
-        let (mut pm, self_entries) = new_portmapper(&cfg);
+        let mut pm = new_portmapper(&cfg);
         let mut lines = 0;
         if let Some(j) = &journal {
             match j.replay() {
@@ -201,7 +201,7 @@ impl ServiceKind for Rpcbind {
                         tracing::info!(netns = %ns.name, restored = n, "registrations restored from the journal");
                     }
                     if r.bad_lines > 0 || n != wanted {
-                        let keep = user_entries(&pm, &self_entries);
+                        let keep = user_entries(&pm, &cfg);
                         if let Err(e) = j.rewrite(&keep) {
                             tracing::error!(netns = %ns.name, error = %e, "cannot rewrite the journal");
                         }
@@ -219,7 +219,6 @@ impl ServiceKind for Rpcbind {
             state: Mutex::new(State {
                 cfg,
                 pm,
-                self_entries,
                 journal_lines: lines,
                 forwards: None,
             }),
@@ -276,17 +275,26 @@ fn self_endpoints(cfg: &RpcbindConfig) -> Vec<(String, String)> {
     v
 }
 
-fn new_portmapper(cfg: &RpcbindConfig) -> (Portmapper, Vec<Entry>) {
-    let pm = Portmapper::new(pm_config(cfg), &self_endpoints(cfg));
-    let self_entries = pm.entries().to_vec();
-    (pm, self_entries)
+fn new_portmapper(cfg: &RpcbindConfig) -> Portmapper {
+    Portmapper::new(pm_config(cfg), &self_endpoints(cfg))
 }
 
 /// The registrations clients made (what the journal holds).
-fn user_entries(pm: &Portmapper, self_entries: &[Entry]) -> Vec<Entry> {
+/// Self registrations are recognised from the configuration rather than kept in a copy: a copy
+/// would cost about 2 KiB per namespace and is only needed on rare journal rewrites.
+fn user_entries(pm: &Portmapper, cfg: &RpcbindConfig) -> Vec<Entry> {
+    let endpoints = self_endpoints(cfg);
+    let is_self = |e: &Entry| {
+        e.prog == PMAP_PROG
+            && e.owner == SUPERUSER
+            && (2..=4).contains(&e.vers)
+            && endpoints
+                .iter()
+                .any(|(n, u)| *n == e.netid && *u == e.uaddr)
+    };
     pm.entries()
         .iter()
-        .filter(|e| !(e.prog == PMAP_PROG && self_entries.contains(e)))
+        .filter(|e| !is_self(e))
         .cloned()
         .collect()
 }
@@ -317,8 +325,6 @@ pub(crate) struct RpcbindNs {
 struct State {
     cfg: RpcbindConfig,
     pm: Portmapper,
-    /// The self registrations (never journaled).
-    self_entries: Vec<Entry>,
     /// Lines in the journal file (for compaction).
     journal_lines: usize,
     /// Remote-call bookkeeping, created on the first forward.
@@ -389,7 +395,7 @@ impl RpcbindNs {
         };
         let live = st.pm.entries().len();
         if st.journal_lines + changes.len() > 256 && st.journal_lines > 4 * live {
-            let keep = user_entries(&st.pm, &st.self_entries);
+            let keep = user_entries(&st.pm, &st.cfg);
             j.rewrite(&keep)?;
             st.journal_lines = keep.len();
             return Ok(());
@@ -463,6 +469,12 @@ impl RpcbindNs {
         let Some((ep, d)) = udp else {
             return f.pending.build_failure(out);
         };
+        // Only to a service of this namespace's own host: loopback or the address the call
+        // arrived on (rpcbind also sends to its local address). Never out to another host.
+        if !(f.target.ip().is_loopback() || f.target.ip() == d.local.ip()) {
+            tracing::debug!(netns = %self.ns.name, target = %f.target, "remote call to a non-local registration refused");
+            return f.pending.build_failure(out);
+        }
         let fw = st.forwards.get_or_insert_with(Forwards::new);
         let Some(xid) = fw.table.start(f, d.peer, now_unix()) else {
             return false; // a retransmission of a call already forwarded
@@ -725,7 +737,7 @@ impl RpcbindNs {
             return;
         };
         let mut st = self.state();
-        let targets: Vec<Entry> = user_entries(&st.pm, &st.self_entries)
+        let targets: Vec<Entry> = user_entries(&st.pm, &st.cfg)
             .into_iter()
             .filter(|e| {
                 (e.netid == "udp" && ep.bound.is_ipv4())
@@ -821,11 +833,10 @@ impl NsService for RpcbindNs {
         }
         if pm_config(&st.cfg) != pm_config(&new) || self_endpoints(&st.cfg) != self_endpoints(&new)
         {
-            let keep = user_entries(&st.pm, &st.self_entries);
-            let (mut pm, self_entries) = new_portmapper(&new);
+            let keep = user_entries(&st.pm, &st.cfg);
+            let mut pm = new_portmapper(&new);
             pm.restore(keep);
             st.pm = pm;
-            st.self_entries = self_entries;
         }
         st.cfg = new;
         drop(st);

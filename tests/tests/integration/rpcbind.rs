@@ -981,3 +981,193 @@ fn port_111_held_by_stock_rpcbind_is_reported_with_namespace_and_address() -> an
     let _ = stock.wait();
     result
 }
+
+/// A fake UDP RPC server on 127.0.0.1: answers every call with SUCCESS and `result` (echoing
+/// the xid) until `stop`; returns the sources it heard from.
+fn fake_server(
+    sock: std::net::UdpSocket,
+    result: Vec<u8>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<SocketAddr>> {
+    std::thread::spawn(move || {
+        let mut heard = Vec::new();
+        let _ = sock.set_read_timeout(Some(Duration::from_millis(50)));
+        let mut buf = [0u8; 2048];
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            if n < 8 || buf[4..8] != [0, 0, 0, 0] {
+                continue;
+            }
+            heard.push(from);
+            let mut reply = buf[..4].to_vec();
+            reply.extend_from_slice(&Xdr::default().u32(1).u32(0).u32(0).u32(0).u32(0).0);
+            reply.extend_from_slice(&result);
+            let _ = sock.send_to(&reply, from);
+        }
+        heard
+    })
+}
+
+#[test]
+fn remote_calls_are_off_by_default_and_stay_inside_the_namespace_when_on() -> anyhow::Result<()> {
+    if !require_root("remote_calls_are_off_by_default_and_stay_inside_the_namespace_when_on") {
+        return Ok(());
+    }
+    let d = Daemon::start(
+        "[rpcbind]\nenabled = true\n\n[[netns]]\nmatch = \"rc-on\"\nrpcbind = { remote_calls = true }\n",
+    )?;
+    let mut answers = Vec::new();
+    for name in ["rc-off", "rc-on"] {
+        let ns = d.netns(name)?;
+        wait_up(&ns)?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = std::sync::Arc::clone(&stop);
+        let (server, port) = ns.run_in(move || -> anyhow::Result<_> {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
+            let port = s.local_addr()?.port();
+            Ok((fake_server(s, Xdr::default().u32(42).0, stop2), port))
+        })??;
+        let (set, callit, indirect) = ns.run_in(move || {
+            let t = Duration::from_secs(1);
+            let set = udp_call(
+                lo111(),
+                &call(
+                    1,
+                    PMAP,
+                    2,
+                    1,
+                    Cred::None,
+                    &pmap(400_100, 1, 17, u32::from(port)),
+                ),
+                t,
+            );
+            let args = Xdr::default().u32(400_100).u32(1).u32(0).string(&[]).0;
+            let callit = udp_call(lo111(), &call(2, PMAP, 2, 5, Cred::None, &args), t);
+            let indirect = udp_call(lo111(), &call(3, PMAP, 4, 10, Cred::None, &args), t);
+            (set, callit, indirect)
+        })?;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let heard = server
+            .join()
+            .map_err(|_| anyhow::anyhow!("fake server panicked"))?;
+        assert_eq!(set.as_ref().and_then(rpc::result_u32), Some(1));
+        answers.push((name, callit, indirect, heard, port));
+    }
+    const SYSTEM_ERR: u32 = 5;
+    let (_, callit, indirect, heard, _) = &answers[0];
+    assert_eq!(callit, &None, "CALLIT is silent when remote calls are off");
+    assert_eq!(indirect, &Some(Reply::Accepted(SYSTEM_ERR, Vec::new())));
+    assert!(heard.is_empty(), "nothing forwarded when off");
+    let (_, callit, indirect, heard, port) = &answers[1];
+    // v2 CALLIT reply: the port, then the opaque results (u32 42).
+    let want = Xdr::default()
+        .u32(u32::from(*port))
+        .string(&Xdr::default().u32(42).0)
+        .0;
+    assert_eq!(callit, &Some(Reply::Accepted(0, want)));
+    assert!(
+        matches!(indirect, Some(Reply::Accepted(0, _))),
+        "{indirect:?}"
+    );
+    assert!(!heard.is_empty());
+    assert!(
+        heard
+            .iter()
+            .all(|a| *a == SocketAddr::from(([127, 0, 0, 1], 111))),
+        "forwarded from the namespace's own port 111: {heard:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn liveness_pruning_removes_silent_services_only() -> anyhow::Result<()> {
+    if !require_root("liveness_pruning_removes_silent_services_only") {
+        return Ok(());
+    }
+    let d = Daemon::start(
+        "[rpcbind]\nenabled = true\nprune = true\nprune_interval_secs = 1\nprune_after_misses = 2\n",
+    )?;
+    let ns = d.netns("prune")?;
+    wait_up(&ns)?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = std::sync::Arc::clone(&stop);
+    let (server, alive, dead) = ns.run_in(move || -> anyhow::Result<_> {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let alive = s.local_addr()?.port();
+        // A port nobody listens on.
+        let dead = std::net::UdpSocket::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        Ok((fake_server(s, Vec::new(), stop2), alive, dead))
+    })??;
+    for (prog, port) in [(400_200, alive), (400_201, dead)] {
+        let r = ns.run_in(move || {
+            udp_call(
+                lo111(),
+                &call(
+                    1,
+                    PMAP,
+                    2,
+                    1,
+                    Cred::None,
+                    &pmap(prog, 1, 17, u32::from(port)),
+                ),
+                Duration::from_secs(1),
+            )
+        })?;
+        assert_eq!(r.as_ref().and_then(rpc::result_u32), Some(1));
+    }
+    let result = wait_for("silent service pruned", Duration::from_secs(10), || {
+        ctl_rows(&d, "prune").ok().filter(|r| !has_prog(r, 400_201))
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let rows = ctl_rows(&d, "prune")?;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let heard = server
+        .join()
+        .map_err(|_| anyhow::anyhow!("fake server panicked"))?;
+    result?;
+    assert!(has_prog(&rows, 400_200), "a live service is kept: {rows:?}");
+    assert!(heard.len() >= 2, "the live service was probed: {heard:?}");
+    assert!(d.log().contains("stopped answering"));
+    Ok(())
+}
+
+#[test]
+fn path_socket_held_by_another_portmapper_is_reported_then_taken_when_stale() -> anyhow::Result<()>
+{
+    if !require_root("path_socket_held_by_another_portmapper_is_reported_then_taken_when_stale") {
+        return Ok(());
+    }
+    let d = Daemon::start(ON)?;
+    // Someone else answers on the path before the portmapper starts (on the first namespace).
+    let other = std::os::unix::net::UnixListener::bind(d.rpcbind_socket())?;
+    let ns = d.netns("p1")?;
+    wait_up(&ns)?;
+    let status = wait_for("path status", Duration::from_secs(5), || {
+        let e = d.ns("p1").ok().flatten()?;
+        let s = e["services"]["rpcbind"]["status"]["local_path"]
+            .as_str()?
+            .to_owned();
+        s.contains("held by another portmapper").then_some(s)
+    })?;
+    assert!(
+        status.starts_with(&d.rpcbind_socket().display().to_string()),
+        "{status}"
+    );
+    assert!(d.log().contains("cannot serve the rpcbind path socket"));
+    // The other one exits and leaves a stale socket file: it is replaced on the next retry.
+    drop(other);
+    wait_for("path taken over", Duration::from_secs(10), || {
+        let e = d.ns("p1").ok().flatten()?;
+        e["services"]["rpcbind"]["status"]["local_path"]
+            .as_str()?
+            .ends_with("listening")
+            .then_some(())
+    })?;
+    let out = in_private_run(&ns.path, &d.rpcbind_socket(), "rpcinfo -s")?;
+    assert!(stdout(&out).contains("portmapper"), "{out:?}");
+    Ok(())
+}

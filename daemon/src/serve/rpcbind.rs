@@ -226,6 +226,7 @@ impl ServiceKind for Rpcbind {
             conns: AtomicUsize::new(0),
             shared: Arc::clone(&self.shared),
             prune: Mutex::new(None),
+            prune_on: AtomicBool::new(false),
             prune_ep: Mutex::new(None),
         });
         if let Some(key) = ns.nsfs {
@@ -316,6 +317,8 @@ pub(crate) struct RpcbindNs {
     shared: Arc<Shared>,
     /// The liveness task, only while `prune` is on.
     prune: Mutex<Option<JoinHandle<()>>>,
+    /// `cfg.prune`, readable without the state lock on the datagram path.
+    prune_on: AtomicBool,
     /// A port-111 UDP endpoint of this namespace to send liveness probes from, remembered from
     /// traffic while pruning is on (weak: it never keeps a socket alive).
     prune_ep: Mutex<Option<Weak<UdpEndpoint>>>,
@@ -679,6 +682,7 @@ impl RpcbindNs {
     /// Starts or stops the liveness task to match the configuration.
     fn update_prune(self: &Arc<Self>) {
         let on = self.state().cfg.prune;
+        self.prune_on.store(on, Ordering::Relaxed);
         let mut task = lock(&self.prune);
         match (on, task.is_some()) {
             (true, false) => {
@@ -852,7 +856,7 @@ impl NsService for RpcbindNs {
             self.on_reply(ep, d, reply);
             return false;
         }
-        if self.state().cfg.prune {
+        if self.prune_on.load(Ordering::Relaxed) {
             let mut known = lock(&self.prune_ep);
             if known.as_ref().is_none_or(|w| w.strong_count() == 0) {
                 *known = Some(Arc::downgrade(ep));

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::{Config, IgnoreReason, Overload, ServFailReason, ServeStale, UpstreamOutcome};
+use std::time::Duration;
 
 #[test]
 fn tc_over_udp_retries_over_tcp() {
@@ -529,4 +530,51 @@ fn client_retransmit_answered_once() {
     );
     let _ = r.handle_upstream(now, tx.upstream, Transport::Udp, &rep);
     assert_eq!(drain_answers(&mut r).len(), 1);
+}
+
+#[test]
+fn upstreams_and_allow_list_replaced_at_run_time() {
+    let mut r = resolver(&[UP1]);
+    let now = t0();
+    let mut out = Vec::new();
+    let _ = r.handle_query(
+        now,
+        udp_client(),
+        &query(1, "a.example.", RecordType::A, None),
+        &mut out,
+    );
+    let old = transmit(&mut r, now);
+    r.set_upstreams(vec![sa(UP2)]);
+    // The in-flight attempt to the removed server times out and moves to the new one.
+    let t = r.poll_timeout().expect("timer");
+    r.handle_timeout(t);
+    let new = transmit(&mut r, t);
+    assert_eq!((old.upstream, new.upstream), (sa(UP1), sa(UP2)));
+    let outsider = ClientInfo {
+        addr: sa("10.1.1.1:1000"),
+        ..udp_client()
+    };
+    let q = query(2, "local.test.", RecordType::A, None);
+    assert_eq!(
+        r.handle_query(t, outsider, &q, &mut out),
+        QueryOutcome::Answered(AnswerKind::Refused)
+    );
+    r.set_allow(vec!["10.1.1.0/24".parse().expect("cidr")]);
+    assert!(matches!(
+        r.handle_query(t, outsider, &q, &mut out),
+        QueryOutcome::Pending(_)
+    ));
+}
+
+#[test]
+fn config_validated() {
+    let mut cfg = config(&[UP1]);
+    cfg.query_timeout = Duration::MAX;
+    assert!(Resolver::new(cfg, [0; 32]).is_err());
+    let mut cfg = config(&[UP1]);
+    cfg.max_outstanding = 100_000;
+    assert!(Resolver::new(cfg, [0; 32]).is_err());
+    let mut cfg = config(&[UP1]);
+    cfg.local_records.push(("bad name".into(), ip("10.0.0.1")));
+    assert!(Resolver::new(cfg, [0; 32]).is_err());
 }

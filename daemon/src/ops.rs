@@ -56,10 +56,10 @@ pub fn init_logging() {
 
 /// Tells systemd (if it started us with `Type=notify`) where we are.
 pub fn notify(state: &[sd_notify::NotifyState<'_>]) {
-    if std::env::var_os("NOTIFY_SOCKET").is_some() {
-        if let Err(e) = sd_notify::notify(state) {
-            tracing::warn!(error = %e, "sd_notify failed");
-        }
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(e) = sd_notify::notify(state)
+    {
+        tracing::warn!(error = %e, "sd_notify failed");
     }
 }
 
@@ -79,9 +79,9 @@ pub fn raise_fd_limit() {
     if setrlimit(Resource::RLIMIT_NOFILE, target, target).is_err() {
         let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
-    if let Ok((s, h)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if s != soft {
-            tracing::debug!(from = soft, to = s, hard = h, "raised open-file limit");
-        }
+    if let Ok((s, h)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && s != soft
+    {
+        tracing::debug!(from = soft, to = s, hard = h, "raised open-file limit");
     }
 }

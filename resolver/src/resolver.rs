@@ -205,19 +205,19 @@ impl Resolver {
             return self.drop_query(DropReason::NotAQuery);
         }
         let ip = client.addr.ip();
-        if client.transport == Transport::Udp {
-            if let Some(limiter) = &mut self.limiter {
-                match limiter.check(now, ip) {
-                    ratelimit::Verdict::Allow => {}
-                    ratelimit::Verdict::Drop => {
-                        self.stats.rate_limited += 1;
-                        return self.drop_query(DropReason::RateLimited);
-                    }
-                    ratelimit::Verdict::Slip => {
-                        self.stats.rate_limited += 1;
-                        self.slip(out, &header, query);
-                        return QueryOutcome::Answered(AnswerKind::Truncated);
-                    }
+        if client.transport == Transport::Udp
+            && let Some(limiter) = &mut self.limiter
+        {
+            match limiter.check(now, ip) {
+                ratelimit::Verdict::Allow => {}
+                ratelimit::Verdict::Drop => {
+                    self.stats.rate_limited += 1;
+                    return self.drop_query(DropReason::RateLimited);
+                }
+                ratelimit::Verdict::Slip => {
+                    self.stats.rate_limited += 1;
+                    self.slip(out, &header, query);
+                    return QueryOutcome::Answered(AnswerKind::Truncated);
                 }
             }
         }
@@ -527,11 +527,11 @@ impl Resolver {
         self.send_attempt(now, token, choice, Transport::Udp, false);
         // A down server whose back-off has passed gets a copy of this query as a probe;
         // the client is not made to wait on it.
-        if let Some(probe) = self.upstreams.due_probe(now) {
-            if probe != choice {
-                self.upstreams.start_probe(probe);
-                self.send_attempt(now, token, probe, Transport::Udp, true);
-            }
+        if let Some(probe) = self.upstreams.due_probe(now)
+            && probe != choice
+        {
+            self.upstreams.start_probe(probe);
+            self.send_attempt(now, token, probe, Transport::Udp, true);
         }
     }
 
@@ -541,12 +541,11 @@ impl Resolver {
         let Some(p) = self.pending.get(&token) else {
             return;
         };
-        if self.cfg.serve_stale.is_some() {
-            if let Lookup::Stale(a) | Lookup::Fresh { answer: a, .. } = self.cache.get(now, &p.key)
-            {
-                self.finish(token, Finish::Answer(a, AnswerKind::Stale));
-                return;
-            }
+        if self.cfg.serve_stale.is_some()
+            && let Lookup::Stale(a) | Lookup::Fresh { answer: a, .. } = self.cache.get(now, &p.key)
+        {
+            self.finish(token, Finish::Answer(a, AnswerKind::Stale));
+            return;
         }
         match p.fallback.clone() {
             Some(a) => self.finish(token, Finish::Answer(a, AnswerKind::Upstream)),
@@ -789,12 +788,12 @@ impl Resolver {
             if matches {
                 self.attempt_failed(now, token, dns_id);
             }
-        } else if let Some(a) = self.orphans.get(&dns_id).copied() {
-            if a.upstream == upstream {
-                self.orphans.remove(&dns_id);
-                self.upstreams
-                    .failure(a.upstream, now, self.cfg.attempt_timeout);
-            }
+        } else if let Some(a) = self.orphans.get(&dns_id).copied()
+            && a.upstream == upstream
+        {
+            self.orphans.remove(&dns_id);
+            self.upstreams
+                .failure(a.upstream, now, self.cfg.attempt_timeout);
         }
     }
 

@@ -72,15 +72,15 @@ impl Daemon {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(out) = self.ctl(&["status"]) {
-                if out.status.success() {
-                    return Ok(());
-                }
+            if let Ok(out) = self.ctl(&["status"])
+                && out.status.success()
+            {
+                return Ok(());
             }
-            if let Some(c) = self.child.as_mut() {
-                if let Some(st) = c.try_wait()? {
-                    bail!("nsauxd exited early ({st}); log:\n{}", self.log());
-                }
+            if let Some(c) = self.child.as_mut()
+                && let Some(st) = c.try_wait()?
+            {
+                bail!("nsauxd exited early ({st}); log:\n{}", self.log());
             }
             if Instant::now() > deadline {
                 bail!("nsauxd did not come up; log:\n{}", self.log());

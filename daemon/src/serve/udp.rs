@@ -69,12 +69,11 @@ fn handle_one(ep: &Arc<UdpEndpoint>, service: &dyn NsService) -> io::Result<()> 
             truncated: meta.truncated,
         };
         reply.clear();
-        if service.on_datagram(ep, &d, reply) {
-            if let Err(e) =
+        if service.on_datagram(ep, &d, reply)
+            && let Err(e) =
                 sys::udp::send(ep.sock.as_fd(), reply, d.peer, Some(local_ip), d.ifindex)
-            {
-                tracing::debug!(netns = %ep.ns.name, peer = %d.peer, error = %e, "udp send failed");
-            }
+        {
+            tracing::debug!(netns = %ep.ns.name, peer = %d.peer, error = %e, "udp send failed");
         }
         Ok(())
     })

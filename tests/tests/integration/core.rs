@@ -599,3 +599,28 @@ fn control_socket_is_private() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("NAME"));
     Ok(())
 }
+
+#[test]
+fn shipped_example_configs_validate() -> anyhow::Result<()> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = Command::new(bin("nsauxctl"))
+                .arg("validate")
+                .arg("--config")
+                .arg(&path)
+                .output()?;
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            n += 1;
+        }
+    }
+    assert!(n > 0, "no example configs found in {}", dir.display());
+    Ok(())
+}

@@ -20,6 +20,7 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
     extra_args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -31,6 +32,15 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with extra command-line arguments.
     pub fn start_with(config: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_env(config, extra, &[])
+    }
+
+    /// Like [`Daemon::start_with`], with extra environment variables for the daemon.
+    pub fn start_with_env(
+        config: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("nsaux-test-").tempdir()?;
         std::fs::create_dir(dir.path().join("netns"))?;
         std::fs::write(dir.path().join("nsaux.toml"), config)?;
@@ -38,6 +48,10 @@ impl Daemon {
             dir,
             child: None,
             extra_args: extra.iter().map(|s| (*s).to_owned()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         d.spawn()?;
         Ok(d)
@@ -60,6 +74,7 @@ impl Daemon {
             .arg(p.join("netns"))
             .arg("--no-host-netns")
             .args(&self.extra_args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(
                 "NSAUX_LOG",
                 std::env::var("NSAUX_LOG").unwrap_or_else(|_| "debug".into()),

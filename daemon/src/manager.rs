@@ -528,10 +528,10 @@ impl Manager {
         let old_dirs = self.config.netns_dirs.clone();
         let old_host = self.config.host_netns;
         self.config = Arc::new(config);
-        if self.config.netns_dirs != old_dirs {
-            if let Some(t) = &self.tracker {
-                t.set_dirs(self.config.netns_dirs.clone());
-            }
+        if self.config.netns_dirs != old_dirs
+            && let Some(t) = &self.tracker
+        {
+            t.set_dirs(self.config.netns_dirs.clone());
         }
         match (old_host, self.config.host_netns) {
             (false, true) => self.add_host().await,
@@ -575,10 +575,10 @@ impl Manager {
         if !self.kinds.iter().any(|k| k.name() == service) {
             return Response::err(format!("unknown service {service:?}"));
         }
-        if let Some(name) = ns {
-            if !self.namespaces.values().any(|e| e.info.name == name) {
-                return Response::err(format!("unknown namespace {name:?}"));
-            }
+        if let Some(name) = ns
+            && !self.namespaces.values().any(|e| e.info.name == name)
+        {
+            return Response::err(format!("unknown namespace {name:?}"));
         }
         let mut out = serde_json::Map::new();
         for e in self

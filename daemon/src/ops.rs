@@ -56,9 +56,32 @@ pub fn init_logging() {
 
 /// Tells systemd (if it started us with `Type=notify`) where we are.
 pub fn notify(state: &[sd_notify::NotifyState<'_>]) {
-    if std::env::var_os("NOTIFY_SOCKET").is_some() {
-        if let Err(e) = sd_notify::notify(state) {
-            tracing::warn!(error = %e, "sd_notify failed");
-        }
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(e) = sd_notify::notify(state)
+    {
+        tracing::warn!(error = %e, "sd_notify failed");
+    }
+}
+
+/// Raises the open-file limit as far as allowed: every namespace costs one fd plus one per
+/// listening socket, so 10,000 namespaces need far more than the usual 1,024 (or 20,000).
+/// As root the hard limit is raised too (up to `fs.nr_open`).
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(hard);
+    let target = nr_open.max(hard);
+    if setrlimit(Resource::RLIMIT_NOFILE, target, target).is_err() {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+    if let Ok((s, h)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && s != soft
+    {
+        tracing::debug!(from = soft, to = s, hard = h, "raised open-file limit");
     }
 }

@@ -70,7 +70,7 @@ pub fn classify(packet: &[u8], version: u8) -> Result<Trailer, TrailerError> {
     if len > MAX_REQUEST_LEN {
         return Err(TrailerError::TooLong);
     }
-    if len % 4 != 0 {
+    if !len.is_multiple_of(4) {
         return Err(TrailerError::Malformed);
     }
     let rest = packet.get(HEADER_LEN..).unwrap_or_default();

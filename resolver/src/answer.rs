@@ -173,10 +173,10 @@ impl StoredAnswer {
         }
         let low = wire::get_u16(&self.wire, 2).unwrap_or(0) & 0xF;
         wire::put_u16(out, 2, wire::response_flags(0, low, bits));
-        if self.qname_len == q.question.qname.len() {
-            if let Some(dst) = out.get_mut(wire::HEADER_LEN..wire::HEADER_LEN + self.qname_len) {
-                dst.copy_from_slice(&q.question.qname);
-            }
+        if self.qname_len == q.question.qname.len()
+            && let Some(dst) = out.get_mut(wire::HEADER_LEN..wire::HEADER_LEN + self.qname_len)
+        {
+            dst.copy_from_slice(&q.question.qname);
         }
         for &off in &self.ttl_offsets {
             let ttl = match stale_ttl {

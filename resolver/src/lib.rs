@@ -5,7 +5,7 @@
 //!
 //! | module | job |
 //! | --- | --- |
-//! | [`resolver`](Resolver) | the instance: query path, coalescing, upstream attempts, timers |
+//! | `resolver` | the instance: query path, coalescing, upstream attempts, timers |
 //! | `event` | the types the daemon exchanges with the core |
 //! | `config` | protocol settings and their defaults |
 //! | `query` | client query vetting (drop / FORMERR / NOTIMP / BADVERS) |
@@ -43,6 +43,7 @@
 //! make the query try the next upstream and are relayed only if all fail; the cache key
 //! includes the CD bit as well as DO; answers from cache or upstream never carry AA.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod acl;
 mod answer;

@@ -134,10 +134,10 @@ pub(crate) fn parse(buf: &[u8], transport: Transport) -> Result<ClientQuery, Rej
         }
         edns = wire::edns_info(buf, rec);
     }
-    if let Some(e) = edns {
-        if e.version != 0 {
-            return Err(err(rcode::BADVERS, Some(question), Some(e)));
-        }
+    if let Some(e) = edns
+        && e.version != 0
+    {
+        return Err(err(rcode::BADVERS, Some(question), Some(e)));
     }
     match question.qtype {
         wire::TYPE_OPT => return Err(err(rcode::FORMERR, Some(question), edns)),

@@ -13,7 +13,7 @@ use hickory_proto::op::Message;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::acl;
+use crate::acl::{self, Cidr};
 use crate::answer::{StoredAnswer, TtlCaps};
 use crate::cache::{Cache, CacheKey, Lookup};
 use crate::config::{Config, Overload};
@@ -47,8 +47,8 @@ struct Waiter {
 struct Attempt {
     /// DNS ID used.
     id: u16,
-    /// Upstream index.
-    upstream: usize,
+    /// Upstream server.
+    upstream: SocketAddr,
     /// Transport used.
     transport: Transport,
     /// When it was sent (RTT).
@@ -73,7 +73,7 @@ struct Pending {
     /// Non-probe attempts started so far.
     tries: u32,
     /// Upstreams tried so far.
-    tried: Vec<usize>,
+    tried: Vec<SocketAddr>,
     /// Give up at this instant.
     deadline: Instant,
     /// Last error answer (SERVFAIL/REFUSED/...) from an upstream, relayed if all fail.
@@ -132,6 +132,25 @@ impl Resolver {
         if config.edns_udp_size < 512 {
             return Err(Error::Config("edns_udp_size below 512"));
         }
+        // Bounded so that `now + duration` can never overflow an `Instant`.
+        let hour = Duration::from_secs(3_600);
+        if [
+            config.attempt_timeout,
+            config.query_timeout,
+            config.probe_interval,
+            config.max_probe_interval,
+        ]
+        .iter()
+        .any(|d| *d > hour || d.is_zero())
+        {
+            return Err(Error::Config("timeouts must be between 0 and 1 hour"));
+        }
+        if config
+            .serve_stale
+            .is_some_and(|s| s.max_stale_age > Duration::from_secs(30 * 86_400))
+        {
+            return Err(Error::Config("max_stale_age above 30 days"));
+        }
         let mut local = LocalRecords::new(&config.local_domains)?;
         for (name, addr) in &config.local_records {
             local.add(name, *addr, Source::Config)?;
@@ -186,19 +205,19 @@ impl Resolver {
             return self.drop_query(DropReason::NotAQuery);
         }
         let ip = client.addr.ip();
-        if client.transport == Transport::Udp {
-            if let Some(limiter) = &mut self.limiter {
-                match limiter.check(now, ip) {
-                    ratelimit::Verdict::Allow => {}
-                    ratelimit::Verdict::Drop => {
-                        self.stats.rate_limited += 1;
-                        return self.drop_query(DropReason::RateLimited);
-                    }
-                    ratelimit::Verdict::Slip => {
-                        self.stats.rate_limited += 1;
-                        self.slip(out, &header, query);
-                        return QueryOutcome::Answered(AnswerKind::Truncated);
-                    }
+        if client.transport == Transport::Udp
+            && let Some(limiter) = &mut self.limiter
+        {
+            match limiter.check(now, ip) {
+                ratelimit::Verdict::Allow => {}
+                ratelimit::Verdict::Drop => {
+                    self.stats.rate_limited += 1;
+                    return self.drop_query(DropReason::RateLimited);
+                }
+                ratelimit::Verdict::Slip => {
+                    self.stats.rate_limited += 1;
+                    self.slip(out, &header, query);
+                    return QueryOutcome::Answered(AnswerKind::Truncated);
                 }
             }
         }
@@ -439,18 +458,15 @@ impl Resolver {
         out
     }
 
-    /// Sends one attempt for `token` to upstream `idx` over `transport`.
+    /// Sends one attempt for `token` to upstream `addr` over `transport`.
     fn send_attempt(
         &mut self,
         now: Instant,
         token: QueryToken,
-        idx: usize,
+        addr: SocketAddr,
         transport: Transport,
         probe: bool,
     ) {
-        let Some(addr) = self.upstreams.get(idx).map(|u| u.addr) else {
-            return;
-        };
         let id = self.fresh_id();
         let Some(p) = self.pending.get(&token) else {
             return;
@@ -463,7 +479,7 @@ impl Resolver {
         if let Some(p) = self.pending.get_mut(&token) {
             p.attempts.push(Attempt {
                 id,
-                upstream: idx,
+                upstream: addr,
                 transport,
                 sent_at: now,
                 deadline: now + timeout,
@@ -501,7 +517,7 @@ impl Resolver {
             .iter()
             .copied()
             .find(|i| !p.tried.contains(i))
-            .unwrap_or_else(|| order[(p.tries as usize) % n]);
+            .unwrap_or_else(|| order[(p.tries as usize) % order.len()]);
         if let Some(p) = self.pending.get_mut(&token) {
             p.tries += 1;
             if !p.tried.contains(&choice) {
@@ -511,11 +527,11 @@ impl Resolver {
         self.send_attempt(now, token, choice, Transport::Udp, false);
         // A down server whose back-off has passed gets a copy of this query as a probe;
         // the client is not made to wait on it.
-        if let Some(probe) = self.upstreams.due_probe(now) {
-            if probe != choice {
-                self.upstreams.start_probe(probe);
-                self.send_attempt(now, token, probe, Transport::Udp, true);
-            }
+        if let Some(probe) = self.upstreams.due_probe(now)
+            && probe != choice
+        {
+            self.upstreams.start_probe(probe);
+            self.send_attempt(now, token, probe, Transport::Udp, true);
         }
     }
 
@@ -525,12 +541,11 @@ impl Resolver {
         let Some(p) = self.pending.get(&token) else {
             return;
         };
-        if self.cfg.serve_stale.is_some() {
-            if let Lookup::Stale(a) | Lookup::Fresh { answer: a, .. } = self.cache.get(now, &p.key)
-            {
-                self.finish(token, Finish::Answer(a, AnswerKind::Stale));
-                return;
-            }
+        if self.cfg.serve_stale.is_some()
+            && let Lookup::Stale(a) | Lookup::Fresh { answer: a, .. } = self.cache.get(now, &p.key)
+        {
+            self.finish(token, Finish::Answer(a, AnswerKind::Stale));
+            return;
         }
         match p.fallback.clone() {
             Some(a) => self.finish(token, Finish::Answer(a, AnswerKind::Upstream)),
@@ -648,9 +663,7 @@ impl Resolver {
         let Some(att) = p.attempts.iter().find(|a| a.id == h.id).copied() else {
             return UpstreamOutcome::Ignored(IgnoreReason::UnknownId);
         };
-        if self.upstreams.get(att.upstream).map(|u| u.addr) != Some(from)
-            || att.transport != transport
-        {
+        if att.upstream != from || att.transport != transport {
             return UpstreamOutcome::Ignored(IgnoreReason::WrongSource);
         }
         let question_ok =
@@ -729,8 +742,8 @@ impl Resolver {
     }
 
     /// Updates health and latency statistics for a reply after `rtt`.
-    fn record_rtt(&mut self, idx: usize, rtt: Duration) {
-        self.upstreams.success(idx, rtt);
+    fn record_rtt(&mut self, upstream: SocketAddr, rtt: Duration) {
+        self.upstreams.success(upstream, rtt);
         self.stats.latency_sum_us = self
             .stats
             .latency_sum_us
@@ -749,9 +762,7 @@ impl Resolver {
         let Some(att) = self.orphans.get(&h.id).copied() else {
             return UpstreamOutcome::Ignored(IgnoreReason::UnknownId);
         };
-        if self.upstreams.get(att.upstream).map(|u| u.addr) != Some(from)
-            || att.transport != transport
-        {
+        if att.upstream != from || att.transport != transport {
             return UpstreamOutcome::Ignored(IgnoreReason::WrongSource);
         }
         self.orphans.remove(&h.id);
@@ -770,21 +781,19 @@ impl Resolver {
     ) {
         if let Some(&token) = self.by_id.get(&dns_id) {
             let matches = self.pending.get(&token).is_some_and(|p| {
-                p.attempts.iter().any(|a| {
-                    a.id == dns_id
-                        && a.transport == transport
-                        && self.upstreams.get(a.upstream).map(|u| u.addr) == Some(upstream)
-                })
+                p.attempts
+                    .iter()
+                    .any(|a| a.id == dns_id && a.transport == transport && a.upstream == upstream)
             });
             if matches {
                 self.attempt_failed(now, token, dns_id);
             }
-        } else if let Some(a) = self.orphans.get(&dns_id).copied() {
-            if self.upstreams.get(a.upstream).map(|u| u.addr) == Some(upstream) {
-                self.orphans.remove(&dns_id);
-                self.upstreams
-                    .failure(a.upstream, now, self.cfg.attempt_timeout);
-            }
+        } else if let Some(a) = self.orphans.get(&dns_id).copied()
+            && a.upstream == upstream
+        {
+            self.orphans.remove(&dns_id);
+            self.upstreams
+                .failure(a.upstream, now, self.cfg.attempt_timeout);
         }
     }
 
@@ -906,9 +915,20 @@ impl Resolver {
 
     /// Whether upstream `addr` is currently considered down.
     pub fn upstream_down(&self, addr: SocketAddr) -> bool {
-        self.upstreams
-            .index_of(addr)
-            .is_some_and(|i| self.upstreams.is_down(i))
+        self.upstreams.is_down(addr)
+    }
+
+    /// Replaces the upstream list (the namespace's resolv.conf changed). Health of servers
+    /// that stay is kept; queries in flight to removed servers time out and fail over. The
+    /// cache is kept: flush explicitly if the new servers answer differently.
+    pub fn set_upstreams(&mut self, upstreams: Vec<SocketAddr>) {
+        self.upstreams.replace(&upstreams);
+        self.cfg.upstreams = upstreams;
+    }
+
+    /// Replaces the allow list (the namespace's addresses changed).
+    pub fn set_allow(&mut self, allow: Vec<Cidr>) {
+        self.cfg.allow = allow;
     }
 }
 

@@ -46,18 +46,30 @@ pub(crate) struct Upstreams {
 impl Upstreams {
     /// Creates the table, all servers presumed healthy.
     pub(crate) fn new(addrs: &[SocketAddr], cfg: HealthConfig) -> Self {
-        Self {
-            list: addrs
-                .iter()
-                .map(|&addr| Upstream {
-                    addr,
-                    srtt: None,
-                    failures: 0,
-                    retry_at: None,
-                    probing: false,
-                })
-                .collect(),
+        let mut u = Self {
+            list: Vec::new(),
             cfg,
+        };
+        u.replace(addrs);
+        u
+    }
+
+    /// Replaces the server list (e.g. resolv.conf changed), keeping what is known about
+    /// servers that stay. Queries in flight to removed servers time out and fail over.
+    pub(crate) fn replace(&mut self, addrs: &[SocketAddr]) {
+        let old = std::mem::take(&mut self.list);
+        for &addr in addrs {
+            if self.list.iter().any(|u| u.addr == addr) {
+                continue;
+            }
+            let known = old.iter().find(|u| u.addr == addr).cloned();
+            self.list.push(known.unwrap_or(Upstream {
+                addr,
+                srtt: None,
+                failures: 0,
+                retry_at: None,
+                probing: false,
+            }));
         }
     }
 
@@ -66,32 +78,34 @@ impl Upstreams {
         self.list.len()
     }
 
-    /// Server `i`.
-    pub(crate) fn get(&self, i: usize) -> Option<&Upstream> {
-        self.list.get(i)
-    }
-
     /// Read-only view for status reporting.
     pub(crate) fn all(&self) -> &[Upstream] {
         &self.list
     }
 
-    /// Index of the server with address `addr`.
-    pub(crate) fn index_of(&self, addr: SocketAddr) -> Option<usize> {
-        self.list.iter().position(|u| u.addr == addr)
+    /// Mutable entry for `addr`.
+    fn entry(&mut self, addr: SocketAddr) -> Option<&mut Upstream> {
+        self.list.iter_mut().find(|u| u.addr == addr)
     }
 
-    /// Whether server `i` is currently down.
-    pub(crate) fn is_down(&self, i: usize) -> bool {
-        self.list.get(i).is_some_and(|u| u.retry_at.is_some())
+    /// Whether `addr` is one of the configured servers.
+    #[cfg(test)]
+    pub(crate) fn contains(&self, addr: SocketAddr) -> bool {
+        self.list.iter().any(|u| u.addr == addr)
+    }
+
+    /// Whether server `addr` is currently down.
+    pub(crate) fn is_down(&self, addr: SocketAddr) -> bool {
+        self.list
+            .iter()
+            .any(|u| u.addr == addr && u.retry_at.is_some())
     }
 
     /// Servers in preference order: healthy ones by smoothed RTT (unmeasured first, so they
     /// get measured, then configuration order), then down ones by when they may be retried.
-    pub(crate) fn order(&self) -> Vec<usize> {
-        let mut idx: Vec<usize> = (0..self.list.len()).collect();
-        idx.sort_by_key(|&i| {
-            let u = &self.list[i];
+    pub(crate) fn order(&self) -> Vec<SocketAddr> {
+        let mut idx: Vec<(usize, &Upstream)> = self.list.iter().enumerate().collect();
+        idx.sort_by_key(|&(i, u)| {
             (
                 u.retry_at.is_some(),
                 u.retry_at,
@@ -99,27 +113,28 @@ impl Upstreams {
                 i,
             )
         });
-        idx
+        idx.into_iter().map(|(_, u)| u.addr).collect()
     }
 
     /// A down server whose retry time has come and that has no probe out, if any. The caller
     /// sends the next query to it as well, and marks it with `start_probe`.
-    pub(crate) fn due_probe(&self, now: Instant) -> Option<usize> {
+    pub(crate) fn due_probe(&self, now: Instant) -> Option<SocketAddr> {
         self.list
             .iter()
-            .position(|u| !u.probing && u.retry_at.is_some_and(|t| t <= now))
+            .find(|u| !u.probing && u.retry_at.is_some_and(|t| t <= now))
+            .map(|u| u.addr)
     }
 
-    /// Records that a probe went out to server `i`.
-    pub(crate) fn start_probe(&mut self, i: usize) {
-        if let Some(u) = self.list.get_mut(i) {
+    /// Records that a probe went out to `addr`.
+    pub(crate) fn start_probe(&mut self, addr: SocketAddr) {
+        if let Some(u) = self.entry(addr) {
             u.probing = true;
         }
     }
 
-    /// Server `i` answered after `rtt`: healthy again.
-    pub(crate) fn success(&mut self, i: usize, rtt: Duration) {
-        if let Some(u) = self.list.get_mut(i) {
+    /// `addr` answered after `rtt`: healthy again.
+    pub(crate) fn success(&mut self, addr: SocketAddr, rtt: Duration) {
+        if let Some(u) = self.entry(addr) {
             u.srtt = Some(match u.srtt {
                 Some(s) => (s * 7 + rtt) / 8,
                 None => rtt,
@@ -130,16 +145,17 @@ impl Upstreams {
         }
     }
 
-    /// Server `i` timed out (or failed) at `now`: count it, penalise its RTT estimate, and
-    /// mark it down after `down_after` failures in a row, backing off exponentially.
-    pub(crate) fn failure(&mut self, i: usize, now: Instant, timeout: Duration) {
+    /// `addr` timed out (or failed) at `now`: count it, penalise its RTT estimate, and mark
+    /// it down after `down_after` failures in a row, backing off exponentially.
+    pub(crate) fn failure(&mut self, addr: SocketAddr, now: Instant, timeout: Duration) {
         let cfg = self.cfg;
-        if let Some(u) = self.list.get_mut(i) {
+        if let Some(u) = self.entry(addr) {
             u.failures = u.failures.saturating_add(1);
             u.probing = false;
             u.srtt = Some(u.srtt.map_or(timeout, |s| (s * 2).min(timeout)));
-            if u.failures >= cfg.down_after.max(1) {
-                let extra = (u.failures - cfg.down_after.max(1)).min(16);
+            let threshold = cfg.down_after.max(1);
+            if u.failures >= threshold {
+                let extra = (u.failures - threshold).min(16);
                 let wait = cfg
                     .probe_interval
                     .saturating_mul(1u32 << extra)
@@ -168,20 +184,30 @@ mod tests {
         );
         #[expect(clippy::disallowed_methods, reason = "tests need a base instant")]
         let t = Instant::now();
-        assert_eq!(ups.order(), vec![0, 1]);
-        ups.success(1, Duration::from_millis(5));
-        ups.success(0, Duration::from_millis(50));
-        assert_eq!(ups.order(), vec![1, 0], "faster first");
-        ups.failure(1, t, Duration::from_secs(1));
-        assert!(!ups.is_down(1));
-        ups.failure(1, t, Duration::from_secs(1));
-        assert!(ups.is_down(1));
-        assert_eq!(ups.order(), vec![0, 1], "down last");
+        assert_eq!(ups.order(), vec![a, b]);
+        ups.success(b, Duration::from_millis(5));
+        ups.success(a, Duration::from_millis(50));
+        assert_eq!(ups.order(), vec![b, a], "faster first");
+        ups.failure(b, t, Duration::from_secs(1));
+        assert!(!ups.is_down(b));
+        ups.failure(b, t, Duration::from_secs(1));
+        assert!(ups.is_down(b));
+        assert_eq!(ups.order(), vec![a, b], "down last");
         assert_eq!(ups.due_probe(t), None);
-        assert_eq!(ups.due_probe(t + Duration::from_secs(5)), Some(1));
-        ups.start_probe(1);
+        assert_eq!(ups.due_probe(t + Duration::from_secs(5)), Some(b));
+        ups.start_probe(b);
         assert_eq!(ups.due_probe(t + Duration::from_secs(5)), None);
-        ups.success(1, Duration::from_millis(5));
-        assert!(!ups.is_down(1));
+        ups.success(b, Duration::from_millis(5));
+        assert!(!ups.is_down(b));
+        let c: SocketAddr = "192.0.2.3:53".parse().expect("addr");
+        ups.failure(a, t, Duration::from_secs(1));
+        ups.replace(&[c, a]);
+        assert_eq!(ups.len(), 2);
+        assert_eq!(
+            ups.all()[1].failures,
+            1,
+            "health kept for servers that stay"
+        );
+        assert!(!ups.contains(b));
     }
 }

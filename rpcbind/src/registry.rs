@@ -110,14 +110,14 @@ impl Registry {
         uaddr: &str,
         owner: &str,
     ) -> SetResult {
-        if let Some(f) = self.find_service(prog, vers, netid) {
-            if f.vers == vers {
-                return if f.uaddr == uaddr {
-                    SetResult::Unchanged
-                } else {
-                    SetResult::Conflict
-                };
-            }
+        if let Some(f) = self.find_service(prog, vers, netid)
+            && f.vers == vers
+        {
+            return if f.uaddr == uaddr {
+                SetResult::Unchanged
+            } else {
+                SetResult::Conflict
+            };
         }
         if self.entries.len() >= self.max {
             return SetResult::Full;

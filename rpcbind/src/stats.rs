@@ -90,12 +90,11 @@ impl Stats {
             .checked_sub(2)
             .and_then(|i| HIGHPROC.get(i as usize))
             .copied();
-        if let (Some(high), Some(v)) = (high, self.vers_mut(vers)) {
-            if proc_ <= high {
-                if let Some(c) = v.info.get_mut(proc_ as usize) {
-                    *c = c.wrapping_add(1);
-                }
-            }
+        if let (Some(high), Some(v)) = (high, self.vers_mut(vers))
+            && proc_ <= high
+            && let Some(c) = v.info.get_mut(proc_ as usize)
+        {
+            *c = c.wrapping_add(1);
         }
     }
 

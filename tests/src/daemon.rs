@@ -20,6 +20,7 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
     extra_args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -31,6 +32,15 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with extra command-line arguments.
     pub fn start_with(config: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_env(config, extra, &[])
+    }
+
+    /// Like [`Daemon::start_with`], with extra environment variables for the daemon.
+    pub fn start_with_env(
+        config: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("nsaux-test-").tempdir()?;
         std::fs::create_dir(dir.path().join("netns"))?;
         std::fs::write(dir.path().join("nsaux.toml"), config)?;
@@ -38,6 +48,10 @@ impl Daemon {
             dir,
             child: None,
             extra_args: extra.iter().map(|s| (*s).to_owned()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         d.spawn()?;
         Ok(d)
@@ -63,6 +77,7 @@ impl Daemon {
             .arg("--rpcbind-socket")
             .arg(p.join("rpcbind.sock"))
             .args(&self.extra_args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(
                 "NSAUX_LOG",
                 std::env::var("NSAUX_LOG").unwrap_or_else(|_| "debug".into()),
@@ -75,15 +90,15 @@ impl Daemon {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(out) = self.ctl(&["status"]) {
-                if out.status.success() {
-                    return Ok(());
-                }
+            if let Ok(out) = self.ctl(&["status"])
+                && out.status.success()
+            {
+                return Ok(());
             }
-            if let Some(c) = self.child.as_mut() {
-                if let Some(st) = c.try_wait()? {
-                    bail!("nsauxd exited early ({st}); log:\n{}", self.log());
-                }
+            if let Some(c) = self.child.as_mut()
+                && let Some(st) = c.try_wait()?
+            {
+                bail!("nsauxd exited early ({st}); log:\n{}", self.log());
             }
             if Instant::now() > deadline {
                 bail!("nsauxd did not come up; log:\n{}", self.log());
@@ -166,9 +181,14 @@ impl Daemon {
         Ok(self.ns_list()?.into_iter().find(|n| n["name"] == name))
     }
 
-    /// Number of open fds of the daemon.
+    /// Number of open fds of the daemon. Linux ≥ 6.2 reports it as the size of `/proc/PID/fd`
+    /// (cheap even with 50,000 fds); older kernels report 0 there, so we count entries.
     pub fn fd_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, Iterator::count)
+        let dir = format!("/proc/{}/fd", self.pid());
+        match std::fs::metadata(&dir).map(|m| m.len()) {
+            Ok(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
+            _ => std::fs::read_dir(&dir).map_or(0, Iterator::count),
+        }
     }
 
     /// The targets of the daemon's fd symlinks (`socket:[N]`, `net:[N]`, paths).
@@ -252,7 +272,7 @@ pub fn wait_for<T>(
         if Instant::now() > deadline {
             bail!("timed out after {timeout:?} waiting for {what}");
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_micros(200));
     }
 }
 

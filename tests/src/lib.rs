@@ -11,6 +11,7 @@
 //!
 //! Nothing here touches the host's `/run/netns`, `/run/rpcbind.sock` or host ports.
 
+pub mod bench;
 pub mod daemon;
 pub mod env;
 pub mod netns;

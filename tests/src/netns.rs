@@ -160,3 +160,28 @@ pub fn veth(
     ))?;
     Ok(())
 }
+
+/// Brings `lo` up in the calling thread's namespace (what `ip link set lo up` does), without
+/// spawning a process: benchmarks create thousands of namespaces.
+#[allow(unsafe_code)]
+pub fn bring_lo_up() -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let sock = UdpSocket::bind("127.0.0.1:0").or_else(|_| UdpSocket::bind("0.0.0.0:0"))?;
+    // SAFETY: ifreq is plain old data; all-zero is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read/write the flags member of a valid ifreq that
+    // names an interface; the fd is a live socket.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &raw mut req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &raw const req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

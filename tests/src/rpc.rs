@@ -24,7 +24,7 @@ impl Xdr {
         let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
         self.0.extend_from_slice(&len.to_be_bytes());
         self.0.extend_from_slice(s);
-        while self.0.len() % 4 != 0 {
+        while !self.0.len().is_multiple_of(4) {
             self.0.push(0);
         }
         self

@@ -533,10 +533,10 @@ impl RpcbindNs {
             })
             .unwrap_or((ep.bound.ip(), 0));
         drop(st);
-        if pending.build_reply(d.data, out) {
-            if let Err(e) = ep.send_from(out, caller, local, ifindex) {
-                tracing::debug!(netns = %self.ns.name, peer = %caller, error = %e, "remote-call reply failed");
-            }
+        if pending.build_reply(d.data, out)
+            && let Err(e) = ep.send_from(out, caller, local, ifindex)
+        {
+            tracing::debug!(netns = %self.ns.name, peer = %caller, error = %e, "remote-call reply failed");
         }
     }
 
@@ -762,7 +762,7 @@ impl RpcbindNs {
                 continue;
             }
             let every = 1u32 << m.min(3);
-            if round % every != 0 {
+            if !round.is_multiple_of(every) {
                 continue;
             }
             let Some(mut target) = parse_uaddr(&e.uaddr) else {
@@ -882,10 +882,10 @@ impl NsService for RpcbindNs {
 
     fn namespace_gone(&self) {
         lock(&self.shared.live).remove(&self.ns.id.0);
-        if let Some(j) = &self.journal {
-            if let Err(e) = j.remove() {
-                tracing::warn!(netns = %self.ns.name, error = %e, "cannot delete the journal");
-            }
+        if let Some(j) = &self.journal
+            && let Err(e) = j.remove()
+        {
+            tracing::warn!(netns = %self.ns.name, error = %e, "cannot delete the journal");
         }
     }
 

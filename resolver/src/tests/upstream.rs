@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::{Config, IgnoreReason, Overload, ServFailReason, ServeStale, UpstreamOutcome};
+use std::time::Duration;
 
 #[test]
 fn tc_over_udp_retries_over_tcp() {
@@ -529,4 +530,154 @@ fn client_retransmit_answered_once() {
     );
     let _ = r.handle_upstream(now, tx.upstream, Transport::Udp, &rep);
     assert_eq!(drain_answers(&mut r).len(), 1);
+}
+
+#[test]
+fn upstreams_and_allow_list_replaced_at_run_time() {
+    let mut r = resolver(&[UP1]);
+    let now = t0();
+    let mut out = Vec::new();
+    let _ = r.handle_query(
+        now,
+        udp_client(),
+        &query(1, "a.example.", RecordType::A, None),
+        &mut out,
+    );
+    let old = transmit(&mut r, now);
+    r.set_upstreams(vec![sa(UP2)]);
+    // The in-flight attempt to the removed server times out and moves to the new one.
+    let t = r.poll_timeout().expect("timer");
+    r.handle_timeout(t);
+    let new = transmit(&mut r, t);
+    assert_eq!((old.upstream, new.upstream), (sa(UP1), sa(UP2)));
+    let outsider = ClientInfo {
+        addr: sa("10.1.1.1:1000"),
+        ..udp_client()
+    };
+    let q = query(2, "local.test.", RecordType::A, None);
+    assert_eq!(
+        r.handle_query(t, outsider, &q, &mut out),
+        QueryOutcome::Answered(AnswerKind::Refused)
+    );
+    r.set_allow(vec!["10.1.1.0/24".parse().expect("cidr")]);
+    assert!(matches!(
+        r.handle_query(t, outsider, &q, &mut out),
+        QueryOutcome::Pending(_)
+    ));
+}
+
+#[test]
+fn config_validated() {
+    let mut cfg = config(&[UP1]);
+    cfg.query_timeout = Duration::MAX;
+    assert!(Resolver::new(cfg, [0; 32]).is_err());
+    let mut cfg = config(&[UP1]);
+    cfg.max_outstanding = 100_000;
+    assert!(Resolver::new(cfg, [0; 32]).is_err());
+    let mut cfg = config(&[UP1]);
+    cfg.local_records.push(("bad name".into(), ip("10.0.0.1")));
+    assert!(Resolver::new(cfg, [0; 32]).is_err());
+}
+
+#[test]
+fn upstream_opt_replaced_and_ede_relayed() {
+    let mut r = resolver(&[UP1]);
+    let now = t0();
+    let mut out = Vec::new();
+    let _ = r.handle_query(
+        now,
+        udp_client(),
+        &query(1, "blocked.example.", RecordType::A, Some((1400, false))),
+        &mut out,
+    );
+    let tx = transmit(&mut r, now);
+    let mut rep = reply(
+        &tx,
+        ResponseCode::NXDomain,
+        vec![],
+        vec![soa_rec("example.", 60, 60)],
+        |m| {
+            m.metadata.authoritative = true;
+            if let Some(e) = m.edns.as_mut() {
+                e.set_max_payload(4096);
+            }
+        },
+    );
+    // Append an EDE option (info-code 15 "Blocked") and a cookie to the upstream OPT (last).
+    let n = rep.len();
+    rep[n - 2..].copy_from_slice(&[0, 18]);
+    rep.extend_from_slice(&[0, 15, 0, 2, 0, 15]);
+    rep.extend_from_slice(&[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(
+        r.handle_upstream(now, tx.upstream, Transport::Udp, &rep),
+        UpstreamOutcome::Accepted
+    );
+    let a = drain_answers(&mut r);
+    let raw = &a[0].payload;
+    let m = parse(raw);
+    assert!(!m.metadata.authoritative, "forwarded data is never AA");
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    let e = m.edns.expect("one OPT");
+    assert_eq!(e.max_payload(), 1232, "our size, not upstream's");
+    // EDE kept, cookie (hop-by-hop) dropped: OPT RDATA is exactly the EDE option.
+    assert!(raw.ends_with(&[0, 6, 0, 15, 0, 2, 0, 15]), "{raw:02x?}");
+}
+
+#[test]
+fn records_after_upstream_opt_are_dropped_safely() {
+    let mut r = resolver(&[UP1]);
+    let now = t0();
+    let mut out = Vec::new();
+    let _ = r.handle_query(
+        now,
+        tcp_client(),
+        &query(1, "a.example.", RecordType::A, Some((1232, false))),
+        &mut out,
+    );
+    let tx = transmit(&mut r, now);
+    let mut rep = reply(
+        &tx,
+        ResponseCode::NoError,
+        vec![a_rec("a.example.", 60, [1, 2, 3, 4])],
+        vec![],
+        |_| {},
+    );
+    // Add an A record after the OPT in the additional section, compressed against the question.
+    rep[11] += 1;
+    rep.extend_from_slice(&[0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 9, 9, 9, 9]);
+    assert_eq!(
+        r.handle_upstream(now, tx.upstream, Transport::Udp, &rep),
+        UpstreamOutcome::Accepted
+    );
+    let m = parse(&drain_answers(&mut r)[0].payload);
+    assert_eq!(m.answers.len(), 1);
+    assert!(m.additionals.is_empty());
+    assert!(m.edns.is_some());
+}
+
+#[test]
+fn stale_served_when_upstream_servfails() {
+    let mut cfg = config(&[UP1]);
+    cfg.serve_stale = Some(ServeStale::default());
+    let mut r = Resolver::new(cfg, [13; 32]).expect("config");
+    let now = t0();
+    resolve_via_upstream(&mut r, now, 1, "s.example.", 10);
+    let later = after(now, 20);
+    let mut out = Vec::new();
+    let _ = r.handle_query(
+        later,
+        udp_client(),
+        &query(2, "s.example.", RecordType::A, None),
+        &mut out,
+    );
+    let tx = transmit(&mut r, later);
+    let _ = r.handle_upstream(
+        later,
+        tx.upstream,
+        Transport::Udp,
+        &reply(&tx, ResponseCode::ServFail, vec![], vec![], |_| {}),
+    );
+    let a = drain_answers(&mut r);
+    assert_eq!(a[0].kind, AnswerKind::Stale);
+    assert_eq!(parse(&a[0].payload).answers[0].ttl, 30);
 }

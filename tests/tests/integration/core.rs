@@ -599,3 +599,67 @@ fn control_socket_is_private() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("NAME"));
     Ok(())
 }
+
+#[test]
+fn shipped_example_configs_validate() -> anyhow::Result<()> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = Command::new(bin("nsauxctl"))
+                .arg("validate")
+                .arg("--config")
+                .arg(&path)
+                .output()?;
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            n += 1;
+        }
+    }
+    assert!(n > 0, "no example configs found in {}", dir.display());
+    Ok(())
+}
+
+#[test]
+fn tells_systemd_ready_and_stopping() -> anyhow::Result<()> {
+    if !require_root("tells_systemd_ready_and_stopping") {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path)?;
+    sock.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let path = sock_path.display().to_string();
+    let mut d = Daemon::start_with_env("", &[], &[("NOTIFY_SOCKET", path.as_str())])?;
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf)?;
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    assert!(d.stop()?.success());
+    let n = sock.recv(&mut buf)?;
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+    Ok(())
+}
+
+#[test]
+fn follows_several_namespace_directories() -> anyhow::Result<()> {
+    if !require_root("follows_several_namespace_directories") {
+        return Ok(());
+    }
+    let other = tempfile::tempdir()?;
+    let other_path = other.path().display().to_string();
+    let d = Daemon::start_with(IDENT_ON, &["--netns-dir", &other_path])?;
+    let a = d.netns("in-default")?;
+    let b = TestNetns::create(other.path(), "in-other")?;
+    for ns in [&a, &b] {
+        let (line, _) = wait_for("ident", Duration::from_secs(2), || ident(ns, lo()))?;
+        assert_eq!(field(&line, "netns"), Some(ns.name.as_str()));
+    }
+    let entry = d.ns("in-other")?.expect("listed");
+    assert_eq!(entry["source"], format!("dir:{other_path}"));
+    Ok(())
+}

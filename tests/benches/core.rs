@@ -1,0 +1,222 @@
+//! Core benchmark (issue 2): namespaces are created in-process (unshare + bind mount, as
+//! `ip netns add` does), and for N = 100, 1,000 and 10,000 we print:
+//! daemon RSS growth per namespace, namespace-created → serving latency (p50/p99), delete →
+//! fds released latency (p50/p99), and the daemon's CPU time while idle for 10 s.
+//!
+//! Run: `cargo bench -p nsaux-tests --bench core` (root). `NSAUX_BENCH_SIZES=100,1000` picks
+//! the sizes. The `ident` service is on (4 listeners per namespace: UDP and TCP on v4 and v6),
+//! so the per-namespace figure covers the core plus one small service's sockets and tasks.
+
+use std::fs::File;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, setns, unshare};
+use nsaux_tests::bench::{cpu_time, percentile, print_table, rss_kib};
+use nsaux_tests::daemon::{Daemon, wait_for};
+use nsaux_tests::netns::bring_lo_up;
+
+const CONFIG: &str = "[ident]\nenabled = true\n";
+const IDENT: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    7867,
+));
+/// Sockets plus the namespace fd the daemon holds per namespace with `ident` on.
+const FDS_PER_NS: usize = 5;
+/// Deletions timed per size (timing needs an fd count per poll, which grows with N).
+const DELETE_SAMPLES: usize = 100;
+
+/// Creates namespace `dir/name` on the calling thread, which must return home afterwards.
+fn create_ns(dir: &Path, name: &str) -> anyhow::Result<()> {
+    unshare(CloneFlags::CLONE_NEWNET).context("unshare")?;
+    bring_lo_up().context("lo up")?;
+    let path = dir.join(name);
+    File::create(&path)?;
+    mount(
+        Some("/proc/thread-self/ns/net"),
+        &path,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .context("bind mount")?;
+    Ok(())
+}
+
+/// Polls the ident service from the calling thread's namespace until it answers. Non-blocking
+/// with 50 µs sleeps: `SO_RCVTIMEO` is rounded up to whole jiffies (4 ms at HZ=250), which would
+/// swamp what we measure.
+fn probe(sock: &UdpSocket, deadline: Instant) -> anyhow::Result<()> {
+    let mut buf = [0u8; 512];
+    loop {
+        sock.send_to(b"?", IDENT)?;
+        for _ in 0..4 {
+            std::thread::sleep(Duration::from_micros(50));
+            match sock.recv_from(&mut buf) {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::ConnectionRefused
+                    ) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        anyhow::ensure!(Instant::now() < deadline, "namespace not served within 5 s");
+    }
+}
+
+struct Row {
+    n: usize,
+    rss_per_ns_kib: f64,
+    up_p50: Duration,
+    up_p99: Duration,
+    del_p50: Duration,
+    del_p99: Duration,
+    idle_cpu: Duration,
+}
+
+fn run(n: usize) -> anyhow::Result<Row> {
+    let d = Daemon::start(CONFIG)?;
+    let pid = d.pid();
+    let dir = d.netns_dir();
+    std::thread::sleep(Duration::from_millis(200));
+    let rss0 = rss_kib(pid);
+    let fds0 = d.fd_count();
+
+    // Create all namespaces on one thread that returns home after each.
+    let dir2 = dir.clone();
+    let up: Vec<Duration> = std::thread::spawn(move || -> anyhow::Result<Vec<Duration>> {
+        let home = File::open("/proc/thread-self/ns/net")?;
+        let mut lat = Vec::with_capacity(n);
+        for i in 0..n {
+            create_ns(&dir2, &format!("b{i}"))?;
+            let t0 = Instant::now();
+            let sock = UdpSocket::bind("127.0.0.1:0")?;
+            sock.set_nonblocking(true)?;
+            probe(&sock, t0 + Duration::from_secs(5)).with_context(|| format!("namespace b{i}"))?;
+            lat.push(t0.elapsed());
+            drop(sock);
+            setns(home.as_fd(), CloneFlags::CLONE_NEWNET).context("setns home")?;
+        }
+        Ok(lat)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("creator thread panicked"))?
+    .map_err(|e| {
+        let log = d.log();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        anyhow::anyhow!(
+            "{e:#}; daemon log tail (newest first):\n{}",
+            tail.join("\n")
+        )
+    })?;
+
+    wait_for("all fds open", Duration::from_secs(60), || {
+        (d.fd_count() >= fds0 + n * FDS_PER_NS).then_some(())
+    })?;
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_n = rss_kib(pid);
+
+    let cpu0 = cpu_time(pid);
+    std::thread::sleep(Duration::from_secs(10));
+    let idle_cpu = cpu_time(pid).saturating_sub(cpu0);
+
+    // Delete: time a sample one by one, then the rest in bulk.
+    let mut del = Vec::new();
+    for i in 0..n {
+        let path = dir.join(format!("b{i}"));
+        let before = d.fd_count();
+        let t0 = Instant::now();
+        umount2(&path, MntFlags::MNT_DETACH)?;
+        std::fs::remove_file(&path)?;
+        if i < DELETE_SAMPLES {
+            wait_for("fds released", Duration::from_secs(10), || {
+                (d.fd_count() + FDS_PER_NS <= before).then_some(())
+            })?;
+            del.push(t0.elapsed());
+        }
+    }
+    wait_for("all released", Duration::from_secs(120), || {
+        (d.fd_count() <= fds0).then_some(())
+    })?;
+    Ok(Row {
+        n,
+        rss_per_ns_kib: (rss_n.saturating_sub(rss0)) as f64 / n as f64,
+        up_p50: percentile(&up, 50.0),
+        up_p99: percentile(&up, 99.0),
+        del_p50: percentile(&del, 50.0),
+        del_p99: percentile(&del, 99.0),
+        idle_cpu,
+    })
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn main() -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("the core benchmark needs root (namespaces)");
+        return Ok(());
+    }
+    let sizes: Vec<usize> = std::env::var("NSAUX_BENCH_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![100, 1_000, 10_000]);
+    // The daemon raises its fd limit as far as it may; without CAP_SYS_RESOURCE that is the
+    // hard limit it inherits. Each namespace here costs FDS_PER_NS fds.
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?;
+    let fit = usize::try_from(hard.saturating_sub(200)).unwrap_or(usize::MAX) / FDS_PER_NS;
+    let mut notes = Vec::new();
+    let sizes: Vec<usize> = sizes
+        .into_iter()
+        .map(|n| {
+            if n > fit {
+                let capped = fit / 1000 * 1000;
+                notes.push(format!("{n} namespaces need {} fds; the fd hard limit here is {hard} (no CAP_SYS_RESOURCE to raise it): measured {capped} instead", n * FDS_PER_NS));
+                capped
+            } else {
+                n
+            }
+        })
+        .collect();
+    let mut rows = Vec::new();
+    for n in sizes {
+        eprintln!("core bench: {n} namespaces ...");
+        let r = run(n)?;
+        rows.push(vec![
+            r.n.to_string(),
+            format!("{:.1} KiB", r.rss_per_ns_kib),
+            ms(r.up_p50),
+            ms(r.up_p99),
+            ms(r.del_p50),
+            ms(r.del_p99),
+            format!("{} ms", r.idle_cpu.as_millis()),
+        ]);
+    }
+    println!(
+        "\nnsauxd core (ident on: 4 listeners per namespace), {} CPUs",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    print_table(
+        &[
+            "namespaces",
+            "RSS / netns",
+            "up p50",
+            "up p99",
+            "release p50",
+            "release p99",
+            "idle CPU 10 s",
+        ],
+        &rows,
+    );
+    for n in notes {
+        println!("note: {n}");
+    }
+    Ok(())
+}

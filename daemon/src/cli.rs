@@ -230,6 +230,9 @@ pub struct NsFilter {
 pub enum RpcCommand {
     /// Registration tables: NS, prog/vers, netid, address, owner.
     List(NsFilter),
+    /// Per-namespace statistics (what `rpcinfo -m` shows: calls per procedure, SET/UNSET,
+    /// lookups, remote calls).
+    Stats(NsFilter),
     /// Remove registrations (operator override of owner checks).
     Unset {
         /// Namespace.
@@ -340,6 +343,9 @@ fn run_ctl(args: &CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Reload => Request::Reload,
         CtlCommand::Rpc(RpcCommand::List(f)) => {
             service_request("rpcbind", "list", f.ns.clone(), Value::Null)
+        }
+        CtlCommand::Rpc(RpcCommand::Stats(f)) => {
+            service_request("rpcbind", "stats", f.ns.clone(), Value::Null)
         }
         CtlCommand::Rpc(RpcCommand::Unset {
             ns,

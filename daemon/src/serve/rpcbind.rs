@@ -214,7 +214,8 @@ impl ServiceKind for Rpcbind {
                 }
             }
         }
-        let inst = Arc::new(RpcbindNs {
+        let inst = Arc::new_cyclic(|me| RpcbindNs {
+            me: me.clone(),
             ns: Arc::clone(&ns),
             state: Mutex::new(State {
                 cfg,
@@ -309,6 +310,8 @@ fn now_unix() -> u64 {
 /// The portmapper of one namespace.
 #[derive(Debug)]
 pub(crate) struct RpcbindNs {
+    /// Itself, for tasks started from `&self` methods (the liveness task on reconfigure).
+    me: Weak<Self>,
     ns: Arc<NsInfo>,
     state: Mutex<State>,
     journal: Option<Journal>,
@@ -844,7 +847,9 @@ impl NsService for RpcbindNs {
         }
         st.cfg = new;
         drop(st);
-        // The prune task is toggled from the next datagram or connection (we hold no Arc here).
+        if let Some(me) = self.me.upgrade() {
+            me.update_prune();
+        }
         Ok(())
     }
 
@@ -872,7 +877,6 @@ impl NsService for RpcbindNs {
     }
 
     fn on_connection(self: Arc<Self>, conn: Connection) -> ConnFuture {
-        self.update_prune();
         Box::pin(self.serve_conn(conn.stream, conn.peer, conn.local))
     }
 

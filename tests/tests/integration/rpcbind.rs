@@ -1171,3 +1171,35 @@ fn path_socket_held_by_another_portmapper_is_reported_then_taken_when_stale() ->
     assert!(stdout(&out).contains("portmapper"), "{out:?}");
     Ok(())
 }
+
+#[test]
+fn registration_cap_and_statistics_are_per_namespace() -> anyhow::Result<()> {
+    if !require_root("registration_cap_and_statistics_are_per_namespace") {
+        return Ok(());
+    }
+    // 12 self registrations + 2.
+    let d = Daemon::start("[rpcbind]\nenabled = true\nmax_registrations = 14\n")?;
+    let a = d.netns("cap-a")?;
+    let b = d.netns("cap-b")?;
+    wait_up(&a)?;
+    wait_up(&b)?;
+    let mut answers = Vec::new();
+    for prog in [410_000, 410_001, 410_002] {
+        let r = local_v4(&a, 1, rpcb(prog, 1, "udp", "0.0.0.0.9.9", "0"))?;
+        answers.push(r.as_ref().and_then(rpc::result_u32));
+    }
+    assert_eq!(
+        answers,
+        [Some(1), Some(1), Some(0)],
+        "the third SET is over the cap"
+    );
+    // The other namespace has its own cap.
+    let r = local_v4(&b, 1, rpcb(410_002, 1, "udp", "0.0.0.0.9.9", "0"))?;
+    assert_eq!(r.as_ref().and_then(rpc::result_u32), Some(1));
+    let stats = d.ctl_json(&["rpc", "stats"])?;
+    let v4_sets = |ns: &str| stats[ns]["by_version"][2]["set"].as_i64();
+    assert_eq!(v4_sets("cap-a"), Some(2), "{stats}");
+    assert_eq!(v4_sets("cap-b"), Some(1), "{stats}");
+    assert_eq!(stats["cap-a"]["registrations"], 14);
+    Ok(())
+}

@@ -400,6 +400,7 @@ fn run_ctl(args: &CtlArgs) -> anyhow::Result<()> {
                 }
             }
         }
+        CtlCommand::Rpc(RpcCommand::List(_)) => print_rpc_table(&resp.data),
         CtlCommand::Rpc(_) | CtlCommand::Dns(_) | CtlCommand::Ntp(_) => {
             print_per_namespace(&resp.data)
         }
@@ -444,6 +445,43 @@ fn print_ns_table(data: &Value) {
         })
         .unwrap_or_default();
     let head = ["NAME", "ID", "SOURCE", "SERVICES", "SINCE"].map(String::from);
+    let mut w = [0usize; 5];
+    for r in std::iter::once(&head).chain(&rows) {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    for r in std::iter::once(&head).chain(&rows) {
+        println!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3]
+        );
+    }
+}
+
+/// Prints `rpc list` as one table: NS, PROG/VERS, NETID, ADDRESS, OWNER.
+fn print_rpc_table(data: &Value) {
+    let mut rows: Vec<[String; 5]> = Vec::new();
+    for (ns, entries) in data.as_object().into_iter().flatten() {
+        for e in entries.as_array().into_iter().flatten() {
+            rows.push([
+                ns.clone(),
+                format!("{}/{}", plain(&e["prog"]), plain(&e["vers"])),
+                plain(&e["netid"]),
+                plain(&e["address"]),
+                plain(&e["owner"]),
+            ]);
+        }
+    }
+    let head = ["NS", "PROG/VERS", "NETID", "ADDRESS", "OWNER"].map(String::from);
     let mut w = [0usize; 5];
     for r in std::iter::once(&head).chain(&rows) {
         for (i, c) in r.iter().enumerate() {

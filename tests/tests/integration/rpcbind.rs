@@ -451,6 +451,23 @@ fn kernel_registration_sequence_over_the_abstract_socket() -> anyhow::Result<()>
     assert_eq!(nfs.len(), 4, "{rows:?}");
     assert!(nfs.iter().all(|r| r.4 == "superuser"));
     assert!(nfs.iter().any(|r| r.2 == "tcp6" && r.3 == "::.8.1"));
+    // The operator's table: NS, PROG/VERS, NETID, ADDRESS, OWNER.
+    let out = d.ctl(&["rpc", "list", "--ns", "knfsd"])?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines.first().map(Vec::as_slice),
+        Some(&["NS", "PROG/VERS", "NETID", "ADDRESS", "OWNER"][..])
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.as_slice() == ["knfsd", "100003/3", "tcp6", "::.8.1", "superuser"]),
+        "{text}"
+    );
     // GETPORT as lockd asks it, over UDP.
     let r = ns.run_in(|| {
         udp_call(

@@ -268,6 +268,25 @@ fn rpcinfo_queries_inside_a_namespace() -> anyhow::Result<()> {
     let counts: Vec<&str> = v4.lines().nth(2).unwrap_or("").split_whitespace().collect();
     assert_eq!(counts.get(1), Some(&"3/3"), "v4 SET count: {out}");
     assert!(out.contains("PORTMAP (version 2) statistics"), "{out}");
+    // -d by an unprivileged user (uid 1000 over the path socket: owner "1000") is refused and
+    // removes nothing: the entries belong to the superuser.
+    let out = in_private_run(
+        &ns.path,
+        &d.rpcbind_socket(),
+        "setpriv --reuid=1000 --regid=1000 --clear-groups rpcinfo -d 100005 3",
+    )?;
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Could not delete registration"),
+        "{out:?}"
+    );
+    assert_eq!(
+        pmap_rows(&stdout(&ns.sh("rpcinfo -p 127.0.0.1")?))
+            .iter()
+            .filter(|r| r.0 == 100_005)
+            .count(),
+        3
+    );
     // -d (local transport, as root) removes version 3 on every netid.
     let out = in_private_run(&ns.path, &d.rpcbind_socket(), "rpcinfo -d 100005 3")?;
     assert!(out.status.success(), "{:?}", out);

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::control::{self, Request};
 use crate::manager::{ConfigSource, Manager, ManagerMsg};
-use crate::serve::{ServiceKind, ident::Ident};
+use crate::serve::{ServiceKind, ident::Ident, rpcbind::Rpcbind};
 
 /// Default configuration file; its absence means built-in defaults.
 pub const DEFAULT_CONFIG: &str = "/etc/nsaux/nsaux.toml";
@@ -47,11 +47,25 @@ pub struct DaemonArgs {
     /// Do not serve the daemon's own (host) namespace.
     #[arg(long)]
     pub no_host_netns: bool,
+    /// The portmapper's path socket in this mount namespace (overrides `[rpcbind] local_path`;
+    /// "none" disables it). Tests point it into a private directory.
+    #[arg(long, value_name = "PATH")]
+    pub rpcbind_socket: Option<PathBuf>,
 }
 
 /// The service kinds this build offers, in start order.
-fn service_kinds() -> Vec<Arc<dyn ServiceKind>> {
-    vec![Arc::new(Ident)]
+fn service_kinds(args: &DaemonArgs, config: &Config) -> Vec<Arc<dyn ServiceKind>> {
+    let rpcbind_path = match &args.rpcbind_socket {
+        Some(p) if p.as_os_str() == "none" => None,
+        Some(p) => Some(p.clone()),
+        None => Some(config.base_services().rpcbind.local_path)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from),
+    };
+    vec![
+        Arc::new(Ident),
+        Arc::new(Rpcbind::new(&args.state_dir, rpcbind_path)),
+    ]
 }
 
 /// `nsauxd`'s main.
@@ -107,14 +121,9 @@ async fn run_daemon(args: DaemonArgs, source: ConfigSource, config: Config) -> a
     let listener = control::server::bind(&control_path)?;
 
     let (tx, rx) = mpsc::unbounded_channel();
-    let manager = Manager::new(
-        config,
-        source,
-        service_kinds(),
-        tx.clone(),
-        args.runtime_dir.clone(),
-    )
-    .context("starting the namespace thread")?;
+    let kinds = service_kinds(&args, &config);
+    let manager = Manager::new(config, source, kinds, tx.clone(), args.runtime_dir.clone())
+        .context("starting the namespace thread")?;
     let shutdown = CancellationToken::new();
     let control_task = tokio::spawn(control::server::serve(listener, tx.clone()));
     let manager_task = tokio::spawn(manager.run(rx, shutdown.clone()));
@@ -221,6 +230,9 @@ pub struct NsFilter {
 pub enum RpcCommand {
     /// Registration tables: NS, prog/vers, netid, address, owner.
     List(NsFilter),
+    /// Per-namespace statistics (what `rpcinfo -m` shows: calls per procedure, SET/UNSET,
+    /// lookups, remote calls).
+    Stats(NsFilter),
     /// Remove registrations (operator override of owner checks).
     Unset {
         /// Namespace.
@@ -332,6 +344,9 @@ fn run_ctl(args: &CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Rpc(RpcCommand::List(f)) => {
             service_request("rpcbind", "list", f.ns.clone(), Value::Null)
         }
+        CtlCommand::Rpc(RpcCommand::Stats(f)) => {
+            service_request("rpcbind", "stats", f.ns.clone(), Value::Null)
+        }
         CtlCommand::Rpc(RpcCommand::Unset {
             ns,
             prog,
@@ -385,6 +400,7 @@ fn run_ctl(args: &CtlArgs) -> anyhow::Result<()> {
                 }
             }
         }
+        CtlCommand::Rpc(RpcCommand::List(_)) => print_rpc_table(&resp.data),
         CtlCommand::Rpc(_) | CtlCommand::Dns(_) | CtlCommand::Ntp(_) => {
             print_per_namespace(&resp.data)
         }
@@ -429,6 +445,43 @@ fn print_ns_table(data: &Value) {
         })
         .unwrap_or_default();
     let head = ["NAME", "ID", "SOURCE", "SERVICES", "SINCE"].map(String::from);
+    let mut w = [0usize; 5];
+    for r in std::iter::once(&head).chain(&rows) {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    for r in std::iter::once(&head).chain(&rows) {
+        println!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3]
+        );
+    }
+}
+
+/// Prints `rpc list` as one table: NS, PROG/VERS, NETID, ADDRESS, OWNER.
+fn print_rpc_table(data: &Value) {
+    let mut rows: Vec<[String; 5]> = Vec::new();
+    for (ns, entries) in data.as_object().into_iter().flatten() {
+        for e in entries.as_array().into_iter().flatten() {
+            rows.push([
+                ns.clone(),
+                format!("{}/{}", plain(&e["prog"]), plain(&e["vers"])),
+                plain(&e["netid"]),
+                plain(&e["address"]),
+                plain(&e["owner"]),
+            ]);
+        }
+    }
+    let head = ["NS", "PROG/VERS", "NETID", "ADDRESS", "OWNER"].map(String::from);
     let mut w = [0usize; 5];
     for r in std::iter::once(&head).chain(&rows) {
         for (i, c) in r.iter().enumerate() {

@@ -6,6 +6,7 @@
 //!   that creates sockets inside a namespace, and the live directory [`netns::tracker`].
 //! - [`serve`] — the service traits, UDP/TCP/local loops, and the built-in `ident` service.
 //! - [`manager`] — the single task that owns every namespace's state and applies changes.
+//! - [`state`] — durable journals (portmapper registrations), keyed by boot id + cookie.
 //! - [`config`] — the TOML configuration with per-namespace overrides.
 //! - [`control`] — the control socket protocol, server and client.
 //! - [`ops`] — single-instance lock, logging, systemd notification.
@@ -18,6 +19,7 @@ pub mod manager;
 pub mod netns;
 pub mod ops;
 pub mod serve;
+pub mod state;
 mod sys;
 
 pub use cli::{ctl_main, daemon_main};

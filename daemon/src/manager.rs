@@ -334,6 +334,9 @@ impl Manager {
         let info = Arc::new(NsInfo {
             id: cookie,
             name: source.name().to_owned(),
+            nsfs: nix::sys::stat::fstat(fd.as_fd())
+                .ok()
+                .map(|st| (st.st_dev, st.st_ino)),
             cancel: CancellationToken::new(),
         });
         tracing::info!(netns = %info.name, id = %cookie, %source, "namespace appeared");
@@ -364,6 +367,11 @@ impl Manager {
         if entry.sources.is_empty() {
             if let Some(entry) = self.namespaces.remove(&id) {
                 let name = entry.info.name.clone();
+                for slot in entry.services.values() {
+                    if let Ok(inst) = &slot.instance {
+                        inst.namespace_gone();
+                    }
+                }
                 entry.close().await;
                 tracing::info!(netns = %name, id = %id, %source, "namespace gone; released");
             }
@@ -489,7 +497,7 @@ impl Manager {
                         });
                     });
                     ListenerState::Failed {
-                        error: describe_bind_error(&e, &spec),
+                        error: describe_bind_error(&e, &spec, &entry.info.name),
                         attempts,
                     }
                 }
@@ -726,11 +734,11 @@ impl Manager {
     }
 }
 
-fn describe_bind_error(e: &io::Error, spec: &ListenerSpec) -> String {
+fn describe_bind_error(e: &io::Error, spec: &ListenerSpec, ns: &str) -> String {
     if e.kind() == io::ErrorKind::AddrInUse {
-        format!("{spec}: address in use (another program holds it)")
+        format!("{spec} in namespace {ns:?}: address in use (another program holds it)")
     } else {
-        format!("{spec}: {e}")
+        format!("{spec} in namespace {ns:?}: {e}")
     }
 }
 

@@ -73,6 +73,9 @@ impl Daemon {
             .arg("--netns-dir")
             .arg(p.join("netns"))
             .arg("--no-host-netns")
+            // Never the host's /run/rpcbind.sock: a private path socket per test daemon.
+            .arg("--rpcbind-socket")
+            .arg(p.join("rpcbind.sock"))
             .args(&self.extra_args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(
@@ -112,6 +115,17 @@ impl Daemon {
     /// The private netns directory the daemon watches.
     pub fn netns_dir(&self) -> PathBuf {
         self.dir.path().join("netns")
+    }
+
+    /// The portmapper's path socket (private to this daemon; tests bind-mount it onto
+    /// `/run/rpcbind.sock` inside a private mount namespace).
+    pub fn rpcbind_socket(&self) -> PathBuf {
+        self.dir.path().join("rpcbind.sock")
+    }
+
+    /// The state directory (journals).
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
     }
 
     /// The runtime directory.

@@ -5,6 +5,7 @@
 //!   locating the built binaries.
 //! - [`netns`] — [`netns::TestNetns`]: a namespace bound into a private directory, created and
 //!   deleted the way `ip netns add/del` do, and helpers to run code or commands inside it.
+//! - [`rpc`] — a tiny ONC RPC client (portmapper XDR, UDP, record-marked streams).
 //! - [`daemon`] — [`daemon::Daemon`]: an `nsauxd` with its own runtime/state/netns directories,
 //!   stopped by pid when dropped.
 //!
@@ -14,3 +15,4 @@ pub mod bench;
 pub mod daemon;
 pub mod env;
 pub mod netns;
+pub mod rpc;

@@ -18,7 +18,7 @@
 
 mod services;
 
-pub use services::{IdentConfig, ServicesConfig};
+pub use services::{IdentConfig, RpcbindConfig, ServicesConfig};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -204,6 +204,12 @@ impl Config {
             overrides,
             memo: Mutex::default(),
         })
+    }
+
+    /// The service sections without any `[[netns]]` override: where daemon-wide service
+    /// settings (such as `rpcbind.local_path`) are read.
+    pub fn base_services(&self) -> ServicesConfig {
+        services_from(&self.base).unwrap_or_default()
     }
 
     /// The effective service configuration for the namespace labelled `name`.

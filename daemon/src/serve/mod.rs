@@ -7,6 +7,7 @@
 //! themselves, so they cannot end up in the wrong namespace.
 
 pub mod ident;
+pub mod rpcbind;
 pub(crate) mod stream;
 pub(crate) mod udp;
 
@@ -64,6 +65,10 @@ pub struct NsInfo {
     pub id: NetnsId,
     /// Label (file name, attach name, or "host").
     pub name: String,
+    /// `(st_dev, st_ino)` of the namespace file the manager holds open: what
+    /// `stat("/proc/PID/ns/net")` gives for a process inside it. Valid only while the namespace
+    /// is tracked (inode numbers are recycled after it is freed); `None` if fstat failed.
+    pub nsfs: Option<(u64, u64)>,
     /// Cancelled when the namespace goes: every task holding a socket in it must end then, or
     /// the namespace lives on as a zombie.
     pub cancel: CancellationToken,
@@ -188,6 +193,10 @@ pub trait NsService: Send + Sync + fmt::Debug + 'static {
     fn max_connections(&self) -> usize {
         64
     }
+
+    /// The namespace is gone for good (not a daemon shutdown): drop durable state kept for it.
+    /// Called before its listeners close.
+    fn namespace_gone(&self) {}
 
     /// Service-specific status for `nsauxctl ns list --json`.
     fn status(&self) -> serde_json::Value {

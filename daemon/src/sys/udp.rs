@@ -4,10 +4,11 @@
 //!   bound to a wildcard can answer *from that address* (multi-homed virtual servers).
 //! * `SO_TIMESTAMPNS` gives the kernel's receive time, which NTP needs as its receive stamp.
 //!
-//! Neither call allocates: control buffers live on the stack.
+//! Single sends keep their control buffer on the stack; batched receive and send use one
+//! [`Batch`] per runtime thread (`recvmmsg`/`sendmmsg`).
 
 use std::io;
-use std::mem::{MaybeUninit, size_of, zeroed};
+use std::mem::{size_of, zeroed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
@@ -117,71 +118,6 @@ fn std_to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t
     (storage, len as libc::socklen_t)
 }
 
-/// Receives one datagram without blocking (`MSG_DONTWAIT`), with its ancillary data.
-pub(crate) fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<RecvMeta> {
-    // SAFETY: plain old data, zero is valid.
-    let mut peer: libc::sockaddr_storage = unsafe { zeroed() };
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let mut cmsg = MaybeUninit::<CmsgBuf>::uninit();
-    // SAFETY: msghdr is plain old data, zero is valid; we fill the fields we use below.
-    let mut hdr: libc::msghdr = unsafe { zeroed() };
-    hdr.msg_name = (&raw mut peer).cast();
-    hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    hdr.msg_iov = &raw mut iov;
-    hdr.msg_iovlen = 1;
-    hdr.msg_control = cmsg.as_mut_ptr().cast();
-    hdr.msg_controllen = size_of::<CmsgBuf>();
-    // SAFETY: every pointer in hdr refers to a live local or to `buf`, with matching lengths.
-    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &raw mut hdr, libc::MSG_DONTWAIT) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let peer = sockaddr_to_std(&peer).ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidData, "datagram from unknown family")
-    })?;
-    let mut meta = RecvMeta {
-        len: usize::try_from(n).unwrap_or(0),
-        truncated: hdr.msg_flags & libc::MSG_TRUNC != 0,
-        peer,
-        local: None,
-        ifindex: 0,
-        rx_time: None,
-    };
-    // SAFETY: hdr was filled in by a successful recvmsg; the CMSG_* macros walk only within
-    // msg_control/msg_controllen, and we read each payload with read_unaligned after checking
-    // its level/type, which fixes its layout.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&raw const hdr);
-        while !c.is_null() {
-            let data = libc::CMSG_DATA(c);
-            match ((*c).cmsg_level, (*c).cmsg_type) {
-                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
-                    let info = std::ptr::read_unaligned(data.cast::<libc::in_pktinfo>());
-                    meta.local = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                        info.ipi_addr.s_addr,
-                    ))));
-                    meta.ifindex = u32::try_from(info.ipi_ifindex).unwrap_or(0);
-                }
-                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
-                    let info = std::ptr::read_unaligned(data.cast::<libc::in6_pktinfo>());
-                    meta.local = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
-                    meta.ifindex = info.ipi6_ifindex;
-                }
-                (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {
-                    let ts = std::ptr::read_unaligned(data.cast::<libc::timespec>());
-                    meta.rx_time = Some((ts.tv_sec, u32::try_from(ts.tv_nsec).unwrap_or(0)));
-                }
-                _ => {}
-            }
-            c = libc::CMSG_NXTHDR(&raw const hdr, c);
-        }
-    }
-    Ok(meta)
-}
-
 /// Sends one datagram to `dst` from local address `src` (if given) without blocking.
 ///
 /// `ifindex` pins the outgoing interface; it is only applied for IPv6 link-local peers, where the
@@ -206,6 +142,249 @@ pub(crate) fn send(
     hdr.msg_namelen = namelen;
     hdr.msg_iov = &raw mut iov;
     hdr.msg_iovlen = 1;
+    set_pktinfo(&mut hdr, &mut cmsg, src, dst, ifindex);
+    // SAFETY: all pointers in hdr refer to live locals or `payload` with matching lengths.
+    let n = unsafe {
+        libc::sendmsg(
+            fd.as_raw_fd(),
+            &raw const hdr,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// Most datagrams moved by one `recvmmsg`/`sendmmsg`.
+pub(crate) const BATCH: usize = 32;
+/// Receive slot per datagram (the largest UDP payload).
+const SLOT: usize = 65_536;
+
+/// Buffers for batched receive and send: one per runtime thread. The pointers the kernel needs
+/// are rebuilt before each call, so the struct never points into itself between calls.
+pub(crate) struct Batch {
+    /// `BATCH` receive slots of `SLOT` bytes (zero pages until the kernel writes into them).
+    data: Vec<u8>,
+    names: Vec<libc::sockaddr_storage>,
+    cmsgs: Vec<CmsgBuf>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    /// The datagrams of the last receive: (slot, metadata).
+    pub(crate) metas: Vec<(usize, RecvMeta)>,
+    /// Replies queued for one `sendmmsg`: (range in `out`, destination, source, ifindex).
+    queued: Vec<(std::ops::Range<usize>, SocketAddr, Option<IpAddr>, u32)>,
+    /// Reply bytes, back to back.
+    out: Vec<u8>,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("metas", &self.metas.len())
+            .field("queued", &self.queued.len())
+            .finish()
+    }
+}
+
+impl Batch {
+    /// Empty buffers.
+    pub(crate) fn new() -> Self {
+        Self {
+            data: vec![0; BATCH * SLOT],
+            // SAFETY: sockaddr_storage, CmsgBuf, iovec and mmsghdr are plain old data; all-zero
+            // is a valid value of each.
+            names: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
+            // SAFETY: as above.
+            cmsgs: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
+            // SAFETY: as above.
+            iovs: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
+            // SAFETY: as above.
+            hdrs: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
+            metas: Vec::with_capacity(BATCH),
+            queued: Vec::with_capacity(BATCH),
+            out: Vec::with_capacity(4096),
+        }
+    }
+
+    /// The payload of a received datagram (cut to the slot if it was truncated).
+    pub(crate) fn payload(&self, slot: usize, meta: &RecvMeta) -> &[u8] {
+        let start = slot * SLOT;
+        self.data
+            .get(start..start + meta.len.min(SLOT))
+            .unwrap_or(&[])
+    }
+
+    /// Receives up to `BATCH` datagrams without blocking; fills `metas`. Returns how many the
+    /// kernel delivered (datagrams from an unknown address family are left out of `metas`).
+    pub(crate) fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
+        self.metas.clear();
+        let base = self.data.as_mut_ptr();
+        for i in 0..BATCH {
+            self.iovs[i] = libc::iovec {
+                // SAFETY: i * SLOT + SLOT <= data.len(), so the slot lies inside `data`.
+                iov_base: unsafe { base.add(i * SLOT) }.cast(),
+                iov_len: SLOT,
+            };
+            // SAFETY: msghdr is plain old data; zero is valid; we set every field we use.
+            let mut h: libc::msghdr = unsafe { zeroed() };
+            h.msg_name = (&raw mut self.names[i]).cast();
+            h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_iov = &raw mut self.iovs[i];
+            h.msg_iovlen = 1;
+            h.msg_control = (&raw mut self.cmsgs[i]).cast();
+            h.msg_controllen = size_of::<CmsgBuf>();
+            self.hdrs[i] = libc::mmsghdr {
+                msg_hdr: h,
+                msg_len: 0,
+            };
+        }
+        // SAFETY: `hdrs` holds BATCH headers whose pointers refer to live elements of `names`,
+        // `iovs`, `cmsgs` and `data` with matching lengths; nothing moves them during the call.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd.as_raw_fd(),
+                self.hdrs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = usize::try_from(n).unwrap_or(0).min(BATCH);
+        for i in 0..n {
+            let h = &self.hdrs[i];
+            let Some(peer) = sockaddr_to_std(&self.names[i]) else {
+                continue;
+            };
+            let mut meta = RecvMeta {
+                len: h.msg_len as usize,
+                truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+                peer,
+                local: None,
+                ifindex: 0,
+                rx_time: None,
+            };
+            parse_cmsgs(&h.msg_hdr, &mut meta);
+            self.metas.push((i, meta));
+        }
+        Ok(n)
+    }
+
+    /// Queues a reply for the next [`Batch::flush`].
+    pub(crate) fn queue(
+        &mut self,
+        payload: &[u8],
+        dst: SocketAddr,
+        src: Option<IpAddr>,
+        ifindex: u32,
+    ) {
+        let start = self.out.len();
+        self.out.extend_from_slice(payload);
+        self.queued.push((start..self.out.len(), dst, src, ifindex));
+    }
+
+    /// Sends every queued reply with one `sendmmsg` (per `BATCH`) and empties the queue.
+    /// Datagrams the socket cannot take now are dropped, as UDP would.
+    pub(crate) fn flush(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        let mut first_err = None;
+        let mut done = 0;
+        while done < self.queued.len() {
+            let n = (self.queued.len() - done).min(BATCH);
+            for i in 0..n {
+                let (range, dst, src, ifindex) = self.queued[done + i].clone();
+                let (name, namelen) = std_to_sockaddr(dst);
+                self.names[i] = name;
+                self.iovs[i] = libc::iovec {
+                    // SAFETY: `range` lies inside `out` (queue built it from out's length).
+                    iov_base: unsafe { self.out.as_mut_ptr().add(range.start) }.cast(),
+                    iov_len: range.len(),
+                };
+                // SAFETY: msghdr is plain old data; zero is valid.
+                let mut h: libc::msghdr = unsafe { zeroed() };
+                h.msg_name = (&raw mut self.names[i]).cast();
+                h.msg_namelen = namelen;
+                h.msg_iov = &raw mut self.iovs[i];
+                h.msg_iovlen = 1;
+                set_pktinfo(&mut h, &mut self.cmsgs[i], src, dst, ifindex);
+                self.hdrs[i] = libc::mmsghdr {
+                    msg_hdr: h,
+                    msg_len: 0,
+                };
+            }
+            // SAFETY: the first n headers point into live `names`, `iovs`, `cmsgs` and `out`
+            // with matching lengths; nothing moves them during the call.
+            let sent = unsafe {
+                libc::sendmmsg(
+                    fd.as_raw_fd(),
+                    self.hdrs.as_mut_ptr(),
+                    n as libc::c_uint,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if sent <= 0 {
+                // Skip the datagram that failed (e.g. unreachable peer) and go on.
+                if first_err.is_none() {
+                    first_err = Some(io::Error::last_os_error());
+                }
+                done += 1;
+            } else {
+                done += usize::try_from(sent).unwrap_or(n);
+            }
+        }
+        self.queued.clear();
+        self.out.clear();
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// Reads pktinfo and timestamp control messages of a received message into `meta`.
+fn parse_cmsgs(hdr: &libc::msghdr, meta: &mut RecvMeta) {
+    // SAFETY: hdr was filled in by a successful receive; the CMSG_* macros walk only within
+    // msg_control/msg_controllen, and we read each payload with read_unaligned after checking
+    // its level/type, which fixes its layout.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(hdr);
+        while !c.is_null() {
+            let data = libc::CMSG_DATA(c);
+            match ((*c).cmsg_level, (*c).cmsg_type) {
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                    let info = std::ptr::read_unaligned(data.cast::<libc::in_pktinfo>());
+                    meta.local = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                        info.ipi_addr.s_addr,
+                    ))));
+                    meta.ifindex = u32::try_from(info.ipi_ifindex).unwrap_or(0);
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                    let info = std::ptr::read_unaligned(data.cast::<libc::in6_pktinfo>());
+                    meta.local = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                    meta.ifindex = info.ipi6_ifindex;
+                }
+                (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {
+                    let ts = std::ptr::read_unaligned(data.cast::<libc::timespec>());
+                    meta.rx_time = Some((ts.tv_sec, u32::try_from(ts.tv_nsec).unwrap_or(0)));
+                }
+                _ => {}
+            }
+            c = libc::CMSG_NXTHDR(hdr, c);
+        }
+    }
+}
+
+/// Adds the source-address control message to an outgoing message (nothing for `None` or an
+/// unspecified source: the kernel picks).
+fn set_pktinfo(
+    hdr: &mut libc::msghdr,
+    cmsg: &mut CmsgBuf,
+    src: Option<IpAddr>,
+    dst: SocketAddr,
+    ifindex: u32,
+) {
+    hdr.msg_control = std::ptr::null_mut();
+    hdr.msg_controllen = 0;
     match (src, dst) {
         (Some(IpAddr::V4(src)), SocketAddr::V4(_)) if !src.is_unspecified() => {
             let info = libc::in_pktinfo {
@@ -215,13 +394,13 @@ pub(crate) fn send(
                 },
                 ipi_addr: libc::in_addr { s_addr: 0 },
             };
-            // SAFETY: CMSG_SPACE/LEN are pure arithmetic; the buffer is 256 bytes, far more
-            // than one in_pktinfo needs; we write the header and payload inside it.
+            // SAFETY: the buffer is 256 aligned bytes, far more than one in_pktinfo needs; we
+            // write the header and payload inside it.
             unsafe {
                 hdr.msg_control = cmsg.0.as_mut_ptr().cast();
                 hdr.msg_controllen =
                     libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32) as usize;
-                let c = libc::CMSG_FIRSTHDR(&raw const hdr);
+                let c = libc::CMSG_FIRSTHDR(hdr);
                 (*c).cmsg_level = libc::IPPROTO_IP;
                 (*c).cmsg_type = libc::IP_PKTINFO;
                 (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as usize;
@@ -241,7 +420,7 @@ pub(crate) fn send(
                 hdr.msg_control = cmsg.0.as_mut_ptr().cast();
                 hdr.msg_controllen =
                     libc::CMSG_SPACE(size_of::<libc::in6_pktinfo>() as u32) as usize;
-                let c = libc::CMSG_FIRSTHDR(&raw const hdr);
+                let c = libc::CMSG_FIRSTHDR(hdr);
                 (*c).cmsg_level = libc::IPPROTO_IPV6;
                 (*c).cmsg_type = libc::IPV6_PKTINFO;
                 (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in6_pktinfo>() as u32) as usize;
@@ -250,16 +429,4 @@ pub(crate) fn send(
         }
         _ => {}
     }
-    // SAFETY: all pointers in hdr refer to live locals or `payload` with matching lengths.
-    let n = unsafe {
-        libc::sendmsg(
-            fd.as_raw_fd(),
-            &raw const hdr,
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(usize::try_from(n).unwrap_or(0))
 }

@@ -1,0 +1,1010 @@
+//! The portmapper service: one [`nsaux_rpcbind::Portmapper`] per network namespace.
+//!
+//! # Transports
+//! - In every namespace: UDP and TCP port 111 on `0.0.0.0` and `::`, and the abstract AF_LOCAL
+//!   socket `"\0/run/rpcbind.sock"` (kernel ≥ 6.5, libtirpc ≥ 1.3.5), all opened by the core.
+//! - In the daemon's own mount namespace: the path socket (default `/run/rpcbind.sock`). A
+//!   connection on it is served by **the caller's** network namespace: `SO_PEERCRED` pid →
+//!   `stat("/proc/PID/ns/net")` → `(st_dev, st_ino)` → the tracked namespace with the same nsfs
+//!   identity ([`NsInfo::nsfs`]). Callers from untracked namespaces are refused and logged. This
+//!   is what stock rpcbind gets wrong: every namespace sharing `/run` lands in one table.
+//!
+//! # Durability
+//! Every SET/UNSET is appended to the namespace's journal ([`crate::state`]) *before* the reply
+//! is sent; if the write fails the change is rolled back and no reply is sent. Journals are
+//! restored only into the namespace (boot id + cookie) that wrote them, and deleted when the
+//! namespace goes.
+//!
+//! # Limits
+//! Strings/opaques are capped at 9000 bytes and records at 64 KiB (in the core); registrations
+//! per namespace (`max_registrations`); TCP + AF_LOCAL connections per namespace
+//! (`max_connections`) with an idle timeout (`idle_timeout_secs`, CVE-2021-46828); UDP DUMP only
+//! for loopback callers.
+//!
+//! # Remote calls and liveness
+//! CALLIT/BCAST/INDIRECT are refused unless `remote_calls = true`; then they are forwarded from
+//! the namespace's own port-111 UDP socket (so only inside that namespace), matched back with the
+//! core's [`ForwardTable`]. With `prune = true` each namespace probes its UDP registrations with
+//! an RPC NULL call every `prune_interval_secs` (doubling up to 8× while a service is silent) and
+//! removes one after `prune_after_misses` silent rounds; with `prune = false` no task exists.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nsaux_rpcbind::uaddr::{format_uaddr, parse_uaddr};
+use nsaux_rpcbind::{
+    CallContext, Caller, Config as PmConfig, DEFAULT_FORWARD_MAX_AGE, DEFAULT_FORWARD_SLOTS,
+    DEFAULT_MAX_RECORD, Effect, Entry, Forward, ForwardTable, PMAP_PROG, Portmapper, RecordDecoder,
+    SUPERUSER, Transport, frame_record,
+};
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::task::JoinHandle;
+
+use super::{
+    ConnFuture, Connection, Datagram, ListenerSpec, NsInfo, NsService, Peer, ServiceKind, Stream,
+    UdpEndpoint,
+};
+use crate::config::{RpcbindConfig, ServicesConfig};
+use crate::state::{Change, Journal, JournalDir};
+
+/// How long after the first namespace appears we delete journals of namespaces that did not come
+/// back (they went while the daemon was down).
+const SWEEP_DELAY: Duration = Duration::from_secs(60);
+
+/// Read buffer per connection (records larger than this arrive in several reads).
+const READ_BUF: usize = 4096;
+
+/// The portmapper service kind: journals, the path socket and the routing table for it.
+#[derive(Debug)]
+pub struct Rpcbind {
+    /// Per-boot journal directory; `None` if the state directory is unusable (then
+    /// registrations do not survive a restart, and that was logged).
+    journals: Option<Arc<JournalDir>>,
+    /// The path socket, if enabled.
+    local_path: Option<PathBuf>,
+    shared: Arc<Shared>,
+    /// Started on the first instance (needs the runtime).
+    started: AtomicBool,
+    path_task: Mutex<Option<PathTask>>,
+}
+
+/// State shared between the kind, its instances and the path-socket task.
+#[derive(Debug, Default)]
+struct Shared {
+    /// nsfs identity → instance, for routing path-socket callers.
+    routes: Mutex<HashMap<(u64, u64), Weak<RpcbindNs>>>,
+    /// Cookies of namespaces with an instance (journal sweep).
+    live: Mutex<HashSet<u64>>,
+    /// One line on the path socket's state, for `status`.
+    path_status: Mutex<String>,
+    /// The path socket's inode once bound (only that file is unlinked at exit).
+    path_ino: Mutex<Option<(u64, u64)>>,
+    /// Last time a refusal on the path socket was logged (rate limit).
+    last_refusal_log: Mutex<Option<Instant>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+#[derive(Debug)]
+struct PathTask {
+    path: PathBuf,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Rpcbind {
+    fn drop(&mut self) {
+        if let Some(t) = lock(&self.path_task).take() {
+            t.task.abort();
+            let ours = *lock(&self.shared.path_ino);
+            let now = std::fs::symlink_metadata(&t.path)
+                .ok()
+                .map(|m| (m.dev(), m.ino()));
+            if ours.is_some() && ours == now {
+                let _ = std::fs::remove_file(&t.path);
+            }
+        }
+    }
+}
+
+impl Rpcbind {
+    /// A portmapper kind keeping journals under `state_dir` and serving the path socket
+    /// `local_path` (`None`: no path socket).
+    pub fn new(state_dir: &Path, local_path: Option<PathBuf>) -> Self {
+        let journals = match JournalDir::open(state_dir, "rpcbind") {
+            Ok(j) => Some(Arc::new(j)),
+            Err(e) => {
+                tracing::error!(state_dir = %state_dir.display(), error = %e,
+                    "cannot use the state directory; portmapper registrations will not survive a restart");
+                None
+            }
+        };
+        let shared = Arc::new(Shared::default());
+        *lock(&shared.path_status) = match &local_path {
+            Some(p) => format!("{}: not started", p.display()),
+            None => "disabled".into(),
+        };
+        Self {
+            journals,
+            local_path,
+            shared,
+            started: AtomicBool::new(false),
+            path_task: Mutex::new(None),
+        }
+    }
+
+    /// Starts the path socket and the journal sweep, once, from inside the runtime.
+    fn start_once(&self) {
+        if self.started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Some(path) = &self.local_path {
+            let task = tokio::spawn(path_socket_task(path.clone(), Arc::clone(&self.shared)));
+            *lock(&self.path_task) = Some(PathTask {
+                path: path.clone(),
+                task,
+            });
+        }
+        if let Some(j) = &self.journals {
+            let j = Arc::clone(j);
+            let shared = Arc::clone(&self.shared);
+            tokio::spawn(async move {
+                tokio::time::sleep(SWEEP_DELAY).await;
+                let live = lock(&shared.live).clone();
+                j.sweep(&live);
+            });
+        }
+    }
+}
+
+impl ServiceKind for Rpcbind {
+    fn name(&self) -> &'static str {
+        "rpcbind"
+    }
+
+    fn enabled(&self, cfg: &ServicesConfig) -> bool {
+        cfg.rpcbind.enabled
+    }
+
+    fn instantiate(
+        &self,
+        ns: Arc<NsInfo>,
+        cfg: &ServicesConfig,
+    ) -> anyhow::Result<Arc<dyn NsService>> {
+        self.start_once();
+        let cfg = cfg.rpcbind.clone();
+        let journal = self.journals.as_ref().map(|j| j.journal(ns.id));
+        let mut pm = new_portmapper(&cfg);
+        let mut lines = 0;
+        if let Some(j) = &journal {
+            match j.replay() {
+                Ok(r) => {
+                    if r.bad_lines > 0 {
+                        tracing::warn!(netns = %ns.name, path = %j.path().display(), bad_lines = r.bad_lines,
+                            kept = r.entries.len(), "journal damaged: skipped the bad lines, kept the rest");
+                    }
+                    let wanted = r.entries.len();
+                    let n = pm.restore(r.entries);
+                    lines = r.lines;
+                    if n > 0 {
+                        tracing::info!(netns = %ns.name, restored = n, "registrations restored from the journal");
+                    }
+                    if r.bad_lines > 0 || n != wanted {
+                        let keep = user_entries(&pm, &cfg);
+                        if let Err(e) = j.rewrite(&keep) {
+                            tracing::error!(netns = %ns.name, error = %e, "cannot rewrite the journal");
+                        }
+                        lines = keep.len();
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(netns = %ns.name, path = %j.path().display(), error = %e,
+                        "cannot read the journal; starting with an empty table");
+                }
+            }
+        }
+        let inst = Arc::new_cyclic(|me| RpcbindNs {
+            me: me.clone(),
+            ns: Arc::clone(&ns),
+            state: Mutex::new(State {
+                cfg,
+                pm,
+                journal_lines: lines,
+                forwards: None,
+            }),
+            journal,
+            conns: AtomicUsize::new(0),
+            shared: Arc::clone(&self.shared),
+            prune: Mutex::new(None),
+            prune_on: AtomicBool::new(false),
+            prune_ep: Mutex::new(None),
+        });
+        if let Some(key) = ns.nsfs {
+            lock(&self.shared.routes).insert(key, Arc::downgrade(&inst));
+        }
+        lock(&self.shared.live).insert(ns.id.0);
+        inst.update_prune();
+        Ok(inst)
+    }
+}
+
+/// Protocol settings from the daemon's section.
+fn pm_config(cfg: &RpcbindConfig) -> PmConfig {
+    PmConfig {
+        remote_calls: cfg.remote_calls,
+        max_registrations: cfg.max_registrations,
+        udp_dump_loopback_only: cfg.udp_dump_loopback_only,
+        loopback_may_register: cfg.loopback_may_register,
+        ..PmConfig::default()
+    }
+}
+
+/// The (netid, uaddr) pairs we listen on, in rpcbind's netconfig order (udp, tcp, udp6, tcp6,
+/// local): the self registrations.
+fn self_endpoints(cfg: &RpcbindConfig) -> Vec<(String, String)> {
+    let mut v = Vec::new();
+    for six in [false, true] {
+        for (on, proto) in [(cfg.udp, "udp"), (cfg.tcp, "tcp")] {
+            if !on {
+                continue;
+            }
+            for ip in cfg.addresses.iter().filter(|a| a.is_ipv6() == six) {
+                let netid = if six {
+                    format!("{proto}6")
+                } else {
+                    proto.into()
+                };
+                v.push((netid, format_uaddr(SocketAddr::new(*ip, cfg.port))));
+            }
+        }
+    }
+    if !cfg.local_abstract.is_empty() {
+        v.push(("local".into(), cfg.local_abstract.clone()));
+    } else if !cfg.local_path.is_empty() {
+        v.push(("local".into(), cfg.local_path.clone()));
+    }
+    v
+}
+
+fn new_portmapper(cfg: &RpcbindConfig) -> Portmapper {
+    Portmapper::new(pm_config(cfg), &self_endpoints(cfg))
+}
+
+/// The registrations clients made (what the journal holds).
+/// Self registrations are recognised from the configuration rather than kept in a copy: a copy
+/// would cost about 2 KiB per namespace and is only needed on rare journal rewrites.
+fn user_entries(pm: &Portmapper, cfg: &RpcbindConfig) -> Vec<Entry> {
+    let endpoints = self_endpoints(cfg);
+    let is_self = |e: &Entry| {
+        e.prog == PMAP_PROG
+            && e.owner == SUPERUSER
+            && (2..=4).contains(&e.vers)
+            && endpoints
+                .iter()
+                .any(|(n, u)| *n == e.netid && *u == e.uaddr)
+    };
+    pm.entries()
+        .iter()
+        .filter(|e| !is_self(e))
+        .cloned()
+        .collect()
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The portmapper of one namespace.
+#[derive(Debug)]
+pub(crate) struct RpcbindNs {
+    /// Itself, for tasks started from `&self` methods (the liveness task on reconfigure).
+    me: Weak<Self>,
+    ns: Arc<NsInfo>,
+    state: Mutex<State>,
+    journal: Option<Journal>,
+    /// TCP + AF_LOCAL connections open now (all listeners and the path socket).
+    conns: AtomicUsize,
+    shared: Arc<Shared>,
+    /// The liveness task, only while `prune` is on.
+    prune: Mutex<Option<JoinHandle<()>>>,
+    /// `cfg.prune`, readable without the state lock on the datagram path.
+    prune_on: AtomicBool,
+    /// A port-111 UDP endpoint of this namespace to send liveness probes from, remembered from
+    /// traffic while pruning is on (weak: it never keeps a socket alive).
+    prune_ep: Mutex<Option<Weak<UdpEndpoint>>>,
+}
+
+#[derive(Debug)]
+struct State {
+    cfg: RpcbindConfig,
+    pm: Portmapper,
+    /// Lines in the journal file (for compaction).
+    journal_lines: usize,
+    /// Remote-call bookkeeping, created on the first forward.
+    forwards: Option<Box<Forwards>>,
+}
+
+#[derive(Debug)]
+struct Forwards {
+    table: ForwardTable,
+    /// forward xid → (local address the call arrived on, interface), to answer from it.
+    origin: Vec<(u32, IpAddr, u32)>,
+    /// Liveness probes outstanding: xid → registration probed.
+    probes: HashMap<u32, Entry>,
+    /// Missed liveness probes in a row, per registration.
+    misses: HashMap<Entry, u32>,
+}
+
+impl Forwards {
+    fn new() -> Box<Self> {
+        Box::new(Self {
+            table: ForwardTable::new(DEFAULT_FORWARD_SLOTS, DEFAULT_FORWARD_MAX_AGE, xid_seed()),
+            origin: Vec::new(),
+            probes: HashMap::new(),
+            misses: HashMap::new(),
+        })
+    }
+}
+
+impl Drop for RpcbindNs {
+    fn drop(&mut self) {
+        lock(&self.shared.routes).retain(|_, w| w.strong_count() > 0);
+        if let Some(t) = lock(&self.prune).take() {
+            t.abort();
+        }
+    }
+}
+
+/// Counts a connection for the per-namespace cap while it lives.
+struct ConnSlot(Arc<RpcbindNs>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.conns.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn is_rpc_reply(d: &[u8]) -> bool {
+    d.get(4..8) == Some(&[0, 0, 0, 1][..])
+}
+
+impl RpcbindNs {
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// Takes a connection slot, or `None` when the namespace is at its cap.
+    fn conn_slot(self: &Arc<Self>) -> Option<ConnSlot> {
+        let max = self.state().cfg.max_connections;
+        let prev = self.conns.fetch_add(1, Ordering::SeqCst);
+        let slot = ConnSlot(Arc::clone(self));
+        (prev < max).then_some(slot)
+    }
+
+    /// Journals `changes`, compacting the file when it has grown well past the table.
+    fn journal(&self, st: &mut State, changes: &[Change]) -> io::Result<()> {
+        let Some(j) = &self.journal else {
+            return Ok(());
+        };
+        let live = st.pm.entries().len();
+        if st.journal_lines + changes.len() > 256 && st.journal_lines > 4 * live {
+            let keep = user_entries(&st.pm, &st.cfg);
+            j.rewrite(&keep)?;
+            st.journal_lines = keep.len();
+            return Ok(());
+        }
+        j.append(changes)?;
+        st.journal_lines += changes.len();
+        Ok(())
+    }
+
+    /// Handles one call and carries out its effects. Returns whether `out` must be sent to the
+    /// caller. `udp` is the endpoint and datagram for UDP calls (needed to forward).
+    fn handle_call(
+        &self,
+        ctx: &CallContext,
+        request: &[u8],
+        out: &mut Vec<u8>,
+        udp: Option<(&Arc<UdpEndpoint>, &Datagram<'_>)>,
+    ) -> bool {
+        let mut st = self.state();
+        let outcome = st.pm.handle(ctx, request, out);
+        let mut send = outcome.should_reply();
+        let mut changes = Vec::new();
+        let mut forwards = Vec::new();
+        for eff in outcome.effects {
+            match eff {
+                Effect::Registered(e) => changes.push(Change::Set(e)),
+                Effect::Unregistered(v) => changes.extend(v.into_iter().map(Change::Unset)),
+                Effect::Forward(f) => forwards.push(f),
+            }
+        }
+        if !changes.is_empty() {
+            for c in &changes {
+                let (what, e) = match c {
+                    Change::Set(e) => ("registered", e),
+                    Change::Unset(e) => ("unregistered", e),
+                };
+                tracing::debug!(netns = %self.ns.name, prog = e.prog, vers = e.vers, netid = %e.netid,
+                    uaddr = %e.uaddr, owner = %e.owner, "{what}");
+            }
+            if let Err(e) = self.journal(&mut st, &changes) {
+                tracing::error!(netns = %self.ns.name, error = %e,
+                    "cannot journal a registration change; not acknowledging it");
+                let mut rolled_back = false;
+                for c in &changes {
+                    if let Change::Set(e) = c {
+                        let _ = st.pm.unset_admin(e.prog, e.vers, &e.netid);
+                        rolled_back = true;
+                    }
+                }
+                if rolled_back {
+                    out.clear();
+                    return false;
+                }
+            }
+        }
+        for f in forwards {
+            send |= self.forward(&mut st, &f, udp, out);
+        }
+        send
+    }
+
+    /// Forwards a remote call from the namespace's own UDP socket. Returns true when `out` now
+    /// holds an immediate failure reply for the caller.
+    fn forward(
+        &self,
+        st: &mut State,
+        f: &Forward,
+        udp: Option<(&Arc<UdpEndpoint>, &Datagram<'_>)>,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let Some((ep, d)) = udp else {
+            return f.pending.build_failure(out);
+        };
+        // Only to a service of this namespace's own host: loopback or the address the call
+        // arrived on (rpcbind also sends to its local address). Never out to another host.
+        if !(f.target.ip().is_loopback() || f.target.ip() == d.local.ip()) {
+            tracing::debug!(netns = %self.ns.name, target = %f.target, "remote call to a non-local registration refused");
+            return f.pending.build_failure(out);
+        }
+        let fw = st.forwards.get_or_insert_with(Forwards::new);
+        let Some(xid) = fw.table.start(f, d.peer, now_unix()) else {
+            return false; // a retransmission of a call already forwarded
+        };
+        fw.origin.retain(|(x, _, _)| *x != xid);
+        if fw.origin.len() >= 2 * DEFAULT_FORWARD_SLOTS {
+            fw.origin.remove(0);
+        }
+        fw.origin.push((xid, d.local.ip(), d.ifindex));
+        let mut call = Vec::with_capacity(64 + f.args.len());
+        f.encode_call(xid, &mut call);
+        let src = if f.target.is_ipv4() {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        };
+        if let Err(e) = ep.send_from(&call, f.target, src, 0) {
+            tracing::debug!(netns = %self.ns.name, target = %f.target, error = %e, "forward failed");
+            let _ = fw.table.finish(&xid.to_be_bytes());
+            return f.pending.build_failure(out);
+        }
+        false
+    }
+
+    /// A reply arrived on port 111: the answer to a forwarded call or a liveness probe.
+    fn on_reply(&self, ep: &Arc<UdpEndpoint>, d: &Datagram<'_>, out: &mut Vec<u8>) {
+        let mut st = self.state();
+        let Some(fw) = st.forwards.as_mut() else {
+            return;
+        };
+        let Some(xid) = d
+            .data
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes)
+        else {
+            return;
+        };
+        if let Some(e) = fw.probes.remove(&xid) {
+            fw.misses.remove(&e);
+            return;
+        }
+        let Some((caller, pending)) = fw.table.finish(d.data) else {
+            return;
+        };
+        let (local, ifindex) = fw
+            .origin
+            .iter()
+            .position(|(x, _, _)| *x == xid)
+            .map(|i| {
+                let (_, l, ifx) = fw.origin.remove(i);
+                (l, ifx)
+            })
+            .unwrap_or((ep.bound.ip(), 0));
+        drop(st);
+        if pending.build_reply(d.data, out)
+            && let Err(e) = ep.send_from(out, caller, local, ifindex)
+        {
+            tracing::debug!(netns = %self.ns.name, peer = %caller, error = %e, "remote-call reply failed");
+        }
+    }
+
+    fn list(&self) -> Value {
+        let st = self.state();
+        Value::Array(
+            st.pm
+                .entries()
+                .iter()
+                .map(|e| {
+                    json!({
+                        "prog": e.prog,
+                        "vers": e.vers,
+                        "netid": e.netid,
+                        "address": e.uaddr,
+                        "owner": e.owner,
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    fn stats(&self) -> Value {
+        let st = self.state();
+        let s = st.pm.stats();
+        let by_vers: Vec<Value> = s
+            .by_vers
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                json!({
+                    "version": i + 2,
+                    "calls_by_proc": v.info.to_vec(),
+                    "set": v.setinfo,
+                    "unset": v.unsetinfo,
+                    "lookups": v.addrinfo.iter().map(|a| json!({
+                        "prog": a.prog, "vers": a.vers, "netid": a.netid,
+                        "success": a.success, "failure": a.failure,
+                    })).collect::<Vec<_>>(),
+                    "remote_calls": v.rmtinfo.iter().map(|r| json!({
+                        "prog": r.prog, "vers": r.vers, "proc": r.proc_, "netid": r.netid,
+                        "success": r.success, "failure": r.failure, "indirect": r.indirect,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json!({ "registrations": st.pm.entries().len(), "by_version": by_vers })
+    }
+
+    fn admin_unset(&self, args: &Value) -> Result<Value, String> {
+        let num = |k: &str| {
+            args.get(k)
+                .and_then(Value::as_u64)
+                .and_then(|v| u32::try_from(v).ok())
+                .ok_or_else(|| format!("missing or bad {k}"))
+        };
+        let (prog, vers) = (num("prog")?, num("vers")?);
+        let netid = args.get("netid").and_then(Value::as_str).unwrap_or("");
+        let mut st = self.state();
+        let removed = st.pm.unset_admin(prog, vers, netid);
+        if !removed.is_empty() {
+            let changes: Vec<Change> = removed.iter().cloned().map(Change::Unset).collect();
+            if let Err(e) = self.journal(&mut st, &changes) {
+                tracing::error!(netns = %self.ns.name, error = %e, "cannot journal an operator unset");
+            }
+            tracing::info!(netns = %self.ns.name, prog, vers, netid, removed = removed.len(), "operator unset");
+        }
+        Ok(json!({ "removed": removed.len() }))
+    }
+
+    /// Serves one TCP or AF_LOCAL connection: record marking, idle timeout.
+    async fn serve_stream<S>(
+        self: Arc<Self>,
+        mut s: S,
+        transport: Transport,
+        caller: Caller,
+        local: Option<SocketAddr>,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let idle = Duration::from_secs(self.state().cfg.idle_timeout_secs.max(1));
+        let mut dec = RecordDecoder::new(DEFAULT_MAX_RECORD);
+        let mut buf = vec![0u8; READ_BUF];
+        let mut out = Vec::new();
+        let mut wire = Vec::new();
+        loop {
+            let n = match tokio::time::timeout(idle, s.read(&mut buf)).await {
+                Err(_) => {
+                    tracing::debug!(netns = %self.ns.name, ?caller, "idle connection closed");
+                    return;
+                }
+                Ok(Ok(0) | Err(_)) => return,
+                Ok(Ok(n)) => n,
+            };
+            let records = match dec.feed(&buf[..n]) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(netns = %self.ns.name, ?caller, error = %e, "bad record marking; closing");
+                    return;
+                }
+            };
+            for rec in records {
+                let ctx = CallContext {
+                    transport,
+                    caller,
+                    local_addr: local,
+                    now_unix: now_unix(),
+                };
+                if !self.handle_call(&ctx, &rec, &mut out, None) {
+                    continue;
+                }
+                wire.clear();
+                frame_record(&out, &mut wire);
+                match tokio::time::timeout(idle, s.write_all(&wire)).await {
+                    Ok(Ok(())) => {}
+                    _ => return,
+                }
+            }
+        }
+    }
+
+    /// Serves a connection after taking a slot; refused (closed) at the cap.
+    async fn serve_conn(self: Arc<Self>, stream: Stream, peer: Peer, local: Option<SocketAddr>) {
+        let Some(slot) = self.conn_slot() else {
+            tracing::debug!(netns = %self.ns.name, ?peer, "connection limit of the namespace reached; closing");
+            return;
+        };
+        let caller = match peer {
+            Peer::Ip(a) => Caller::Ip(a),
+            Peer::Local { uid, pid, .. } => Caller::Local {
+                uid,
+                pid: pid.and_then(|p| u32::try_from(p).ok()),
+            },
+        };
+        let this = Arc::clone(&slot.0);
+        match stream {
+            Stream::Tcp(s) => this.serve_stream(s, Transport::Tcp, caller, local).await,
+            Stream::Unix(s) => this.serve_stream(s, Transport::Local, caller, None).await,
+        }
+        drop(slot);
+    }
+
+    /// Starts or stops the liveness task to match the configuration.
+    fn update_prune(self: &Arc<Self>) {
+        let on = self.state().cfg.prune;
+        self.prune_on.store(on, Ordering::Relaxed);
+        let mut task = lock(&self.prune);
+        match (on, task.is_some()) {
+            (true, false) => {
+                let weak = Arc::downgrade(self);
+                let cancel = self.ns.cancel.clone();
+                *task = Some(tokio::spawn(async move {
+                    tokio::select! {
+                        () = cancel.cancelled() => {}
+                        () = prune_loop(weak) => {}
+                    }
+                }));
+            }
+            (false, true) => {
+                if let Some(t) = task.take() {
+                    t.abort();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn xid_seed() -> u32 {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    t ^ std::process::id().rotate_left(16)
+}
+
+/// Runs liveness rounds until the instance is gone.
+async fn prune_loop(weak: Weak<RpcbindNs>) {
+    let mut round: u32 = 0;
+    loop {
+        let Some(this) = weak.upgrade() else { return };
+        let (interval, max_misses) = {
+            let st = this.state();
+            (
+                Duration::from_secs(st.cfg.prune_interval_secs.max(1)),
+                st.cfg.prune_after_misses.max(1),
+            )
+        };
+        drop(this);
+        tokio::time::sleep(interval).await;
+        round = round.wrapping_add(1);
+        let Some(this) = weak.upgrade() else { return };
+        this.prune_round(round, max_misses);
+    }
+}
+
+impl RpcbindNs {
+    /// One liveness round: count a miss for every probe still unanswered, remove registrations
+    /// past the limit, and probe again (with backoff: a registration with k misses is probed
+    /// every 2^k rounds, at most every 8th).
+    fn prune_round(&self, round: u32, max_misses: u32) {
+        let Some(ep) = lock(&self.prune_ep).as_ref().and_then(Weak::upgrade) else {
+            return;
+        };
+        let mut st = self.state();
+        let targets: Vec<Entry> = user_entries(&st.pm, &st.cfg)
+            .into_iter()
+            .filter(|e| {
+                (e.netid == "udp" && ep.bound.is_ipv4())
+                    || (e.netid == "udp6" && ep.bound.is_ipv6())
+            })
+            .collect();
+        let fw = st.forwards.get_or_insert_with(Forwards::new);
+        for (_, e) in fw.probes.drain() {
+            *fw.misses.entry(e).or_insert(0) += 1;
+        }
+        fw.misses.retain(|e, _| targets.contains(e));
+        let mut dead = Vec::new();
+        let mut seed = xid_seed();
+        for e in targets {
+            let m = fw.misses.get(&e).copied().unwrap_or(0);
+            if m >= max_misses {
+                dead.push(e);
+                continue;
+            }
+            let every = 1u32 << m.min(3);
+            if !round.is_multiple_of(every) {
+                continue;
+            }
+            let Some(mut target) = parse_uaddr(&e.uaddr) else {
+                continue;
+            };
+            if target.ip().is_unspecified() {
+                target.set_ip(if target.is_ipv4() {
+                    IpAddr::V4(Ipv4Addr::LOCALHOST)
+                } else {
+                    IpAddr::V6(Ipv6Addr::LOCALHOST)
+                });
+            }
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let xid = seed | 1;
+            let mut call = Vec::with_capacity(40);
+            for w in [xid, 0, 2, e.prog, e.vers, 0, 0, 0, 0, 0] {
+                call.extend_from_slice(&w.to_be_bytes());
+            }
+            let src = if target.is_ipv4() {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+            };
+            if ep.send_from(&call, target, src, 0).is_ok() {
+                fw.probes.insert(xid, e);
+            }
+        }
+        for e in &dead {
+            fw.misses.remove(e);
+        }
+        for e in dead {
+            let removed = st.pm.unset_admin(e.prog, e.vers, &e.netid);
+            tracing::info!(netns = %self.ns.name, prog = e.prog, vers = e.vers, netid = %e.netid, uaddr = %e.uaddr,
+                "registered service stopped answering; registration removed");
+            let changes: Vec<Change> = removed.into_iter().map(Change::Unset).collect();
+            if let Err(err) = self.journal(&mut st, &changes) {
+                tracing::error!(netns = %self.ns.name, error = %err, "cannot journal a pruned registration");
+            }
+        }
+    }
+}
+
+impl NsService for RpcbindNs {
+    fn listeners(&self) -> Vec<ListenerSpec> {
+        let cfg = self.state().cfg.clone();
+        let mut v = Vec::new();
+        for ip in &cfg.addresses {
+            let addr = SocketAddr::new(*ip, cfg.port);
+            if cfg.udp {
+                v.push(ListenerSpec::Udp {
+                    addr,
+                    rx_timestamps: false,
+                });
+            }
+            if cfg.tcp {
+                v.push(ListenerSpec::Tcp { addr });
+            }
+        }
+        if !cfg.local_abstract.is_empty() {
+            v.push(ListenerSpec::UnixAbstract {
+                name: cfg.local_abstract,
+            });
+        }
+        v
+    }
+
+    fn reconfigure(&self, cfg: &ServicesConfig) -> anyhow::Result<()> {
+        let new = cfg.rpcbind.clone();
+        let mut st = self.state();
+        if st.cfg == new {
+            return Ok(());
+        }
+        if pm_config(&st.cfg) != pm_config(&new) || self_endpoints(&st.cfg) != self_endpoints(&new)
+        {
+            let keep = user_entries(&st.pm, &st.cfg);
+            let mut pm = new_portmapper(&new);
+            pm.restore(keep);
+            st.pm = pm;
+        }
+        st.cfg = new;
+        drop(st);
+        if let Some(me) = self.me.upgrade() {
+            me.update_prune();
+        }
+        Ok(())
+    }
+
+    fn on_datagram(&self, ep: &Arc<UdpEndpoint>, d: &Datagram<'_>, reply: &mut Vec<u8>) -> bool {
+        if d.truncated {
+            return false;
+        }
+        if is_rpc_reply(d.data) {
+            self.on_reply(ep, d, reply);
+            return false;
+        }
+        if self.prune_on.load(Ordering::Relaxed) {
+            let mut known = lock(&self.prune_ep);
+            if known.as_ref().is_none_or(|w| w.strong_count() == 0) {
+                *known = Some(Arc::downgrade(ep));
+            }
+        }
+        let ctx = CallContext {
+            transport: Transport::Udp,
+            caller: Caller::Ip(d.peer),
+            local_addr: Some(d.local),
+            now_unix: now_unix(),
+        };
+        self.handle_call(&ctx, d.data, reply, Some((ep, d)))
+    }
+
+    fn on_connection(self: Arc<Self>, conn: Connection) -> ConnFuture {
+        Box::pin(self.serve_conn(conn.stream, conn.peer, conn.local))
+    }
+
+    fn max_connections(&self) -> usize {
+        self.state().cfg.max_connections.max(1)
+    }
+
+    fn namespace_gone(&self) {
+        lock(&self.shared.live).remove(&self.ns.id.0);
+        if let Some(j) = &self.journal
+            && let Err(e) = j.remove()
+        {
+            tracing::warn!(netns = %self.ns.name, error = %e, "cannot delete the journal");
+        }
+    }
+
+    fn status(&self) -> Value {
+        json!({
+            "registrations": self.state().pm.entries().len(),
+            "connections": self.conns.load(Ordering::SeqCst),
+            "local_path": lock(&self.shared.path_status).clone(),
+        })
+    }
+
+    fn control(&self, action: &str, args: &Value) -> Result<Value, String> {
+        match action {
+            "list" => Ok(self.list()),
+            "unset" => self.admin_unset(args),
+            "stats" => Ok(self.stats()),
+            other => Err(format!("unknown action {other:?} (list, unset, stats)")),
+        }
+    }
+}
+
+/// nsfs identity of the network namespace process `pid` is in.
+fn netns_of_pid(pid: i32) -> io::Result<(u64, u64)> {
+    let m = std::fs::metadata(format!("/proc/{pid}/ns/net"))?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Binds the path socket unless another portmapper answers on it.
+fn bind_path(path: &Path) -> Result<tokio::net::UnixListener, String> {
+    let shown = path.display();
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(format!(
+                "{shown} exists and is not a socket; not touching it"
+            ));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(format!(
+                "{shown} is held by another portmapper (it accepts connections); not taking it over"
+            ));
+        }
+        std::fs::remove_file(path).map_err(|e| format!("{shown}: removing stale socket: {e}"))?;
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    let l = std::os::unix::net::UnixListener::bind(path).map_err(|e| format!("{shown}: {e}"))?;
+    // Like rpcbind: anyone may connect; what they may do is decided by their credentials.
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666));
+    l.set_nonblocking(true)
+        .map_err(|e| format!("{shown}: {e}"))?;
+    tokio::net::UnixListener::from_std(l).map_err(|e| format!("{shown}: {e}"))
+}
+
+/// Binds the path socket (retrying with backoff while another portmapper holds it) and routes
+/// each connection to the caller's namespace.
+async fn path_socket_task(path: PathBuf, shared: Arc<Shared>) {
+    let mut delay = Duration::from_secs(1);
+    let mut attempts = 0u32;
+    let listener = loop {
+        match bind_path(&path) {
+            Ok(l) => break l,
+            Err(e) => {
+                if attempts == 0 {
+                    tracing::error!(path = %path.display(), error = %e, "cannot serve the rpcbind path socket; retrying");
+                } else {
+                    tracing::debug!(path = %path.display(), error = %e, "path socket still unavailable");
+                }
+                *lock(&shared.path_status) = e;
+                attempts += 1;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(60));
+            }
+        }
+    };
+    *lock(&shared.path_ino) = std::fs::symlink_metadata(&path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()));
+    *lock(&shared.path_status) = format!("{}: listening", path.display());
+    tracing::info!(path = %path.display(), "rpcbind path socket listening; callers are served by their own namespace");
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "path socket accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(cred) = stream.peer_cred() else {
+            continue;
+        };
+        let key = cred.pid().and_then(|p| netns_of_pid(p).ok());
+        let inst = key.and_then(|k| lock(&shared.routes).get(&k).and_then(Weak::upgrade));
+        let Some(inst) = inst else {
+            let mut last = lock(&shared.last_refusal_log);
+            if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                *last = Some(Instant::now());
+                tracing::warn!(path = %path.display(), pid = ?cred.pid(), uid = cred.uid(), nsfs = ?key,
+                    "path socket caller is in a network namespace nsauxd does not serve; refused");
+            }
+            continue;
+        };
+        let peer = Peer::Local {
+            uid: cred.uid(),
+            gid: cred.gid(),
+            pid: cred.pid(),
+        };
+        let cancel = inst.ns.cancel.clone();
+        tracing::trace!(netns = %inst.ns.name, ?peer, "path socket connection routed");
+        tokio::spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = inst.serve_conn(Stream::Unix(stream), peer, None) => {}
+            }
+        });
+    }
+}

@@ -1,0 +1,313 @@
+//! Durable state: the portmapper's registration journal.
+//!
+//! # Where and under which key
+//! `STATE_DIR/rpcbind/BOOT_ID/COOKIE.journal`: one append-only file per network namespace, keyed
+//! by the kernel boot id (`/proc/sys/kernel/random/boot_id`) and the namespace cookie. A cookie
+//! is never reused within a boot, so a journal can only ever be restored into the very namespace
+//! that wrote it; a namespace re-created under the same name has a new cookie and starts empty.
+//! Directories of other boots are deleted at start (after a reboot every namespace and every
+//! registered service is new). A namespace's file is deleted when the namespace goes.
+//!
+//! # Format
+//! One line per change: a JSON array `["S"|"U", prog, vers, netid, uaddr, owner]`, a TAB, and
+//! the FNV-1a 64-bit hash of the JSON in hex. Replay applies the lines in order; a line that is
+//! truncated, fails its hash or does not parse is logged and skipped, and every good line is
+//! kept. When the file has grown well past the live table it is rewritten (temp file + rename).
+//!
+//! # Durability policy (fsync)
+//! A change is `write(2)`n to the file before the reply is sent, so `kill -9` (or any crash of
+//! the daemon) loses no acknowledged registration: the data is in the kernel's page cache. We do
+//! **not** fsync: the only events that lose the page cache (power loss, kernel crash) also
+//! change the boot id, and a journal of another boot is never restored, because every service
+//! that had registered is gone as well. Skipping fsync keeps SET latency in microseconds.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+use nsaux_rpcbind::Entry;
+
+use crate::netns::NetnsId;
+
+/// One journaled change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A registration was added.
+    Set(Entry),
+    /// A registration was removed.
+    Unset(Entry),
+}
+
+/// The per-boot journal directory of one service.
+#[derive(Debug)]
+pub struct JournalDir {
+    dir: PathBuf,
+}
+
+/// What a replay found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Replay {
+    /// The table the journal describes, in registration order.
+    pub entries: Vec<Entry>,
+    /// Lines read.
+    pub lines: usize,
+    /// Lines skipped (truncated, bad hash, unparsable).
+    pub bad_lines: usize,
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The current boot id (a UUID string).
+pub fn boot_id() -> io::Result<String> {
+    let s = fs::read_to_string("/proc/sys/kernel/random/boot_id")?;
+    let s = s.trim();
+    if s.is_empty() || !s.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unexpected boot id {s:?}"),
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+impl JournalDir {
+    /// Opens (creating) `STATE_DIR/SERVICE/BOOT_ID`, deleting directories of other boots.
+    pub fn open(state_dir: &Path, service: &str) -> io::Result<Self> {
+        let boot = boot_id()?;
+        let base = state_dir.join(service);
+        fs::create_dir_all(&base)?;
+        if let Ok(rd) = fs::read_dir(&base) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy() != boot.as_str() {
+                    tracing::info!(path = %e.path().display(), "removing journals of another boot");
+                    let _ = fs::remove_dir_all(e.path()).or_else(|_| fs::remove_file(e.path()));
+                }
+            }
+        }
+        let dir = base.join(&boot);
+        fs::create_dir_all(&dir)?;
+        Ok(Self { dir })
+    }
+
+    /// The journal of one namespace (the file is created on the first change).
+    pub fn journal(&self, id: NetnsId) -> Journal {
+        Journal {
+            path: self.dir.join(format!("{id}.journal")),
+        }
+    }
+
+    /// Deletes the journals of namespaces that are not in `live` (they went while the daemon was
+    /// down). Call once the namespaces present at start have been found.
+    pub fn sweep(&self, live: &HashSet<u64>) {
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let cookie = name
+                .strip_suffix(".journal")
+                .and_then(|c| c.parse::<u64>().ok());
+            match cookie {
+                Some(c) if live.contains(&c) => {}
+                _ => {
+                    tracing::info!(path = %e.path().display(), "removing the journal of a namespace that is gone");
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+/// One namespace's journal file.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    path: PathBuf,
+}
+
+fn encode(change: &Change, out: &mut Vec<u8>) {
+    let (tag, e) = match change {
+        Change::Set(e) => ("S", e),
+        Change::Unset(e) => ("U", e),
+    };
+    let json = serde_json::json!([tag, e.prog, e.vers, e.netid, e.uaddr, e.owner]).to_string();
+    let _ = writeln!(out, "{json}\t{:016x}", fnv1a(json.as_bytes()));
+}
+
+fn decode(line: &[u8]) -> Option<Change> {
+    let line = std::str::from_utf8(line).ok()?;
+    let (json, hash) = line.rsplit_once('\t')?;
+    if u64::from_str_radix(hash, 16).ok()? != fnv1a(json.as_bytes()) {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let a = v.as_array()?;
+    if a.len() != 6 {
+        return None;
+    }
+    let entry = Entry {
+        prog: u32::try_from(a[1].as_u64()?).ok()?,
+        vers: u32::try_from(a[2].as_u64()?).ok()?,
+        netid: a[3].as_str()?.to_owned(),
+        uaddr: a[4].as_str()?.to_owned(),
+        owner: a[5].as_str()?.to_owned(),
+    };
+    match a[0].as_str()? {
+        "S" => Some(Change::Set(entry)),
+        "U" => Some(Change::Unset(entry)),
+        _ => None,
+    }
+}
+
+impl Journal {
+    /// Its file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads and replays the file. A missing file is an empty table; bad lines are counted and
+    /// skipped (the caller logs them).
+    pub fn replay(&self) -> io::Result<Replay> {
+        let data = match fs::read(&self.path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Replay::default()),
+            Err(e) => return Err(e),
+        };
+        let mut r = Replay::default();
+        for line in data.split(|b| *b == b'\n') {
+            if line.is_empty() {
+                continue;
+            }
+            r.lines += 1;
+            match decode(line) {
+                Some(Change::Set(e)) => {
+                    if !r.entries.contains(&e) {
+                        r.entries.push(e);
+                    }
+                }
+                Some(Change::Unset(e)) => r.entries.retain(|x| *x != e),
+                None => r.bad_lines += 1,
+            }
+        }
+        Ok(r)
+    }
+
+    /// Appends changes with one `write(2)` (see the module docs for why there is no fsync).
+    pub fn append(&self, changes: &[Change]) -> io::Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(128 * changes.len());
+        for c in changes {
+            encode(c, &mut buf);
+        }
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        f.write_all(&buf)
+    }
+
+    /// Replaces the file with one line per live entry (temp file + rename, so a crash leaves
+    /// either the old or the new file). An empty table removes the file.
+    pub fn rewrite(&self, entries: &[Entry]) -> io::Result<()> {
+        if entries.is_empty() {
+            return self.remove();
+        }
+        let mut buf = Vec::new();
+        for e in entries {
+            encode(&Change::Set(e.clone()), &mut buf);
+        }
+        let tmp = self.path.with_extension("journal.tmp");
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&buf)?;
+        }
+        fs::rename(&tmp, &self.path)
+    }
+
+    /// Deletes the file (the namespace is gone).
+    pub fn remove(&self) -> io::Result<()> {
+        match fs::remove_file(&self.path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(prog: u32, netid: &str, owner: &str) -> Entry {
+        Entry {
+            prog,
+            vers: 1,
+            netid: netid.into(),
+            uaddr: "0.0.0.0.3.232".into(),
+            owner: owner.into(),
+        }
+    }
+
+    #[test]
+    fn replay_applies_in_order_and_keeps_the_good_part() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let j = Journal {
+            path: dir.path().join("1.journal"),
+        };
+        assert_eq!(j.replay()?, Replay::default());
+        j.append(&[
+            Change::Set(e(1, "udp", "superuser")),
+            Change::Set(e(2, "tcp", "0")),
+        ])?;
+        j.append(&[Change::Set(e(3, "odd \"netid\"\t\n", "1000"))])?;
+        j.append(&[Change::Unset(e(2, "tcp", "0"))])?;
+        let r = j.replay()?;
+        assert_eq!(
+            r.entries,
+            vec![e(1, "udp", "superuser"), e(3, "odd \"netid\"\t\n", "1000")]
+        );
+        assert_eq!((r.lines, r.bad_lines), (4, 0));
+        // Corrupt one byte in the middle, and cut the file mid-line.
+        let mut data = fs::read(j.path())?;
+        let pos = data.iter().position(|b| *b == b'\n').map_or(0, |p| p + 3);
+        data[pos] ^= 0x20;
+        data.extend_from_slice(b"[\"S\",7,1,\"udp\"");
+        fs::write(j.path(), &data)?;
+        let r = j.replay()?;
+        assert_eq!(r.bad_lines, 2);
+        assert_eq!(
+            r.entries,
+            vec![e(1, "udp", "superuser"), e(3, "odd \"netid\"\t\n", "1000")]
+        );
+        j.rewrite(&r.entries)?;
+        let r2 = j.replay()?;
+        assert_eq!((r2.entries, r2.lines, r2.bad_lines), (r.entries, 2, 0));
+        j.rewrite(&[])?;
+        assert!(!j.path().exists());
+        Ok(())
+    }
+
+    #[test]
+    fn sweep_keeps_live_namespaces_only() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        fs::create_dir_all(dir.path().join("rpcbind/some-old-boot"))?;
+        let jd = JournalDir::open(dir.path(), "rpcbind")?;
+        assert!(!dir.path().join("rpcbind/some-old-boot").exists());
+        jd.journal(NetnsId(5))
+            .append(&[Change::Set(e(1, "udp", "0"))])?;
+        jd.journal(NetnsId(6))
+            .append(&[Change::Set(e(1, "udp", "0"))])?;
+        jd.sweep(&HashSet::from([5]));
+        assert!(jd.journal(NetnsId(5)).path().exists());
+        assert!(!jd.journal(NetnsId(6)).path().exists());
+        Ok(())
+    }
+}

@@ -49,11 +49,22 @@ pub(crate) async fn run(ep: Arc<UdpEndpoint>, service: Arc<dyn NsService>) {
         }
         let mut handled = 0;
         while handled < BUDGET {
-            match ep
-                .sock
-                .try_io(Interest::READABLE, || handle_batch(&ep, service.as_ref()))
-            {
-                Ok(n) => handled += n.max(1),
+            let mut got = 0;
+            // A short batch means the queue is empty: report WouldBlock so `try_io` clears the
+            // readiness now instead of after one more (empty) `recvmmsg`. That is race-free:
+            // tokio clears only the readiness it saw before the call, so a datagram that
+            // arrived meanwhile keeps the socket readable.
+            let r = ep.sock.try_io(Interest::READABLE, || {
+                got = handle_batch(&ep, service.as_ref())?;
+                if got < BATCH {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(())
+                }
+            });
+            handled += got;
+            match r {
+                Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     // ICMP errors from earlier sends surface here (ECONNREFUSED); they concern

@@ -525,3 +525,54 @@ fn copied_reference_and_unsynchronised_behaviour_follow_config() -> anyhow::Resu
     assert_eq!(good.queries.load(Ordering::Relaxed), 1);
     Ok(())
 }
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    f.iter().sum()
+}
+
+#[test]
+fn idle_daemon_spends_no_cpu_and_refreshes_the_reference_only_on_demand() -> anyhow::Result<()> {
+    if !require_root("idle_daemon_spends_no_cpu_and_refreshes_the_reference_only_on_demand") {
+        return Ok(());
+    }
+    let reference = FakeReference::start(0, 2, [10, 1, 2, 3])?;
+    let d = Daemon::start(&format!(
+        "[ntp]\nreference = \"{}\"\nreference_max_age = 1\n",
+        reference.addr
+    ))?;
+    let ns = d.netns("vs-idle")?;
+    wait_answer(&ns, LO4)?;
+    wait_for("first reference query", Duration::from_secs(5), || {
+        (reference.queries.load(Ordering::Relaxed) == 1).then_some(())
+    })?;
+    // Idle for three refresh periods: no query, (almost) no CPU.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(d.pid());
+    std::thread::sleep(Duration::from_secs(3));
+    let spent = cpu_ticks(d.pid()) - before;
+    assert!(spent <= 1, "idle daemon used {spent} clock ticks in 3 s");
+    assert_eq!(
+        reference.queries.load(Ordering::Relaxed),
+        1,
+        "no periodic refresh while idle"
+    );
+    // The next request finds the copy stale and starts exactly one refresh.
+    for _ in 0..5 {
+        wait_answer(&ns, LO4)?;
+    }
+    wait_for("refresh on demand", Duration::from_secs(5), || {
+        (reference.queries.load(Ordering::Relaxed) == 2).then_some(())
+    })?;
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(reference.queries.load(Ordering::Relaxed), 2);
+    Ok(())
+}

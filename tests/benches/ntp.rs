@@ -206,7 +206,7 @@ impl Chronyd {
         std::fs::write(
             &conf,
             format!(
-                "port 123\nlocal stratum 10\nallow\ncmdport 0\npidfile {p}/chronyd.pid\n\
+                "port 123\nlocal stratum 10\nallow\ncmdport 0\nbindcmdaddress /\npidfile {p}/chronyd.pid\n\
                  driftfile {p}/drift\ndumpdir {p}\nntsdumpdir {p}\n"
             ),
         )?;

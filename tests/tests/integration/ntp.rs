@@ -141,6 +141,7 @@ fn ntpdig_and_chronyd_agree_in_two_namespaces() -> anyhow::Result<()> {
                 .arg(format!("logdir {p}"))
                 .arg("log measurements")
                 .arg("cmdport 0")
+                .arg("bindcmdaddress /")
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()?;

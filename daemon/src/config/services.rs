@@ -90,6 +90,8 @@ pub struct NtpConfig {
     /// the host clock, queried at this address from the daemon's own namespace (as rsntp does
     /// with chronyd). Queried only when a request arrives and the copy is older than
     /// `reference_max_age`, so an idle daemon sends nothing. Unreachable: `stratum`/`refid` serve.
+    /// It must not be nsauxd itself: when the host namespace is served too, run the local daemon
+    /// on another port (rsntp's convention is chronyd on 11123) or it would copy its own answers.
     pub reference: Option<SocketAddr>,
     /// Seconds a copied reference is used before it is refreshed (asynchronously; the stale copy
     /// serves meanwhile).

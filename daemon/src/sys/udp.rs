@@ -268,6 +268,10 @@ pub(crate) struct RecvBatch {
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
     metas: Vec<Option<RecvMeta>>,
+    /// How many headers need their lengths reset before the next call.
+    dirty: usize,
+    /// The headers point at their buffers (done on the first call).
+    ready: bool,
 }
 
 impl std::fmt::Debug for RecvBatch {
@@ -291,32 +295,46 @@ impl RecvBatch {
                 .collect(),
             hdrs: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
             metas: vec![None; BATCH],
+            dirty: BATCH,
+            ready: false,
         }
     }
 
     /// Receives up to [`BATCH`] datagrams without blocking; returns how many. `WouldBlock` when
     /// none is queued.
     pub(crate) fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
-        for (i, chunk) in self.data.chunks_exact_mut(SLOT).enumerate().take(BATCH) {
-            self.iovs[i] = libc::iovec {
-                iov_base: chunk.as_mut_ptr().cast(),
-                iov_len: SLOT,
-            };
+        if !self.ready {
+            self.ready = true;
+            // First call: point every header at its slot. The vectors are never resized, so
+            // these pointers stay valid for the life of the batch.
+            for (i, chunk) in self.data.chunks_exact_mut(SLOT).enumerate().take(BATCH) {
+                self.iovs[i] = libc::iovec {
+                    iov_base: chunk.as_mut_ptr().cast(),
+                    iov_len: SLOT,
+                };
+            }
+            for i in 0..BATCH {
+                // SAFETY: plain old data, zero is valid.
+                let mut h: libc::msghdr = unsafe { zeroed() };
+                h.msg_name = (&raw mut self.names[i]).cast();
+                h.msg_iov = &raw mut self.iovs[i];
+                h.msg_iovlen = 1;
+                h.msg_control = (&raw mut self.cmsgs[i]).cast();
+                self.hdrs[i] = libc::mmsghdr {
+                    msg_hdr: h,
+                    msg_len: 0,
+                };
+            }
         }
-        for i in 0..BATCH {
-            // SAFETY: plain old data, zero is valid.
-            let mut h: libc::msghdr = unsafe { zeroed() };
-            h.msg_name = (&raw mut self.names[i]).cast();
-            h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            h.msg_iov = &raw mut self.iovs[i];
-            h.msg_iovlen = 1;
-            h.msg_control = (&raw mut self.cmsgs[i]).cast();
-            h.msg_controllen = size_of::<CmsgBuf>();
-            self.hdrs[i] = libc::mmsghdr {
-                msg_hdr: h,
-                msg_len: 0,
-            };
+        // Only the headers the last call could have written (its datagrams plus the one that
+        // ended it) need their in/out lengths restored.
+        for h in &mut self.hdrs[..self.dirty] {
+            h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_controllen = size_of::<CmsgBuf>();
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
         }
+        self.dirty = BATCH;
         // SAFETY: every header points into this struct's vectors (names, iovs -> data, cmsgs),
         // which live, and are not otherwise touched, for the duration of the call; the lengths
         // given are those of the pointed-to buffers.
@@ -333,6 +351,7 @@ impl RecvBatch {
             return Err(io::Error::last_os_error());
         }
         let n = usize::try_from(n).unwrap_or(0).min(BATCH);
+        self.dirty = (n + 1).min(BATCH);
         for i in 0..n {
             let h = &self.hdrs[i];
             self.metas[i] = sockaddr_to_std(&self.names[i]).map(|peer| {
@@ -529,5 +548,17 @@ mod tests {
                 "reply from the address queried"
             );
         }
+        // A second batch reuses the headers: lengths and addresses must be fresh.
+        let other = std::net::UdpSocket::bind("127.0.0.3:0").expect("bind");
+        other
+            .send_to(&[7; 100], SocketAddr::from(([127, 0, 0, 2], port)))
+            .expect("send");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(rx.recv(server.as_fd()).expect("recvmmsg"), 1);
+        let (meta, data) = rx.get(0).expect("datagram");
+        assert_eq!(data, &[7; 100][..]);
+        assert_eq!(meta.peer, other.local_addr().expect("addr"));
+        assert_eq!(meta.local, Some(IpAddr::from([127, 0, 0, 2])));
+        assert!(!meta.truncated);
     }
 }

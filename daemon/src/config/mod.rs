@@ -8,6 +8,9 @@
 //! [ident]                        # built-in diagnostic responder (off by default)
 //! enabled = false
 //!
+//! [ntp]                          # NTP server in every namespace (on by default)
+//! local_stratum = 10             # serve the host clock even when the kernel is unsynchronised
+//!
 //! [[netns]]                      # per-namespace overrides, matched by name glob, in order
 //! match = "vs-*"
 //! ident = { enabled = true }
@@ -18,7 +21,7 @@
 
 mod services;
 
-pub use services::{IdentConfig, RpcbindConfig, ServicesConfig};
+pub use services::{IdentConfig, NtpConfig, NtpRateLimitConfig, RpcbindConfig, ServicesConfig};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,8 +1,9 @@
 //! Per-service sections. Each is overridable per namespace.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use serde::Deserialize;
+use nsaux_ntpshim::{IpNet, RefId};
+use serde::{Deserialize, Deserializer, de};
 
 /// All service sections, as seen by one namespace.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -12,6 +13,8 @@ pub struct ServicesConfig {
     pub ident: IdentConfig,
     /// The portmapper (rpcbind replacement).
     pub rpcbind: RpcbindConfig,
+    /// The NTP server.
+    pub ntp: NtpConfig,
 }
 
 /// The `ident` service answers every UDP datagram or TCP connection with one line naming the
@@ -112,5 +115,201 @@ impl Default for RpcbindConfig {
             prune_interval_secs: 60,
             prune_after_misses: 3,
         }
+    }
+}
+
+/// The `[ntp]` section: an NTP server on every namespace's own addresses, serving the host's
+/// clock (CLOCK_REALTIME is shared by all namespaces, so one daemon can serve them truthfully).
+///
+/// On by default: it is a product service. The wire protocol lives in `nsaux-ntpshim`; this is
+/// only what an operator sets.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NtpConfig {
+    /// Serve NTP at all.
+    pub enabled: bool,
+    /// UDP port.
+    pub port: u16,
+    /// Addresses to bind in each namespace (wildcards answer from the address queried).
+    pub addresses: Vec<IpAddr>,
+    /// Client networks allowed (CIDR); empty means everyone not denied.
+    #[serde(deserialize_with = "de_nets")]
+    pub allow: Vec<IpNet>,
+    /// Client networks refused (CIDR); the most specific entry wins, deny on ties.
+    #[serde(deserialize_with = "de_nets")]
+    pub deny: Vec<IpNet>,
+    /// While the host clock is unsynchronised, answer with leap 3 / stratum 16 (`true`, as
+    /// chrony does, so clients can see why) or stay silent so they fail over (`false`).
+    pub answer_unsynchronised: bool,
+    /// Answer symmetric active (mode 1) requests with mode 2. Off: few need it.
+    pub symmetric: bool,
+    /// Serve the host clock as synchronised at this stratum (1..=15) whenever it is not known
+    /// to be synchronised, like chrony's `local stratum N`: for isolated networks and hosts
+    /// whose kernel never reports sync.
+    #[serde(deserialize_with = "de_opt_stratum")]
+    pub local_stratum: Option<u8>,
+    /// Stratum advertised while the kernel says the clock is synchronised, unless `reference`
+    /// supplies one (1..=15). The kernel does not know the stratum, so someone must say it.
+    #[serde(deserialize_with = "de_stratum")]
+    pub stratum: u8,
+    /// Reference ID advertised with `stratum`: an IPv4 address ("192.0.2.1") or a code of at
+    /// most four ASCII characters ("GPS").
+    #[serde(deserialize_with = "de_refid")]
+    pub refid: RefId,
+    /// Copy stratum, reference ID, root delay and dispersion from the NTP daemon that disciplines
+    /// the host clock, queried at this address from the daemon's own namespace (as rsntp does
+    /// with chronyd). Queried only when a request arrives and the copy is older than
+    /// `reference_max_age`, so an idle daemon sends nothing. Unreachable: `stratum`/`refid` serve.
+    /// It must not be nsauxd itself: when the host namespace is served too, run the local daemon
+    /// on another port (rsntp's convention is chronyd on 11123) or it would copy its own answers.
+    pub reference: Option<SocketAddr>,
+    /// Seconds a copied reference is used before it is refreshed (asynchronously; the stale copy
+    /// serves meanwhile).
+    pub reference_max_age: u64,
+    /// Per-client rate limiting.
+    pub rate_limit: NtpRateLimitConfig,
+}
+
+impl Default for NtpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            port: 123,
+            addresses: vec![
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            ],
+            allow: Vec::new(),
+            deny: Vec::new(),
+            answer_unsynchronised: true,
+            symmetric: false,
+            local_stratum: None,
+            stratum: 3,
+            refid: RefId::UNSYNC,
+            reference: None,
+            reference_max_age: 64,
+            rate_limit: NtpRateLimitConfig::default(),
+        }
+    }
+}
+
+/// `[ntp.rate_limit]`: chrony's `ratelimit` scheme (token bucket per client with a leak so a
+/// spoofed victim keeps getting answers), plus RATE kiss-o'-death. Defaults are chrony's.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NtpRateLimitConfig {
+    /// Limit at all (off for benchmarks or trusted networks only).
+    pub enabled: bool,
+    /// Log2 of the average seconds between answers to one client (-4..=12).
+    pub interval: i8,
+    /// Answers allowed back to back before limiting starts.
+    pub burst: u8,
+    /// One over-limit request in 2^leak is still answered normally (1..=4).
+    pub leak: u8,
+    /// Send RATE kiss-o'-death replies to some over-limit requests.
+    pub kiss: bool,
+    /// One non-leaked over-limit request in 2^kiss_log2 gets the kiss (0..=4).
+    pub kiss_log2: u8,
+    /// IPv6 clients share a bucket per prefix of this length (32..=128).
+    pub ipv6_prefix: u8,
+    /// Most clients tracked per namespace (memory bound: 48 bytes each).
+    pub max_clients: usize,
+}
+
+impl Default for NtpRateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: 3,
+            burst: 8,
+            leak: 2,
+            kiss: true,
+            kiss_log2: 2,
+            ipv6_prefix: 128,
+            max_clients: 4096,
+        }
+    }
+}
+
+fn de_nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| s.parse().map_err(de::Error::custom))
+        .collect()
+}
+
+fn check_stratum<E: de::Error>(n: u8) -> Result<u8, E> {
+    if (1..=15).contains(&n) {
+        Ok(n)
+    } else {
+        Err(E::custom(format!("stratum {n} out of range 1..=15")))
+    }
+}
+
+fn de_stratum<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    check_stratum(u8::deserialize(d)?)
+}
+
+fn de_opt_stratum<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
+    Ok(Some(check_stratum(u8::deserialize(d)?)?))
+}
+
+/// Parses a reference ID: dotted IPv4, or up to four ASCII characters.
+pub(crate) fn parse_refid(s: &str) -> Result<RefId, String> {
+    if let Ok(ip) = s.parse::<Ipv4Addr>() {
+        return Ok(RefId(ip.octets()));
+    }
+    if s.is_empty() || s.len() > 4 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "refid {s:?}: want an IPv4 address or 1..=4 printable ASCII characters"
+        ));
+    }
+    Ok(RefId::from_ascii(s))
+}
+
+fn de_refid<'de, D: Deserializer<'de>>(d: D) -> Result<RefId, D::Error> {
+    parse_refid(&String::deserialize(d)?).map_err(de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn ntp_is_on_by_default_on_port_123() {
+        let c = Config::from_toml("", None).expect("valid");
+        let n = &c.for_namespace("x").ntp;
+        assert!(n.enabled);
+        assert_eq!(n.port, 123);
+        assert_eq!(n.addresses.len(), 2);
+        assert!(n.rate_limit.enabled);
+        assert_eq!(n.reference, None);
+    }
+
+    #[test]
+    fn ntp_fields_are_validated_with_their_path() {
+        let c = Config::from_toml(
+            "[ntp]\nallow = [\"10.0.0.0/8\"]\ndeny = [\"10.1.0.0/16\"]\nrefid = \"GPS\"\n\
+             local_stratum = 10\nreference = \"127.0.0.1:123\"\n",
+            None,
+        )
+        .expect("valid");
+        let n = &c.for_namespace("x").ntp;
+        assert_eq!(n.allow.len(), 1);
+        assert_eq!(n.refid, RefId(*b"GPS\0"));
+        assert_eq!(n.local_stratum, Some(10));
+        for (bad, field) in [
+            ("[ntp]\nstratum = 0\n", "ntp.stratum"),
+            ("[ntp]\nlocal_stratum = 16\n", "ntp.local_stratum"),
+            ("[ntp]\nrefid = \"TOOLONG\"\n", "ntp.refid"),
+            ("[ntp]\nallow = [\"10.0.0.0/33\"]\n", "ntp.allow"),
+            ("[ntp]\nreference = \"localhost\"\n", "ntp.reference"),
+            ("[ntp]\nrate_limit = { bogus = 1 }\n", "ntp.rate_limit"),
+        ] {
+            let e = Config::from_toml(bad, None).expect_err(bad);
+            assert!(e.to_string().contains(field), "{bad}: {e}");
+        }
+        assert_eq!(parse_refid("192.0.2.1"), Ok(RefId([192, 0, 2, 1])));
     }
 }

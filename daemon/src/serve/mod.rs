@@ -7,6 +7,7 @@
 //! themselves, so they cannot end up in the wrong namespace.
 
 pub mod ident;
+pub mod ntp;
 pub mod rpcbind;
 pub(crate) mod stream;
 pub(crate) mod udp;

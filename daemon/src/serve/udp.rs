@@ -1,14 +1,16 @@
-//! The UDP loop: receive in batches with pktinfo, hand each datagram to the service, answer
-//! from the address queried.
+//! The UDP loop: receive with pktinfo, hand to the service, answer from the address queried.
 //!
-//! Why batches: one `recvmmsg` takes every datagram queued (up to 32) and one `sendmmsg` sends
-//! their replies, so under load the system-call and wake-up cost is shared by many answers.
-//! Replies to datagrams with a kernel receive timestamp (NTP) are sent at once instead, so the
-//! transmit time written into them stays close to the real send.
+//! Datagrams are received and answered in batches (`recvmmsg`/`sendmmsg`, up to
+//! [`BATCH`] at a time): under load one wakeup and two system calls serve a whole
+//! batch, which is where the per-answer CPU drops below the one-datagram-per-syscall floor. With
+//! one datagram queued the cost is that of `recvmsg`/`sendmsg`. Each datagram still carries its
+//! own peer, local address (pktinfo), interface and kernel receive time, and each reply leaves
+//! from the address its request hit. Replies of a batch are sent together after the batch is
+//! handled, so a reply waits at most for the handling of the rest of its batch (microseconds).
 
 use std::cell::RefCell;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -16,18 +18,26 @@ use std::time::{Duration, UNIX_EPOCH};
 use tokio::io::Interest;
 
 use super::{Datagram, NsService, UdpEndpoint};
-use crate::sys;
-use crate::sys::udp::Batch;
+use crate::sys::udp::{BATCH, Outgoing, RecvBatch, SendBatch};
 
 /// Datagrams handled per wakeup before yielding, so one busy namespace cannot starve others.
-const BUDGET: usize = 256;
+const BUDGET: usize = 4 * BATCH;
+
+/// Per-thread batch state: receive slots, reply buffers and the send batch.
+#[derive(Debug)]
+struct Batches {
+    rx: RecvBatch,
+    tx: SendBatch,
+    /// One reply buffer per receive slot.
+    replies: Vec<Vec<u8>>,
+    /// Replies to send: (slot, peer, source address, interface).
+    pending: Vec<(usize, SocketAddr, IpAddr, u32)>,
+}
 
 thread_local! {
-    /// Receive slots and the reply queue, one set per runtime thread rather than per socket:
-    /// thousands of idle namespaces then cost no buffer memory at all (the slots are zero pages
-    /// until the kernel writes into them).
-    static BUFFERS: RefCell<(Box<Batch>, Vec<u8>)> =
-        RefCell::new((Box::new(Batch::new()), Vec::with_capacity(4096)));
+    /// One set of batch buffers per runtime thread rather than per socket: thousands of idle
+    /// namespaces then cost no buffer memory at all. Created on first use.
+    static BATCHES: RefCell<Option<Box<Batches>>> = const { RefCell::new(None) };
 }
 
 /// Serves one UDP socket until the task is dropped.
@@ -39,11 +49,22 @@ pub(crate) async fn run(ep: Arc<UdpEndpoint>, service: Arc<dyn NsService>) {
         }
         let mut handled = 0;
         while handled < BUDGET {
-            match ep
-                .sock
-                .try_io(Interest::READABLE, || handle_batch(&ep, service.as_ref()))
-            {
-                Ok(n) => handled += n.max(1),
+            let mut got = 0;
+            // A short batch means the queue is empty: report WouldBlock so `try_io` clears the
+            // readiness now instead of after one more (empty) `recvmmsg`. That is race-free:
+            // tokio clears only the readiness it saw before the call, so a datagram that
+            // arrived meanwhile keeps the socket readable.
+            let r = ep.sock.try_io(Interest::READABLE, || {
+                got = handle_batch(&ep, service.as_ref())?;
+                if got < BATCH {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(())
+                }
+            });
+            handled += got;
+            match r {
+                Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     // ICMP errors from earlier sends surface here (ECONNREFUSED); they concern
@@ -59,17 +80,33 @@ pub(crate) async fn run(ep: Arc<UdpEndpoint>, service: Arc<dyn NsService>) {
     }
 }
 
-/// Receives one batch, lets the service answer each datagram and sends the replies.
+/// Receives one batch, hands each datagram to the service and sends the replies in one go.
 fn handle_batch(ep: &Arc<UdpEndpoint>, service: &dyn NsService) -> io::Result<usize> {
-    BUFFERS.with(|cell| {
-        let mut bufs = cell.borrow_mut();
-        let (batch, reply) = &mut *bufs;
-        let n = batch.recv(ep.sock.as_fd())?;
-        for k in 0..batch.metas.len() {
-            let (slot, meta) = batch.metas[k];
+    BATCHES.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let b = slot.get_or_insert_with(|| {
+            Box::new(Batches {
+                rx: RecvBatch::new(),
+                tx: SendBatch::new(),
+                replies: (0..BATCH).map(|_| Vec::with_capacity(4096)).collect(),
+                pending: Vec::with_capacity(BATCH),
+            })
+        });
+        let Batches {
+            rx,
+            tx,
+            replies,
+            pending,
+        } = &mut **b;
+        let n = rx.recv(ep.sock.as_fd())?;
+        pending.clear();
+        for (i, reply) in replies.iter_mut().enumerate().take(n) {
+            let Some((meta, data)) = rx.get(i) else {
+                continue;
+            };
             let local_ip = meta.local.unwrap_or_else(|| ep.bound.ip());
             let d = Datagram {
-                data: batch.payload(slot, &meta),
+                data,
                 peer: meta.peer,
                 local: SocketAddr::new(local_ip, ep.bound.port()),
                 ifindex: meta.ifindex,
@@ -81,27 +118,21 @@ fn handle_batch(ep: &Arc<UdpEndpoint>, service: &dyn NsService) -> io::Result<us
                 truncated: meta.truncated,
             };
             reply.clear();
-            if !service.on_datagram(ep, &d, reply) {
-                continue;
-            }
-            if d.rx_time.is_some() {
-                if let Err(e) =
-                    sys::udp::send(ep.sock.as_fd(), reply, d.peer, Some(local_ip), d.ifindex)
-                {
-                    tracing::debug!(netns = %ep.ns.name, peer = %d.peer, error = %e, "udp send failed");
-                }
-            } else {
-                batch.queue(reply, d.peer, Some(local_ip), d.ifindex);
+            if service.on_datagram(ep, &d, reply) {
+                pending.push((i, d.peer, local_ip, d.ifindex));
             }
         }
-        if let Err(e) = batch.flush(ep.sock.as_fd()) {
-            tracing::debug!(netns = %ep.ns.name, error = %e, "udp send failed");
-        }
-        if n < sys::udp::BATCH {
-            // A short batch drained the queue: report WouldBlock so tokio clears readiness now
-            // instead of after one more empty recvmmsg. Safe with edge-triggered epoll: a
-            // datagram that arrives meanwhile is a newer readiness event, which the clear keeps.
-            return Err(io::ErrorKind::WouldBlock.into());
+        if !pending.is_empty() {
+            let items = pending.iter().map(|&(i, peer, src, ifindex)| Outgoing {
+                payload: &replies[i],
+                dst: peer,
+                src: Some(src),
+                ifindex,
+            });
+            tx.send(ep.sock.as_fd(), items, |k, e| {
+                let peer = pending.get(k).map(|p| p.1);
+                tracing::debug!(netns = %ep.ns.name, ?peer, error = %e, "udp send failed");
+            });
         }
         Ok(n)
     })

@@ -4,8 +4,7 @@
 //!   bound to a wildcard can answer *from that address* (multi-homed virtual servers).
 //! * `SO_TIMESTAMPNS` gives the kernel's receive time, which NTP needs as its receive stamp.
 //!
-//! Single sends keep their control buffer on the stack; batched receive and send use one
-//! [`Batch`] per runtime thread (`recvmmsg`/`sendmmsg`).
+//! Neither call allocates: control buffers live on the stack.
 
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -118,234 +117,15 @@ fn std_to_sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t
     (storage, len as libc::socklen_t)
 }
 
-/// Sends one datagram to `dst` from local address `src` (if given) without blocking.
+/// Reads pktinfo and receive timestamp from the control messages of a received `hdr`.
 ///
-/// `ifindex` pins the outgoing interface; it is only applied for IPv6 link-local peers, where the
-/// address alone is ambiguous.
-pub(crate) fn send(
-    fd: BorrowedFd<'_>,
-    payload: &[u8],
-    dst: SocketAddr,
-    src: Option<IpAddr>,
-    ifindex: u32,
-) -> io::Result<usize> {
-    let (mut name, namelen) = std_to_sockaddr(dst);
-    let mut iov = libc::iovec {
-        iov_base: payload.as_ptr().cast_mut().cast(),
-        iov_len: payload.len(),
-    };
-    // SAFETY: CmsgBuf is plain bytes; zeroed is valid and clears padding.
-    let mut cmsg: CmsgBuf = unsafe { zeroed() };
-    // SAFETY: msghdr is plain old data, zero is valid.
-    let mut hdr: libc::msghdr = unsafe { zeroed() };
-    hdr.msg_name = (&raw mut name).cast();
-    hdr.msg_namelen = namelen;
-    hdr.msg_iov = &raw mut iov;
-    hdr.msg_iovlen = 1;
-    set_pktinfo(&mut hdr, &mut cmsg, src, dst, ifindex);
-    // SAFETY: all pointers in hdr refer to live locals or `payload` with matching lengths.
-    let n = unsafe {
-        libc::sendmsg(
-            fd.as_raw_fd(),
-            &raw const hdr,
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(usize::try_from(n).unwrap_or(0))
-}
-
-/// Most datagrams moved by one `recvmmsg`/`sendmmsg`.
-pub(crate) const BATCH: usize = 32;
-/// Receive slot per datagram (the largest UDP payload).
-const SLOT: usize = 65_536;
-
-/// Buffers for batched receive and send: one per runtime thread. The pointers the kernel needs
-/// are rebuilt before each call, so the struct never points into itself between calls.
-pub(crate) struct Batch {
-    /// `BATCH` receive slots of `SLOT` bytes (zero pages until the kernel writes into them).
-    data: Vec<u8>,
-    names: Vec<libc::sockaddr_storage>,
-    cmsgs: Vec<CmsgBuf>,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
-    /// The datagrams of the last receive: (slot, metadata).
-    pub(crate) metas: Vec<(usize, RecvMeta)>,
-    /// Replies queued for one `sendmmsg`: (range in `out`, destination, source, ifindex).
-    queued: Vec<(std::ops::Range<usize>, SocketAddr, Option<IpAddr>, u32)>,
-    /// Reply bytes, back to back.
-    out: Vec<u8>,
-}
-
-impl std::fmt::Debug for Batch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Batch")
-            .field("metas", &self.metas.len())
-            .field("queued", &self.queued.len())
-            .finish()
-    }
-}
-
-impl Batch {
-    /// Empty buffers.
-    pub(crate) fn new() -> Self {
-        Self {
-            data: vec![0; BATCH * SLOT],
-            // SAFETY: sockaddr_storage, CmsgBuf, iovec and mmsghdr are plain old data; all-zero
-            // is a valid value of each.
-            names: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
-            // SAFETY: as above.
-            cmsgs: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
-            // SAFETY: as above.
-            iovs: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
-            // SAFETY: as above.
-            hdrs: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
-            metas: Vec::with_capacity(BATCH),
-            queued: Vec::with_capacity(BATCH),
-            out: Vec::with_capacity(4096),
-        }
-    }
-
-    /// The payload of a received datagram (cut to the slot if it was truncated).
-    pub(crate) fn payload(&self, slot: usize, meta: &RecvMeta) -> &[u8] {
-        let start = slot * SLOT;
-        self.data
-            .get(start..start + meta.len.min(SLOT))
-            .unwrap_or(&[])
-    }
-
-    /// Receives up to `BATCH` datagrams without blocking; fills `metas`. Returns how many the
-    /// kernel delivered (datagrams from an unknown address family are left out of `metas`).
-    pub(crate) fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
-        self.metas.clear();
-        let base = self.data.as_mut_ptr();
-        for i in 0..BATCH {
-            self.iovs[i] = libc::iovec {
-                // SAFETY: i * SLOT + SLOT <= data.len(), so the slot lies inside `data`.
-                iov_base: unsafe { base.add(i * SLOT) }.cast(),
-                iov_len: SLOT,
-            };
-            // SAFETY: msghdr is plain old data; zero is valid; we set every field we use.
-            let mut h: libc::msghdr = unsafe { zeroed() };
-            h.msg_name = (&raw mut self.names[i]).cast();
-            h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            h.msg_iov = &raw mut self.iovs[i];
-            h.msg_iovlen = 1;
-            h.msg_control = (&raw mut self.cmsgs[i]).cast();
-            h.msg_controllen = size_of::<CmsgBuf>();
-            self.hdrs[i] = libc::mmsghdr {
-                msg_hdr: h,
-                msg_len: 0,
-            };
-        }
-        // SAFETY: `hdrs` holds BATCH headers whose pointers refer to live elements of `names`,
-        // `iovs`, `cmsgs` and `data` with matching lengths; nothing moves them during the call.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd.as_raw_fd(),
-                self.hdrs.as_mut_ptr(),
-                BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = usize::try_from(n).unwrap_or(0).min(BATCH);
-        for i in 0..n {
-            let h = &self.hdrs[i];
-            let Some(peer) = sockaddr_to_std(&self.names[i]) else {
-                continue;
-            };
-            let mut meta = RecvMeta {
-                len: h.msg_len as usize,
-                truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
-                peer,
-                local: None,
-                ifindex: 0,
-                rx_time: None,
-            };
-            parse_cmsgs(&h.msg_hdr, &mut meta);
-            self.metas.push((i, meta));
-        }
-        Ok(n)
-    }
-
-    /// Queues a reply for the next [`Batch::flush`].
-    pub(crate) fn queue(
-        &mut self,
-        payload: &[u8],
-        dst: SocketAddr,
-        src: Option<IpAddr>,
-        ifindex: u32,
-    ) {
-        let start = self.out.len();
-        self.out.extend_from_slice(payload);
-        self.queued.push((start..self.out.len(), dst, src, ifindex));
-    }
-
-    /// Sends every queued reply with one `sendmmsg` (per `BATCH`) and empties the queue.
-    /// Datagrams the socket cannot take now are dropped, as UDP would.
-    pub(crate) fn flush(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
-        let mut first_err = None;
-        let mut done = 0;
-        while done < self.queued.len() {
-            let n = (self.queued.len() - done).min(BATCH);
-            for i in 0..n {
-                let (range, dst, src, ifindex) = self.queued[done + i].clone();
-                let (name, namelen) = std_to_sockaddr(dst);
-                self.names[i] = name;
-                self.iovs[i] = libc::iovec {
-                    // SAFETY: `range` lies inside `out` (queue built it from out's length).
-                    iov_base: unsafe { self.out.as_mut_ptr().add(range.start) }.cast(),
-                    iov_len: range.len(),
-                };
-                // SAFETY: msghdr is plain old data; zero is valid.
-                let mut h: libc::msghdr = unsafe { zeroed() };
-                h.msg_name = (&raw mut self.names[i]).cast();
-                h.msg_namelen = namelen;
-                h.msg_iov = &raw mut self.iovs[i];
-                h.msg_iovlen = 1;
-                set_pktinfo(&mut h, &mut self.cmsgs[i], src, dst, ifindex);
-                self.hdrs[i] = libc::mmsghdr {
-                    msg_hdr: h,
-                    msg_len: 0,
-                };
-            }
-            // SAFETY: the first n headers point into live `names`, `iovs`, `cmsgs` and `out`
-            // with matching lengths; nothing moves them during the call.
-            let sent = unsafe {
-                libc::sendmmsg(
-                    fd.as_raw_fd(),
-                    self.hdrs.as_mut_ptr(),
-                    n as libc::c_uint,
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
-            };
-            if sent <= 0 {
-                // Skip the datagram that failed (e.g. unreachable peer) and go on.
-                if first_err.is_none() {
-                    first_err = Some(io::Error::last_os_error());
-                }
-                done += 1;
-            } else {
-                done += usize::try_from(sent).unwrap_or(n);
-            }
-        }
-        self.queued.clear();
-        self.out.clear();
-        first_err.map_or(Ok(()), Err)
-    }
-}
-
-/// Reads pktinfo and timestamp control messages of a received message into `meta`.
-fn parse_cmsgs(hdr: &libc::msghdr, meta: &mut RecvMeta) {
-    // SAFETY: hdr was filled in by a successful receive; the CMSG_* macros walk only within
-    // msg_control/msg_controllen, and we read each payload with read_unaligned after checking
-    // its level/type, which fixes its layout.
+/// # Safety
+/// `hdr` must have been filled in by a successful `recvmsg`/`recvmmsg`, with `msg_control`
+/// still pointing at its live control buffer.
+unsafe fn parse_cmsgs(hdr: &libc::msghdr, meta: &mut RecvMeta) {
+    // SAFETY: per the contract, the CMSG_* macros walk only within msg_control/msg_controllen,
+    // and we read each payload with read_unaligned after checking its level/type, which fixes
+    // its layout.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(hdr);
         while !c.is_null() {
@@ -374,17 +154,15 @@ fn parse_cmsgs(hdr: &libc::msghdr, meta: &mut RecvMeta) {
     }
 }
 
-/// Adds the source-address control message to an outgoing message (nothing for `None` or an
-/// unspecified source: the kernel picks).
-fn set_pktinfo(
-    hdr: &mut libc::msghdr,
-    cmsg: &mut CmsgBuf,
-    src: Option<IpAddr>,
-    dst: SocketAddr,
-    ifindex: u32,
-) {
-    hdr.msg_control = std::ptr::null_mut();
-    hdr.msg_controllen = 0;
+/// Writes the control message that makes a reply to `dst` leave from `src` (IP_PKTINFO /
+/// IPV6_PKTINFO) into `cmsg`; returns its length, 0 when none is needed (no source, a wildcard
+/// source, or mismatched families).
+fn write_pktinfo(cmsg: &mut CmsgBuf, dst: SocketAddr, src: Option<IpAddr>, ifindex: u32) -> usize {
+    // A header pointing at `cmsg` lets the CMSG_* macros compute positions inside it.
+    // SAFETY: msghdr is plain old data, zero is valid.
+    let mut hdr: libc::msghdr = unsafe { zeroed() };
+    hdr.msg_control = cmsg.0.as_mut_ptr().cast();
+    hdr.msg_controllen = size_of::<CmsgBuf>();
     match (src, dst) {
         (Some(IpAddr::V4(src)), SocketAddr::V4(_)) if !src.is_unspecified() => {
             let info = libc::in_pktinfo {
@@ -394,18 +172,17 @@ fn set_pktinfo(
                 },
                 ipi_addr: libc::in_addr { s_addr: 0 },
             };
-            // SAFETY: the buffer is 256 aligned bytes, far more than one in_pktinfo needs; we
-            // write the header and payload inside it.
+            // SAFETY: CMSG_SPACE/LEN are pure arithmetic; the buffer is 256 bytes, far more
+            // than one in_pktinfo needs; we write the header and payload inside it.
             unsafe {
-                hdr.msg_control = cmsg.0.as_mut_ptr().cast();
-                hdr.msg_controllen =
-                    libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32) as usize;
-                let c = libc::CMSG_FIRSTHDR(hdr);
+                let c = libc::CMSG_FIRSTHDR(&raw const hdr);
                 (*c).cmsg_level = libc::IPPROTO_IP;
                 (*c).cmsg_type = libc::IP_PKTINFO;
                 (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as usize;
                 std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
             }
+            // SAFETY: pure arithmetic.
+            unsafe { libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32) as usize }
         }
         (Some(IpAddr::V6(src)), SocketAddr::V6(d)) if !src.is_unspecified() => {
             let link_local = (d.ip().segments()[0] & 0xffc0) == 0xfe80;
@@ -417,16 +194,371 @@ fn set_pktinfo(
             };
             // SAFETY: as above, for one in6_pktinfo.
             unsafe {
-                hdr.msg_control = cmsg.0.as_mut_ptr().cast();
-                hdr.msg_controllen =
-                    libc::CMSG_SPACE(size_of::<libc::in6_pktinfo>() as u32) as usize;
-                let c = libc::CMSG_FIRSTHDR(hdr);
+                let c = libc::CMSG_FIRSTHDR(&raw const hdr);
                 (*c).cmsg_level = libc::IPPROTO_IPV6;
                 (*c).cmsg_type = libc::IPV6_PKTINFO;
                 (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in6_pktinfo>() as u32) as usize;
                 std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
             }
+            // SAFETY: pure arithmetic.
+            unsafe { libc::CMSG_SPACE(size_of::<libc::in6_pktinfo>() as u32) as usize }
         }
-        _ => {}
+        _ => 0,
+    }
+}
+
+/// Sends one datagram to `dst` from local address `src` (if given) without blocking.
+///
+/// `ifindex` pins the outgoing interface; it is only applied for IPv6 link-local peers, where the
+/// address alone is ambiguous.
+pub(crate) fn send(
+    fd: BorrowedFd<'_>,
+    payload: &[u8],
+    dst: SocketAddr,
+    src: Option<IpAddr>,
+    ifindex: u32,
+) -> io::Result<usize> {
+    let (mut name, namelen) = std_to_sockaddr(dst);
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr().cast_mut().cast(),
+        iov_len: payload.len(),
+    };
+    // SAFETY: CmsgBuf is plain bytes; zeroed is valid and clears padding.
+    let mut cmsg: CmsgBuf = unsafe { zeroed() };
+    // SAFETY: msghdr is plain old data, zero is valid.
+    let mut hdr: libc::msghdr = unsafe { zeroed() };
+    hdr.msg_name = (&raw mut name).cast();
+    hdr.msg_namelen = namelen;
+    hdr.msg_iov = &raw mut iov;
+    hdr.msg_iovlen = 1;
+    let clen = write_pktinfo(&mut cmsg, dst, src, ifindex);
+    if clen > 0 {
+        hdr.msg_control = cmsg.0.as_mut_ptr().cast();
+        hdr.msg_controllen = clen;
+    }
+    // SAFETY: all pointers in hdr refer to live locals or `payload` with matching lengths.
+    let n = unsafe {
+        libc::sendmsg(
+            fd.as_raw_fd(),
+            &raw const hdr,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// Datagrams per `recvmmsg`/`sendmmsg` call. Under load one wakeup and two system calls then
+/// serve up to this many requests; with a single datagram queued it costs what `recvmsg` does.
+pub(crate) const BATCH: usize = 32;
+
+/// Bytes per receive slot: the largest UDP payload, so a batch never truncates a datagram that
+/// a single receive would have delivered whole. The slots are one zero-initialised allocation,
+/// which the allocator maps lazily: only pages the kernel actually writes cost memory.
+const SLOT: usize = 65_536;
+
+/// Reusable state for [`RecvBatch::recv`]: buffers, addresses and control buffers of
+/// [`BATCH`] datagrams. Owned by one thread (it holds raw pointers and is rebuilt per call).
+pub(crate) struct RecvBatch {
+    data: Vec<u8>,
+    names: Vec<libc::sockaddr_storage>,
+    cmsgs: Vec<CmsgBuf>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    metas: Vec<Option<RecvMeta>>,
+    /// How many headers need their lengths reset before the next call.
+    dirty: usize,
+    /// The headers point at their buffers (done on the first call).
+    ready: bool,
+}
+
+impl std::fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBatch").finish_non_exhaustive()
+    }
+}
+
+impl RecvBatch {
+    pub(crate) fn new() -> Self {
+        Self {
+            data: vec![0; BATCH * SLOT],
+            // SAFETY (all three): plain old data, zero is valid.
+            names: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
+            cmsgs: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
+            iovs: (0..BATCH)
+                .map(|_| libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                })
+                .collect(),
+            hdrs: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
+            metas: vec![None; BATCH],
+            dirty: BATCH,
+            ready: false,
+        }
+    }
+
+    /// Receives up to [`BATCH`] datagrams without blocking; returns how many. `WouldBlock` when
+    /// none is queued.
+    pub(crate) fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
+        if !self.ready {
+            self.ready = true;
+            // First call: point every header at its slot. The vectors are never resized, so
+            // these pointers stay valid for the life of the batch.
+            for (i, chunk) in self.data.chunks_exact_mut(SLOT).enumerate().take(BATCH) {
+                self.iovs[i] = libc::iovec {
+                    iov_base: chunk.as_mut_ptr().cast(),
+                    iov_len: SLOT,
+                };
+            }
+            for i in 0..BATCH {
+                // SAFETY: plain old data, zero is valid.
+                let mut h: libc::msghdr = unsafe { zeroed() };
+                h.msg_name = (&raw mut self.names[i]).cast();
+                h.msg_iov = &raw mut self.iovs[i];
+                h.msg_iovlen = 1;
+                h.msg_control = (&raw mut self.cmsgs[i]).cast();
+                self.hdrs[i] = libc::mmsghdr {
+                    msg_hdr: h,
+                    msg_len: 0,
+                };
+            }
+        }
+        // Only the headers the last call could have written (its datagrams plus the one that
+        // ended it) need their in/out lengths restored.
+        for h in &mut self.hdrs[..self.dirty] {
+            h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_controllen = size_of::<CmsgBuf>();
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        self.dirty = BATCH;
+        // SAFETY: every header points into this struct's vectors (names, iovs -> data, cmsgs),
+        // which live, and are not otherwise touched, for the duration of the call; the lengths
+        // given are those of the pointed-to buffers.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd.as_raw_fd(),
+                self.hdrs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = usize::try_from(n).unwrap_or(0).min(BATCH);
+        self.dirty = (n + 1).min(BATCH);
+        for i in 0..n {
+            let h = &self.hdrs[i];
+            self.metas[i] = sockaddr_to_std(&self.names[i]).map(|peer| {
+                let mut meta = RecvMeta {
+                    len: (h.msg_len as usize).min(SLOT),
+                    truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+                    peer,
+                    local: None,
+                    ifindex: 0,
+                    rx_time: None,
+                };
+                // SAFETY: recvmmsg filled in header i (i < n) and its control buffer.
+                unsafe { parse_cmsgs(&h.msg_hdr, &mut meta) };
+                meta
+            });
+        }
+        Ok(n)
+    }
+
+    /// Datagram `i` of the last [`RecvBatch::recv`]: its metadata and payload. `None` for an
+    /// index past the batch or a sender of an unknown address family.
+    pub(crate) fn get(&self, i: usize) -> Option<(RecvMeta, &[u8])> {
+        let meta = (*self.metas.get(i)?)?;
+        let start = i * SLOT;
+        Some((meta, self.data.get(start..start + meta.len)?))
+    }
+}
+
+/// One datagram to send in a batch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Outgoing<'a> {
+    /// Payload.
+    pub(crate) payload: &'a [u8],
+    /// Destination.
+    pub(crate) dst: SocketAddr,
+    /// Source address (pktinfo), as for [`send`].
+    pub(crate) src: Option<IpAddr>,
+    /// Arrival interface, for IPv6 link-local peers, as for [`send`].
+    pub(crate) ifindex: u32,
+}
+
+/// Reusable state for [`SendBatch::send`].
+pub(crate) struct SendBatch {
+    names: Vec<libc::sockaddr_storage>,
+    cmsgs: Vec<CmsgBuf>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+impl std::fmt::Debug for SendBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendBatch").finish_non_exhaustive()
+    }
+}
+
+impl SendBatch {
+    pub(crate) fn new() -> Self {
+        Self {
+            // SAFETY (all three): plain old data, zero is valid.
+            names: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
+            cmsgs: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
+            iovs: (0..BATCH)
+                .map(|_| libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                })
+                .collect(),
+            hdrs: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
+        }
+    }
+
+    /// Sends up to [`BATCH`] datagrams from `items` with as few `sendmmsg` calls as possible,
+    /// never blocking. A datagram the kernel refuses is reported to `on_error` (with its index)
+    /// and skipped; a full socket buffer drops the rest, as UDP would.
+    pub(crate) fn send<'a>(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        items: impl IntoIterator<Item = Outgoing<'a>>,
+        mut on_error: impl FnMut(usize, &io::Error),
+    ) {
+        let mut n = 0;
+        for item in items.into_iter().take(BATCH) {
+            let (name, namelen) = std_to_sockaddr(item.dst);
+            self.names[n] = name;
+            self.iovs[n] = libc::iovec {
+                iov_base: item.payload.as_ptr().cast_mut().cast(),
+                iov_len: item.payload.len(),
+            };
+            let clen = write_pktinfo(&mut self.cmsgs[n], item.dst, item.src, item.ifindex);
+            // SAFETY: plain old data, zero is valid.
+            let mut h: libc::msghdr = unsafe { zeroed() };
+            h.msg_name = (&raw mut self.names[n]).cast();
+            h.msg_namelen = namelen;
+            h.msg_iov = &raw mut self.iovs[n];
+            h.msg_iovlen = 1;
+            if clen > 0 {
+                h.msg_control = (&raw mut self.cmsgs[n]).cast();
+                h.msg_controllen = clen;
+            }
+            self.hdrs[n] = libc::mmsghdr {
+                msg_hdr: h,
+                msg_len: 0,
+            };
+            n += 1;
+        }
+        let mut start = 0;
+        while start < n {
+            // SAFETY: headers start..n point into this struct's vectors and at payloads borrowed
+            // from `items` for 'a, all alive for the call; lengths match their buffers.
+            let r = unsafe {
+                libc::sendmmsg(
+                    fd.as_raw_fd(),
+                    self.hdrs[start..n].as_mut_ptr(),
+                    (n - start) as libc::c_uint,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                on_error(start, &e);
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    return;
+                }
+                start += 1;
+            } else if r == 0 {
+                return;
+            } else {
+                start += usize::try_from(r).unwrap_or(1);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn batch_receive_and_reply_keep_per_datagram_metadata() {
+        let server = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+        enable_pktinfo(server.as_fd(), false).expect("pktinfo");
+        enable_rx_timestamps(server.as_fd()).expect("timestamps");
+        let port = server.local_addr().expect("addr").port();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .expect("timeout");
+        // Three datagrams to two different local addresses.
+        for (i, to) in [[127, 0, 0, 1], [127, 0, 0, 2], [127, 0, 0, 1]]
+            .iter()
+            .enumerate()
+        {
+            let payload = vec![u8::try_from(i).unwrap_or(0); 10 + i];
+            client
+                .send_to(&payload, SocketAddr::from((*to, port)))
+                .expect("send");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut rx = RecvBatch::new();
+        let n = rx.recv(server.as_fd()).expect("recvmmsg");
+        assert_eq!(n, 3);
+        let mut replies = Vec::new();
+        for i in 0..n {
+            let (meta, data) = rx.get(i).expect("datagram");
+            assert_eq!(data.len(), 10 + i);
+            assert!(meta.rx_time.is_some());
+            assert_eq!(meta.peer, client.local_addr().expect("addr"));
+            replies.push((data.to_vec(), meta));
+        }
+        assert_eq!(replies[1].1.local, Some(IpAddr::from([127, 0, 0, 2])));
+        assert!(rx.get(3).is_none());
+        assert!(matches!(rx.recv(server.as_fd()), Err(e) if e.kind() == io::ErrorKind::WouldBlock));
+        let mut tx = SendBatch::new();
+        let items = replies.iter().map(|(d, m)| Outgoing {
+            payload: d,
+            dst: m.peer,
+            src: m.local,
+            ifindex: m.ifindex,
+        });
+        tx.send(server.as_fd(), items, |i, e| panic!("send {i}: {e}"));
+        let mut buf = [0u8; 64];
+        for i in 0..3 {
+            let (len, from) = client.recv_from(&mut buf).expect("reply");
+            assert_eq!(len, 10 + i);
+            let want = if i == 1 {
+                [127, 0, 0, 2]
+            } else {
+                [127, 0, 0, 1]
+            };
+            assert_eq!(
+                from,
+                SocketAddr::from((want, port)),
+                "reply from the address queried"
+            );
+        }
+        // A second batch reuses the headers: lengths and addresses must be fresh.
+        let other = std::net::UdpSocket::bind("127.0.0.3:0").expect("bind");
+        other
+            .send_to(&[7; 100], SocketAddr::from(([127, 0, 0, 2], port)))
+            .expect("send");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(rx.recv(server.as_fd()).expect("recvmmsg"), 1);
+        let (meta, data) = rx.get(0).expect("datagram");
+        assert_eq!(data, &[7; 100][..]);
+        assert_eq!(meta.peer, other.local_addr().expect("addr"));
+        assert_eq!(meta.local, Some(IpAddr::from([127, 0, 0, 2])));
+        assert!(!meta.truncated);
     }
 }

@@ -2,4 +2,5 @@
 //! clients. Root is required; under `CI=true` nothing skips.
 
 mod core;
+mod ntp;
 mod rpcbind;

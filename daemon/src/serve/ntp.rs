@@ -1,0 +1,633 @@
+//! The `ntp` service: an NTP server in every namespace, serving the host clock.
+//!
+//! `CLOCK_REALTIME` is one clock for every namespace (time namespaces only shift the monotonic
+//! clocks), so one daemon can answer truthfully everywhere. The protocol is `nsaux-ntpshim`'s
+//! sans-IO [`Server`]; this module feeds it:
+//!
+//! * **Receive time**: the kernel's `SO_TIMESTAMPNS` stamp of the datagram (the listeners ask
+//!   for it), so time spent queued in the daemon does not count as network delay.
+//! * **Transmit time**: read by the core's closure as its last step before the reply is sent.
+//! * **Clock status**: `adjtimex` with modes 0, read at most once a second for all namespaces
+//!   (the kernel's `maxerror` grows only 500 µs/s, so a second-old reading is good enough).
+//! * **Precision**: measured once at start (the time between two clock reads, never below
+//!   `clock_getres`).
+//! * **Stratum and reference ID**: the kernel does not know them. They come from the `[ntp]`
+//!   section or are copied from the local NTP daemon that disciplines the clock
+//!   (`reference = "127.0.0.1:123"`, queried from the daemon's own namespace). The copy is
+//!   refreshed lazily: a request (or `nsauxctl ntp status`) that finds it older than
+//!   `reference_max_age` starts one asynchronous query and is answered from the old copy. No
+//!   timer runs, so an idle daemon uses no CPU.
+//!
+//! Each namespace has its own [`Server`] (rate-limit table) and [`Stats`]; nothing about one
+//! namespace's clients is visible to another.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nsaux_ntpshim::reply::{ClockState, clock_fields};
+use nsaux_ntpshim::{
+    Action, ClockStatus, Config as ServerConfig, HEADER_LEN, Header, KernelTimex, Leap, Mode, Mono,
+    NtpTimestamp, RateLimitConfig, RefId, Reference, Server, Stats, precision_from_resolution_ns,
+};
+use serde_json::{Value, json};
+
+use super::UdpEndpoint;
+use super::{ConnFuture, Connection, Datagram, ListenerSpec, NsInfo, NsService, ServiceKind};
+use crate::config::{NtpConfig, ServicesConfig};
+use crate::sys;
+
+/// How long a kernel clock reading is reused.
+const KERNEL_MAX_AGE: Duration = Duration::from_secs(1);
+/// How long to wait for the local NTP daemon's answer.
+const REFERENCE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Retry interval after a failed reference query (capped by `reference_max_age`).
+const REFERENCE_RETRY: Duration = Duration::from_secs(8);
+/// A copied reference outlives failed refreshes for this many `reference_max_age`s, so one
+/// lost packet does not flip the advertised stratum.
+const REFERENCE_GRACE_FACTOR: u32 = 4;
+
+/// Locks a mutex, recovering from poisoning: the state behind these locks stays consistent
+/// across a panic (plain counters and tables), and the daemon must keep serving.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Converts a real-time reading to NTP time.
+fn ntp_time(t: SystemTime) -> NtpTimestamp {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => NtpTimestamp::from_unix(
+            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            d.subsec_nanos(),
+        ),
+        Err(_) => NtpTimestamp::ZERO,
+    }
+}
+
+/// Random bits for the rate limiter's hash key: the std hasher's keys come from the OS's
+/// random source, so the slot a client lands in cannot be predicted by an attacker.
+fn random_seed(salt: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(salt);
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+/// Measures the precision to advertise: the smallest step seen between consecutive clock reads
+/// (reading costs tens of nanoseconds, so that, not the 1 ns resolution, bounds how precisely a
+/// timestamp can be taken), never finer than `clock_getres`.
+fn measure_precision() -> i8 {
+    let mut best = u64::MAX;
+    for _ in 0..1000 {
+        let a = SystemTime::now();
+        let b = SystemTime::now();
+        if let Ok(d) = b.duration_since(a) {
+            let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+            if ns > 0 {
+                best = best.min(ns);
+            }
+        }
+    }
+    let res = sys::clock::realtime_resolution_ns().unwrap_or(1);
+    precision_from_resolution_ns(best.max(res))
+}
+
+/// What the last query of a local NTP daemon said.
+#[derive(Debug, Clone)]
+enum RefState {
+    /// Never asked yet.
+    Pending,
+    /// It answered as a synchronised server; this is what we copy.
+    Copied(Reference),
+    /// It answered, but as unsynchronised (leap 3, stratum 0 or 16).
+    Unsynchronised,
+    /// No usable answer.
+    Failed(String),
+}
+
+/// The cache for one reference address (shared by every namespace configured with it).
+#[derive(Debug)]
+struct RefEntry {
+    state: RefState,
+    /// The last good copy and when it was taken (survives a few failed refreshes).
+    last_good: Option<(Reference, Instant)>,
+    /// When the last query finished.
+    checked: Option<Instant>,
+    /// A query is running; never start a second one.
+    in_flight: bool,
+}
+
+/// Kernel clock reading cache.
+#[derive(Debug, Default)]
+struct KernelCache {
+    read_at: Option<Instant>,
+    timex: KernelTimex,
+    error: Option<String>,
+}
+
+/// State shared by every namespace: the clock is global, and so is the local NTP daemon.
+#[derive(Debug)]
+struct Shared {
+    /// Origin of the monotonic time passed to the rate limiters.
+    epoch: Instant,
+    /// Measured once at start.
+    precision: i8,
+    kernel: Mutex<KernelCache>,
+    references: Mutex<HashMap<SocketAddr, RefEntry>>,
+}
+
+/// Where the advertised stratum and reference ID come from right now, for `ntp status`.
+#[derive(Debug, Clone)]
+struct RefChoice {
+    reference: Reference,
+    source: String,
+}
+
+impl Shared {
+    /// The kernel clock state, read at most once per [`KERNEL_MAX_AGE`]. A failed read counts
+    /// as "unsynchronised": never claim a sync we cannot see.
+    fn kernel(&self, now: Instant) -> (KernelTimex, Option<String>) {
+        let mut k = lock(&self.kernel);
+        let fresh = k
+            .read_at
+            .is_some_and(|t| now.saturating_duration_since(t) < KERNEL_MAX_AGE);
+        if !fresh {
+            match sys::clock::read_kernel_timex() {
+                Ok(t) => {
+                    k.timex = KernelTimex {
+                        status: t.status,
+                        maxerror: t.maxerror,
+                        esterror: t.esterror,
+                    };
+                    k.error = None;
+                }
+                Err(e) => {
+                    if k.error.is_none() {
+                        tracing::warn!(error = %e, "adjtimex failed; serving as unsynchronised");
+                    }
+                    k.timex = KernelTimex {
+                        status: nsaux_ntpshim::clock::STA_UNSYNC,
+                        maxerror: i64::try_from(nsaux_ntpshim::clock::UNSYNC_MAXERROR_US)
+                            .unwrap_or(i64::MAX),
+                        esterror: 0,
+                    };
+                    k.error = Some(e.to_string());
+                }
+            }
+            k.read_at = Some(now);
+        }
+        (k.timex, k.error.clone())
+    }
+
+    /// The reference to advertise for a namespace with configuration `cfg`; starts an
+    /// asynchronous refresh of a copied reference when it is stale.
+    fn reference(self: &Arc<Self>, cfg: &NtpConfig, now: Instant) -> RefChoice {
+        let configured = Reference {
+            stratum: cfg.stratum,
+            refid: cfg.refid,
+            root_delay_us: 0,
+            root_dispersion_us: 0,
+            time: None,
+        };
+        let Some(addr) = cfg.reference else {
+            return RefChoice {
+                reference: configured,
+                source: "config".into(),
+            };
+        };
+        let max_age = Duration::from_secs(cfg.reference_max_age.max(1));
+        let mut refs = lock(&self.references);
+        let entry = refs.entry(addr).or_insert(RefEntry {
+            state: RefState::Pending,
+            last_good: None,
+            checked: None,
+            in_flight: false,
+        });
+        let wait = match entry.state {
+            RefState::Copied(_) => max_age,
+            _ => REFERENCE_RETRY.min(max_age),
+        };
+        let stale = entry
+            .checked
+            .is_none_or(|t| now.saturating_duration_since(t) >= wait);
+        if stale
+            && !entry.in_flight
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            entry.in_flight = true;
+            let shared = Arc::clone(self);
+            rt.spawn(async move {
+                let result = query_reference(addr).await;
+                shared.store_reference(addr, result);
+            });
+        }
+        match &entry.state {
+            RefState::Copied(r) => RefChoice {
+                reference: *r,
+                source: format!("copied from {addr}"),
+            },
+            RefState::Unsynchronised => RefChoice {
+                // Stratum 16 is not a valid reference stratum: the core serves this as
+                // unsynchronised (or as the local stratum, if configured).
+                reference: Reference {
+                    stratum: 16,
+                    refid: RefId::UNSYNC,
+                    ..configured
+                },
+                source: format!("{addr} reports unsynchronised"),
+            },
+            RefState::Pending | RefState::Failed(_) => {
+                let why = match &entry.state {
+                    RefState::Failed(e) => e.clone(),
+                    _ => "not queried yet".into(),
+                };
+                match entry.last_good {
+                    Some((r, at))
+                        if now.saturating_duration_since(at) < max_age * REFERENCE_GRACE_FACTOR =>
+                    {
+                        RefChoice {
+                            reference: r,
+                            source: format!("copied from {addr} (last refresh failed: {why})"),
+                        }
+                    }
+                    _ => RefChoice {
+                        reference: configured,
+                        source: format!("config ({addr}: {why})"),
+                    },
+                }
+            }
+        }
+    }
+
+    fn store_reference(&self, addr: SocketAddr, result: Result<Option<Reference>, String>) {
+        let now = Instant::now();
+        let mut refs = lock(&self.references);
+        let Some(entry) = refs.get_mut(&addr) else {
+            return;
+        };
+        entry.in_flight = false;
+        entry.checked = Some(now);
+        entry.state = match result {
+            Ok(Some(r)) => {
+                entry.last_good = Some((r, now));
+                tracing::debug!(%addr, stratum = r.stratum, "reference copied");
+                RefState::Copied(r)
+            }
+            Ok(None) => {
+                entry.last_good = None;
+                tracing::info!(%addr, "local NTP daemon reports unsynchronised");
+                RefState::Unsynchronised
+            }
+            Err(e) => {
+                tracing::info!(%addr, error = %e, "local NTP daemon did not answer");
+                RefState::Failed(e)
+            }
+        };
+    }
+}
+
+/// Asks the local NTP daemon at `addr` once. `Ok(None)`: it answered but is unsynchronised.
+async fn query_reference(addr: SocketAddr) -> Result<Option<Reference>, String> {
+    let bind: SocketAddr = if addr.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from(([0u16; 8], 0))
+    };
+    let sock = tokio::net::UdpSocket::bind(bind)
+        .await
+        .map_err(|e| format!("bind: {e}"))?;
+    sock.connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    // The transmit timestamp doubles as a nonce: the real time plus random low bits, matched
+    // against the reply's origin so a stray or spoofed packet is not copied.
+    let tx = NtpTimestamp::from_bits(
+        ntp_time(SystemTime::now()).to_bits() ^ (random_seed(0) & 0xFFFF_FFFF),
+    );
+    let mut buf = [0u8; 512];
+    Header::client_request(tx)
+        .write(&mut buf)
+        .map_err(|e| format!("encode: {e}"))?;
+    sock.send(&buf[..HEADER_LEN])
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    let deadline = tokio::time::Instant::now() + REFERENCE_TIMEOUT;
+    loop {
+        let n = match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
+            Err(_) => return Err("no answer".into()),
+            Ok(Err(e)) => return Err(format!("receive: {e}")),
+            Ok(Ok(n)) => n,
+        };
+        let Ok(h) = Header::parse(&buf[..n]) else {
+            continue;
+        };
+        if h.origin_ts != tx || h.mode != Mode::Server {
+            continue;
+        }
+        return Ok(Reference::from_server_reply(&h));
+    }
+}
+
+/// The NTP service kind. Holds what all namespaces share: the precision and the caches of the
+/// kernel clock state and of copied references.
+#[derive(Debug)]
+pub struct Ntp {
+    shared: Arc<Shared>,
+}
+
+impl Ntp {
+    /// Measures the clock's precision once; cheap (a few microseconds).
+    pub fn new() -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                epoch: Instant::now(),
+                precision: measure_precision(),
+                kernel: Mutex::default(),
+                references: Mutex::default(),
+            }),
+        }
+    }
+}
+
+impl Default for Ntp {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Converts the `[ntp]` section into the core's configuration.
+fn server_config(cfg: &NtpConfig, seed: u64) -> ServerConfig {
+    let rl = &cfg.rate_limit;
+    ServerConfig {
+        allow: cfg.allow.clone(),
+        deny: cfg.deny.clone(),
+        rate_limit: rl.enabled.then_some(RateLimitConfig {
+            interval_log2: rl.interval,
+            burst: rl.burst,
+            leak_log2: rl.leak,
+            kod_log2: rl.kiss.then_some(rl.kiss_log2),
+            ipv6_prefix: rl.ipv6_prefix,
+            max_clients: rl.max_clients,
+        }),
+        answer_unsynchronised: cfg.answer_unsynchronised,
+        symmetric: cfg.symmetric,
+        local_stratum: cfg.local_stratum,
+        seed,
+    }
+}
+
+/// One namespace's mutable state.
+#[derive(Debug)]
+struct NsState {
+    cfg: NtpConfig,
+    server: Server,
+    stats: Stats,
+}
+
+/// NTP in one namespace.
+#[derive(Debug)]
+struct NtpNs {
+    ns: Arc<NsInfo>,
+    shared: Arc<Shared>,
+    state: Mutex<NsState>,
+}
+
+impl ServiceKind for Ntp {
+    fn name(&self) -> &'static str {
+        "ntp"
+    }
+
+    fn enabled(&self, cfg: &ServicesConfig) -> bool {
+        cfg.ntp.enabled
+    }
+
+    fn instantiate(
+        &self,
+        ns: Arc<NsInfo>,
+        cfg: &ServicesConfig,
+    ) -> anyhow::Result<Arc<dyn NsService>> {
+        let server = Server::new(server_config(&cfg.ntp, random_seed(ns.id.0)));
+        Ok(Arc::new(NtpNs {
+            ns,
+            shared: Arc::clone(&self.shared),
+            state: Mutex::new(NsState {
+                cfg: cfg.ntp.clone(),
+                server,
+                stats: Stats::default(),
+            }),
+        }))
+    }
+}
+
+fn leap_name(l: Leap) -> &'static str {
+    match l {
+        Leap::NoWarning => "none",
+        Leap::Insert => "insert",
+        Leap::Delete => "delete",
+        Leap::Unsynchronised => "unsynchronised",
+    }
+}
+
+/// A reference ID as people read it: ASCII for stratum 0/1 codes, dotted quad otherwise.
+fn refid_text(refid: RefId, stratum: u8) -> String {
+    let ascii = refid.0.iter().all(|&b| b == 0 || b.is_ascii_graphic());
+    if stratum <= 1 && ascii && refid.0[0] != 0 {
+        refid
+            .0
+            .iter()
+            .filter(|&&b| b != 0)
+            .map(|&b| char::from(b))
+            .collect()
+    } else {
+        std::net::Ipv4Addr::from(refid.0).to_string()
+    }
+}
+
+impl NtpNs {
+    fn clock_status(
+        &self,
+        cfg: &NtpConfig,
+        now: Instant,
+    ) -> (ClockStatus, RefChoice, Option<String>) {
+        let choice = self.shared.reference(cfg, now);
+        let (timex, err) = self.shared.kernel(now);
+        (
+            ClockStatus::from_kernel(timex, self.shared.precision, choice.reference),
+            choice,
+            err,
+        )
+    }
+
+    fn status_json(&self) -> Value {
+        let st = lock(&self.state);
+        let now = Instant::now();
+        let (clock, choice, err) = self.clock_status(&st.cfg, now);
+        let fields = clock_fields(&clock, st.cfg.local_stratum, ntp_time(SystemTime::now()));
+        let state = match fields.state {
+            ClockState::Synchronised => "synchronised",
+            ClockState::Local => "local stratum",
+            ClockState::Unsynchronised => "unsynchronised",
+        };
+        let stratum_source = match fields.state {
+            ClockState::Synchronised => choice.source.clone(),
+            ClockState::Local => "local_stratum".into(),
+            ClockState::Unsynchronised => "none (unsynchronised)".into(),
+        };
+        json!({
+            "serving": state,
+            "answering": fields.state != ClockState::Unsynchronised || st.cfg.answer_unsynchronised,
+            "leap": leap_name(fields.leap),
+            "stratum": fields.stratum,
+            "refid": refid_text(fields.refid, fields.stratum),
+            "stratum_source": stratum_source,
+            "reference": choice.source,
+            "local_stratum": st.cfg.local_stratum,
+            "root_delay_us": fields.root_delay.to_micros(),
+            "root_dispersion_us": fields.root_dispersion.to_micros(),
+            "precision": clock.precision,
+            "kernel_synchronised": clock.is_synchronised(),
+            "kernel_sta_unsync": clock.kernel_unsync,
+            "kernel_leap": leap_name(clock.leap),
+            "kernel_maxerror_us": clock.maxerror_us,
+            "kernel_esterror_us": clock.esterror_us,
+            "kernel_error": err,
+            "rate_limit": st.cfg.rate_limit.enabled,
+        })
+    }
+
+    fn stats_json(&self) -> Value {
+        let s = lock(&self.state).stats;
+        json!({
+            "requests": s.requests,
+            "answered": s.responses,
+            "answered_time": s.time,
+            "answered_unsynchronised": s.unsynchronised,
+            "answered_leaked": s.leaked,
+            "kod_sent": s.kiss_rate,
+            "dropped": s.dropped,
+            "dropped_denied": s.dropped_denied,
+            "dropped_malformed": s.dropped_malformed,
+            "dropped_mode6": s.dropped_mode6,
+            "dropped_mode7": s.dropped_mode7,
+            "dropped_other_mode": s.dropped_other_mode,
+            "dropped_auth": s.dropped_auth,
+            "dropped_unsynchronised": s.dropped_unsynchronised,
+            "dropped_rate_limited": s.dropped_rate_limited,
+            "dropped_internal": s.dropped_internal,
+        })
+    }
+}
+
+impl NsService for NtpNs {
+    fn listeners(&self) -> Vec<ListenerSpec> {
+        let st = lock(&self.state);
+        st.cfg
+            .addresses
+            .iter()
+            .map(|ip| ListenerSpec::Udp {
+                addr: SocketAddr::new(*ip, st.cfg.port),
+                rx_timestamps: true,
+            })
+            .collect()
+    }
+
+    fn reconfigure(&self, cfg: &ServicesConfig) -> anyhow::Result<()> {
+        let mut st = lock(&self.state);
+        let old = server_config(&st.cfg, 0);
+        if server_config(&cfg.ntp, 0) != old {
+            // New rules: a fresh rate-limit table (the old one was built for other limits).
+            st.server = Server::new(server_config(&cfg.ntp, random_seed(self.ns.id.0)));
+            tracing::info!(netns = %self.ns.name, "ntp settings changed");
+        }
+        st.cfg = cfg.ntp.clone();
+        Ok(())
+    }
+
+    fn on_datagram(&self, _ep: &Arc<UdpEndpoint>, d: &Datagram<'_>, reply: &mut Vec<u8>) -> bool {
+        let now = Instant::now();
+        let mono = Mono::from_duration(now.saturating_duration_since(self.shared.epoch));
+        // The listener asks for kernel timestamps; the fallback only covers a kernel that
+        // silently ignored the option.
+        let recv_ts = ntp_time(d.rx_time.unwrap_or_else(SystemTime::now));
+        let mut st = lock(&self.state);
+        let (clock, _, _) = self.clock_status(&st.cfg, now);
+        reply.clear();
+        reply.resize(HEADER_LEN, 0);
+        let action = st.server.handle(
+            mono,
+            d.peer.ip(),
+            recv_ts,
+            d.data,
+            &clock,
+            || ntp_time(SystemTime::now()),
+            reply,
+        );
+        st.stats.record(&action);
+        match action {
+            // The core never answers longer than the request; checked again here because a
+            // reply longer than its request would make us an amplifier.
+            Action::Respond { len, kind } if len <= d.data.len() && !d.truncated => {
+                reply.truncate(len);
+                tracing::trace!(netns = %self.ns.name, peer = %d.peer, ?kind, "ntp reply");
+                true
+            }
+            Action::Respond { .. } => false,
+            Action::Ignore(reason) => {
+                tracing::trace!(netns = %self.ns.name, peer = %d.peer, ?reason, "ntp drop");
+                false
+            }
+        }
+    }
+
+    fn on_connection(self: Arc<Self>, _conn: Connection) -> ConnFuture {
+        // NTP has no stream listeners; a connection cannot arrive. Dropping it closes it.
+        Box::pin(async {})
+    }
+
+    fn status(&self) -> Value {
+        let s = lock(&self.state).stats;
+        json!({ "requests": s.requests, "answered": s.responses, "kod_sent": s.kiss_rate })
+    }
+
+    fn control(&self, action: &str, _args: &Value) -> Result<Value, String> {
+        match action {
+            "status" => Ok(self.status_json()),
+            "stats" => Ok(self.stats_json()),
+            other => Err(format!("unknown ntp action {other:?} (status, stats)")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precision_is_plausible() {
+        let p = measure_precision();
+        assert!((-30..=-6).contains(&p), "{p}");
+    }
+
+    #[test]
+    fn refid_display() {
+        assert_eq!(refid_text(RefId(*b"GPS\0"), 1), "GPS");
+        assert_eq!(refid_text(RefId([10, 0, 0, 1]), 2), "10.0.0.1");
+        assert_eq!(refid_text(RefId([0; 4]), 16), "0.0.0.0");
+    }
+
+    #[test]
+    fn config_converts() {
+        let mut c = NtpConfig::default();
+        c.rate_limit.kiss = false;
+        let s = server_config(&c, 1);
+        assert_eq!(s.rate_limit.and_then(|r| r.kod_log2), None);
+        c.rate_limit.enabled = false;
+        assert!(server_config(&c, 1).rate_limit.is_none());
+    }
+}

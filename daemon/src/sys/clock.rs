@@ -1,0 +1,65 @@
+//! Read-only views of the host clock for the NTP service.
+//!
+//! * [`read_kernel_timex`]: `adjtimex(2)` with `modes = 0`, which changes nothing and needs no
+//!   privilege; it reports the kernel's discipline state (leap flags, `maxerror`, `esterror`)
+//!   that an NTP daemon on the host keeps up to date.
+//! * [`realtime_resolution_ns`]: `clock_getres(CLOCK_REALTIME)`, the lower bound of the
+//!   precision we advertise.
+
+use std::io;
+use std::mem::zeroed;
+
+/// The `adjtimex` numbers the NTP core needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Timex {
+    /// `STA_*` flags.
+    pub(crate) status: i32,
+    /// Maximum error, microseconds.
+    pub(crate) maxerror: i64,
+    /// Estimated error, microseconds.
+    pub(crate) esterror: i64,
+}
+
+/// Reads the kernel clock state without changing it (`modes = 0`).
+pub(crate) fn read_kernel_timex() -> io::Result<Timex> {
+    // SAFETY: `timex` is plain old data; all-zero is a valid value and means `modes = 0`,
+    // i.e. read only.
+    let mut tx: libc::timex = unsafe { zeroed() };
+    // SAFETY: `tx` is a live, writable `struct timex`; with modes 0 the kernel only writes it.
+    let rc = unsafe { libc::adjtimex(&raw mut tx) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    #[allow(clippy::useless_conversion)] // `c_long` is 32 bits on some targets
+    Ok(Timex {
+        status: tx.status,
+        maxerror: i64::from(tx.maxerror),
+        esterror: i64::from(tx.esterror),
+    })
+}
+
+/// The resolution of `CLOCK_REALTIME` in nanoseconds (1 with high-resolution timers).
+pub(crate) fn realtime_resolution_ns() -> io::Result<u64> {
+    // SAFETY: plain old data, zero is valid.
+    let mut ts: libc::timespec = unsafe { zeroed() };
+    // SAFETY: `ts` is a live, writable timespec.
+    let rc = unsafe { libc::clock_getres(libc::CLOCK_REALTIME, &raw mut ts) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    Ok(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_without_privilege_or_change() {
+        let a = read_kernel_timex().expect("adjtimex modes 0");
+        assert!(a.maxerror >= 0);
+        assert!(realtime_resolution_ns().expect("clock_getres") >= 1);
+    }
+}

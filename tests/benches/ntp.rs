@@ -1,0 +1,368 @@
+//! NTP server benchmark: nsauxd vs chronyd, side by side, one load generator.
+//!
+//! `cargo bench -p nsaux-tests --bench ntp` (root; needs `chronyd`). Not a timed test: it prints
+//! a table and fails only if something does not answer at all.
+//!
+//! * Each server runs in its own private namespace and is loaded over that namespace's
+//!   loopback only: nsauxd (release build, `local_stratum = 10`, no rate limiting) and
+//!   `chronyd -x` (never touches the clock; `local stratum 10`, `allow`, no `ratelimit`, its own
+//!   temporary config, pid, drift and dump files, no command socket).
+//! * The load generator is the same Rust client for both: one UDP socket in the server's
+//!   namespace keeping up to `WINDOW` requests in flight, bounded by `REQUESTS` and `MAX_TIME`.
+//! * Server CPU is `utime + stime` of the server process from `/proc/PID/stat` (all threads),
+//!   read before and after each run; per answer = CPU / answers.
+//! * Servers alternate for `ROUNDS` rounds so drift in machine load hits both alike.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use nsaux_tests::daemon::{Daemon, wait_for};
+use nsaux_tests::env::{require_root, require_tool};
+use nsaux_tests::netns::{TestNetns, in_netns_file, udp_exchange};
+
+const REQUESTS: u64 = 400_000;
+const MAX_TIME: Duration = Duration::from_secs(6);
+const WINDOW: u64 = 64;
+const ROUNDS: usize = 3;
+/// Open-loop load: requests per second, spread over `PACED_CLIENTS` client sockets.
+const PACED_RATE: u64 = 40_000;
+const PACED_CLIENTS: usize = 16;
+const PACED_TIME: Duration = Duration::from_secs(4);
+const SERVER: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 123);
+
+fn request(tx: u64) -> [u8; 48] {
+    let mut p = [0u8; 48];
+    p[0] = 0x23; // v4, mode 3
+    p[40..48].copy_from_slice(&tx.to_be_bytes());
+    p
+}
+
+fn ntp_now() -> u64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    ((d.as_secs() + 2_208_988_800) << 32) | ((u64::from(d.subsec_nanos()) << 32) / 1_000_000_000)
+}
+
+/// Result of one load run.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    sent: u64,
+    answers: u64,
+    elapsed: Duration,
+}
+
+/// The load generator (runs inside the server's namespace): keeps up to `WINDOW` requests in
+/// flight on one socket; a reply must be a 48-byte mode-4 stratum-10 packet to count.
+fn load() -> anyhow::Result<Run> {
+    let s = UdpSocket::bind("127.0.0.1:0")?;
+    s.connect(SERVER)?;
+    s.set_read_timeout(Some(Duration::from_millis(20)))?;
+    let start = Instant::now();
+    let (mut sent, mut answers, mut in_flight) = (0u64, 0u64, 0u64);
+    let mut buf = [0u8; 512];
+    let base = ntp_now();
+    while sent < REQUESTS && start.elapsed() < MAX_TIME {
+        while in_flight < WINDOW && sent < REQUESTS {
+            match s.send(&request(base.wrapping_add(sent))) {
+                Ok(_) => {
+                    sent += 1;
+                    in_flight += 1;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match s.recv(&mut buf) {
+            Ok(n) => {
+                in_flight = in_flight.saturating_sub(1);
+                if n == 48 && buf[0] & 7 == 4 && buf[1] == 10 {
+                    answers += 1;
+                }
+            }
+            // Lost somewhere (queue overflow): start a fresh window.
+            Err(_) => in_flight = 0,
+        }
+    }
+    // Drain what is still on its way so it is counted (its CPU is already spent).
+    s.set_read_timeout(Some(Duration::from_millis(50)))?;
+    while in_flight > 0 {
+        match s.recv(&mut buf) {
+            Ok(n) => {
+                in_flight -= 1;
+                if n == 48 && buf[0] & 7 == 4 && buf[1] == 10 {
+                    answers += 1;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    Ok(Run {
+        sent,
+        answers,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// The open-loop load generator: `PACED_RATE` requests per second for `PACED_TIME`, round
+/// robin over `PACED_CLIENTS` sockets (distinct client ports), whatever the server answers.
+/// Arrivals then come a few at a time, as from many independent clients, so the per-wakeup
+/// cost of each server counts, not only its cost at saturation.
+fn paced_load() -> anyhow::Result<Run> {
+    let socks = (0..PACED_CLIENTS)
+        .map(|_| {
+            let s = UdpSocket::bind("127.0.0.1:0")?;
+            s.connect(SERVER)?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let start = Instant::now();
+    let (mut sent, mut answers) = (0u64, 0u64);
+    let mut buf = [0u8; 512];
+    let base = ntp_now();
+    let mut drain = |answers: &mut u64| {
+        for s in &socks {
+            while let Ok(n) = s.recv(&mut buf) {
+                if n == 48 && buf[0] & 7 == 4 && buf[1] == 10 {
+                    *answers += 1;
+                }
+            }
+        }
+    };
+    loop {
+        let elapsed = start.elapsed();
+        if elapsed >= PACED_TIME {
+            break;
+        }
+        let due = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX) * PACED_RATE / 1_000_000;
+        while sent < due {
+            let s = &socks[(sent % PACED_CLIENTS as u64) as usize];
+            let _ = s.send(&request(base.wrapping_add(sent)));
+            sent += 1;
+        }
+        drain(&mut answers);
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    drain(&mut answers);
+    Ok(Run {
+        sent,
+        answers,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("bad /proc stat")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = f.get(11).context("utime")?.parse()?;
+    let stime: u64 = f.get(12).context("stime")?.parse()?;
+    Ok(utime + stime)
+}
+
+/// On-CPU time of all threads of a process in nanoseconds (`/proc/PID/task/*/schedstat`):
+/// exact, unlike the tick-sampled `utime + stime`, so it is printed next to it as a check.
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+fn clock_ticks_per_sec() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// One measured run against the server with process `pid` in namespace file `ns`.
+fn measure(ns: &std::path::Path, pid: u32, paced: bool) -> anyhow::Result<(Run, u64, u64)> {
+    let before = cpu_ticks(pid)?;
+    let before_ns = cpu_ns(pid);
+    let run = if paced {
+        in_netns_file(ns, paced_load)??
+    } else {
+        in_netns_file(ns, load)??
+    };
+    let after = cpu_ticks(pid)?;
+    Ok((run, after - before, cpu_ns(pid).saturating_sub(before_ns)))
+}
+
+/// chronyd as an NTP server in its own namespace, with every file in a temporary directory.
+struct Chronyd {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Chronyd {
+    fn start(ns: &TestNetns) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().display().to_string();
+        let conf = dir.path().join("chrony.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port 123\nlocal stratum 10\nallow\ncmdport 0\nbindcmdaddress /\npidfile {p}/chronyd.pid\n\
+                 driftfile {p}/drift\ndumpdir {p}\nntsdumpdir {p}\n"
+            ),
+        )?;
+        let child = ns
+            .command("chronyd")
+            .args(["-x", "-d", "-u", "root", "-f"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting chronyd")?;
+        Ok(Self { child, _dir: dir })
+    }
+}
+
+impl Drop for Chronyd {
+    fn drop(&mut self) {
+        // Our own child, by pid.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn build_release_daemon() -> anyhow::Result<()> {
+    // The bench binary finds nsauxd next to itself (target/release); make sure it is current.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(cargo)
+        .args(["build", "--release", "-p", "nsauxd", "--bins"])
+        .status()?;
+    if !st.success() {
+        bail!("building nsauxd failed");
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    if !require_root("bench ntp") || !require_tool("bench ntp", "chronyd") {
+        return Ok(());
+    }
+    build_release_daemon()?;
+    let d = Daemon::start("[ntp]\nlocal_stratum = 10\nrate_limit = { enabled = false }\n")?;
+    let nsaux_ns = d.netns("bench-nsaux")?;
+    // chronyd's namespace lives outside the daemon's watched directory: nsauxd never sees it.
+    let other = tempfile::tempdir()?;
+    let chrony_ns = TestNetns::create(other.path(), "bench-chrony")?;
+    let chrony = Chronyd::start(&chrony_ns)?;
+    let probe = request(ntp_now());
+    for ns in [&nsaux_ns, &chrony_ns] {
+        wait_for("server answers", Duration::from_secs(10), || {
+            let p = probe;
+            in_netns_file(&ns.path, move || {
+                udp_exchange(SERVER, &p, Duration::from_millis(200))
+            })
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+        })?;
+    }
+    let servers: [(&str, &std::path::Path, u32); 2] = [
+        ("nsauxd", &nsaux_ns.path, d.pid()),
+        ("chronyd", &chrony_ns.path, chrony.child.id()),
+    ];
+    let tck = clock_ticks_per_sec();
+    let mut tables = Vec::new();
+    for (paced, label) in [
+        (
+            false,
+            format!(
+                "saturating: one client, {WINDOW} requests in flight, up to {REQUESTS} requests or {MAX_TIME:?}"
+            ),
+        ),
+        (
+            true,
+            format!(
+                "paced: {PACED_RATE} requests/s from {PACED_CLIENTS} client sockets for {PACED_TIME:?}"
+            ),
+        ),
+    ] {
+        // NTP_BENCH=saturating|paced runs one scenario only (for profiling).
+        let only = std::env::var("NTP_BENCH").unwrap_or_default();
+        if !only.is_empty() && !label.starts_with(&only) {
+            continue;
+        }
+        println!("ntp bench, {label}, {ROUNDS} rounds");
+        let mut totals = [(0u64, 0u64, Duration::ZERO, 0u64, 0u64); 2];
+        for round in 0..ROUNDS {
+            for (i, (name, ns, pid)) in servers.iter().enumerate() {
+                let (run, ticks, ns) = measure(ns, *pid, paced)?;
+                let us = ticks as f64 * 1e6 / tck as f64;
+                println!(
+                    "  round {round} {name:<8} sent {:>7}  answers {:>7}  {:>8.0}/s  cpu {:>7.0} ms  {:>5.2} µs/answer  (schedstat {:>5.2})",
+                    run.sent,
+                    run.answers,
+                    run.answers as f64 / run.elapsed.as_secs_f64(),
+                    us / 1000.0,
+                    us / run.answers.max(1) as f64,
+                    ns as f64 / 1000.0 / run.answers.max(1) as f64
+                );
+                if run.answers == 0 {
+                    bail!("{name} did not answer");
+                }
+                let t = &mut totals[i];
+                t.0 += run.sent;
+                t.1 += run.answers;
+                t.2 += run.elapsed;
+                t.3 += ticks;
+                t.4 += ns;
+            }
+        }
+        tables.push((label, totals));
+    }
+    type Total = (u64, u64, Duration, u64, u64);
+    let per_answer = |t: &Total| t.3 as f64 * 1e6 / tck as f64 / t.1.max(1) as f64;
+    let per_answer_exact = |t: &Total| t.4 as f64 / 1000.0 / t.1.max(1) as f64;
+    for (label, totals) in &tables {
+        println!();
+        println!("{label}");
+        println!(
+            "| server  | answers/s | server CPU µs/answer (utime+stime) | (schedstat) | answered/sent |"
+        );
+        println!(
+            "|---------|----------:|-----------------------------------:|------------:|--------------:|"
+        );
+        for ((name, _, _), t) in servers.iter().zip(totals) {
+            println!(
+                "| {name:<7} | {:>9.0} | {:>34.2} | {:>11.2} | {:>12.1}% |",
+                t.1 as f64 / t.2.as_secs_f64(),
+                per_answer(t),
+                per_answer_exact(t),
+                100.0 * t.1 as f64 / t.0.max(1) as f64
+            );
+        }
+        let ratio = per_answer(&totals[0]) / per_answer(&totals[1]);
+        let exact = per_answer_exact(&totals[0]) / per_answer_exact(&totals[1]);
+        println!(
+            "nsauxd / chronyd CPU per answer: {ratio:.2}× (schedstat {exact:.2}×; target ≤ 0.70×)"
+        );
+    }
+    Ok(())
+}

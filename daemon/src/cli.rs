@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::control::{self, Request};
 use crate::manager::{ConfigSource, Manager, ManagerMsg};
-use crate::serve::{ServiceKind, ident::Ident};
+use crate::serve::{ServiceKind, dns::Dns, ident::Ident};
 
 /// Default configuration file; its absence means built-in defaults.
 pub const DEFAULT_CONFIG: &str = "/etc/nsaux/nsaux.toml";
@@ -51,7 +51,7 @@ pub struct DaemonArgs {
 
 /// The service kinds this build offers, in start order.
 fn service_kinds() -> Vec<Arc<dyn ServiceKind>> {
-    vec![Arc::new(Ident)]
+    vec![Arc::new(Ident), Arc::new(Dns)]
 }
 
 /// `nsauxd`'s main.

@@ -335,6 +335,8 @@ impl Manager {
             id: cookie,
             name: source.name().to_owned(),
             cancel: CancellationToken::new(),
+            fd: Arc::clone(&fd),
+            factory: self.factory.clone(),
         });
         tracing::info!(netns = %info.name, id = %cookie, %source, "namespace appeared");
         self.namespaces.insert(

@@ -12,5 +12,6 @@
 
 pub mod bench;
 pub mod daemon;
+pub mod dns;
 pub mod env;
 pub mod netns;

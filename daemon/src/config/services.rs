@@ -10,6 +10,8 @@ use serde::Deserialize;
 pub struct ServicesConfig {
     /// The built-in diagnostic responder.
     pub ident: IdentConfig,
+    /// The per-namespace DNS resolver endpoint.
+    pub dns: super::dns::DnsConfig,
 }
 
 /// The `ident` service answers every UDP datagram or TCP connection with one line naming the

@@ -2,3 +2,4 @@
 //! clients. Root is required; under `CI=true` nothing skips.
 
 mod core;
+mod dns;

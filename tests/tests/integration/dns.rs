@@ -613,3 +613,118 @@ fn delete_releases_every_fd_with_dns_upstream_sockets_in_use() -> anyhow::Result
     drop(held);
     Ok(())
 }
+
+#[test]
+fn ipv6_endpoint_answers_from_the_address_queried() -> anyhow::Result<()> {
+    if !gate("ipv6_endpoint_answers_from_the_address_queried", &["dig"]) {
+        return Ok(());
+    }
+    let etc = tempfile::tempdir()?;
+    let d = Daemon::start(&config(
+        etc.path(),
+        "addresses = [\"127.0.0.53\", \"::1\"]\nlocal_domains = [\"lan\"]\n\
+         records = [{ name = \"six.lan\", addr = \"fd00::6\" }]\n",
+    ))?;
+    let vs = d.netns("vs6")?;
+    let out = wait_for("answer on ::1", Duration::from_secs(5), || {
+        dig(&vs, "@::1 six.lan AAAA")
+            .ok()
+            .filter(|o| status(o).is_some())
+    })?;
+    assert_eq!(section(&out, "ANSWER")[0].3, "fd00::6", "{out}");
+    assert!(out.contains("SERVER: ::1#53"), "{out}");
+    let out = dig(&vs, "@::1 +tcp six.lan AAAA")?;
+    assert_eq!(section(&out, "ANSWER")[0].3, "fd00::6", "{out}");
+    Ok(())
+}
+
+#[test]
+fn rate_limited_udp_client_is_dropped_or_slipped_but_tcp_still_answers() -> anyhow::Result<()> {
+    if !gate(
+        "rate_limited_udp_client_is_dropped_or_slipped_but_tcp_still_answers",
+        &["dig"],
+    ) {
+        return Ok(());
+    }
+    let etc = tempfile::tempdir()?;
+    let d = Daemon::start(&config(
+        etc.path(),
+        "local_domains = [\"lan\"]\nrecords = [{ name = \"r.lan\", addr = \"10.1.1.1\" }]\n\
+         rate_limit = { per_second = 5, burst = 5, slip = 0 }\n",
+    ))?;
+    let vs = d.netns("vsrl")?;
+    dig_ready(&vs, "r.lan A")?;
+    let answered = vs.run_in(|| -> anyhow::Result<usize> {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        s.set_read_timeout(Some(Duration::from_millis(300)))?;
+        for i in 0..50u16 {
+            s.send_to(&query(i, "r.lan"), EP)?;
+        }
+        let mut n = 0;
+        let mut buf = [0u8; 512];
+        while s.recv_from(&mut buf).is_ok() {
+            n += 1;
+        }
+        Ok(n)
+    })??;
+    assert!(
+        answered <= 10,
+        "50 queries at once, burst 5: {answered} answered"
+    );
+    let out = dig(&vs, "@127.0.0.53 +tcp r.lan A")?;
+    assert_eq!(section(&out, "ANSWER")[0].3, "10.1.1.1", "{out}");
+    assert!(stats(&d, "vsrl")?["rate_limited"].as_u64() >= Some(40));
+    Ok(())
+}
+
+#[test]
+fn reload_switches_upstreams_and_disabling_releases_upstream_sockets() -> anyhow::Result<()> {
+    if !gate(
+        "reload_switches_upstreams_and_disabling_releases_upstream_sockets",
+        &["dig", "unbound"],
+    ) {
+        return Ok(());
+    }
+    let etc = tempfile::tempdir()?;
+    let updir = tempfile::tempdir()?;
+    let d = Daemon::start(&config(etc.path(), ""))?;
+    std::thread::sleep(Duration::from_millis(100));
+    let baseline = d.fd_count();
+    let (vs, up) = linked(&d, updir.path(), "vsrl2", 9)?;
+    let _srv = Server::unbound(&up, UP_ADDR, &zone("r", "10.9.9.1"))?;
+    let out = dig_ready(&vs, "www.test A")?;
+    assert_eq!(
+        status(&out).as_deref(),
+        Some("SERVFAIL"),
+        "no upstream yet: {out}"
+    );
+    let with_ns = d.fd_count();
+
+    d.write_config(&config(
+        etc.path(),
+        &format!("\n[[netns]]\nmatch = \"vsrl*\"\ndns = {{ upstreams = [\"{UP_ADDR}\"] }}\n"),
+    ))?;
+    assert!(d.ctl(&["reload"])?.status.success());
+    let out = dig(&vs, "@127.0.0.53 www.test A")?;
+    assert_eq!(section(&out, "ANSWER")[0].3, "10.9.9.1", "{out}");
+    assert!(d.fd_count() > with_ns, "an upstream socket is open");
+
+    // Disable DNS for the namespace: listeners and upstream sockets must go, the namespace
+    // fd stays (it is still tracked).
+    d.write_config(&format!(
+        "{}\n[[netns]]\nmatch = \"vsrl*\"\ndns = {{ enabled = false }}\n",
+        config(etc.path(), "")
+    ))?;
+    assert!(d.ctl(&["reload"])?.status.success());
+    wait_for("dns sockets closed", Duration::from_secs(5), || {
+        (d.fd_count() <= baseline + 1).then_some(())
+    })
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "{e}: {} vs {baseline}+1: {:?}",
+            d.fd_count(),
+            d.fd_targets()
+        )
+    })?;
+    Ok(())
+}

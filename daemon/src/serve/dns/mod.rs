@@ -28,6 +28,7 @@ use nsaux_resolver::{
 };
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use self::files::Watched;
 use super::{
@@ -163,7 +164,16 @@ pub(crate) struct DnsNs {
     cfg: RwLock<Arc<DnsConfig>>,
     inner: Mutex<Inner>,
     /// Wakes the driver (new transmits, new deadlines).
-    wake: Notify,
+    wake: Arc<Notify>,
+    /// Cancelled when this instance goes (namespace gone, or the service disabled by a
+    /// reload): ends the driver and every task spawned for it.
+    stop: CancellationToken,
+}
+
+impl Drop for DnsNs {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 fn seed() -> anyhow::Result<[u8; 32]> {
@@ -267,11 +277,12 @@ impl DnsNs {
         };
         inner.set_sources(&ns, c);
         Ok(Arc::new_cyclic(|me| Self {
-            ns,
             me: me.clone(),
             cfg: RwLock::new(Arc::new(c.clone())),
+            stop: ns.cancel.child_token(),
+            ns,
             inner: Mutex::new(inner),
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
         }))
     }
 
@@ -419,17 +430,20 @@ impl DnsNs {
             self.wake.notify_one();
             return;
         }
-        if self.ns.cancel.is_cancelled() {
+        if self.stop.is_cancelled() {
             return;
         }
-        let Some(me) = self.me.upgrade() else { return };
         g.driver = true;
-        tokio::spawn(driver(me));
+        tokio::spawn(driver(
+            self.me.clone(),
+            Arc::clone(&self.ns),
+            Arc::clone(&self.wake),
+            self.stop.clone(),
+        ));
     }
 
     /// Re-reads the namespace's own subnets inside it, then answers held queries.
     fn refresh_subnets(&self) {
-        let Some(me) = self.me.upgrade() else { return };
         {
             let mut g = self.lock();
             if g.refreshing || !self.cfg().allow_own_subnets {
@@ -437,12 +451,13 @@ impl DnsNs {
             }
             g.refreshing = true;
         }
+        let (weak, ns, stop) = (self.me.clone(), Arc::clone(&self.ns), self.stop.clone());
         tokio::spawn(async move {
-            let cancel = me.ns.cancel.clone();
             let read = tokio::select! {
-                () = cancel.cancelled() => return,
-                r = me.ns.run_in(own_subnets) => r,
+                () = stop.cancelled() => return,
+                r = ns.run_in(own_subnets) => r,
             };
+            let Some(me) = weak.upgrade() else { return };
             let now = Instant::now();
             let cfg = me.cfg();
             let mut g = me.lock();
@@ -481,11 +496,6 @@ impl DnsNs {
                 me.kick(&mut g);
             }
         });
-    }
-
-    fn udp_socket(&self, v6: bool) -> Option<Arc<tokio::net::UdpSocket>> {
-        let g = self.lock();
-        if v6 { g.up6.clone() } else { g.up4.clone() }
     }
 
     /// Reads every datagram waiting on an upstream socket.
@@ -654,112 +664,156 @@ async fn readable(s: Option<&Arc<tokio::net::UdpSocket>>) -> io::Result<()> {
     }
 }
 
-/// The per-namespace driver: upstream sockets, replies, timers. Ends on `cancel`.
-async fn driver(this: Arc<DnsNs>) {
-    let cancel = this.ns.cancel.clone();
+/// What the driver must do before it can wait.
+#[derive(Debug)]
+struct DriverWork {
+    tcp_jobs: Vec<UpstreamTransmit>,
+    need4: bool,
+    need6: bool,
+    deadline: Option<Instant>,
+    up4: Option<Arc<tokio::net::UdpSocket>>,
+    up6: Option<Arc<tokio::net::UdpSocket>>,
+}
+
+/// The per-namespace driver: upstream sockets, replies, timers. Holds the instance only
+/// weakly while it waits, and ends when `stop` fires (namespace gone or service removed),
+/// closing the upstream sockets.
+async fn driver(weak: Weak<DnsNs>, ns: Arc<NsInfo>, wake: Arc<Notify>, stop: CancellationToken) {
     loop {
-        let (jobs, need4, need6, deadline) = {
-            let mut g = this.lock();
-            let jobs = std::mem::take(&mut g.tcp_jobs);
-            let need4 = g.up4.is_none() && g.backlog.iter().any(|t| t.upstream.is_ipv4());
-            let need6 = g.up6.is_none() && g.backlog.iter().any(|t| t.upstream.is_ipv6());
-            (jobs, need4, need6, g.resolver.poll_timeout())
-        };
-        for t in jobs {
-            tokio::spawn(tcp::upstream_attempt(Arc::clone(&this), t));
-        }
-        for (need, v6) in [(need4, false), (need6, true)] {
-            if !need {
-                continue;
-            }
-            let made = tokio::select! {
-                () = cancel.cancelled() => break,
-                r = this.ns.run_in(move || upstream_udp(v6)) => r,
-            };
-            let made = made.and_then(tokio::net::UdpSocket::from_std);
-            let now = Instant::now();
-            let mut g = this.lock();
-            let backlog: Vec<UpstreamTransmit> = std::mem::take(&mut g.backlog);
-            let (mine, rest): (Vec<_>, Vec<_>) = backlog
-                .into_iter()
-                .partition(|t| t.upstream.is_ipv6() == v6);
-            g.backlog = rest;
-            match made {
-                Ok(s) => {
-                    let s = Arc::new(s);
-                    for t in &mine {
-                        if send_upstream(&s, t).is_err() {
-                            g.resolver.handle_upstream_error(
-                                now,
-                                t.upstream,
-                                Transport::Udp,
-                                t.dns_id,
-                            );
-                        }
-                    }
-                    if v6 { g.up6 = Some(s) } else { g.up4 = Some(s) }
-                }
-                Err(e) => {
-                    tracing::warn!(netns = %this.ns.name, error = %e, v6, "dns: cannot create upstream socket");
-                    for t in &mine {
-                        g.resolver
-                            .handle_upstream_error(now, t.upstream, Transport::Udp, t.dns_id);
-                    }
-                }
-            }
-            this.pump(&mut g, now);
-        }
-        if cancel.is_cancelled() {
+        if stop.is_cancelled() {
             break;
         }
-        let (up4, up6) = (this.udp_socket(false), this.udp_socket(true));
-        {
-            let g = this.lock();
-            if !g.tcp_jobs.is_empty()
-                || g.backlog.iter().any(|t| {
-                    (t.upstream.is_ipv4() && g.up4.is_none())
-                        || (t.upstream.is_ipv6() && g.up6.is_none())
-                })
-            {
-                continue;
+        let Some(this) = weak.upgrade() else { break };
+        let w = {
+            let mut g = this.lock();
+            DriverWork {
+                tcp_jobs: std::mem::take(&mut g.tcp_jobs),
+                need4: g.up4.is_none() && g.backlog.iter().any(|t| t.upstream.is_ipv4()),
+                need6: g.up6.is_none() && g.backlog.iter().any(|t| t.upstream.is_ipv6()),
+                deadline: g.resolver.poll_timeout(),
+                up4: g.up4.clone(),
+                up6: g.up6.clone(),
             }
+        };
+        let limit = Duration::from_millis(this.cfg().attempt_timeout_ms.saturating_mul(2))
+            + Duration::from_millis(500);
+        drop(this);
+        for t in w.tcp_jobs {
+            tokio::spawn(tcp::upstream_attempt(
+                weak.clone(),
+                Arc::clone(&ns),
+                stop.clone(),
+                limit,
+                t,
+            ));
+        }
+        if w.need4 || w.need6 {
+            for (need, v6) in [(w.need4, false), (w.need6, true)] {
+                if !need {
+                    continue;
+                }
+                let made = tokio::select! {
+                    () = stop.cancelled() => break,
+                    r = ns.run_in(move || upstream_udp(v6)) => r,
+                };
+                let made = made.and_then(tokio::net::UdpSocket::from_std);
+                let Some(this) = weak.upgrade() else { break };
+                this.socket_made(v6, made);
+            }
+            // Look again: new work may have come in meanwhile.
+            continue;
         }
         let sleep = async {
-            match deadline {
+            match w.deadline {
                 Some(d) => tokio::time::sleep_until(d.into()).await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             biased;
-            () = cancel.cancelled() => break,
-            () = this.wake.notified() => {}
-            r = readable(up4.as_ref()) => {
-                if r.is_ok() && let Some(s) = &up4 { this.on_upstream_readable(s) }
+            () = stop.cancelled() => break,
+            () = wake.notified() => {}
+            r = readable(w.up4.as_ref()) => {
+                if r.is_ok() && let (Some(s), Some(this)) = (&w.up4, weak.upgrade()) {
+                    this.on_upstream_readable(s);
+                }
             }
-            r = readable(up6.as_ref()) => {
-                if r.is_ok() && let Some(s) = &up6 { this.on_upstream_readable(s) }
+            r = readable(w.up6.as_ref()) => {
+                if r.is_ok() && let (Some(s), Some(this)) = (&w.up6, weak.upgrade()) {
+                    this.on_upstream_readable(s);
+                }
             }
             () = sleep => {
-                let now = Instant::now();
-                let mut g = this.lock();
-                g.resolver.handle_timeout(now);
-                this.pump(&mut g, now);
-                // Belt and braces: a route whose query the resolver forgot (it was rebuilt)
-                // must not pin an endpoint forever.
-                let limit = Duration::from_millis(this.cfg().query_timeout_ms) + Duration::from_secs(5);
-                g.routes.retain(|_, r| now.saturating_duration_since(r.since()) < limit);
+                if let Some(this) = weak.upgrade() {
+                    this.on_timer();
+                }
             }
         }
+        if stop.is_cancelled() {
+            break;
+        }
     }
-    let mut g = this.lock();
-    g.up4 = None;
-    g.up6 = None;
-    g.routes.clear();
-    g.backlog.clear();
-    g.tcp_jobs.clear();
-    g.held.clear();
-    tracing::debug!(netns = %this.ns.name, "dns: driver stopped");
+    if let Some(this) = weak.upgrade() {
+        let mut g = this.lock();
+        g.up4 = None;
+        g.up6 = None;
+        g.routes.clear();
+        g.backlog.clear();
+        g.tcp_jobs.clear();
+        g.held.clear();
+        g.driver = false;
+    }
+    tracing::debug!(netns = %ns.name, "dns: driver stopped");
+}
+
+impl DnsNs {
+    /// An upstream socket was created (or not): send what waited for it.
+    fn socket_made(&self, v6: bool, made: io::Result<tokio::net::UdpSocket>) {
+        let now = Instant::now();
+        let mut g = self.lock();
+        let backlog: Vec<UpstreamTransmit> = std::mem::take(&mut g.backlog);
+        let (mine, rest): (Vec<_>, Vec<_>) = backlog
+            .into_iter()
+            .partition(|t| t.upstream.is_ipv6() == v6);
+        g.backlog = rest;
+        match made {
+            Ok(s) => {
+                let s = Arc::new(s);
+                for t in &mine {
+                    if send_upstream(&s, t).is_err() {
+                        g.resolver
+                            .handle_upstream_error(now, t.upstream, Transport::Udp, t.dns_id);
+                    }
+                }
+                if v6 {
+                    g.up6 = Some(s);
+                } else {
+                    g.up4 = Some(s);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(netns = %self.ns.name, error = %e, v6, "dns: cannot create upstream socket");
+                for t in &mine {
+                    g.resolver
+                        .handle_upstream_error(now, t.upstream, Transport::Udp, t.dns_id);
+                }
+            }
+        }
+        self.pump(&mut g, now);
+    }
+
+    /// The resolver's earliest deadline passed.
+    fn on_timer(&self) {
+        let now = Instant::now();
+        let limit = Duration::from_millis(self.cfg().query_timeout_ms) + Duration::from_secs(5);
+        let mut g = self.lock();
+        g.resolver.handle_timeout(now);
+        self.pump(&mut g, now);
+        // Belt and braces: a route whose query the resolver forgot (it was rebuilt) must not
+        // pin an endpoint forever.
+        g.routes
+            .retain(|_, r| now.saturating_duration_since(r.since()) < limit);
+    }
 }
 
 impl NsService for DnsNs {

@@ -2,12 +2,13 @@
 //! timeout) and one-shot TCP exchanges with upstreams (after a truncated UDP answer).
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use nsaux_resolver::{Transport, UpstreamTransmit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::{DnsNs, Route, Verdict};
 use crate::serve::{Connection, NsInfo, Peer, Stream};
@@ -82,16 +83,20 @@ pub(super) async fn serve_client(svc: Arc<DnsNs>, conn: Connection) {
 }
 
 /// One upstream exchange over TCP from inside the namespace; the reply (or the failure) goes
-/// to the resolver, then the driver is woken to re-arm its timer.
-pub(super) async fn upstream_attempt(svc: Arc<DnsNs>, t: UpstreamTransmit) {
-    let cancel = svc.ns.cancel.clone();
-    // The resolver gives TCP twice the attempt timeout; do not outlive it by much.
-    let limit = Duration::from_millis(svc.cfg().attempt_timeout_ms.saturating_mul(2))
-        + Duration::from_millis(500);
+/// to the resolver, then the driver is woken to re-arm its timer. Holds the service only
+/// weakly while waiting, and gives up after `limit` or when `stop` fires.
+pub(super) async fn upstream_attempt(
+    svc: Weak<DnsNs>,
+    ns: Arc<NsInfo>,
+    stop: CancellationToken,
+    limit: Duration,
+    t: UpstreamTransmit,
+) {
     let result = tokio::select! {
-        () = cancel.cancelled() => return,
-        r = tokio::time::timeout(limit, exchange(&svc.ns, &t)) => r,
+        () = stop.cancelled() => return,
+        r = tokio::time::timeout(limit, exchange(&ns, &t)) => r,
     };
+    let Some(svc) = svc.upgrade() else { return };
     let now = Instant::now();
     let mut g = svc.lock();
     match result {
@@ -101,7 +106,7 @@ pub(super) async fn upstream_attempt(svc: Arc<DnsNs>, t: UpstreamTransmit) {
                 .handle_upstream(now, t.upstream, Transport::Tcp, &reply);
         }
         Ok(Err(e)) => {
-            tracing::debug!(netns = %svc.ns.name, upstream = %t.upstream, error = %e, "dns: upstream tcp failed");
+            tracing::debug!(netns = %ns.name, upstream = %t.upstream, error = %e, "dns: upstream tcp failed");
             g.resolver
                 .handle_upstream_error(now, t.upstream, Transport::Tcp, t.dns_id);
         }

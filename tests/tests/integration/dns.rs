@@ -728,3 +728,41 @@ fn reload_switches_upstreams_and_disabling_releases_upstream_sockets() -> anyhow
     })?;
     Ok(())
 }
+
+#[test]
+fn a_dead_first_upstream_fails_over_to_the_next() -> anyhow::Result<()> {
+    if !gate(
+        "a_dead_first_upstream_fails_over_to_the_next",
+        &["dig", "unbound"],
+    ) {
+        return Ok(());
+    }
+    let etc = tempfile::tempdir()?;
+    let updir = tempfile::tempdir()?;
+    // 192.0.2.54 is routed to the upstream namespace, which does not have it: a black hole.
+    write_resolv(
+        etc.path(),
+        "vsfo",
+        &format!("nameserver 192.0.2.54\nnameserver {UP_ADDR}\n"),
+    )?;
+    let d = Daemon::start(&config(
+        etc.path(),
+        "attempt_timeout_ms = 300\nquery_timeout_ms = 3000\n",
+    ))?;
+    let (vs, up) = linked(&d, updir.path(), "vsfo", 10)?;
+    vs.sh("ip route add 192.0.2.54/32 via 10.53.10.2")?;
+    let _srv = Server::unbound(&up, UP_ADDR, &zone("fo", "10.10.10.10"))?;
+    let t = Instant::now();
+    let out = dig_ready(&vs, "www.test A")?;
+    assert_eq!(section(&out, "ANSWER")[0].3, "10.10.10.10", "{out}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    let st = stats(&d, "vsfo")?;
+    let ups = st["upstreams"].as_array().cloned().unwrap_or_default();
+    assert_eq!(ups.len(), 2, "{st}");
+    let dead = ups.iter().find(|u| u["addr"] == "192.0.2.54:53");
+    assert!(
+        dead.is_some_and(|u| u["failures"].as_u64() >= Some(1) || u["down"] == true),
+        "{st}"
+    );
+    Ok(())
+}

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::control::{self, Request};
 use crate::manager::{ConfigSource, Manager, ManagerMsg};
-use crate::serve::{ServiceKind, ident::Ident, ntp::Ntp, rpcbind::Rpcbind};
+use crate::serve::{ServiceKind, dns::Dns, ident::Ident, ntp::Ntp, rpcbind::Rpcbind};
 
 /// Default configuration file; its absence means built-in defaults.
 pub const DEFAULT_CONFIG: &str = "/etc/nsaux/nsaux.toml";
@@ -66,6 +66,7 @@ fn service_kinds(args: &DaemonArgs, config: &Config) -> Vec<Arc<dyn ServiceKind>
         Arc::new(Ident),
         Arc::new(Rpcbind::new(&args.state_dir, rpcbind_path)),
         Arc::new(Ntp::new()),
+        Arc::new(Dns),
     ]
 }
 

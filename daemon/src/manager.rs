@@ -338,6 +338,8 @@ impl Manager {
                 .ok()
                 .map(|st| (st.st_dev, st.st_ino)),
             cancel: CancellationToken::new(),
+            fd: Arc::clone(&fd),
+            factory: self.factory.clone(),
         });
         tracing::info!(netns = %info.name, id = %cookie, %source, "namespace appeared");
         self.namespaces.insert(

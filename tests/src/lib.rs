@@ -13,6 +13,7 @@
 
 pub mod bench;
 pub mod daemon;
+pub mod dns;
 pub mod env;
 pub mod netns;
 pub mod rpc;

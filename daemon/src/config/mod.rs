@@ -19,8 +19,10 @@
 //! The effective service configuration of a namespace is the base sections with every matching
 //! override deep-merged on top, in file order.
 
+mod dns;
 mod services;
 
+pub use dns::{CidrValue, DnsConfig, DnsRateLimit, StaticRecord, UpstreamAddr};
 pub use services::{IdentConfig, NtpConfig, NtpRateLimitConfig, RpcbindConfig, ServicesConfig};
 
 use std::collections::HashMap;

@@ -15,6 +15,8 @@ pub struct ServicesConfig {
     pub rpcbind: RpcbindConfig,
     /// The NTP server.
     pub ntp: NtpConfig,
+    /// The per-namespace DNS resolver endpoint.
+    pub dns: super::dns::DnsConfig,
 }
 
 /// The `ident` service answers every UDP datagram or TCP connection with one line naming the

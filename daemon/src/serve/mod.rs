@@ -6,6 +6,7 @@
 //! context, and drops everything when the namespace goes. Services never open listeners
 //! themselves, so they cannot end up in the wrong namespace.
 
+pub mod dns;
 pub mod ident;
 pub mod ntp;
 pub mod rpcbind;
@@ -16,7 +17,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServicesConfig;
 use crate::netns::NetnsId;
+use crate::netns::factory::SocketFactory;
 
 /// Where a service listens inside a namespace. Also the key for keeping a socket across reloads:
 /// a listener whose spec did not change is never closed.
@@ -73,6 +75,23 @@ pub struct NsInfo {
     /// Cancelled when the namespace goes: every task holding a socket in it must end then, or
     /// the namespace lives on as a zombie.
     pub cancel: CancellationToken,
+    /// The namespace file, kept so services can create sockets inside the namespace later
+    /// (e.g. DNS upstream queries). Released with the last `Arc<NsInfo>`.
+    pub fd: Arc<OwnedFd>,
+    /// Creates sockets inside a namespace on the core's namespace thread.
+    pub factory: SocketFactory,
+}
+
+impl NsInfo {
+    /// Runs `f` inside this namespace (on the namespace thread) and returns its result: the
+    /// way for a service to create sockets that use the namespace's routes and addresses.
+    pub async fn run_in<R, F>(&self, f: F) -> io::Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce() -> io::Result<R> + Send + 'static,
+    {
+        self.factory.run_in(Arc::clone(&self.fd), f).await
+    }
 }
 
 /// A received datagram and what the kernel said about it.

@@ -312,21 +312,35 @@ fn attach_by_pid_detaches_when_the_process_exits() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The daemon's sockets other than AF_LOCAL ones (control connections come and go).
+/// The daemon's sockets other than AF_LOCAL ones (control connections come and go), read
+/// until two reads 50 ms apart agree (services open short-lived probe sockets).
 fn socket_set(d: &Daemon) -> Vec<String> {
-    let unix: std::collections::HashSet<String> = std::fs::read_to_string("/proc/self/net/unix")
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().nth(6).map(|i| format!("socket:[{i}]")))
-        .collect();
-    let mut v: Vec<String> = d
-        .fd_targets()
-        .into_iter()
-        .filter(|t| t.starts_with("socket:") && !unix.contains(t))
-        .collect();
-    v.sort();
-    v
+    let read = || {
+        let unix: std::collections::HashSet<String> =
+            std::fs::read_to_string("/proc/self/net/unix")
+                .unwrap_or_default()
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_whitespace().nth(6).map(|i| format!("socket:[{i}]")))
+                .collect();
+        let mut v: Vec<String> = d
+            .fd_targets()
+            .into_iter()
+            .filter(|t| t.starts_with("socket:") && !unix.contains(t))
+            .collect();
+        v.sort();
+        v
+    };
+    let mut last = read();
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = read();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
 }
 
 #[test]

@@ -1,0 +1,186 @@
+//! The `[dns]` section: the per-namespace caching forwarder (see `serve::dns`).
+//!
+//! Every key is defaulted, so `[dns]` may be absent: each namespace then gets a resolver on
+//! `127.0.0.53:53` (UDP and TCP) that forwards to the servers in
+//! `/etc/netns/NAME/resolv.conf`. Per-namespace `[[netns]]` overrides (e.g. a `dns.upstreams`
+//! list for `vs-*`) merge over this section like any other.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use nsaux_resolver::Cidr;
+use serde::Deserialize;
+
+/// An upstream server written as `IP` (port 53) or `IP:PORT` / `[IPv6]:PORT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct UpstreamAddr(pub SocketAddr);
+
+impl TryFrom<String> for UpstreamAddr {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        if let Ok(sa) = s.parse::<SocketAddr>() {
+            return Ok(Self(sa));
+        }
+        s.parse::<IpAddr>()
+            .map(|ip| Self(SocketAddr::new(ip, 53)))
+            .map_err(|_| format!("{s:?} is not an address (IP, IP:PORT or [IPv6]:PORT)"))
+    }
+}
+
+/// A client prefix such as `10.0.0.0/8`; a bare address is one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct CidrValue(pub Cidr);
+
+impl TryFrom<String> for CidrValue {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        Cidr::from_str(&s).map(Self).map_err(|e| e.to_string())
+    }
+}
+
+impl fmt::Display for CidrValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A static local record, answered authoritatively (forward and PTR).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticRecord {
+    /// Host name.
+    pub name: String,
+    /// Its address (A or AAAA by family).
+    pub addr: IpAddr,
+}
+
+/// Per-client response rate limiting (UDP only; over-budget queries are dropped, every
+/// `slip`-th answered with TC=1 so a real client can retry over TCP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsRateLimit {
+    /// Sustained answers per second per client IP.
+    pub per_second: u32,
+    /// Answers allowed at once after idling.
+    pub burst: u32,
+    /// Every `slip`-th limited query gets TC=1 (0: drop them all).
+    pub slip: u32,
+    /// Client buckets tracked per namespace.
+    pub max_clients: usize,
+}
+
+impl Default for DnsRateLimit {
+    fn default() -> Self {
+        let d = nsaux_resolver::RateLimitConfig::default();
+        Self {
+            per_second: d.per_second,
+            burst: d.burst,
+            slip: d.slip,
+            max_clients: d.max_clients,
+        }
+    }
+}
+
+/// The DNS resolver endpoint of each namespace.
+///
+/// Upstream servers come from `upstreams` when it is non-empty (use a `[[netns]]` override for
+/// per-namespace lists), else from `NETNS_ETC_DIR/NAME/resolv.conf` (the `ip netns exec`
+/// convention), else there are none and every query that needs one gets SERVFAIL.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Serve it at all.
+    pub enabled: bool,
+    /// Addresses to listen on in each namespace (IP_FREEBIND: they need not exist yet).
+    pub addresses: Vec<IpAddr>,
+    /// Port for UDP and TCP.
+    pub port: u16,
+    /// Listen on UDP.
+    pub udp: bool,
+    /// Listen on TCP (needed for truncated answers, so on by default).
+    pub tcp: bool,
+    /// Upstream servers; empty means "from resolv.conf".
+    pub upstreams: Vec<UpstreamAddr>,
+    /// Where per-namespace `NAME/resolv.conf` and `NAME/hosts` live. A key of its own so
+    /// tests (and unusual layouts) can point elsewhere than the host's `/etc/netns`.
+    pub netns_etc_dir: PathBuf,
+    /// Read upstreams from `NETNS_ETC_DIR/NAME/resolv.conf` when `upstreams` is empty.
+    pub resolv_conf: bool,
+    /// Answer names from `NETNS_ETC_DIR/NAME/hosts` locally.
+    pub hosts_file: bool,
+    /// Clients allowed besides loopback (and the namespace's own subnets, see
+    /// `allow_own_subnets`); others get REFUSED.
+    pub allow: Vec<CidrValue>,
+    /// Also allow clients on the subnets of the namespace's own addresses.
+    pub allow_own_subnets: bool,
+    /// Cache bound in entries.
+    pub cache_size: usize,
+    /// Cache bound in bytes (approximate).
+    pub cache_max_bytes: usize,
+    /// Longest a positive answer is cached, seconds.
+    pub max_ttl: u32,
+    /// Longest a negative answer is cached, seconds (the SOA minimum below this is used).
+    pub max_negative_ttl: u32,
+    /// Serve expired answers when every upstream fails (RFC 8767).
+    pub serve_stale: bool,
+    /// How long after expiry data may be served stale, seconds.
+    pub stale_max_age: u64,
+    /// TTL of local answers (hosts, records), seconds; short so edits propagate.
+    pub local_ttl: u32,
+    /// Static local records.
+    pub records: Vec<StaticRecord>,
+    /// Domains answered only locally (never forwarded), like dnsmasq's `local=/lan/`.
+    pub local_domains: Vec<String>,
+    /// Per-client rate limit; absent means none.
+    pub rate_limit: Option<DnsRateLimit>,
+    /// Most distinct queries waiting on upstreams at once (at most 16384).
+    pub max_outstanding: usize,
+    /// Total time a query may take before SERVFAIL (or stale data), milliseconds.
+    pub query_timeout_ms: u64,
+    /// Time one upstream attempt may take before failover, milliseconds.
+    pub attempt_timeout_ms: u64,
+    /// Close a client TCP connection idle this long, seconds.
+    pub tcp_idle_timeout: u64,
+    /// Most client TCP connections per listener.
+    pub tcp_max_connections: usize,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        let r = nsaux_resolver::Config::default();
+        Self {
+            enabled: true,
+            addresses: vec![IpAddr::V4(Ipv4Addr::new(127, 0, 0, 53))],
+            port: 53,
+            udp: true,
+            tcp: true,
+            upstreams: Vec::new(),
+            netns_etc_dir: PathBuf::from("/etc/netns"),
+            resolv_conf: true,
+            hosts_file: true,
+            allow: Vec::new(),
+            allow_own_subnets: true,
+            cache_size: r.cache_max_entries,
+            cache_max_bytes: r.cache_max_bytes,
+            max_ttl: r.max_ttl,
+            max_negative_ttl: r.max_negative_ttl,
+            serve_stale: false,
+            stale_max_age: 86_400,
+            local_ttl: r.local_ttl,
+            records: Vec::new(),
+            local_domains: Vec::new(),
+            rate_limit: None,
+            max_outstanding: r.max_outstanding,
+            query_timeout_ms: 5_000,
+            attempt_timeout_ms: 1_500,
+            tcp_idle_timeout: 10,
+            tcp_max_connections: 64,
+        }
+    }
+}

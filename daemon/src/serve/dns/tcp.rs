@@ -1,0 +1,147 @@
+//! DNS over TCP: the client side of the endpoint (RFC 7766 framing, pipelining, idle
+//! timeout) and one-shot TCP exchanges with upstreams (after a truncated UDP answer).
+
+use std::io;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use nsaux_resolver::{Transport, UpstreamTransmit};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{DnsNs, Route, Verdict};
+use crate::serve::{Connection, NsInfo, Peer, Stream};
+
+/// Answers queued per connection before further deferred answers are dropped (a client that
+/// pipelines more than this without reading is not a resolver client).
+const ANSWER_QUEUE: usize = 64;
+/// Longest time one answer write may block on a client that does not read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one client connection until it closes, idles out, or sends something unusable.
+pub(super) async fn serve_client(svc: Arc<DnsNs>, conn: Connection) {
+    let (Stream::Tcp(stream), Peer::Ip(peer)) = (conn.stream, conn.peer) else {
+        return;
+    };
+    let idle = Duration::from_secs(svc.cfg().tcp_idle_timeout.clamp(1, 3_600));
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(ANSWER_QUEUE);
+    let reader = async move {
+        let mut out = Vec::new();
+        loop {
+            let mut len = [0u8; 2];
+            if !matches!(
+                tokio::time::timeout(idle, rd.read_exact(&mut len)).await,
+                Ok(Ok(_))
+            ) {
+                break;
+            }
+            let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            // A client announcing a big frame and never sending it is cut at the idle timeout.
+            if !matches!(
+                tokio::time::timeout(idle, rd.read_exact(&mut msg)).await,
+                Ok(Ok(_))
+            ) {
+                break;
+            }
+            let verdict = svc.query(peer, Transport::Tcp, &msg, &mut out, |since| Route::Tcp {
+                tx: tx.clone(),
+                since,
+            });
+            match verdict {
+                Verdict::Reply => {
+                    if tx.send(std::mem::take(&mut out)).await.is_err() {
+                        break;
+                    }
+                }
+                Verdict::Deferred => {}
+                // Nothing sensible to answer (not even a header): end the stream.
+                Verdict::Drop => break,
+            }
+        }
+    };
+    let writer = async move {
+        while let Some(m) = rx.recv().await {
+            let Ok(len) = u16::try_from(m.len()) else {
+                continue;
+            };
+            let mut frame = Vec::with_capacity(m.len() + 2);
+            frame.extend_from_slice(&len.to_be_bytes());
+            frame.extend_from_slice(&m);
+            if !matches!(
+                tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&frame)).await,
+                Ok(Ok(()))
+            ) {
+                break;
+            }
+        }
+    };
+    // The writer ends once the reader and every route holding the channel are gone, so
+    // answers still being resolved when the client half-closes are delivered.
+    tokio::join!(reader, writer);
+}
+
+/// One upstream exchange over TCP from inside the namespace; the reply (or the failure) goes
+/// to the resolver, then the driver is woken to re-arm its timer. Holds the service only
+/// weakly while waiting, and gives up after `limit` or when `stop` fires.
+pub(super) async fn upstream_attempt(
+    svc: Weak<DnsNs>,
+    ns: Arc<NsInfo>,
+    stop: CancellationToken,
+    limit: Duration,
+    t: UpstreamTransmit,
+) {
+    let result = tokio::select! {
+        () = stop.cancelled() => return,
+        r = tokio::time::timeout(limit, exchange(&ns, &t)) => r,
+    };
+    let Some(svc) = svc.upgrade() else { return };
+    let now = Instant::now();
+    let mut g = svc.lock();
+    match result {
+        Ok(Ok(reply)) => {
+            let _ = g
+                .resolver
+                .handle_upstream(now, t.upstream, Transport::Tcp, &reply);
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(netns = %ns.name, upstream = %t.upstream, error = %e, "dns: upstream tcp failed");
+            g.resolver
+                .handle_upstream_error(now, t.upstream, Transport::Tcp, t.dns_id);
+        }
+        Err(_) => {
+            g.resolver
+                .handle_upstream_error(now, t.upstream, Transport::Tcp, t.dns_id);
+        }
+    }
+    svc.pump(&mut g, now);
+    svc.kick(&mut g);
+}
+
+/// Connects (socket created inside the namespace), sends one framed message, reads one.
+async fn exchange(ns: &NsInfo, t: &UpstreamTransmit) -> io::Result<Vec<u8>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let v6 = t.upstream.is_ipv6();
+    let std_sock = ns
+        .run_in(move || {
+            let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+            let s = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+            s.set_nonblocking(true)?;
+            Ok(std::net::TcpStream::from(s))
+        })
+        .await?;
+    let mut stream = tokio::net::TcpSocket::from_std_stream(std_sock)
+        .connect(t.upstream)
+        .await?;
+    let len = u16::try_from(t.payload.len()).map_err(|_| io::Error::other("query too long"))?;
+    let mut frame = Vec::with_capacity(t.payload.len() + 2);
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&t.payload);
+    stream.write_all(&frame).await?;
+    let mut lenb = [0u8; 2];
+    stream.read_exact(&mut lenb).await?;
+    let mut reply = vec![0u8; usize::from(u16::from_be_bytes(lenb))];
+    stream.read_exact(&mut reply).await?;
+    Ok(reply)
+}

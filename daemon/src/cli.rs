@@ -92,7 +92,7 @@ pub fn daemon_main() -> ExitCode {
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().min(4)))
+        .worker_threads(config.worker_threads)
         .thread_name("nsaux-worker")
         .enable_all()
         .build()

@@ -236,6 +236,9 @@ impl Manager {
         mut rx: mpsc::UnboundedReceiver<ManagerMsg>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
+        for kind in &self.kinds {
+            kind.start();
+        }
         let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
         self.tracker = Some(NetnsTracker::spawn(self.config.netns_dirs.clone(), ev_tx)?);
         if self.config.host_netns {

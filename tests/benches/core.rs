@@ -20,7 +20,8 @@ use nsaux_tests::bench::{cpu_time, percentile, print_table, rss_kib};
 use nsaux_tests::daemon::{Daemon, wait_for};
 use nsaux_tests::netns::bring_lo_up;
 
-const CONFIG: &str = "[ident]\nenabled = true\n\n[dns]\nenabled = false\n";
+/// Only the core and ident: the services have their own benchmarks.
+const CONFIG: &str = "[ident]\nenabled = true\n\n[dns]\nenabled = false\n\n[ntp]\nenabled = false\n\n[rpcbind]\nenabled = false\n";
 const IDENT: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
     std::net::Ipv4Addr::LOCALHOST,
     7867,

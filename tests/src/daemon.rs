@@ -41,9 +41,28 @@ impl Daemon {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        Ok(Self::start_full(config, extra, env, |_| Ok(()))?.0)
+    }
+
+    /// Starts a daemon after `setup` has run on its private directory (e.g. to occupy its
+    /// rpcbind path socket first), returning what `setup` returned.
+    pub fn start_after<T>(
+        config: &str,
+        setup: impl FnOnce(&Path) -> anyhow::Result<T>,
+    ) -> anyhow::Result<(Self, T)> {
+        Self::start_full(config, &[], &[], setup)
+    }
+
+    fn start_full<T>(
+        config: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        setup: impl FnOnce(&Path) -> anyhow::Result<T>,
+    ) -> anyhow::Result<(Self, T)> {
         let dir = tempfile::Builder::new().prefix("nsaux-test-").tempdir()?;
         std::fs::create_dir(dir.path().join("netns"))?;
         std::fs::write(dir.path().join("nsaux.toml"), config)?;
+        let t = setup(dir.path())?;
         let mut d = Self {
             dir,
             child: None,
@@ -54,7 +73,7 @@ impl Daemon {
                 .collect(),
         };
         d.spawn()?;
-        Ok(d)
+        Ok((d, t))
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {

@@ -97,7 +97,7 @@ pub struct RpcbindConfig {
 impl Default for RpcbindConfig {
     fn default() -> Self {
         Self {
-            enabled: false,
+            enabled: true,
             port: 111,
             addresses: vec![
                 IpAddr::V4(Ipv4Addr::UNSPECIFIED),

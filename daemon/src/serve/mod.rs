@@ -182,6 +182,10 @@ pub trait ServiceKind: Send + Sync + fmt::Debug + 'static {
     /// Short name used in config, logs and `ns list`.
     fn name(&self) -> &'static str;
 
+    /// Starts daemon-wide parts (e.g. the portmapper's path socket in the daemon's own mount
+    /// namespace) once, when the daemon starts, whether or not any namespace runs the service.
+    fn start(&self) {}
+
     /// Whether the service should run in a namespace with this configuration.
     fn enabled(&self, cfg: &ServicesConfig) -> bool;
 

@@ -173,6 +173,10 @@ impl ServiceKind for Rpcbind {
         "rpcbind"
     }
 
+    fn start(&self) {
+        self.start_once();
+    }
+
     fn enabled(&self, cfg: &ServicesConfig) -> bool {
         cfg.rpcbind.enabled
     }

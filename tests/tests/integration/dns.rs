@@ -64,10 +64,10 @@ fn linked(d: &Daemon, updir: &Path, name: &str, idx: u8) -> anyhow::Result<(Test
     Ok((vs, up))
 }
 
-/// DNS tests run with NTP off, so socket counts are the resolver's alone.
+/// DNS tests run with NTP and the portmapper off, so socket counts are the resolver's alone.
 fn config(etc: &Path, extra: &str) -> String {
     format!(
-        "[ntp]\nenabled = false\n\n[dns]\nnetns_etc_dir = \"{}\"\n{extra}",
+        "[ntp]\nenabled = false\n\n[rpcbind]\nenabled = false\n\n[dns]\nnetns_etc_dir = \"{}\"\n{extra}",
         etc.display()
     )
 }

@@ -1177,9 +1177,12 @@ fn path_socket_held_by_another_portmapper_is_reported_then_taken_when_stale() ->
     if !require_root("path_socket_held_by_another_portmapper_is_reported_then_taken_when_stale") {
         return Ok(());
     }
-    let d = Daemon::start(ON)?;
-    // Someone else answers on the path before the portmapper starts (on the first namespace).
-    let other = std::os::unix::net::UnixListener::bind(d.rpcbind_socket())?;
+    // Someone else answers on the path before the daemon starts.
+    let (d, other) = Daemon::start_after(ON, |dir| {
+        Ok(std::os::unix::net::UnixListener::bind(
+            dir.join("rpcbind.sock"),
+        )?)
+    })?;
     let ns = d.netns("p1")?;
     wait_up(&ns)?;
     let status = wait_for("path status", Duration::from_secs(5), || {

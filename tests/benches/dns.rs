@@ -41,6 +41,9 @@ struct Result {
 }
 
 /// Warms the cache of the server on 127.0.0.53 in `ns`, then runs dnsperf against it.
+/// The other services are off: each benchmark measures its own service.
+const OTHERS_OFF: &str = "[ntp]\nenabled = false\n[rpcbind]\nenabled = false\n";
+
 fn load(
     ns: &TestNetns,
     name: &'static str,
@@ -106,7 +109,7 @@ fn cache_hits(secs: u64) -> anyhow::Result<Vec<Result>> {
 
     // nsauxd.
     {
-        let d = Daemon::start(&format!("[dns]\nupstreams = [\"{ORIGIN}\"]\n"))?;
+        let d = Daemon::start(&format!("{OTHERS_OFF}[dns]\nupstreams = [\"{ORIGIN}\"]\n"))?;
         let ns = d.netns("bench-nsaux")?;
         let _origin = Server::unbound(&ns, ORIGIN, ORIGIN_ZONE)?;
         results.push(load(&ns, "nsauxd", d.pid(), secs, &data)?);
@@ -167,7 +170,7 @@ fn probe_query() -> Vec<u8> {
 /// RSS growth per namespace with the resolver on in `n` namespaces, KiB.
 fn memory(n: usize) -> anyhow::Result<(f64, f64)> {
     let d = Daemon::start(
-        "[dns]\nlocal_domains = [\"lan\"]\nrecords = [{ name = \"probe.lan\", addr = \"10.0.0.1\" }]\n",
+        "[ntp]\nenabled = false\n[rpcbind]\nenabled = false\n[dns]\nlocal_domains = [\"lan\"]\nrecords = [{ name = \"probe.lan\", addr = \"10.0.0.1\" }]\n",
     )?;
     let pid = d.pid();
     let dir = d.netns_dir();

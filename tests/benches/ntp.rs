@@ -266,7 +266,9 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     build_release_daemon()?;
-    let d = Daemon::start("[ntp]\nlocal_stratum = 10\nrate_limit = { enabled = false }\n")?;
+    let d = Daemon::start(
+        "[ntp]\nlocal_stratum = 10\nrate_limit = { enabled = false }\n[rpcbind]\nenabled = false\n[dns]\nenabled = false\n",
+    )?;
     let nsaux_ns = d.netns("bench-nsaux")?;
     // chronyd's namespace lives outside the daemon's watched directory: nsauxd never sees it.
     let other = tempfile::tempdir()?;

@@ -217,7 +217,9 @@ fn main() -> anyhow::Result<()> {
     build_release()?;
 
     // Throughput and CPU.
-    let d = Daemon::start("[rpcbind]\nenabled = true\n")?;
+    let d = Daemon::start(
+        "[rpcbind]\nenabled = true\n[ntp]\nenabled = false\n[dns]\nenabled = false\n",
+    )?;
     let ns = d.netns("bench")?;
     wait_for("nsauxd portmapper", Duration::from_secs(5), || {
         ns.run_in(|| {

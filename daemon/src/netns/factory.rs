@@ -127,15 +127,10 @@ fn new_ip_socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Sock
     Ok(sock)
 }
 
-/// Creates a UDP socket bound to `addr` (pktinfo on for wildcard addresses). Call inside the
-/// target namespace.
+/// Creates a UDP socket bound to `addr` with pktinfo on. Call inside the target namespace.
 pub fn bind_udp(addr: SocketAddr, opts: UdpOptions) -> io::Result<std::net::UdpSocket> {
     let sock = new_ip_socket(addr, Type::DGRAM, Protocol::UDP)?;
-    // Only a wildcard socket needs to learn (and answer from) the address a datagram hit; a
-    // socket bound to one address answers from it anyway, without ancillary data both ways.
-    if addr.ip().is_unspecified() {
-        sys::udp::enable_pktinfo(sock.as_fd(), addr.is_ipv6())?;
-    }
+    sys::udp::enable_pktinfo(sock.as_fd(), addr.is_ipv6())?;
     if opts.rx_timestamps {
         sys::udp::enable_rx_timestamps(sock.as_fd())?;
     }

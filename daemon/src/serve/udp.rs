@@ -123,12 +123,10 @@ fn handle_batch(ep: &Arc<UdpEndpoint>, service: &dyn NsService) -> io::Result<us
             }
         }
         if !pending.is_empty() {
-            // A socket bound to one address answers from it: no pktinfo needed on send.
-            let wildcard = ep.bound.ip().is_unspecified();
             let items = pending.iter().map(|&(i, peer, src, ifindex)| Outgoing {
                 payload: &replies[i],
                 dst: peer,
-                src: wildcard.then_some(src),
+                src: Some(src),
                 ifindex,
             });
             tx.send(ep.sock.as_fd(), items, |k, e| {

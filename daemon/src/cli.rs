@@ -447,25 +447,20 @@ fn print_ns_table(data: &Value) {
         })
         .unwrap_or_default();
     let head = ["NAME", "ID", "SOURCE", "SERVICES", "SINCE"].map(String::from);
-    let mut w = [0usize; 5];
-    for r in std::iter::once(&head).chain(&rows) {
+    print_columns(&head, &rows);
+}
+
+/// Prints a header and rows as left-aligned columns two spaces apart.
+fn print_columns<const N: usize>(head: &[String; N], rows: &[[String; N]]) {
+    let mut w = [0usize; N];
+    for r in std::iter::once(head).chain(rows) {
         for (i, c) in r.iter().enumerate() {
             w[i] = w[i].max(c.len());
         }
     }
-    for r in std::iter::once(&head).chain(&rows) {
-        println!(
-            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {}",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            w0 = w[0],
-            w1 = w[1],
-            w2 = w[2],
-            w3 = w[3]
-        );
+    for r in std::iter::once(head).chain(rows) {
+        let cells: Vec<String> = r.iter().zip(w).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", cells.join("  ").trim_end());
     }
 }
 
@@ -484,26 +479,7 @@ fn print_rpc_table(data: &Value) {
         }
     }
     let head = ["NS", "PROG/VERS", "NETID", "ADDRESS", "OWNER"].map(String::from);
-    let mut w = [0usize; 5];
-    for r in std::iter::once(&head).chain(&rows) {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.len());
-        }
-    }
-    for r in std::iter::once(&head).chain(&rows) {
-        println!(
-            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {}",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            w0 = w[0],
-            w1 = w[1],
-            w2 = w[2],
-            w3 = w[3]
-        );
-    }
+    print_columns(&head, &rows);
 }
 
 /// Prints `{ns: data}` as one block per namespace; tables (arrays of objects) as columns.

@@ -70,20 +70,7 @@ impl NsService for IdentNs {
             Ok(c) => c.clone(),
             Err(p) => p.into_inner().clone(),
         };
-        let mut v = Vec::new();
-        for ip in &cfg.addresses {
-            let addr = SocketAddr::new(*ip, cfg.port);
-            if cfg.udp {
-                v.push(ListenerSpec::Udp {
-                    addr,
-                    rx_timestamps: false,
-                });
-            }
-            if cfg.tcp {
-                v.push(ListenerSpec::Tcp { addr });
-            }
-        }
-        v
+        ListenerSpec::ip_pairs(&cfg.addresses, cfg.port, cfg.udp, cfg.tcp)
     }
 
     fn reconfigure(&self, cfg: &ServicesConfig) -> anyhow::Result<()> {

@@ -51,6 +51,27 @@ pub enum ListenerSpec {
     },
 }
 
+impl ListenerSpec {
+    /// UDP and/or TCP listeners on `port` at each of `addresses`: the usual shape of a service
+    /// that answers on both transports.
+    pub fn ip_pairs(addresses: &[IpAddr], port: u16, udp: bool, tcp: bool) -> Vec<Self> {
+        let mut v = Vec::new();
+        for ip in addresses {
+            let addr = SocketAddr::new(*ip, port);
+            if udp {
+                v.push(Self::Udp {
+                    addr,
+                    rx_timestamps: false,
+                });
+            }
+            if tcp {
+                v.push(Self::Tcp { addr });
+            }
+        }
+        v
+    }
+}
+
 impl fmt::Display for ListenerSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -815,19 +815,7 @@ impl RpcbindNs {
 impl NsService for RpcbindNs {
     fn listeners(&self) -> Vec<ListenerSpec> {
         let cfg = self.state().cfg.clone();
-        let mut v = Vec::new();
-        for ip in &cfg.addresses {
-            let addr = SocketAddr::new(*ip, cfg.port);
-            if cfg.udp {
-                v.push(ListenerSpec::Udp {
-                    addr,
-                    rx_timestamps: false,
-                });
-            }
-            if cfg.tcp {
-                v.push(ListenerSpec::Tcp { addr });
-            }
-        }
+        let mut v = ListenerSpec::ip_pairs(&cfg.addresses, cfg.port, cfg.udp, cfg.tcp);
         if !cfg.local_abstract.is_empty() {
             v.push(ListenerSpec::UnixAbstract {
                 name: cfg.local_abstract,

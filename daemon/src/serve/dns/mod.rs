@@ -819,20 +819,7 @@ impl DnsNs {
 impl NsService for DnsNs {
     fn listeners(&self) -> Vec<ListenerSpec> {
         let c = self.cfg();
-        let mut v = Vec::new();
-        for ip in &c.addresses {
-            let addr = SocketAddr::new(*ip, c.port);
-            if c.udp {
-                v.push(ListenerSpec::Udp {
-                    addr,
-                    rx_timestamps: false,
-                });
-            }
-            if c.tcp {
-                v.push(ListenerSpec::Tcp { addr });
-            }
-        }
-        v
+        ListenerSpec::ip_pairs(&c.addresses, c.port, c.udp, c.tcp)
     }
 
     fn reconfigure(&self, cfg: &ServicesConfig) -> anyhow::Result<()> {

@@ -117,6 +117,15 @@ fn run(n: usize) -> anyhow::Result<Row> {
         )
     })?;
 
+    let mut slowest: Vec<(usize, Duration)> = up.iter().copied().enumerate().collect();
+    slowest.sort_by_key(|&(_, d)| std::cmp::Reverse(d));
+    let top: Vec<String> = slowest
+        .iter()
+        .take(3)
+        .map(|(i, d)| format!("b{i} {}", ms(*d)))
+        .collect();
+    eprintln!("  {n} namespaces: slowest to serve: {}", top.join(", "));
+
     wait_for("all fds open", Duration::from_secs(60), || {
         (d.fd_count() >= fds0 + n * FDS_PER_NS).then_some(())
     })?;

@@ -677,3 +677,33 @@ fn follows_several_namespace_directories() -> anyhow::Result<()> {
     assert_eq!(entry["source"], format!("dir:{other_path}"));
     Ok(())
 }
+
+#[test]
+fn help_documents_every_flag_and_version_works() -> anyhow::Result<()> {
+    let out = Command::new(bin("nsauxd")).arg("--help").output()?;
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--config",
+        "--runtime-dir",
+        "--state-dir",
+        "--netns-dir",
+        "--no-host-netns",
+        "--version",
+    ] {
+        assert!(help.contains(flag), "nsauxd --help lacks {flag}:\n{help}");
+    }
+    for b in ["nsauxd", "nsauxctl"] {
+        let out = Command::new(bin(b)).arg("--version").output()?;
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+    }
+    let out = Command::new(bin("nsauxctl")).arg("--help").output()?;
+    let help = String::from_utf8_lossy(&out.stdout);
+    for cmd in [
+        "status", "ns", "attach", "detach", "reload", "validate", "rpc", "dns", "ntp",
+    ] {
+        assert!(help.contains(cmd), "nsauxctl --help lacks {cmd}:\n{help}");
+    }
+    Ok(())
+}

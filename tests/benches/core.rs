@@ -10,15 +10,13 @@
 use std::fs::File;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sched::{CloneFlags, setns, unshare};
+use nix::mount::{MntFlags, umount2};
+use nix::sched::{CloneFlags, setns};
 use nsaux_tests::bench::{cpu_time, percentile, print_table, rss_kib};
 use nsaux_tests::daemon::{Daemon, wait_for};
-use nsaux_tests::netns::bring_lo_up;
 
 /// Only the core and ident: the services have their own benchmarks.
 const CONFIG: &str = "[ident]\nenabled = true\n\n[dns]\nenabled = false\n\n[ntp]\nenabled = false\n\n[rpcbind]\nenabled = false\n";
@@ -30,23 +28,6 @@ const IDENT: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
 const FDS_PER_NS: usize = 5;
 /// Deletions timed per size (timing needs an fd count per poll, which grows with N).
 const DELETE_SAMPLES: usize = 100;
-
-/// Creates namespace `dir/name` on the calling thread, which must return home afterwards.
-fn create_ns(dir: &Path, name: &str) -> anyhow::Result<()> {
-    unshare(CloneFlags::CLONE_NEWNET).context("unshare")?;
-    bring_lo_up().context("lo up")?;
-    let path = dir.join(name);
-    File::create(&path)?;
-    mount(
-        Some("/proc/thread-self/ns/net"),
-        &path,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .context("bind mount")?;
-    Ok(())
-}
 
 /// Polls the ident service from the calling thread's namespace until it answers. Non-blocking
 /// with 50 µs sleeps: `SO_RCVTIMEO` is rounded up to whole jiffies (4 ms at HZ=250), which would
@@ -95,7 +76,7 @@ fn run(n: usize) -> anyhow::Result<Row> {
         let home = File::open("/proc/thread-self/ns/net")?;
         let mut lat = Vec::with_capacity(n);
         for i in 0..n {
-            create_ns(&dir2, &format!("b{i}"))?;
+            nsaux_tests::netns::create_on_this_thread(&dir2, &format!("b{i}"))?;
             let t0 = Instant::now();
             let sock = UdpSocket::bind("127.0.0.1:0")?;
             sock.set_nonblocking(true)?;

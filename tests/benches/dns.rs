@@ -20,12 +20,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sched::{CloneFlags, setns, unshare};
+use nix::mount::{MntFlags, umount2};
+use nix::sched::{CloneFlags, setns};
 use nsaux_tests::bench::{cpu_time, print_table, rss_kib};
 use nsaux_tests::daemon::{Daemon, wait_for};
 use nsaux_tests::dns::{Server, dig, section};
-use nsaux_tests::netns::{TestNetns, bring_lo_up};
+use nsaux_tests::netns::TestNetns;
 
 const ORIGIN: &str = "127.0.0.2";
 /// Not under `test.`: unbound answers that RFC 6761 name itself unless told otherwise.
@@ -139,23 +139,6 @@ fn cache_hits(secs: u64) -> anyhow::Result<Vec<Result>> {
     Ok(results)
 }
 
-/// Creates namespace `dir/name` on the calling thread, which must return home afterwards.
-fn create_ns(dir: &Path, name: &str) -> anyhow::Result<()> {
-    unshare(CloneFlags::CLONE_NEWNET).context("unshare")?;
-    bring_lo_up().context("lo up")?;
-    let path = dir.join(name);
-    File::create(&path)?;
-    mount(
-        Some("/proc/thread-self/ns/net"),
-        &path,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .context("bind mount")?;
-    Ok(())
-}
-
 /// A query for `probe.lan` A.
 fn probe_query() -> Vec<u8> {
     let mut q = vec![0x42, 0x42, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
@@ -183,7 +166,7 @@ fn memory(n: usize) -> anyhow::Result<(f64, f64)> {
         let q = probe_query();
         let ep = SocketAddr::from(([127, 0, 0, 53], 53));
         for i in 0..n {
-            create_ns(&dir2, &format!("m{i}"))?;
+            nsaux_tests::netns::create_on_this_thread(&dir2, &format!("m{i}"))?;
             let sock = UdpSocket::bind("127.0.0.1:0")?;
             sock.set_read_timeout(Some(Duration::from_millis(2)))?;
             let deadline = Instant::now() + Duration::from_secs(5);

@@ -14,7 +14,7 @@
 //! * Servers alternate for `ROUNDS` rounds so drift in machine load hits both alike.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
@@ -157,20 +157,6 @@ fn paced_load() -> anyhow::Result<Run> {
     })
 }
 
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("bad /proc stat")?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = f.get(11).context("utime")?.parse()?;
-    let stime: u64 = f.get(12).context("stime")?.parse()?;
-    Ok(utime + stime)
-}
-
 /// On-CPU time of all threads of a process in nanoseconds (`/proc/PID/task/*/schedstat`):
 /// exact, unlike the tick-sampled `utime + stime`, so it is printed next to it as a check.
 fn cpu_ns(pid: u32) -> u64 {
@@ -188,25 +174,16 @@ fn cpu_ns(pid: u32) -> u64 {
         .sum()
 }
 
-fn clock_ticks_per_sec() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100)
-}
-
 /// One measured run against the server with process `pid` in namespace file `ns`.
 fn measure(ns: &std::path::Path, pid: u32, paced: bool) -> anyhow::Result<(Run, u64, u64)> {
-    let before = cpu_ticks(pid)?;
+    let before = nsaux_tests::bench::cpu_ticks(pid)?;
     let before_ns = cpu_ns(pid);
     let run = if paced {
         in_netns_file(ns, paced_load)??
     } else {
         in_netns_file(ns, load)??
     };
-    let after = cpu_ticks(pid)?;
+    let after = nsaux_tests::bench::cpu_ticks(pid)?;
     Ok((run, after - before, cpu_ns(pid).saturating_sub(before_ns)))
 }
 
@@ -249,23 +226,11 @@ impl Drop for Chronyd {
     }
 }
 
-fn build_release_daemon() -> anyhow::Result<()> {
-    // The bench binary finds nsauxd next to itself (target/release); make sure it is current.
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(cargo)
-        .args(["build", "--release", "-p", "nsauxd", "--bins"])
-        .status()?;
-    if !st.success() {
-        bail!("building nsauxd failed");
-    }
-    Ok(())
-}
-
 fn main() -> anyhow::Result<()> {
     if !require_root("bench ntp") || !require_tool("bench ntp", "chronyd") {
         return Ok(());
     }
-    build_release_daemon()?;
+    nsaux_tests::bench::build_release_daemon()?;
     let d = Daemon::start(
         "[ntp]\nlocal_stratum = 10\nrate_limit = { enabled = false }\n[rpcbind]\nenabled = false\n[dns]\nenabled = false\n",
     )?;
@@ -290,7 +255,7 @@ fn main() -> anyhow::Result<()> {
         ("nsauxd", &nsaux_ns.path, d.pid()),
         ("chronyd", &chrony_ns.path, chrony.child.id()),
     ];
-    let tck = clock_ticks_per_sec();
+    let tck = nsaux_tests::bench::clk_tck();
     let mut tables = Vec::new();
     for (paced, label) in [
         (

@@ -44,40 +44,6 @@ fn lo111() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 111))
 }
 
-fn clk_tck() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = s.rsplit_once(')').map(|(_, r)| r).context("bad stat")?;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // Fields after the comm: state is [0], utime is field 14 overall → [11], stime [12].
-    let u: u64 = f.get(11).context("utime")?.parse()?;
-    let st: u64 = f.get(12).context("stime")?.parse()?;
-    Ok(u + st)
-}
-
-/// VmRSS of a process, in KiB.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = s
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("no VmRSS")?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .context("VmRSS value")?
-        .parse()?)
-}
-
 #[derive(Debug, Clone, Copy)]
 struct Load {
     answers: u64,
@@ -88,7 +54,7 @@ struct Load {
 /// The load generator: one UDP socket, `WINDOW` GETPORT(100000, 2, udp) calls in flight, until
 /// `MAX_ANSWERS` or `MAX_TIME`. Runs inside the namespace file `ns`.
 fn load(ns: &Path, server_pid: u32) -> anyhow::Result<Load> {
-    let tck = clk_tck();
+    let tck = nsaux_tests::bench::clk_tck() as f64;
     in_netns_file(ns, move || -> anyhow::Result<Load> {
         let sock = UdpSocket::bind("127.0.0.1:0")?;
         sock.connect(lo111())?;
@@ -107,7 +73,7 @@ fn load(ns: &Path, server_pid: u32) -> anyhow::Result<Load> {
             send(&sock, &mut xid)?;
             let _ = sock.recv(&mut buf);
         }
-        let cpu0 = cpu_ticks(server_pid)?;
+        let cpu0 = nsaux_tests::bench::cpu_ticks(server_pid)?;
         let t0 = Instant::now();
         for _ in 0..window() {
             send(&sock, &mut xid)?;
@@ -129,7 +95,7 @@ fn load(ns: &Path, server_pid: u32) -> anyhow::Result<Load> {
             }
         }
         let secs = t0.elapsed().as_secs_f64();
-        let cpu1 = cpu_ticks(server_pid)?;
+        let cpu1 = nsaux_tests::bench::cpu_ticks(server_pid)?;
         let cpu_us = (cpu1.saturating_sub(cpu0)) as f64 * 1e6 / tck;
         Ok(Load {
             answers,
@@ -186,17 +152,6 @@ impl Drop for Stock {
     }
 }
 
-fn build_release() -> anyhow::Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(cargo)
-        .args(["build", "--release", "-p", "nsauxd", "--bins"])
-        .status()?;
-    if !st.success() {
-        bail!("building nsauxd failed");
-    }
-    Ok(())
-}
-
 fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--list") {
         return Ok(());
@@ -214,7 +169,7 @@ fn main() -> anyhow::Result<()> {
             bail!("the rpcbind bench needs `{tool}`");
         }
     }
-    build_release()?;
+    nsaux_tests::bench::build_release_daemon()?;
 
     // Throughput and CPU.
     let d = Daemon::start(
@@ -237,12 +192,12 @@ fn main() -> anyhow::Result<()> {
     let stock_ns = TestNetns::create(stock_dir.path(), "stock")?;
     let stock = Stock::start(&stock_ns)?;
     let theirs = load(&stock_ns.path, stock.pid())?;
-    let stock_rss = rss_kib(stock.pid())?;
+    let stock_rss = nsaux_tests::bench::rss_kib(stock.pid());
     drop(stock);
     drop(ns);
 
     // Memory: RSS growth of nsauxd per namespace with the portmapper on.
-    let rss_base = rss_kib(d.pid())?;
+    let rss_base = nsaux_tests::bench::rss_kib(d.pid());
     let mut all: Vec<TestNetns> = Vec::with_capacity(N_NS);
     let t0 = Instant::now();
     let n_ns = if skip_memory() { 0 } else { N_NS };
@@ -261,7 +216,7 @@ fn main() -> anyhow::Result<()> {
     })?;
     // Let allocator caches settle.
     std::thread::sleep(Duration::from_millis(500));
-    let rss_full = rss_kib(d.pid())?;
+    let rss_full = nsaux_tests::bench::rss_kib(d.pid());
     let per_ns_kib = (rss_full.saturating_sub(rss_base)) as f64 / n_ns.max(1) as f64;
     let fds = d.fd_count();
     drop(all);

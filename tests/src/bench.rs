@@ -15,19 +15,47 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU time (user + system) a process has used so far.
-pub fn cpu_time(pid: u32) -> Duration {
-    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+/// Clock ticks per second (`getconf CLK_TCK`, 100 on Linux almost everywhere).
+pub fn clk_tck() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
         .ok()
-        .and_then(|s| {
-            // Fields after the parenthesised command name; utime and stime are 14 and 15.
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-        })
-        .unwrap_or(0);
-    // Linux reports these in USER_HZ, which is 100 on every architecture we run on.
-    Duration::from_millis(ticks * 10)
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or(100)
+}
+
+/// utime + stime of a process, in clock ticks (`/proc/PID/stat` fields 14 and 15).
+pub fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    use anyhow::Context as _;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name (which may contain spaces).
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("bad /proc stat")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = f.get(11).context("utime")?.parse()?;
+    let stime: u64 = f.get(12).context("stime")?.parse()?;
+    Ok(utime + stime)
+}
+
+/// CPU time (user + system) a process has used so far (zero if it cannot be read).
+pub fn cpu_time(pid: u32) -> Duration {
+    let ticks = cpu_ticks(pid).unwrap_or(0);
+    Duration::from_micros(ticks * 1_000_000 / clk_tck())
+}
+
+/// Builds the release daemon the benchmarks run (they find it next to themselves in
+/// target/release), so a bench never measures a stale binary.
+pub fn build_release_daemon() -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = std::process::Command::new(cargo)
+        .args(["build", "--release", "-p", "nsauxd", "--bins"])
+        .status()?;
+    anyhow::ensure!(st.success(), "building nsauxd failed");
+    Ok(())
 }
 
 /// The `p`-th percentile (0..=100) of unsorted samples.

@@ -271,6 +271,14 @@ impl Drop for Daemon {
         if self.child.is_some() {
             let _ = self.stop();
         }
+        // Namespaces a test or bench created in our directory without a `TestNetns` guard
+        // (benchmarks make thousands in-process) would otherwise stay mounted after a failure.
+        if let Ok(entries) = std::fs::read_dir(self.netns_dir()) {
+            for e in entries.flatten() {
+                let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
         if std::thread::panicking() {
             eprintln!("---- nsauxd log ----\n{}", self.log());
         }

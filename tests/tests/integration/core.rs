@@ -468,13 +468,27 @@ fn real_ip_netns_add_and_del_in_a_private_mount_namespace() -> anyhow::Result<()
         format!("host_netns = false\n{IDENT_ON}"),
     )?;
     let log = std::fs::File::create(dir.path().join("log"))?;
-    let mut child = Command::new("unshare")
+    let child = Command::new("unshare")
         .args(["--mount", "sh", "-c", &script])
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()?;
+    /// Stops the daemon (ours, by pid) however the test ends, panics included.
+    struct StopOnDrop(std::process::Child);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            if let Ok(pid) = i32::try_from(self.0.id()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+            let _ = self.0.wait();
+        }
+    }
     let pid = child.id();
+    let _stop = StopOnDrop(child);
     let ctl = |args: &[&str]| {
         Command::new(bin("nsauxctl"))
             .arg("--runtime-dir")
@@ -533,11 +547,7 @@ fn real_ip_netns_add_and_del_in_a_private_mount_namespace() -> anyhow::Result<()
         })?;
         Ok(())
     })();
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(pid)?),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = child.wait();
+    drop(_stop);
     if result.is_err() {
         eprintln!(
             "{}",

@@ -8,6 +8,7 @@
 
 pub(crate) mod asyncfd;
 pub(crate) mod clock;
+pub(crate) mod fdtable;
 pub(crate) mod netns;
 pub(crate) mod pidfd;
 pub(crate) mod udp;

@@ -889,10 +889,17 @@ fn every_upstream_query_gets_its_own_random_source_port() -> anyhow::Result<()> 
         "source ports must differ per query: {seen:?}"
     );
     assert!(ids.len() >= N - 2, "IDs must differ per query: {seen:?}");
-    // Each query's socket closed with its answer: none stays in use.
+    // Each query's socket closed with its answer: none stays in use; the unused spares go
+    // after 10 s idle, so an idle namespace holds no upstream socket.
+    let dns_status = || -> Option<serde_json::Value> {
+        Some(d.ns("vsport").ok()??["services"]["dns"]["status"].clone())
+    };
     wait_for("upstream sockets closed", Duration::from_secs(5), || {
-        let ns = d.ns("vsport").ok()??;
-        (ns["services"]["dns"]["status"]["upstream_sockets"] == 0).then_some(())
+        dns_status().filter(|s| s["upstream_sockets"] == 0)
     })?;
+    let st = wait_for("spare sockets closed", Duration::from_secs(15), || {
+        dns_status().filter(|s| s["spare_sockets"] == 0)
+    })?;
+    assert_eq!(st["upstream_sockets"], 0, "{st}");
     Ok(())
 }

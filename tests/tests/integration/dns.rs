@@ -770,3 +770,136 @@ fn a_dead_first_upstream_fails_over_to_the_next() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A minimal upstream in namespace `ns` on `UP_ADDR`:53/udp: answers every A query with
+/// `A 10.11.0.1` (TTL 300) and records the source port and DNS ID of each query it sees.
+struct Recorder {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(u16, u16)>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Recorder {
+    fn start(ns: &TestNetns) -> anyhow::Result<Self> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        // The socket belongs to the namespace it is made in; the thread serving it need not.
+        let sock = ns.run_in(|| std::net::UdpSocket::bind((UP_ADDR, 53)))??;
+        sock.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen2, stop2) = (Arc::clone(&seen), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((n, peer)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let q = &buf[..n];
+                let Some(reply) = answer_a(q, [10, 11, 0, 1]) else {
+                    continue;
+                };
+                if let Ok(mut s) = seen2.lock() {
+                    s.push((peer.port(), u16::from_be_bytes([q[0], q[1]])));
+                }
+                let _ = sock.send_to(&reply, peer);
+            }
+        });
+        Ok(Self {
+            seen,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// (source port, DNS ID) of every query seen so far.
+    fn seen(&self) -> Vec<(u16, u16)> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The answer to query `q`: its ID and question echoed, NOERROR, one A record `ip`.
+fn answer_a(q: &[u8], ip: [u8; 4]) -> Option<Vec<u8>> {
+    let mut i = 12;
+    loop {
+        let len = usize::from(*q.get(i)?);
+        i += 1;
+        if len == 0 {
+            break;
+        }
+        if len >= 0xc0 {
+            return None;
+        }
+        i += len;
+    }
+    let qend = i + 4;
+    let question = q.get(12..qend)?;
+    let mut r = Vec::with_capacity(qend + 16);
+    r.extend_from_slice(&q[..2]);
+    r.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]); // QR RD RA, 1 question, 1 answer
+    r.extend_from_slice(question);
+    r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0x01, 0x2c, 0, 4]);
+    r.extend_from_slice(&ip);
+    Some(r)
+}
+
+#[test]
+fn every_upstream_query_gets_its_own_random_source_port() -> anyhow::Result<()> {
+    if !gate(
+        "every_upstream_query_gets_its_own_random_source_port",
+        &["dig"],
+    ) {
+        return Ok(());
+    }
+    let etc = tempfile::tempdir()?;
+    let updir = tempfile::tempdir()?;
+    write_resolv(etc.path(), "vsport", &format!("nameserver {UP_ADDR}\n"))?;
+    let d = Daemon::start(&config(etc.path(), ""))?;
+    let (vs, up) = linked(&d, updir.path(), "vsport", 11)?;
+    let rec = Recorder::start(&up)?;
+    const N: usize = 20;
+    for i in 0..N {
+        let out = dig_ready(&vs, &format!("q{i}.test A"))?;
+        assert_eq!(section(&out, "ANSWER")[0].3, "10.11.0.1", "{out}");
+    }
+    // A cache hit sends nothing upstream.
+    let out = dig(&vs, "@127.0.0.53 q0.test A")?;
+    assert_eq!(section(&out, "ANSWER")[0].3, "10.11.0.1", "{out}");
+    let seen = rec.seen();
+    assert_eq!(
+        seen.len(),
+        N,
+        "one upstream query per distinct name: {seen:?}"
+    );
+    let ports: std::collections::HashSet<u16> = seen.iter().map(|s| s.0).collect();
+    let ids: std::collections::HashSet<u16> = seen.iter().map(|s| s.1).collect();
+    // Random ports from the ≈ 28,000 ephemeral ones: a repeat among 20 is rare, two are
+    // next to impossible.
+    assert!(
+        ports.len() >= N - 2,
+        "source ports must differ per query: {seen:?}"
+    );
+    assert!(ids.len() >= N - 2, "IDs must differ per query: {seen:?}");
+    // Each query's socket closed with its answer: none stays in use; the unused spares go
+    // after 10 s idle, so an idle namespace holds no upstream socket.
+    let dns_status = || -> Option<serde_json::Value> {
+        Some(d.ns("vsport").ok()??["services"]["dns"]["status"].clone())
+    };
+    wait_for("upstream sockets closed", Duration::from_secs(5), || {
+        dns_status().filter(|s| s["upstream_sockets"] == 0)
+    })?;
+    let st = wait_for("spare sockets closed", Duration::from_secs(15), || {
+        dns_status().filter(|s| s["spare_sockets"] == 0)
+    })?;
+    assert_eq!(st["upstream_sockets"], 0, "{st}");
+    Ok(())
+}

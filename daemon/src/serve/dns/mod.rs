@@ -6,12 +6,23 @@
 //!   the core's listeners. Cache hits, local records and errors are answered at once.
 //! * A miss leaves a [`Route`] under the client token (UDP: endpoint + peer + local address;
 //!   TCP: the connection's answer channel) and the resolver queues upstream transmits.
-//! * UDP transmits go out of two long-lived sockets (v4, v6) created *inside* the namespace
-//!   on first use (kernel-chosen random port, resolver-chosen random IDs); TCP retries get a
-//!   fresh connection each, also created inside the namespace.
-//! * One driver task per namespace, started on the first miss, receives upstream replies and
-//!   arms a timer only while the resolver has deadlines; it ends (closing the upstream
-//!   sockets) when the namespace's `cancel` fires. An idle namespace costs no CPU.
+//! * Every UDP attempt goes out of its own socket, connected to its upstream, so each one has
+//!   a fresh kernel-chosen random source port on top of the resolver's random ID (what
+//!   unbound and dnsmasq do against cache poisoning); the connection also makes the kernel
+//!   drop datagrams from elsewhere and report ICMP errors (an unreachable upstream fails at
+//!   once). The socket closes when its reply arrives, on an ICMP error, or when the attempt
+//!   times out. At most `MAX_UPSTREAM_SOCKETS` are open at once; beyond that, attempts share
+//!   the least busy socket already talking to the same upstream.
+//! * Sockets must be created *inside* the namespace (one trip to the namespace thread, tens
+//!   of µs), so they are made in batches (`SPARE_BATCH`) and kept as spares: a miss takes a
+//!   spare (connect + send, no trip) and a new batch is made in the background when few are
+//!   left. Spares unused for `SPARE_IDLE` are closed, so an idle namespace holds none. TCP
+//!   retries get a fresh connection each, also created inside the namespace.
+//! * Each upstream UDP socket has a small task that waits for its replies or its deadline.
+//!   One driver task per namespace, started on the first miss, makes the sockets, starts TCP
+//!   attempts and arms a timer only while the resolver has deadlines (or spares to close).
+//!   All of them end (closing every upstream socket) when the namespace's `cancel` fires. An
+//!   idle namespace costs no CPU.
 
 mod files;
 mod tcp;
@@ -24,9 +35,10 @@ use std::time::{Duration, Instant};
 
 use nsaux_resolver::{
     AnswerKind, Cidr, ClientAnswer, ClientInfo, QueryOutcome, Resolver, ServFailReason, Transport,
-    UpstreamTransmit,
+    UpstreamOutcome, UpstreamTransmit,
 };
 use serde_json::{Value, json};
+use tokio::io::Interest;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -45,6 +57,15 @@ const SUBNET_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_HELD: usize = 16;
 /// Upstream datagrams handled per wakeup before yielding.
 const UPSTREAM_BUDGET: usize = 64;
+/// Upstream UDP sockets made per trip into the namespace.
+const SPARE_BATCH: usize = 8;
+/// When fewer spares than this are left after taking one, the next batch is made.
+const SPARE_LOW: usize = 2;
+/// Spare sockets unused this long are closed (an idle namespace holds no upstream socket).
+const SPARE_IDLE: Duration = Duration::from_secs(10);
+/// Most upstream UDP sockets open at once per namespace; beyond it, attempts share the
+/// sockets already talking to the same upstream (bounds fds under a flood of misses).
+const MAX_UPSTREAM_SOCKETS: usize = 64;
 
 /// The DNS service kind.
 #[derive(Debug, Default)]
@@ -115,6 +136,15 @@ struct Held {
     route: Route,
 }
 
+/// An upstream UDP socket in use: connected to one upstream, with its own random port.
+#[derive(Debug)]
+struct UpSock {
+    sock: Arc<tokio::net::UdpSocket>,
+    upstream: SocketAddr,
+    /// Attempts sent from it and not answered yet: (DNS ID, when the attempt times out).
+    ids: Vec<(u16, Instant)>,
+}
+
 /// Mutable state of one namespace's resolver, behind one short-held lock.
 #[derive(Debug)]
 struct Inner {
@@ -124,9 +154,18 @@ struct Inner {
     routes: HashMap<u64, Route>,
     /// Next client token.
     next_client: u64,
-    /// Upstream UDP sockets (created inside the namespace on first use).
-    up4: Option<Arc<tokio::net::UdpSocket>>,
-    up6: Option<Arc<tokio::net::UdpSocket>>,
+    /// Upstream UDP sockets in use, by key (each has a task waiting for its replies).
+    socks: HashMap<u64, UpSock>,
+    /// Next socket key.
+    next_sock: u64,
+    /// Unused sockets made inside the namespace (unbound: the port is picked at connect).
+    spare4: Vec<std::net::UdpSocket>,
+    spare6: Vec<std::net::UdpSocket>,
+    /// When the spares are closed if still unused.
+    spares_until: Instant,
+    /// A batch of spares is wanted (IPv4, IPv6) for the driver to make.
+    want4: bool,
+    want6: bool,
     /// UDP transmits waiting for their family's socket.
     backlog: Vec<UpstreamTransmit>,
     /// TCP transmits for the driver to start.
@@ -258,8 +297,13 @@ impl DnsNs {
             resolver,
             routes: HashMap::new(),
             next_client: 0,
-            up4: None,
-            up6: None,
+            socks: HashMap::new(),
+            next_sock: 0,
+            spare4: Vec::new(),
+            spare6: Vec::new(),
+            spares_until: now,
+            want4: false,
+            want6: false,
             backlog: Vec::new(),
             tcp_jobs: Vec::new(),
             driver: false,
@@ -357,7 +401,6 @@ impl DnsNs {
                     g.check_files(&self.ns, &cfg, now, false);
                 }
                 self.pump(&mut g, now);
-                self.kick(&mut g);
                 Verdict::Deferred
             }
             QueryOutcome::Answered(_) => Verdict::Reply,
@@ -365,8 +408,10 @@ impl DnsNs {
         }
     }
 
-    /// Delivers ready answers and sends (or queues) ready transmits.
+    /// Delivers ready answers and sends (or queues) ready transmits; wakes the driver when
+    /// something was sent (new deadlines, TCP jobs, spares wanted).
     fn pump(&self, g: &mut Inner, now: Instant) {
+        let mut sent = false;
         loop {
             let mut progressed = false;
             while let Some(a) = g.resolver.poll_answer() {
@@ -375,29 +420,84 @@ impl DnsNs {
             }
             while let Some(t) = g.resolver.poll_transmit(now) {
                 progressed = true;
+                sent = true;
                 match t.transport {
                     Transport::Tcp => g.tcp_jobs.push(t),
-                    Transport::Udp => {
-                        let sock = if t.upstream.is_ipv4() { &g.up4 } else { &g.up6 };
-                        match sock {
-                            Some(s) => {
-                                if let Err(e) = send_upstream(s, &t) {
-                                    tracing::debug!(netns = %self.ns.name, upstream = %t.upstream, error = %e, "dns: upstream send failed");
-                                    g.resolver.handle_upstream_error(
-                                        now,
-                                        t.upstream,
-                                        Transport::Udp,
-                                        t.dns_id,
-                                    );
-                                }
-                            }
-                            None => g.backlog.push(t),
-                        }
-                    }
+                    Transport::Udp => self.send_udp(g, t, now),
                 }
             }
             if !progressed {
                 break;
+            }
+        }
+        if sent {
+            self.kick(g);
+        }
+    }
+
+    /// Sends one UDP attempt from a socket of its own (a spare, connected now: a fresh random
+    /// port), or queues it until the driver has made spares. Over `MAX_UPSTREAM_SOCKETS`, it
+    /// shares the least busy socket already connected to the same upstream.
+    fn send_udp(&self, g: &mut Inner, t: UpstreamTransmit, now: Instant) {
+        let until = now + millis(self.cfg().attempt_timeout_ms);
+        if g.socks.len() >= MAX_UPSTREAM_SOCKETS
+            && let Some(s) = g
+                .socks
+                .values_mut()
+                .filter(|s| s.upstream == t.upstream)
+                .min_by_key(|s| s.ids.len())
+        {
+            match send_upstream(&*s.sock, &t) {
+                Ok(()) => s.ids.push((t.dns_id, until)),
+                Err(e) => {
+                    tracing::debug!(netns = %self.ns.name, upstream = %t.upstream, error = %e, "dns: upstream send failed");
+                    g.resolver
+                        .handle_upstream_error(now, t.upstream, Transport::Udp, t.dns_id);
+                }
+            }
+            return;
+        }
+        let v6 = t.upstream.is_ipv6();
+        let spares = if v6 { &mut g.spare6 } else { &mut g.spare4 };
+        let Some(sock) = spares.pop() else {
+            g.backlog.push(t);
+            g.want(v6);
+            return;
+        };
+        if spares.len() < SPARE_LOW {
+            g.want(v6);
+        }
+        g.spares_until = now + SPARE_IDLE;
+        // connect() binds the socket to a random ephemeral port and the upstream's address.
+        let made = sock
+            .connect(t.upstream)
+            .and_then(|()| send_upstream(&sock, &t))
+            .and_then(|()| tokio::net::UdpSocket::from_std(sock));
+        match made {
+            Ok(sock) => {
+                let sock = Arc::new(sock);
+                g.next_sock = g.next_sock.wrapping_add(1);
+                let key = g.next_sock;
+                g.socks.insert(
+                    key,
+                    UpSock {
+                        sock: Arc::clone(&sock),
+                        upstream: t.upstream,
+                        ids: vec![(t.dns_id, until)],
+                    },
+                );
+                tokio::spawn(upstream_socket(
+                    self.me.clone(),
+                    key,
+                    sock,
+                    until,
+                    self.stop.clone(),
+                ));
+            }
+            Err(e) => {
+                tracing::debug!(netns = %self.ns.name, upstream = %t.upstream, error = %e, "dns: upstream send failed");
+                g.resolver
+                    .handle_upstream_error(now, t.upstream, Transport::Udp, t.dns_id);
             }
         }
     }
@@ -495,30 +595,6 @@ impl DnsNs {
             if !g.routes.is_empty() {
                 me.kick(&mut g);
             }
-        });
-    }
-
-    /// Reads every datagram waiting on an upstream socket.
-    fn on_upstream_readable(&self, sock: &tokio::net::UdpSocket) {
-        thread_local! {
-            static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 65_536]);
-        }
-        BUF.with(|b| {
-            let mut buf = b.borrow_mut();
-            let now = Instant::now();
-            let mut g = self.lock();
-            for _ in 0..UPSTREAM_BUDGET {
-                match sock.try_recv_from(&mut buf) {
-                    Ok((n, from)) => {
-                        let _ = g.resolver.handle_upstream(now, from, Transport::Udp, &buf[..n]);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        tracing::trace!(netns = %self.ns.name, error = %e, "dns: upstream receive error");
-                    }
-                }
-            }
-            self.pump(&mut g, now);
         });
     }
 }
@@ -631,53 +707,94 @@ impl Inner {
     }
 }
 
-/// Creates an unbound-port UDP socket for upstream queries. Call inside the namespace.
+/// Creates an unbound UDP socket for upstream queries. Call inside the namespace.
 fn upstream_udp(v6: bool) -> io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let (domain, bind): (Domain, SocketAddr) = if v6 {
-        (Domain::IPV6, SocketAddr::from(([0u16; 8], 0)))
-    } else {
-        (Domain::IPV4, SocketAddr::from(([0, 0, 0, 0], 0)))
-    };
+    let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
     let s = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
     if v6 {
         s.set_only_v6(true)?;
     }
     s.set_nonblocking(true)?;
-    // Port 0: the kernel picks a random ephemeral port.
-    s.bind(&bind.into())?;
+    // No bind: connect() picks a random ephemeral port when the socket is used, so a
+    // spare holds no port.
     Ok(s.into())
+}
+
+/// Up to `n` upstream sockets (fewer if creation fails part way). Call inside the namespace.
+fn upstream_batch(v6: bool, n: usize) -> io::Result<Vec<std::net::UdpSocket>> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        match upstream_udp(v6) {
+            Ok(s) => v.push(s),
+            Err(e) if v.is_empty() => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(v)
 }
 
 /// Sends one upstream datagram now. A direct `sendto` rather than tokio's `try_send_to`,
 /// which reports WouldBlock until the reactor has seen the new socket writable.
-fn send_upstream(s: &tokio::net::UdpSocket, t: &UpstreamTransmit) -> io::Result<()> {
-    use std::os::fd::AsFd;
+fn send_upstream(s: &impl std::os::fd::AsFd, t: &UpstreamTransmit) -> io::Result<()> {
     crate::sys::udp::send(s.as_fd(), &t.payload, t.upstream, None, 0).map(|_| ())
 }
 
-/// Waits until `s` is readable; never, if there is no socket.
-async fn readable(s: Option<&Arc<tokio::net::UdpSocket>>) -> io::Result<()> {
-    match s {
-        Some(s) => s.readable().await,
-        None => std::future::pending().await,
+/// Waits on one upstream UDP socket for its replies and its attempts' deadlines; ends (and
+/// closes the socket) when no attempt is left on it, or at once when `stop` fires.
+async fn upstream_socket(
+    weak: Weak<DnsNs>,
+    key: u64,
+    sock: Arc<tokio::net::UdpSocket>,
+    mut until: Instant,
+    stop: CancellationToken,
+) {
+    loop {
+        let event = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            r = sock.ready(Interest::READABLE | Interest::ERROR) => match r {
+                Ok(r) if r.is_error() => SockEvent::Error,
+                Ok(_) => SockEvent::Readable,
+                Err(_) => SockEvent::Broken,
+            },
+            () = tokio::time::sleep_until(until.into()) => SockEvent::Deadline,
+        };
+        let Some(this) = weak.upgrade() else { break };
+        match this.on_socket_event(key, &sock, event) {
+            Some(next) => until = next,
+            None => break,
+        }
     }
+}
+
+/// What woke an upstream socket's task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SockEvent {
+    /// Datagrams (or an error) to read.
+    Readable,
+    /// The kernel reported an error on it (ICMP unreachable): read what came, then its
+    /// attempts fail.
+    Error,
+    /// The earliest attempt deadline on it passed.
+    Deadline,
+    /// The reactor failed on it: its attempts fail.
+    Broken,
 }
 
 /// What the driver must do before it can wait.
 #[derive(Debug)]
 struct DriverWork {
     tcp_jobs: Vec<UpstreamTransmit>,
-    need4: bool,
-    need6: bool,
+    /// Spares to make (IPv4, IPv6); 0 for none.
+    make4: usize,
+    make6: usize,
     deadline: Option<Instant>,
-    up4: Option<Arc<tokio::net::UdpSocket>>,
-    up6: Option<Arc<tokio::net::UdpSocket>>,
 }
 
-/// The per-namespace driver: upstream sockets, replies, timers. Holds the instance only
-/// weakly while it waits, and ends when `stop` fires (namespace gone or service removed),
-/// closing the upstream sockets.
+/// The per-namespace driver: makes upstream sockets, starts TCP attempts, runs the timers.
+/// Holds the instance only weakly while it waits, and ends when `stop` fires (namespace gone
+/// or service removed), closing the upstream sockets.
 async fn driver(weak: Weak<DnsNs>, ns: Arc<NsInfo>, wake: Arc<Notify>, stop: CancellationToken) {
     loop {
         if stop.is_cancelled() {
@@ -686,13 +803,16 @@ async fn driver(weak: Weak<DnsNs>, ns: Arc<NsInfo>, wake: Arc<Notify>, stop: Can
         let Some(this) = weak.upgrade() else { break };
         let w = {
             let mut g = this.lock();
+            let spares = !g.spare4.is_empty() || !g.spare6.is_empty();
+            let deadline = g.resolver.poll_timeout();
             DriverWork {
                 tcp_jobs: std::mem::take(&mut g.tcp_jobs),
-                need4: g.up4.is_none() && g.backlog.iter().any(|t| t.upstream.is_ipv4()),
-                need6: g.up6.is_none() && g.backlog.iter().any(|t| t.upstream.is_ipv6()),
-                deadline: g.resolver.poll_timeout(),
-                up4: g.up4.clone(),
-                up6: g.up6.clone(),
+                make4: g.take_want(false),
+                make6: g.take_want(true),
+                deadline: match (deadline, spares.then_some(g.spares_until)) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                },
             }
         };
         let limit = Duration::from_millis(this.cfg().attempt_timeout_ms.saturating_mul(2))
@@ -707,18 +827,17 @@ async fn driver(weak: Weak<DnsNs>, ns: Arc<NsInfo>, wake: Arc<Notify>, stop: Can
                 t,
             ));
         }
-        if w.need4 || w.need6 {
-            for (need, v6) in [(w.need4, false), (w.need6, true)] {
-                if !need {
+        if w.make4 > 0 || w.make6 > 0 {
+            for (n, v6) in [(w.make4, false), (w.make6, true)] {
+                if n == 0 {
                     continue;
                 }
                 let made = tokio::select! {
                     () = stop.cancelled() => break,
-                    r = ns.run_in(move || upstream_udp(v6)) => r,
+                    r = ns.run_in(move || upstream_batch(v6, n)) => r,
                 };
-                let made = made.and_then(tokio::net::UdpSocket::from_std);
                 let Some(this) = weak.upgrade() else { break };
-                this.socket_made(v6, made);
+                this.spares_made(v6, made);
             }
             // Look again: new work may have come in meanwhile.
             continue;
@@ -733,16 +852,6 @@ async fn driver(weak: Weak<DnsNs>, ns: Arc<NsInfo>, wake: Arc<Notify>, stop: Can
             biased;
             () = stop.cancelled() => break,
             () = wake.notified() => {}
-            r = readable(w.up4.as_ref()) => {
-                if r.is_ok() && let (Some(s), Some(this)) = (&w.up4, weak.upgrade()) {
-                    this.on_upstream_readable(s);
-                }
-            }
-            r = readable(w.up6.as_ref()) => {
-                if r.is_ok() && let (Some(s), Some(this)) = (&w.up6, weak.upgrade()) {
-                    this.on_upstream_readable(s);
-                }
-            }
             () = sleep => {
                 if let Some(this) = weak.upgrade() {
                     this.on_timer();
@@ -755,8 +864,11 @@ async fn driver(weak: Weak<DnsNs>, ns: Arc<NsInfo>, wake: Arc<Notify>, stop: Can
     }
     if let Some(this) = weak.upgrade() {
         let mut g = this.lock();
-        g.up4 = None;
-        g.up6 = None;
+        g.socks.clear();
+        g.spare4.clear();
+        g.spare6.clear();
+        g.want4 = false;
+        g.want6 = false;
         g.routes.clear();
         g.backlog.clear();
         g.tcp_jobs.clear();
@@ -766,9 +878,39 @@ async fn driver(weak: Weak<DnsNs>, ns: Arc<NsInfo>, wake: Arc<Notify>, stop: Can
     tracing::debug!(netns = %ns.name, "dns: driver stopped");
 }
 
+impl Inner {
+    /// Asks the driver for a batch of spare sockets of this family.
+    fn want(&mut self, v6: bool) {
+        if v6 {
+            self.want6 = true;
+        } else {
+            self.want4 = true;
+        }
+    }
+
+    /// How many sockets of this family the driver should make now (0: none wanted).
+    fn take_want(&mut self, v6: bool) -> usize {
+        let wanted = if v6 {
+            std::mem::take(&mut self.want6)
+        } else {
+            std::mem::take(&mut self.want4)
+        };
+        if !wanted {
+            return 0;
+        }
+        let queued = self
+            .backlog
+            .iter()
+            .filter(|t| t.upstream.is_ipv6() == v6)
+            .count();
+        (queued + SPARE_BATCH).min(MAX_UPSTREAM_SOCKETS)
+    }
+}
+
 impl DnsNs {
-    /// An upstream socket was created (or not): send what waited for it.
-    fn socket_made(&self, v6: bool, made: io::Result<tokio::net::UdpSocket>) {
+    /// A batch of upstream sockets was made (or not): keep them as spares and send what
+    /// waited for them.
+    fn spares_made(&self, v6: bool, made: io::Result<Vec<std::net::UdpSocket>>) {
         let now = Instant::now();
         let mut g = self.lock();
         let backlog: Vec<UpstreamTransmit> = std::mem::take(&mut g.backlog);
@@ -777,18 +919,12 @@ impl DnsNs {
             .partition(|t| t.upstream.is_ipv6() == v6);
         g.backlog = rest;
         match made {
-            Ok(s) => {
-                let s = Arc::new(s);
-                for t in &mine {
-                    if send_upstream(&s, t).is_err() {
-                        g.resolver
-                            .handle_upstream_error(now, t.upstream, Transport::Udp, t.dns_id);
-                    }
-                }
-                if v6 {
-                    g.up6 = Some(s);
-                } else {
-                    g.up4 = Some(s);
+            Ok(socks) => {
+                let spares = if v6 { &mut g.spare6 } else { &mut g.spare4 };
+                spares.extend(socks);
+                g.spares_until = now + SPARE_IDLE;
+                for t in mine {
+                    self.send_udp(&mut g, t, now);
                 }
             }
             Err(e) => {
@@ -802,12 +938,81 @@ impl DnsNs {
         self.pump(&mut g, now);
     }
 
+    /// Replies (or the deadline) on upstream socket `key`: feeds the replies to the resolver
+    /// and retires the attempts they end. Returns the socket's next deadline, or `None` when
+    /// no attempt is left on it (the caller closes it).
+    fn on_socket_event(
+        &self,
+        key: u64,
+        sock: &tokio::net::UdpSocket,
+        event: SockEvent,
+    ) -> Option<Instant> {
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 65_536]);
+        }
+        BUF.with(|b| {
+            let mut buf = b.borrow_mut();
+            let now = Instant::now();
+            let mut g = self.lock();
+            let inner = &mut *g;
+            let entry = inner.socks.get_mut(&key)?;
+            let mut failed = matches!(event, SockEvent::Error | SockEvent::Broken);
+            if matches!(event, SockEvent::Readable | SockEvent::Error) {
+                for _ in 0..UPSTREAM_BUDGET {
+                    match sock.try_recv_from(&mut buf) {
+                        Ok((n, from)) => {
+                            let data = &buf[..n];
+                            let outcome =
+                                inner
+                                    .resolver
+                                    .handle_upstream(now, from, Transport::Udp, data);
+                            if matches!(
+                                outcome,
+                                UpstreamOutcome::Accepted | UpstreamOutcome::Late
+                            ) && let [a, b, ..] = *data
+                            {
+                                let id = u16::from_be_bytes([a, b]);
+                                entry.ids.retain(|(i, _)| *i != id);
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            // An ICMP error for this socket's upstream (port or host
+                            // unreachable): its attempts fail now rather than at the timeout.
+                            tracing::debug!(netns = %self.ns.name, upstream = %entry.upstream, error = %e, "dns: upstream unreachable");
+                            failed = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            if failed {
+                for (id, _) in entry.ids.drain(..) {
+                    inner
+                        .resolver
+                        .handle_upstream_error(now, entry.upstream, Transport::Udp, id);
+                }
+            }
+            entry.ids.retain(|(_, until)| *until > now);
+            let next = entry.ids.iter().map(|(_, until)| *until).max();
+            if next.is_none() {
+                inner.socks.remove(&key);
+            }
+            self.pump(inner, now);
+            next
+        })
+    }
+
     /// The resolver's earliest deadline passed.
     fn on_timer(&self) {
         let now = Instant::now();
         let limit = Duration::from_millis(self.cfg().query_timeout_ms) + Duration::from_secs(5);
         let mut g = self.lock();
         g.resolver.handle_timeout(now);
+        if now >= g.spares_until {
+            g.spare4.clear();
+            g.spare6.clear();
+        }
         self.pump(&mut g, now);
         // Belt and braces: a route whose query the resolver forgot (it was rebuilt) must not
         // pin an endpoint forever.
@@ -884,6 +1089,8 @@ impl NsService for DnsNs {
             "upstream_source": g.upstream_source,
             "cache_entries": g.resolver.cache_len(),
             "outstanding": g.resolver.outstanding(),
+            "upstream_sockets": g.socks.len(),
+            "spare_sockets": g.spare4.len() + g.spare6.len(),
         })
     }
 

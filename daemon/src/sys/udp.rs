@@ -393,6 +393,59 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) ifindex: u32,
 }
 
+/// `UDP_SEGMENT` (linux/udp.h): a control message or socket option giving the segment size of
+/// a UDP GSO send. Not in the libc crate.
+const UDP_SEGMENT: libc::c_int = 103;
+
+/// Largest reply sent as a GSO segment. A segment plus headers must fit the route's MTU or the
+/// kernel refuses the whole send (`EINVAL`); this fits a 1280-byte IPv6 minimum MTU. Larger
+/// replies go one per message, as before, and may be fragmented.
+const GSO_MAX_SEGMENT: usize = 1232;
+
+/// Most segments in one GSO send (the kernel's `UDP_MAX_SEGMENTS` is 64 on older kernels).
+const GSO_MAX_SEGMENTS: usize = 64;
+
+/// Whether this kernel segments UDP sends (`UDP_SEGMENT`, Linux 4.18). Asked once, with
+/// `getsockopt` on the first socket that sends a batch: a kernel that does not know the option
+/// would silently ignore the control message and send the replies as one datagram.
+fn gso_supported(fd: BorrowedFd<'_>) -> bool {
+    static GSO: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *GSO.get_or_init(|| {
+        let mut v: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: valid fd, pointers to a live c_int and its length.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_UDP,
+                UDP_SEGMENT,
+                (&raw mut v).cast(),
+                &raw mut len,
+            )
+        };
+        rc == 0
+    })
+}
+
+/// Appends a `UDP_SEGMENT` control message at byte `at` of `cmsg` (which must be
+/// `CMSG_SPACE`-aligned, i.e. the length [`write_pktinfo`] returned); returns the new length.
+fn write_gso(cmsg: &mut CmsgBuf, at: usize, segment: u16) -> usize {
+    // SAFETY: pure arithmetic.
+    let space = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) as usize };
+    debug_assert!(at + space <= size_of::<CmsgBuf>());
+    // SAFETY: `at` is a multiple of the cmsg alignment (a CMSG_SPACE sum, or 0) within the
+    // 8-aligned 256-byte buffer, and at most 40, so a header and a u16 fit behind it; we write
+    // the header fields and payload inside the buffer.
+    unsafe {
+        let c = cmsg.0.as_mut_ptr().add(at).cast::<libc::cmsghdr>();
+        (*c).cmsg_level = libc::SOL_UDP;
+        (*c).cmsg_type = UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), segment);
+    }
+    at + space
+}
+
 /// Reusable state for [`SendBatch::send`].
 pub(crate) struct SendBatch {
     names: Vec<libc::sockaddr_storage>,
@@ -405,6 +458,17 @@ impl std::fmt::Debug for SendBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SendBatch").finish_non_exhaustive()
     }
+}
+
+/// Replies of one batch that leave in one message: same peer, source and interface, and (when
+/// more than one) the same length, sent as one UDP GSO send that the kernel cuts into
+/// separate datagrams.
+#[derive(Clone, Copy)]
+struct Group {
+    /// Index of its first item.
+    first: usize,
+    /// How many items.
+    count: usize,
 }
 
 impl SendBatch {
@@ -426,37 +490,98 @@ impl SendBatch {
     /// Sends up to [`BATCH`] datagrams from `items` with as few `sendmmsg` calls as possible,
     /// never blocking. A datagram the kernel refuses is reported to `on_error` (with its index)
     /// and skipped; a full socket buffer drops the rest, as UDP would.
+    ///
+    /// Replies of equal length to the same peer from the same source go out as one message
+    /// with `UDP_SEGMENT` (UDP GSO): the peer still receives separate datagrams, but the stack
+    /// routes, builds and delivers them as one packet until the segmentation, which is most of
+    /// the per-datagram send cost. Order between different peers may change; order towards one
+    /// peer is kept.
     pub(crate) fn send<'a>(
         &mut self,
         fd: BorrowedFd<'_>,
         items: impl IntoIterator<Item = Outgoing<'a>>,
         mut on_error: impl FnMut(usize, &io::Error),
     ) {
-        let mut n = 0;
+        let mut list: [Option<Outgoing<'a>>; BATCH] = [None; BATCH];
+        let mut group_of = [0usize; BATCH];
+        let mut groups = [Group { first: 0, count: 0 }; BATCH];
+        let mut n_items = 0;
+        let mut n_groups = 0;
+        let mut gso: Option<bool> = None;
         for item in items.into_iter().take(BATCH) {
-            let (name, namelen) = std_to_sockaddr(item.dst);
-            self.names[n] = name;
-            self.iovs[n] = libc::iovec {
-                iov_base: item.payload.as_ptr().cast_mut().cast(),
-                iov_len: item.payload.len(),
+            let len = item.payload.len();
+            let mut joined = None;
+            if (1..=GSO_MAX_SEGMENT).contains(&len) {
+                joined = groups[..n_groups].iter().position(|g| {
+                    let Some(head) = list[g.first] else {
+                        return false;
+                    };
+                    g.count < GSO_MAX_SEGMENTS
+                        && head.payload.len() == len
+                        && head.dst == item.dst
+                        && head.src == item.src
+                        && head.ifindex == item.ifindex
+                });
+                if joined.is_some() && !*gso.get_or_insert_with(|| gso_supported(fd)) {
+                    joined = None;
+                }
+            }
+            let g = joined.unwrap_or_else(|| {
+                groups[n_groups] = Group {
+                    first: n_items,
+                    count: 0,
+                };
+                n_groups += 1;
+                n_groups - 1
+            });
+            groups[g].count += 1;
+            group_of[n_items] = g;
+            list[n_items] = Some(item);
+            n_items += 1;
+        }
+        // One message per group, its items' payloads as consecutive iovecs.
+        let mut iov = 0;
+        for (m, g) in groups[..n_groups].iter().enumerate() {
+            let Some(head) = list[g.first] else {
+                continue;
             };
-            let clen = write_pktinfo(&mut self.cmsgs[n], item.dst, item.src, item.ifindex);
+            let iov_start = iov;
+            for (item, _) in list[..n_items]
+                .iter()
+                .zip(&group_of[..n_items])
+                .filter(|(_, gi)| **gi == m)
+            {
+                if let Some(item) = item {
+                    self.iovs[iov] = libc::iovec {
+                        iov_base: item.payload.as_ptr().cast_mut().cast(),
+                        iov_len: item.payload.len(),
+                    };
+                    iov += 1;
+                }
+            }
+            let (name, namelen) = std_to_sockaddr(head.dst);
+            self.names[m] = name;
+            let mut clen = write_pktinfo(&mut self.cmsgs[m], head.dst, head.src, head.ifindex);
+            if g.count > 1 {
+                let seg = u16::try_from(head.payload.len()).unwrap_or(u16::MAX);
+                clen = write_gso(&mut self.cmsgs[m], clen, seg);
+            }
             // SAFETY: plain old data, zero is valid.
             let mut h: libc::msghdr = unsafe { zeroed() };
-            h.msg_name = (&raw mut self.names[n]).cast();
+            h.msg_name = (&raw mut self.names[m]).cast();
             h.msg_namelen = namelen;
-            h.msg_iov = &raw mut self.iovs[n];
-            h.msg_iovlen = 1;
+            h.msg_iov = &raw mut self.iovs[iov_start];
+            h.msg_iovlen = iov - iov_start;
             if clen > 0 {
-                h.msg_control = (&raw mut self.cmsgs[n]).cast();
+                h.msg_control = (&raw mut self.cmsgs[m]).cast();
                 h.msg_controllen = clen;
             }
-            self.hdrs[n] = libc::mmsghdr {
+            self.hdrs[m] = libc::mmsghdr {
                 msg_hdr: h,
                 msg_len: 0,
             };
-            n += 1;
         }
+        let n = n_groups;
         let mut start = 0;
         while start < n {
             // SAFETY: headers start..n point into this struct's vectors and at payloads borrowed
@@ -471,9 +596,26 @@ impl SendBatch {
             };
             if r < 0 {
                 let e = io::Error::last_os_error();
-                on_error(start, &e);
                 if e.kind() == io::ErrorKind::WouldBlock {
+                    on_error(groups[start].first, &e);
                     return;
+                }
+                let g = groups[start];
+                if g.count > 1 {
+                    // The route refused the segmented send (MTU, no checksum offload, IPsec):
+                    // send its datagrams one by one.
+                    for (i, item) in list[..n_items].iter().enumerate() {
+                        if group_of[i] != start {
+                            continue;
+                        }
+                        if let Some(item) = item
+                            && let Err(e) = send(fd, item.payload, item.dst, item.src, item.ifindex)
+                        {
+                            on_error(i, &e);
+                        }
+                    }
+                } else {
+                    on_error(g.first, &e);
                 }
                 start += 1;
             } else if r == 0 {
@@ -560,5 +702,51 @@ mod tests {
         assert_eq!(meta.peer, other.local_addr().expect("addr"));
         assert_eq!(meta.local, Some(IpAddr::from([127, 0, 0, 2])));
         assert!(!meta.truncated);
+    }
+
+    #[test]
+    fn equal_replies_to_one_peer_arrive_as_separate_datagrams() {
+        let server = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+        let port = server.local_addr().expect("addr").port();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .expect("timeout");
+        let peer = client.local_addr().expect("addr");
+        // Equal-length replies from two source addresses, interleaved, one of another length
+        // and one too long for a segment: four messages, nine datagrams.
+        let srcs = [1u8, 2, 1, 2, 1, 1, 2, 1, 1];
+        let lens = [48usize, 48, 48, 48, 20, 48, 48, 48, 3000];
+        let payloads: Vec<Vec<u8>> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| vec![u8::try_from(i).unwrap_or(0); len])
+            .collect();
+        let items = payloads.iter().zip(srcs).map(|(p, s)| Outgoing {
+            payload: p,
+            dst: peer,
+            src: Some(IpAddr::from([127, 0, 0, s])),
+            ifindex: 0,
+        });
+        SendBatch::new().send(server.as_fd(), items, |i, e| panic!("send {i}: {e}"));
+        let mut got: Vec<(u8, usize, u8)> = Vec::new();
+        let mut buf = [0u8; 4096];
+        for _ in 0..lens.len() {
+            let (len, from) = client.recv_from(&mut buf).expect("reply");
+            let SocketAddr::V4(from) = from else {
+                panic!("v4 expected")
+            };
+            assert_eq!(from.port(), port);
+            assert!(
+                buf[..len].iter().all(|&b| b == buf[0]),
+                "one reply per datagram"
+            );
+            got.push((from.ip().octets()[3], len, buf[0]));
+        }
+        got.sort_by_key(|g| g.2);
+        let want: Vec<(u8, usize, u8)> = (0..lens.len())
+            .map(|i| (srcs[i], lens[i], u8::try_from(i).unwrap_or(0)))
+            .collect();
+        assert_eq!(got, want, "each reply whole, from its own source address");
     }
 }

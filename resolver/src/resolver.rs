@@ -223,21 +223,7 @@ impl Resolver {
         }
         if !acl::allowed(&self.cfg.allow, ip) {
             self.stats.refused += 1;
-            let question = (header.qdcount == 1)
-                .then(|| RawQuestion::read(query))
-                .flatten();
-            response::error(
-                out,
-                &ErrorReply {
-                    id: header.id,
-                    opcode: header.opcode(),
-                    client_flags: header.flags,
-                    question: question.as_ref(),
-                    edns: None,
-                    rcode: rcode::REFUSED,
-                },
-                self.cfg.edns_udp_size,
-            );
+            self.bare_reply(out, &header, query, rcode::REFUSED);
             return QueryOutcome::Answered(AnswerKind::Refused);
         }
         let q = match query::parse(query, client.transport) {
@@ -385,8 +371,9 @@ impl Resolver {
         QueryOutcome::Dropped(reason)
     }
 
-    /// Writes the empty TC=1 reply for a rate-limited client.
-    fn slip(&self, out: &mut Vec<u8>, header: &Header, query: &[u8]) {
+    /// Writes a reply with no records and `rcode`, echoing ID, flags and (if readable) the
+    /// question: what refusals and rate-limit slips send.
+    fn bare_reply(&self, out: &mut Vec<u8>, header: &Header, query: &[u8], rcode: u16) {
         let question = (header.qdcount == 1)
             .then(|| RawQuestion::read(query))
             .flatten();
@@ -398,10 +385,15 @@ impl Resolver {
                 client_flags: header.flags,
                 question: question.as_ref(),
                 edns: None,
-                rcode: rcode::NOERROR,
+                rcode,
             },
             self.cfg.edns_udp_size,
         );
+    }
+
+    /// Writes the empty TC=1 reply for a rate-limited client.
+    fn slip(&self, out: &mut Vec<u8>, header: &Header, query: &[u8]) {
+        self.bare_reply(out, header, query, rcode::NOERROR);
         let flags = wire::get_u16(out, 2).unwrap_or(0) | FLAG_TC;
         wire::put_u16(out, 2, flags);
     }

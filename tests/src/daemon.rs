@@ -210,6 +210,27 @@ impl Daemon {
         }
     }
 
+    /// Waits until the daemon's fd count is back to `baseline` after a namespace (nsfs inode
+    /// `ino`) was deleted, then checks it holds no reference to that namespace.
+    pub fn wait_released(&self, baseline: usize, ino: u64) -> anyhow::Result<()> {
+        wait_for("fd count back to baseline", Duration::from_secs(5), || {
+            (self.fd_count() <= baseline).then_some(())
+        })
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{e}: now {} vs {baseline}: {:?}",
+                self.fd_count(),
+                self.fd_targets()
+            )
+        })?;
+        let net_ref = format!("net:[{ino}]");
+        anyhow::ensure!(
+            !self.fd_targets().iter().any(|t| t == &net_ref),
+            "daemon still holds {net_ref}"
+        );
+        Ok(())
+    }
+
     /// The targets of the daemon's fd symlinks (`socket:[N]`, `net:[N]`, paths).
     pub fn fd_targets(&self) -> Vec<String> {
         let Ok(rd) = std::fs::read_dir(format!("/proc/{}/fd", self.pid())) else {

@@ -154,15 +154,39 @@ unsafe fn parse_cmsgs(hdr: &libc::msghdr, meta: &mut RecvMeta) {
     }
 }
 
+/// Writes one control message carrying `value` at byte `at` of `cmsg` (0, or a length this
+/// function returned: both keep cmsg alignment); returns the end of what is written, or `at`
+/// unchanged when it would not fit.
+fn put_cmsg<T: Copy>(
+    cmsg: &mut CmsgBuf,
+    at: usize,
+    level: libc::c_int,
+    ty: libc::c_int,
+    value: T,
+) -> usize {
+    let len = size_of::<T>() as u32;
+    // SAFETY: pure arithmetic.
+    let space = unsafe { libc::CMSG_SPACE(len) } as usize;
+    if at + space > size_of::<CmsgBuf>() {
+        return at;
+    }
+    // SAFETY: `at` is cmsg-aligned inside the 8-aligned buffer and `at + space` fits in it, so
+    // the header and its payload (CMSG_DATA) lie inside the buffer; write_unaligned copes with
+    // the payload's alignment.
+    unsafe {
+        let c = cmsg.0.as_mut_ptr().add(at).cast::<libc::cmsghdr>();
+        (*c).cmsg_level = level;
+        (*c).cmsg_type = ty;
+        (*c).cmsg_len = libc::CMSG_LEN(len) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), value);
+    }
+    at + space
+}
+
 /// Writes the control message that makes a reply to `dst` leave from `src` (IP_PKTINFO /
 /// IPV6_PKTINFO) into `cmsg`; returns its length, 0 when none is needed (no source, a wildcard
 /// source, or mismatched families).
 fn write_pktinfo(cmsg: &mut CmsgBuf, dst: SocketAddr, src: Option<IpAddr>, ifindex: u32) -> usize {
-    // A header pointing at `cmsg` lets the CMSG_* macros compute positions inside it.
-    // SAFETY: msghdr is plain old data, zero is valid.
-    let mut hdr: libc::msghdr = unsafe { zeroed() };
-    hdr.msg_control = cmsg.0.as_mut_ptr().cast();
-    hdr.msg_controllen = size_of::<CmsgBuf>();
     match (src, dst) {
         (Some(IpAddr::V4(src)), SocketAddr::V4(_)) if !src.is_unspecified() => {
             let info = libc::in_pktinfo {
@@ -172,17 +196,7 @@ fn write_pktinfo(cmsg: &mut CmsgBuf, dst: SocketAddr, src: Option<IpAddr>, ifind
                 },
                 ipi_addr: libc::in_addr { s_addr: 0 },
             };
-            // SAFETY: CMSG_SPACE/LEN are pure arithmetic; the buffer is 256 bytes, far more
-            // than one in_pktinfo needs; we write the header and payload inside it.
-            unsafe {
-                let c = libc::CMSG_FIRSTHDR(&raw const hdr);
-                (*c).cmsg_level = libc::IPPROTO_IP;
-                (*c).cmsg_type = libc::IP_PKTINFO;
-                (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as usize;
-                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
-            }
-            // SAFETY: pure arithmetic.
-            unsafe { libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32) as usize }
+            put_cmsg(cmsg, 0, libc::IPPROTO_IP, libc::IP_PKTINFO, info)
         }
         (Some(IpAddr::V6(src)), SocketAddr::V6(d)) if !src.is_unspecified() => {
             let link_local = (d.ip().segments()[0] & 0xffc0) == 0xfe80;
@@ -192,16 +206,7 @@ fn write_pktinfo(cmsg: &mut CmsgBuf, dst: SocketAddr, src: Option<IpAddr>, ifind
                 },
                 ipi6_ifindex: if link_local { ifindex } else { 0 },
             };
-            // SAFETY: as above, for one in6_pktinfo.
-            unsafe {
-                let c = libc::CMSG_FIRSTHDR(&raw const hdr);
-                (*c).cmsg_level = libc::IPPROTO_IPV6;
-                (*c).cmsg_type = libc::IPV6_PKTINFO;
-                (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in6_pktinfo>() as u32) as usize;
-                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
-            }
-            // SAFETY: pure arithmetic.
-            unsafe { libc::CMSG_SPACE(size_of::<libc::in6_pktinfo>() as u32) as usize }
+            put_cmsg(cmsg, 0, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, info)
         }
         _ => 0,
     }
@@ -430,20 +435,7 @@ fn gso_supported(fd: BorrowedFd<'_>) -> bool {
 /// Appends a `UDP_SEGMENT` control message at byte `at` of `cmsg` (which must be
 /// `CMSG_SPACE`-aligned, i.e. the length [`write_pktinfo`] returned); returns the new length.
 fn write_gso(cmsg: &mut CmsgBuf, at: usize, segment: u16) -> usize {
-    // SAFETY: pure arithmetic.
-    let space = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) as usize };
-    debug_assert!(at + space <= size_of::<CmsgBuf>());
-    // SAFETY: `at` is a multiple of the cmsg alignment (a CMSG_SPACE sum, or 0) within the
-    // 8-aligned 256-byte buffer, and at most 40, so a header and a u16 fit behind it; we write
-    // the header fields and payload inside the buffer.
-    unsafe {
-        let c = cmsg.0.as_mut_ptr().add(at).cast::<libc::cmsghdr>();
-        (*c).cmsg_level = libc::SOL_UDP;
-        (*c).cmsg_type = UDP_SEGMENT;
-        (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), segment);
-    }
-    at + space
+    put_cmsg(cmsg, at, libc::SOL_UDP, UDP_SEGMENT, segment)
 }
 
 /// Reusable state for [`SendBatch::send`].

@@ -601,18 +601,7 @@ fn delete_releases_every_fd_with_dns_upstream_sockets_in_use() -> anyhow::Result
     let held = vs.run_in(|| TcpStream::connect(EP))??;
     assert!(d.fd_count() > baseline);
     vs.delete()?;
-    wait_for("fd count back to baseline", Duration::from_secs(5), || {
-        (d.fd_count() <= baseline).then_some(())
-    })
-    .map_err(|e| {
-        anyhow::anyhow!(
-            "{e}: now {} vs {baseline}: {:?}",
-            d.fd_count(),
-            d.fd_targets()
-        )
-    })?;
-    let net_ref = format!("net:[{ino}]");
-    assert!(!d.fd_targets().iter().any(|t| t == &net_ref));
+    d.wait_released(baseline, ino)?;
     assert!(d.ns_list()?.is_empty());
     drop(held);
     Ok(())

@@ -36,8 +36,10 @@ pub fn require_tool(test: &str, tool: &str) -> bool {
     false
 }
 
-/// The directory holding the workspace's built binaries (`target/<profile>`), building them
-/// once if they are missing.
+/// The directory holding the workspace's built binaries (`target/<profile>`). Under cargo
+/// (`cargo test -p nsaux-tests` does not rebuild another package's binaries) they are brought
+/// up to date once per test process, so a test never runs a stale daemon; outside cargo they
+/// are built only if missing.
 pub fn bin_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -48,11 +50,12 @@ pub fn bin_dir() -> PathBuf {
             .and_then(|d| d.parent())
             .map(PathBuf::from)
             .expect("target dir");
-        if !dir.join("nsauxd").exists() || !dir.join("nsauxctl").exists() {
+        let under_cargo = std::env::var_os("CARGO").is_some();
+        if under_cargo || !dir.join("nsauxd").exists() || !dir.join("nsauxctl").exists() {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let release = dir.file_name().is_some_and(|n| n == "release");
             let mut cmd = Command::new(cargo);
-            cmd.args(["build", "-p", "nsauxd", "--bins"]);
+            cmd.args(["build", "-q", "-p", "nsauxd", "--bins"]);
             if release {
                 cmd.arg("--release");
             }

@@ -127,10 +127,20 @@ fn new_ip_socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Sock
     Ok(sock)
 }
 
-/// Creates a UDP socket bound to `addr` with pktinfo on. Call inside the target namespace.
+/// Creates a UDP socket bound to `addr`. Call inside the target namespace.
+///
+/// Receive pktinfo (the address and interface each datagram arrived on) is asked for only
+/// where the socket cannot know them itself: wildcard sockets, and IPv6 sockets, whose
+/// link-local peers need the arrival interface. A socket bound to one IPv4 address knows its
+/// local address and skips that control message on every datagram. Replies still carry the
+/// source address explicitly (see `serve::udp`): a socket bound with `IP_FREEBIND` before its
+/// address was up (lo still down in a fresh namespace) has no fixed source, and the kernel
+/// would otherwise pick one by route (127.0.0.1 for a socket on 127.0.0.53).
 pub fn bind_udp(addr: SocketAddr, opts: UdpOptions) -> io::Result<std::net::UdpSocket> {
     let sock = new_ip_socket(addr, Type::DGRAM, Protocol::UDP)?;
-    sys::udp::enable_pktinfo(sock.as_fd(), addr.is_ipv6())?;
+    if addr.ip().is_unspecified() || addr.is_ipv6() {
+        sys::udp::enable_pktinfo(sock.as_fd(), addr.is_ipv6())?;
+    }
     if opts.rx_timestamps {
         sys::udp::enable_rx_timestamps(sock.as_fd())?;
     }

@@ -3,15 +3,24 @@
 //!
 //! Why its own module: the cache only knows keys, stored answers and instants. It never sees
 //! clients or upstreams, so its rules (expiry, stale window, eviction order) test in isolation.
+//!
+//! A hit is the hot path of the whole resolver, so it allocates nothing: lookups take a
+//! borrowed [`CacheKeyRef`], and the LRU order is kept lazily (a hit only stamps its entry;
+//! eviction re-files entries whose stamp moved on since they were filed).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use hashbrown::{Equivalent, HashMap};
 
 use crate::answer::StoredAnswer;
 
 /// What a cached answer is filed under: RFC 1035 question plus the DO and CD bits, since
 /// both change what upstream returns (DNSSEC records, unvalidated data).
+///
+/// Its `Hash` must equal that of [`CacheKeyRef`] for the same fields: both derive it over the
+/// same fields in the same order, and `Vec<u8>` hashes as its slice.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct CacheKey {
     /// Lower-cased uncompressed wire name.
@@ -26,6 +35,57 @@ pub(crate) struct CacheKey {
     pub(crate) checking_disabled: bool,
 }
 
+/// A [`CacheKey`] over a borrowed name, for lookups that allocate nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct CacheKeyRef<'a> {
+    /// Lower-cased uncompressed wire name.
+    pub(crate) qname: &'a [u8],
+    /// Query type.
+    pub(crate) qtype: u16,
+    /// Query class.
+    pub(crate) qclass: u16,
+    /// DO bit of the query.
+    pub(crate) dnssec_ok: bool,
+    /// CD bit of the query.
+    pub(crate) checking_disabled: bool,
+}
+
+impl CacheKeyRef<'_> {
+    /// The owned key, for storing.
+    pub(crate) fn to_owned_key(self) -> CacheKey {
+        CacheKey {
+            qname: self.qname.to_vec(),
+            qtype: self.qtype,
+            qclass: self.qclass,
+            dnssec_ok: self.dnssec_ok,
+            checking_disabled: self.checking_disabled,
+        }
+    }
+}
+
+impl Equivalent<CacheKey> for CacheKeyRef<'_> {
+    fn equivalent(&self, key: &CacheKey) -> bool {
+        self.qname == key.qname.as_slice()
+            && self.qtype == key.qtype
+            && self.qclass == key.qclass
+            && self.dnssec_ok == key.dnssec_ok
+            && self.checking_disabled == key.checking_disabled
+    }
+}
+
+impl CacheKey {
+    /// The borrowed form of this key.
+    pub(crate) fn as_ref(&self) -> CacheKeyRef<'_> {
+        CacheKeyRef {
+            qname: &self.qname,
+            qtype: self.qtype,
+            qclass: self.qclass,
+            dnssec_ok: self.dnssec_ok,
+            checking_disabled: self.checking_disabled,
+        }
+    }
+}
+
 /// One cached answer.
 #[derive(Debug)]
 struct Entry {
@@ -35,8 +95,10 @@ struct Entry {
     stored_at: Instant,
     /// When it stops being fresh.
     expires_at: Instant,
-    /// LRU stamp (key into `lru`).
-    stamp: u64,
+    /// Stamp of its last use.
+    used: u64,
+    /// Stamp it is filed under in `lru` (at most `used`; older when used since filing).
+    filed: u64,
 }
 
 /// A cache lookup result.
@@ -60,7 +122,8 @@ pub(crate) enum Lookup {
 pub(crate) struct Cache {
     /// Entries by key.
     map: HashMap<CacheKey, Entry>,
-    /// LRU order: oldest stamp first.
+    /// LRU order, oldest filing first. An entry is filed once, under the stamp of its
+    /// insertion or of its last re-filing; hits only move its `used` stamp.
     lru: BTreeMap<u64, CacheKey>,
     /// Next LRU stamp.
     next_stamp: u64,
@@ -101,8 +164,9 @@ impl Cache {
     }
 
     /// Looks `key` up at `now`, refreshing its LRU position when usable.
-    pub(crate) fn get(&mut self, now: Instant, key: &CacheKey) -> Lookup {
-        let Some(entry) = self.map.get_mut(key) else {
+    pub(crate) fn get(&mut self, now: Instant, key: CacheKeyRef<'_>) -> Lookup {
+        let stamp = self.next_stamp;
+        let Some(entry) = self.map.get_mut(&key) else {
             return Lookup::Miss;
         };
         let result = if now < entry.expires_at {
@@ -117,29 +181,41 @@ impl Cache {
             self.remove(key);
             return Lookup::Miss;
         };
-        self.touch(key);
+        entry.used = stamp;
+        self.next_stamp += 1;
         result
     }
 
-    /// Moves `key` to the most-recently-used end.
-    fn touch(&mut self, key: &CacheKey) {
-        let stamp = self.next_stamp;
-        if let Some(entry) = self.map.get_mut(key) {
-            self.lru.remove(&entry.stamp);
-            entry.stamp = stamp;
-            self.lru.insert(stamp, key.clone());
-            self.next_stamp += 1;
-        }
-    }
-
     /// Removes one entry.
-    fn remove(&mut self, key: &CacheKey) {
-        if let Some(entry) = self.map.remove(key) {
-            self.lru.remove(&entry.stamp);
+    fn remove(&mut self, key: CacheKeyRef<'_>) {
+        if let Some(entry) = self.map.remove(&key) {
+            self.lru.remove(&entry.filed);
             self.bytes = self
                 .bytes
                 .saturating_sub(entry.answer.size() + key.qname.len());
         }
+    }
+
+    /// Evicts the least recently used entry; false when the cache is empty.
+    fn evict_one(&mut self) -> bool {
+        while let Some((filed, key)) = self.lru.pop_first() {
+            let Some(entry) = self.map.get_mut(&key.as_ref()) else {
+                continue;
+            };
+            if entry.used != filed {
+                // Used since it was filed: file it again under its last use, look further.
+                entry.filed = entry.used;
+                self.lru.insert(entry.used, key);
+                continue;
+            }
+            if let Some(entry) = self.map.remove(&key.as_ref()) {
+                self.bytes = self
+                    .bytes
+                    .saturating_sub(entry.answer.size() + key.qname.len());
+            }
+            return true;
+        }
+        false
     }
 
     /// Stores `answer` (if its lifetime allows), evicting least-recently-used entries to stay
@@ -153,15 +229,10 @@ impl Cache {
         if size > self.max_bytes {
             return;
         }
-        self.remove(&key);
+        self.remove(key.as_ref());
         while self.map.len() >= self.max_entries || self.bytes + size > self.max_bytes {
-            let Some((_, oldest)) = self.lru.pop_first() else {
+            if !self.evict_one() {
                 break;
-            };
-            if let Some(entry) = self.map.remove(&oldest) {
-                self.bytes = self
-                    .bytes
-                    .saturating_sub(entry.answer.size() + oldest.qname.len());
             }
         }
         let stamp = self.next_stamp;
@@ -174,7 +245,8 @@ impl Cache {
                 answer,
                 stored_at: now,
                 expires_at: now + Duration::from_secs(u64::from(lifetime)),
-                stamp,
+                used: stamp,
+                filed: stamp,
             },
         );
     }

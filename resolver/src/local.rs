@@ -4,7 +4,7 @@
 //! Why a separate store: a VS needs its own names to resolve even when upstreams are down,
 //! and local answers must never be cached or mixed with upstream data.
 
-use std::collections::{HashMap, HashSet};
+use hashbrown::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use hickory_proto::rr::Name;

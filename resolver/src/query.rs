@@ -118,7 +118,7 @@ pub(crate) fn parse(buf: &[u8], transport: Transport) -> Result<ClientQuery, Rej
     };
     // The common query (question plus at most an OPT) is fully checked by the walk and the
     // OPT checks below; anything carrying records also gets hickory's full RDATA validation
-    // (measured: this keeps a cache hit near 0.6 µs instead of 0.95 µs).
+    // (measured: a whole cache hit costs ~0.3 µs; a full hickory decode of the query added ~0.35 µs).
     let simple = header.ancount == 0 && header.nscount == 0 && header.arcount <= 1;
     if !simple && Message::from_vec(buf).is_err() {
         return Err(err(rcode::FORMERR, Some(question), None));

@@ -5,7 +5,7 @@
 //! query is dropped, except every `slip`-th one, which gets an empty TC=1 answer so a real
 //! client behind a spoofed flood can still retry over TCP (BIND RRL's slip).
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
 

@@ -4,7 +4,9 @@
 //! Why one struct: access control, local data, cache, coalescing and upstream retries are
 //! decided in one place per query, so a test can drive all of it with a fake upstream.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use hashbrown::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +17,7 @@ use rand::{RngExt, SeedableRng};
 
 use crate::acl::{self, Cidr};
 use crate::answer::{StoredAnswer, TtlCaps};
-use crate::cache::{Cache, CacheKey, Lookup};
+use crate::cache::{Cache, CacheKey, CacheKeyRef, Lookup};
 use crate::config::{Config, Overload};
 use crate::error::Error;
 use crate::event::{
@@ -267,10 +269,23 @@ impl Resolver {
             }
         };
         let limit = q.size_limit(self.cfg.max_udp_response);
-        let qname = q.question.lower_qname();
+        // The lower-cased name on the stack: a cache hit allocates nothing for it.
+        let mut lower_buf = [0u8; 256];
+        let lowered;
+        let qname: &[u8] = match lower_buf.get_mut(..q.question.qname.len()) {
+            Some(buf) => {
+                buf.copy_from_slice(&q.question.qname);
+                buf.make_ascii_lowercase();
+                buf
+            }
+            None => {
+                lowered = q.question.lower_qname();
+                &lowered
+            }
+        };
         let local_rcode = match self
             .local
-            .lookup(&qname, q.question.qtype, q.question.qclass)
+            .lookup(qname, q.question.qtype, q.question.qclass)
         {
             LocalAnswer::NotLocal => None,
             LocalAnswer::Data(data) => Some((data, rcode::NOERROR)),
@@ -290,14 +305,14 @@ impl Resolver {
             );
             return QueryOutcome::Answered(AnswerKind::Local);
         }
-        let key = CacheKey {
+        let key = CacheKeyRef {
             qname,
             qtype: q.question.qtype,
             qclass: q.question.qclass,
             dnssec_ok: q.dnssec_ok(),
             checking_disabled: q.cd,
         };
-        let stale = match self.cache.get(now, &key) {
+        let stale = match self.cache.get(now, key) {
             Lookup::Fresh { answer, elapsed } => {
                 self.stats.cache_hits += 1;
                 answer.render(out, &q, elapsed, None, self.cfg.edns_udp_size, limit);
@@ -345,6 +360,7 @@ impl Resolver {
         }
         let token = QueryToken(self.next_token);
         self.next_token += 1;
+        let key = key.to_owned_key();
         let mut question = q.question.clone();
         question.qname = key.qname.clone();
         self.by_key.insert(key.clone(), token);
@@ -534,7 +550,8 @@ impl Resolver {
             return;
         };
         if self.cfg.serve_stale.is_some()
-            && let Lookup::Stale(a) | Lookup::Fresh { answer: a, .. } = self.cache.get(now, &p.key)
+            && let Lookup::Stale(a) | Lookup::Fresh { answer: a, .. } =
+                self.cache.get(now, p.key.as_ref())
         {
             self.finish(token, Finish::Answer(a, AnswerKind::Stale));
             return;

@@ -8,7 +8,6 @@
 //! hot path. Anything that needs real validation goes through `hickory-proto`.
 
 use hickory_proto::rr::Name;
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 /// Length of the fixed DNS header.
 pub(crate) const HEADER_LEN: usize = 12;
@@ -276,43 +275,94 @@ pub(crate) struct Layout {
     pub(crate) records: Vec<RecordPos>,
 }
 
-/// Walks a whole message and records where each record and its TTL live. Names are decoded
-/// with hickory (which bounds pointer chasing); `None` for anything malformed or with
-/// trailing garbage.
+/// Returns the offset just past the name at `off`, which may end in a compression pointer.
+///
+/// Enforces what a decoder must (RFC 1035 §4.1.4, RFC 9267): labels of at most 63 bytes inside
+/// the message, no reserved label types, at most 255 bytes once decompressed, and every pointer
+/// strictly before the start of the name piece it ends, so pointer chains always terminate
+/// (no loops, at most one hop per earlier offset). Walks without allocating: this runs on
+/// every query.
+pub(crate) fn skip_name(buf: &[u8], off: usize) -> Option<usize> {
+    let mut pos = off;
+    // Start of the name piece being read: a pointer must point before it.
+    let mut piece = off;
+    // Where the name ends in the message (set by the first pointer).
+    let mut end = None;
+    let mut total = 0usize;
+    loop {
+        let b = *buf.get(pos)?;
+        match b & 0xC0 {
+            0x00 => {
+                let len = usize::from(b);
+                total += len + 1;
+                if total > 255 || pos + 1 + len > buf.len() {
+                    return None;
+                }
+                if len == 0 {
+                    return Some(end.unwrap_or(pos + 1));
+                }
+                pos += 1 + len;
+            }
+            0xC0 => {
+                let target = usize::from(u16::from_be_bytes([b & 0x3F, *buf.get(pos + 1)?]));
+                if target >= piece {
+                    return None;
+                }
+                end.get_or_insert(pos + 2);
+                piece = target;
+                pos = target;
+            }
+            // 0x40 (extended) and 0x80 label types are reserved.
+            _ => return None,
+        }
+    }
+}
+
+/// Big-endian u16 at `*pos`, advancing past it.
+fn take_u16(buf: &[u8], pos: &mut usize) -> Option<u16> {
+    let v = get_u16(buf, *pos)?;
+    *pos += 2;
+    Some(v)
+}
+
+/// Walks a whole message and records where each record and its TTL live; `None` for
+/// anything malformed (see [`skip_name`]) or with trailing garbage.
 pub(crate) fn layout(buf: &[u8]) -> Option<Layout> {
     let header = Header::read(buf)?;
-    let mut dec = BinDecoder::new(buf);
-    dec.read_slice(HEADER_LEN).ok()?;
+    let mut pos = HEADER_LEN;
     for _ in 0..header.qdcount {
-        Name::read(&mut dec).ok()?;
-        dec.read_slice(4).ok()?;
+        pos = skip_name(buf, pos)?.checked_add(4)?;
     }
-    let question_end = dec.index();
+    if pos > buf.len() {
+        return None;
+    }
+    let question_end = pos;
     let counts = [header.ancount, header.nscount, header.arcount];
     let total: usize = counts.iter().map(|c| usize::from(*c)).sum();
     let mut records = Vec::with_capacity(total.min(64));
     for (section, count) in counts.iter().enumerate() {
         for _ in 0..*count {
-            let start = dec.index();
-            Name::read(&mut dec).ok()?;
-            let rtype = dec.read_u16().ok()?.unverified();
-            dec.read_u16().ok()?;
-            let ttl_off = dec.index();
-            dec.read_u32().ok()?;
-            let rdlen = dec.read_u16().ok()?.unverified();
-            let rdata_off = dec.index();
-            dec.read_slice(usize::from(rdlen)).ok()?;
+            let start = pos;
+            pos = skip_name(buf, pos)?;
+            let rtype = take_u16(buf, &mut pos)?;
+            take_u16(buf, &mut pos)?;
+            let ttl_off = pos;
+            get_u32(buf, pos)?;
+            pos += 4;
+            let rdlen = usize::from(take_u16(buf, &mut pos)?);
+            let rdata_off = pos;
+            pos = pos.checked_add(rdlen).filter(|&p| p <= buf.len())?;
             records.push(RecordPos {
                 start,
                 ttl_off,
                 rdata_off,
-                end: dec.index(),
+                end: pos,
                 rtype,
                 section: section as u8,
             });
         }
     }
-    if !dec.is_empty() {
+    if pos != buf.len() {
         return None;
     }
     Some(Layout {
@@ -430,5 +480,61 @@ mod tests {
         assert_eq!(filter_options(&rdata, OPT_EDE), vec![0, 15, 0, 3, 0, 5, 9]);
         // Truncated option ends the walk without panicking.
         assert!(filter_options(&[0, 15, 0, 9, 1], OPT_EDE).is_empty());
+    }
+
+    #[test]
+    fn skip_name_follows_backward_pointers_only() {
+        // Header, then "a.b." at 12, then "c" + pointer to "b." at 14.
+        let mut buf = vec![0u8; HEADER_LEN];
+        buf.extend_from_slice(b"\x01a\x01b\x00");
+        buf.extend_from_slice(&[1, b'c', 0xC0, 14]);
+        assert_eq!(skip_name(&buf, 12), Some(17));
+        assert_eq!(skip_name(&buf, 17), Some(21), "ends after the pointer");
+        // A pointer to itself, to a later offset, or into its own piece loops: refused.
+        let mut own = vec![0u8; HEADER_LEN];
+        own.extend_from_slice(&[1, b'x', 0xC0, 12]);
+        assert_eq!(skip_name(&own, 12), None);
+        let mut fwd = vec![0u8; HEADER_LEN];
+        fwd.extend_from_slice(&[0xC0, 14, 0]);
+        assert_eq!(skip_name(&fwd, 12), None);
+        // Two pieces pointing at each other.
+        let mut pair = vec![0u8; HEADER_LEN];
+        pair.extend_from_slice(&[1, b'p', 0xC0, 16, 1, b'q', 0xC0, 12]);
+        assert_eq!(skip_name(&pair, 16), None);
+        // Reserved label types, truncation, pointer cut short.
+        for tail in [&[0x40u8, 0][..], &[0x80, 0], &[5, b'a', b'b'], &[0xC0]] {
+            let mut b = vec![0u8; HEADER_LEN];
+            b.extend_from_slice(tail);
+            assert_eq!(skip_name(&b, 12), None, "{tail:?}");
+        }
+    }
+
+    #[test]
+    fn skip_name_bounds_the_decompressed_length() {
+        // 127 one-byte labels = 254 bytes with the root: fits; one more label does not.
+        let mut ok = vec![0u8; HEADER_LEN];
+        for _ in 0..127 {
+            ok.extend_from_slice(&[1, b'a']);
+        }
+        ok.push(0);
+        assert_eq!(skip_name(&ok, 12), Some(ok.len()));
+        let mut long = vec![0u8; HEADER_LEN];
+        for _ in 0..128 {
+            long.extend_from_slice(&[1, b'a']);
+        }
+        long.push(0);
+        assert_eq!(skip_name(&long, 12), None);
+        // The same limit across a pointer: 100 labels, then 40 more pointing back at them.
+        let mut ptr = vec![0u8; HEADER_LEN];
+        for _ in 0..100 {
+            ptr.extend_from_slice(&[1, b'a']);
+        }
+        ptr.push(0);
+        let second = ptr.len();
+        for _ in 0..40 {
+            ptr.extend_from_slice(&[1, b'b']);
+        }
+        ptr.extend_from_slice(&[0xC0, 12]);
+        assert_eq!(skip_name(&ptr, second), None, "281 bytes decompressed");
     }
 }

@@ -4,13 +4,15 @@
 //! 1. Cache hits: nsauxd, dnsmasq and unbound (1 thread) each serve the same cached name on
 //!    127.0.0.53:53 in their own namespace, forwarding to the same kind of origin (an unbound
 //!    with local data on 127.0.0.2 in that namespace, queried once to fill the cache). The
-//!    same load generator (dnsperf, same flags, bounded in time) runs against each in turn;
-//!    we print answers/s and the server's CPU time (utime+stime) per answer.
+//!    same load generator (dnsperf, same flags, bounded in time) runs against each in turn,
+//!    for `ROUNDS` rounds so drift in machine load hits all alike; we print answers/s and the
+//!    server's CPU time per answer (exact on-CPU time of all its threads, from schedstat), per
+//!    round and in total, and the median of the per-round ratios to unbound.
 //! 2. Memory: nsauxd with only the resolver on, N namespaces (default 1,000) each answering
 //!    a local record (no cache entries); RSS growth / N.
 //!
-//! `NSAUX_DNS_BENCH_SECS` (default 5) sets the load duration, `NSAUX_DNS_BENCH_NS` the
-//! namespace count.
+//! `NSAUX_DNS_BENCH_SECS` (default 4) sets the load duration of one round,
+//! `NSAUX_DNS_BENCH_ROUNDS` (default 3) the rounds, `NSAUX_DNS_BENCH_NS` the namespace count.
 
 use std::fs::File;
 use std::net::{SocketAddr, UdpSocket};
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use nix::mount::{MntFlags, umount2};
 use nix::sched::{CloneFlags, setns};
-use nsaux_tests::bench::{cpu_time, print_table, rss_kib};
+use nsaux_tests::bench::{cpu_ns, median, print_table, rss_kib};
 use nsaux_tests::daemon::{Daemon, wait_for};
 use nsaux_tests::dns::{Server, dig, section};
 use nsaux_tests::netns::TestNetns;
@@ -33,30 +35,31 @@ const ORIGIN_ZONE: &str = "  local-zone: \".\" refuse\n  local-zone: \"benchzone
     local-data: \"benchzone. 3600 IN SOA ns.benchzone. admin.benchzone. 1 3600 600 86400 30\"\n  \
     local-data: \"www.benchzone. 3600 IN A 10.0.0.1\"\n";
 
-struct Result {
-    name: &'static str,
+/// One dnsperf run against one server.
+#[derive(Debug, Clone, Copy, Default)]
+struct Run {
     completed: u64,
     qps: f64,
-    cpu_us: f64,
+    cpu_ns: u64,
+}
+
+impl Run {
+    fn cpu_us(&self) -> f64 {
+        self.cpu_ns as f64 / 1000.0 / self.completed.max(1) as f64
+    }
 }
 
 /// Warms the cache of the server on 127.0.0.53 in `ns`, then runs dnsperf against it.
 /// The other services are off: each benchmark measures its own service.
 const OTHERS_OFF: &str = "[ntp]\nenabled = false\n[rpcbind]\nenabled = false\n";
 
-fn load(
-    ns: &TestNetns,
-    name: &'static str,
-    pid: u32,
-    secs: u64,
-    data: &Path,
-) -> anyhow::Result<Result> {
+fn load(ns: &TestNetns, name: &str, pid: u32, secs: u64, data: &Path) -> anyhow::Result<Run> {
     wait_for(&format!("{name} answers"), Duration::from_secs(10), || {
         dig(ns, "@127.0.0.53 www.benchzone A")
             .ok()
             .filter(|o| section(o, "ANSWER").len() == 1)
     })?;
-    let cpu0 = cpu_time(pid);
+    let cpu0 = cpu_ns(pid);
     let out = ns
         .command("dnsperf")
         .args([
@@ -77,7 +80,7 @@ fn load(
         .arg(data)
         .output()
         .context("running dnsperf")?;
-    let cpu = cpu_time(pid).saturating_sub(cpu0);
+    let cpu = cpu_ns(pid).saturating_sub(cpu0);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let field = |key: &str| -> Option<f64> {
         text.lines()
@@ -92,51 +95,87 @@ fn load(
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    let completed = completed as u64;
-    Ok(Result {
-        name,
-        completed,
+    Ok(Run {
+        completed: completed as u64,
         qps,
-        cpu_us: cpu.as_secs_f64() * 1e6 / completed.max(1) as f64,
+        cpu_ns: cpu,
     })
 }
 
-fn cache_hits(secs: u64) -> anyhow::Result<Vec<Result>> {
+/// Totals of one server over all rounds, and its per-round CPU per answer.
+struct Total {
+    name: &'static str,
+    runs: Vec<Run>,
+}
+
+impl Total {
+    fn completed(&self) -> u64 {
+        self.runs.iter().map(|r| r.completed).sum()
+    }
+    fn qps(&self) -> f64 {
+        self.runs.iter().map(|r| r.qps).sum::<f64>() / self.runs.len().max(1) as f64
+    }
+    fn cpu_us(&self) -> f64 {
+        let ns: u64 = self.runs.iter().map(|r| r.cpu_ns).sum();
+        ns as f64 / 1000.0 / self.completed().max(1) as f64
+    }
+}
+
+/// Starts the three servers side by side (each in its own namespace with its own origin), then
+/// loads them in turn for `rounds` rounds.
+fn cache_hits(secs: u64, rounds: usize) -> anyhow::Result<Vec<Total>> {
     let tmp = tempfile::tempdir()?;
     let data = tmp.path().join("queries.txt");
     std::fs::write(&data, "www.benchzone A\n")?;
-    let mut results = Vec::new();
 
-    // nsauxd.
-    {
-        let d = Daemon::start(&format!("{OTHERS_OFF}[dns]\nupstreams = [\"{ORIGIN}\"]\n"))?;
-        let ns = d.netns("bench-nsaux")?;
-        let _origin = Server::unbound(&ns, ORIGIN, ORIGIN_ZONE)?;
-        results.push(load(&ns, "nsauxd", d.pid(), secs, &data)?);
-    }
-    // dnsmasq (single-threaded by design).
-    {
-        let ns = TestNetns::create(tmp.path(), "bench-dnsmasq")?;
-        let _origin = Server::unbound(&ns, ORIGIN, ORIGIN_ZONE)?;
-        let srv = Server::dnsmasq(
-            &ns,
-            "127.0.0.53",
-            &[&format!("--server={ORIGIN}"), "--cache-size=10000"],
-        )?;
-        results.push(load(&ns, "dnsmasq", srv.pid(), secs, &data)?);
-    }
+    let d = Daemon::start(&format!("{OTHERS_OFF}[dns]\nupstreams = [\"{ORIGIN}\"]\n"))?;
+    let nsaux_ns = d.netns("bench-nsaux")?;
+    let _nsaux_origin = Server::unbound(&nsaux_ns, ORIGIN, ORIGIN_ZONE)?;
+
+    // dnsmasq (single-threaded by design). Its namespace and unbound's live outside the
+    // daemon's watched directory: nsauxd never serves them.
+    let dnsmasq_ns = TestNetns::create(tmp.path(), "bench-dnsmasq")?;
+    let _dnsmasq_origin = Server::unbound(&dnsmasq_ns, ORIGIN, ORIGIN_ZONE)?;
+    let dnsmasq = Server::dnsmasq(
+        &dnsmasq_ns,
+        "127.0.0.53",
+        &[&format!("--server={ORIGIN}"), "--cache-size=10000"],
+    )?;
+
     // unbound, 1 thread, forwarding.
-    {
-        let ns = TestNetns::create(tmp.path(), "bench-unbound")?;
-        let _origin = Server::unbound(&ns, ORIGIN, ORIGIN_ZONE)?;
-        let fwd = format!(
-            "  do-not-query-localhost: no\n  access-control: 127.0.0.0/8 allow\n\
-             forward-zone:\n  name: \".\"\n  forward-addr: {ORIGIN}\n"
-        );
-        let srv = Server::unbound(&ns, "127.0.0.53", &fwd)?;
-        results.push(load(&ns, "unbound", srv.pid(), secs, &data)?);
+    let unbound_ns = TestNetns::create(tmp.path(), "bench-unbound")?;
+    let _unbound_origin = Server::unbound(&unbound_ns, ORIGIN, ORIGIN_ZONE)?;
+    let fwd = format!(
+        "  do-not-query-localhost: no\n  access-control: 127.0.0.0/8 allow\n\
+         forward-zone:\n  name: \".\"\n  forward-addr: {ORIGIN}\n"
+    );
+    let unbound = Server::unbound(&unbound_ns, "127.0.0.53", &fwd)?;
+
+    let servers: [(&'static str, &TestNetns, u32); 3] = [
+        ("nsauxd", &nsaux_ns, d.pid()),
+        ("dnsmasq", &dnsmasq_ns, dnsmasq.pid()),
+        ("unbound", &unbound_ns, unbound.pid()),
+    ];
+    let mut totals: Vec<Total> = servers
+        .iter()
+        .map(|(name, _, _)| Total {
+            name,
+            runs: Vec::new(),
+        })
+        .collect();
+    for round in 0..rounds {
+        for ((name, ns, pid), total) in servers.iter().zip(&mut totals) {
+            let run = load(ns, name, *pid, secs, &data)?;
+            eprintln!(
+                "  round {round} {name:<8} answers {:>8}  {:>7.0}/s  {:>5.2} µs/answer",
+                run.completed,
+                run.qps,
+                run.cpu_us()
+            );
+            total.runs.push(run);
+        }
     }
-    Ok(results)
+    Ok(totals)
 }
 
 /// A query for `probe.lan` A.
@@ -215,31 +254,33 @@ fn main() -> anyhow::Result<()> {
             bail!("the dns benchmark needs `{tool}`");
         }
     }
-    let secs: u64 = std::env::var("NSAUX_DNS_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5)
-        .clamp(1, 60);
-    let n: usize = std::env::var("NSAUX_DNS_BENCH_NS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000);
+    let env = |key: &str| std::env::var(key).ok().and_then(|s| s.parse::<u64>().ok());
+    let secs = env("NSAUX_DNS_BENCH_SECS").unwrap_or(4).clamp(1, 60);
+    let rounds = usize::try_from(env("NSAUX_DNS_BENCH_ROUNDS").unwrap_or(3).clamp(1, 20))?;
+    let n = usize::try_from(env("NSAUX_DNS_BENCH_NS").unwrap_or(1_000))?;
 
-    eprintln!("dns bench: cache hits, {secs} s per server ...");
-    let hits = cache_hits(secs)?;
-    let unbound_cpu = hits
-        .iter()
-        .find(|r| r.name == "unbound")
-        .map_or(f64::NAN, |r| r.cpu_us);
+    eprintln!("dns bench: cache hits, {rounds} rounds of {secs} s per server ...");
+    let hits = cache_hits(secs, rounds)?;
+    let unbound = hits.iter().find(|t| t.name == "unbound");
+    let unbound_cpu = unbound.map_or(f64::NAN, Total::cpu_us);
     let rows: Vec<Vec<String>> = hits
         .iter()
-        .map(|r| {
+        .map(|t| {
+            // Median over rounds of (this server / unbound in the same round).
+            let per_round: Vec<f64> = unbound.map_or_else(Vec::new, |u| {
+                t.runs
+                    .iter()
+                    .zip(&u.runs)
+                    .map(|(a, b)| a.cpu_us() / b.cpu_us())
+                    .collect()
+            });
             vec![
-                r.name.to_owned(),
-                r.completed.to_string(),
-                format!("{:.0}", r.qps),
-                format!("{:.2}", r.cpu_us),
-                format!("{:.2}x", r.cpu_us / unbound_cpu),
+                t.name.to_owned(),
+                t.completed().to_string(),
+                format!("{:.0}", t.qps()),
+                format!("{:.2}", t.cpu_us()),
+                format!("{:.2}x", t.cpu_us() / unbound_cpu),
+                format!("{:.2}x", median(&per_round)),
             ]
         })
         .collect();
@@ -247,7 +288,7 @@ fn main() -> anyhow::Result<()> {
     let (kib, fds) = memory(n)?;
 
     println!(
-        "\nDNS cache hits: same name, dnsperf -c 4 -q 64 -l {secs} on loopback in a private namespace, {} CPUs",
+        "\nDNS cache hits: same name, dnsperf -c 4 -q 64 -l {secs}, {rounds} rounds, on loopback in a private namespace, {} CPUs",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     print_table(
@@ -257,6 +298,7 @@ fn main() -> anyhow::Result<()> {
             "answers/s",
             "CPU µs/answer",
             "vs unbound",
+            "median of rounds",
         ],
         &rows,
     );

@@ -157,34 +157,21 @@ fn paced_load() -> anyhow::Result<Run> {
     })
 }
 
-/// On-CPU time of all threads of a process in nanoseconds (`/proc/PID/task/*/schedstat`):
-/// exact, unlike the tick-sampled `utime + stime`, so it is printed next to it as a check.
-fn cpu_ns(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| {
-            s.split_whitespace()
-                .next()
-                .and_then(|n| n.parse::<u64>().ok())
-        })
-        .sum()
-}
-
 /// One measured run against the server with process `pid` in namespace file `ns`.
 fn measure(ns: &std::path::Path, pid: u32, paced: bool) -> anyhow::Result<(Run, u64, u64)> {
     let before = nsaux_tests::bench::cpu_ticks(pid)?;
-    let before_ns = cpu_ns(pid);
+    let before_ns = nsaux_tests::bench::cpu_ns(pid);
     let run = if paced {
         in_netns_file(ns, paced_load)??
     } else {
         in_netns_file(ns, load)??
     };
     let after = nsaux_tests::bench::cpu_ticks(pid)?;
-    Ok((run, after - before, cpu_ns(pid).saturating_sub(before_ns)))
+    Ok((
+        run,
+        after - before,
+        nsaux_tests::bench::cpu_ns(pid).saturating_sub(before_ns),
+    ))
 }
 
 /// chronyd as an NTP server in its own namespace, with every file in a temporary directory.

@@ -41,6 +41,39 @@ pub fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     Ok(utime + stime)
 }
 
+/// On-CPU time of all threads of a process in nanoseconds (`/proc/PID/task/*/schedstat`):
+/// exact, unlike the tick-sampled `utime + stime`, which matters for runs of a few seconds.
+pub fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// The median of samples (NaN when empty): per-round ratios of two servers measured in turn
+/// on a shared machine have outliers in both directions, which the median ignores.
+pub fn median(samples: &[f64]) -> f64 {
+    let mut v: Vec<f64> = samples.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
 /// CPU time (user + system) a process has used so far (zero if it cannot be read).
 pub fn cpu_time(pid: u32) -> Duration {
     let ticks = cpu_ticks(pid).unwrap_or(0);

@@ -107,8 +107,8 @@ enum RefState {
     Copied(Reference),
     /// It answered, but as unsynchronised (leap 3, stratum 0 or 16).
     Unsynchronised,
-    /// No usable answer.
-    Failed(String),
+    /// No usable answer (shared text: read on every request, cloned without allocating).
+    Failed(Arc<str>),
 }
 
 /// The cache for one reference address (shared by every namespace configured with it).
@@ -146,7 +146,37 @@ struct Shared {
 #[derive(Debug, Clone)]
 struct RefChoice {
     reference: Reference,
-    source: String,
+    source: RefSource,
+}
+
+/// Why a reference was chosen. Built on every request, so it holds no owned text: the words
+/// are made only when `ntp status` displays it.
+#[derive(Debug, Clone)]
+enum RefSource {
+    /// Stratum and refid from the configuration.
+    Config,
+    /// Copied from the local NTP daemon at this address.
+    Copied(SocketAddr),
+    /// The local NTP daemon reports unsynchronised.
+    Unsynchronised(SocketAddr),
+    /// The last copy, kept because the latest refresh failed for this reason.
+    CopiedStale(SocketAddr, Arc<str>),
+    /// No usable copy: from the configuration, for this reason.
+    ConfigFallback(SocketAddr, Arc<str>),
+}
+
+impl std::fmt::Display for RefSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Config => write!(f, "config"),
+            Self::Copied(a) => write!(f, "copied from {a}"),
+            Self::Unsynchronised(a) => write!(f, "{a} reports unsynchronised"),
+            Self::CopiedStale(a, why) => {
+                write!(f, "copied from {a} (last refresh failed: {why})")
+            }
+            Self::ConfigFallback(a, why) => write!(f, "config ({a}: {why})"),
+        }
+    }
 }
 
 impl Shared {
@@ -198,7 +228,7 @@ impl Shared {
         let Some(addr) = cfg.reference else {
             return RefChoice {
                 reference: configured,
-                source: "config".into(),
+                source: RefSource::Config,
             };
         };
         let max_age = Duration::from_secs(cfg.reference_max_age.max(1));
@@ -230,7 +260,7 @@ impl Shared {
         match &entry.state {
             RefState::Copied(r) => RefChoice {
                 reference: *r,
-                source: format!("copied from {addr}"),
+                source: RefSource::Copied(addr),
             },
             RefState::Unsynchronised => RefChoice {
                 // Stratum 16 is not a valid reference stratum: the core serves this as
@@ -240,12 +270,12 @@ impl Shared {
                     refid: RefId::UNSYNC,
                     ..configured
                 },
-                source: format!("{addr} reports unsynchronised"),
+                source: RefSource::Unsynchronised(addr),
             },
             RefState::Pending | RefState::Failed(_) => {
-                let why = match &entry.state {
-                    RefState::Failed(e) => e.clone(),
-                    _ => "not queried yet".into(),
+                let why: Arc<str> = match &entry.state {
+                    RefState::Failed(e) => Arc::clone(e),
+                    _ => Arc::from("not queried yet"),
                 };
                 match entry.last_good {
                     Some((r, at))
@@ -253,12 +283,12 @@ impl Shared {
                     {
                         RefChoice {
                             reference: r,
-                            source: format!("copied from {addr} (last refresh failed: {why})"),
+                            source: RefSource::CopiedStale(addr, why),
                         }
                     }
                     _ => RefChoice {
                         reference: configured,
-                        source: format!("config ({addr}: {why})"),
+                        source: RefSource::ConfigFallback(addr, why),
                     },
                 }
             }
@@ -286,7 +316,7 @@ impl Shared {
             }
             Err(e) => {
                 tracing::info!(%addr, error = %e, "local NTP daemon did not answer");
-                RefState::Failed(e)
+                RefState::Failed(e.into())
             }
         };
     }
@@ -475,7 +505,7 @@ impl NtpNs {
             ClockState::Unsynchronised => "unsynchronised",
         };
         let stratum_source = match fields.state {
-            ClockState::Synchronised => choice.source.clone(),
+            ClockState::Synchronised => choice.source.to_string(),
             ClockState::Local => "local_stratum".into(),
             ClockState::Unsynchronised => "none (unsynchronised)".into(),
         };
@@ -486,7 +516,7 @@ impl NtpNs {
             "stratum": fields.stratum,
             "refid": refid_text(fields.refid, fields.stratum),
             "stratum_source": stratum_source,
-            "reference": choice.source,
+            "reference": choice.source.to_string(),
             "local_stratum": st.cfg.local_stratum,
             "root_delay_us": fields.root_delay.to_micros(),
             "root_dispersion_us": fields.root_dispersion.to_micros(),

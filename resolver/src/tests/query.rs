@@ -524,13 +524,17 @@ fn hot_path_cost() {
     );
     drain_answers(&mut r);
     let q = query(2, "WWW.example.com.", RecordType::A, Some((1232, false)));
-    let n = 200_000u32;
+    let n = 2_000_000u32;
     let start = Instant::now();
     for _ in 0..n {
         let o = r.handle_query(now, udp_client(), &q, &mut out);
         assert_eq!(o, QueryOutcome::Answered(AnswerKind::Cache));
     }
     let hit = start.elapsed() / n;
+    if std::env::var_os("HIT_ONLY").is_some() {
+        println!("cache hit (full handle_query): {hit:?}");
+        return;
+    }
     // For comparison: what a decode + re-encode of the same answer costs with hickory.
     let bytes = out.clone();
     let start = Instant::now();

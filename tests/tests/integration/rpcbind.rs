@@ -1242,3 +1242,104 @@ fn registration_cap_and_statistics_are_per_namespace() -> anyhow::Result<()> {
     assert_eq!(stats["cap-a"]["registrations"], 14);
     Ok(())
 }
+
+#[test]
+fn failed_journal_write_is_not_acknowledged_and_service_continues() -> anyhow::Result<()> {
+    if !require_root("failed_journal_write_is_not_acknowledged_and_service_continues")
+        || !require_tool(
+            "failed_journal_write_is_not_acknowledged_and_service_continues",
+            "rpcinfo",
+        )
+    {
+        return Ok(());
+    }
+    let d = Daemon::start(ON)?;
+    let ns = d.netns("jfail")?;
+    let other = d.netns("jfail-bystander")?;
+    wait_up(&ns)?;
+    wait_up(&other)?;
+    let r = local_v4(&ns, 1, rpcb(420_000, 1, "udp", "0.0.0.0.8.8", "0"))?;
+    assert_eq!(r.as_ref().and_then(rpc::result_u32), Some(1));
+    // Its journal now exists; a directory in its place makes every append fail (EISDIR), even
+    // for root, whom file modes do not stop.
+    let journals = walk(&d.state_dir());
+    assert_eq!(journals.len(), 1, "{journals:?}");
+    let journal = journals[0].clone();
+    std::fs::remove_file(&journal)?;
+    std::fs::create_dir(&journal)?;
+    // v2 SET over UDP and v4 SET over the abstract socket: neither is acknowledged.
+    let (udp_set, local_set) = ns.run_in(|| {
+        let udp = udp_call(
+            lo111(),
+            &call(1, PMAP, 2, 1, Cred::None, &pmap(420_001, 1, 17, 2049)),
+            Duration::from_secs(1),
+        );
+        let local = connect_abstract(ABSTRACT).ok().and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+            stream_call(
+                &mut s,
+                &call(
+                    2,
+                    PMAP,
+                    4,
+                    1,
+                    Cred::None,
+                    &rpcb(420_002, 1, "tcp", "0.0.0.0.8.9", "0"),
+                ),
+            )
+        });
+        (udp, local)
+    })?;
+    assert_eq!(udp_set, None, "a SET that was not journaled gets no reply");
+    assert_eq!(
+        local_set, None,
+        "a SET that was not journaled gets no reply"
+    );
+    // Rolled back: DUMP (rpcinfo -p, v2 over TCP) and the v4 table show neither.
+    let rows = pmap_rows(&stdout(&ns.sh("rpcinfo -p 127.0.0.1")?));
+    assert!(rows.iter().any(|r| r.0 == 420_000), "{rows:?}");
+    assert!(
+        !rows.iter().any(|r| r.0 == 420_001 || r.0 == 420_002),
+        "{rows:?}"
+    );
+    let ctl = ctl_rows(&d, "jfail")?;
+    assert!(
+        !has_prog(&ctl, 420_001) && !has_prog(&ctl, 420_002),
+        "{ctl:?}"
+    );
+    // Logged with the namespace.
+    let log = d.log();
+    assert!(
+        log.lines()
+            .filter(
+                |l| l.contains("cannot journal a registration change") && l.contains("netns=jfail")
+            )
+            .count()
+            >= 2,
+        "{log}"
+    );
+    // The daemon keeps serving: lookups here, registrations in another namespace.
+    let getport = ns.run_in(|| {
+        udp_call(
+            lo111(),
+            &call(3, PMAP, 2, 3, Cred::None, &pmap(420_000, 1, 17, 0)),
+            Duration::from_secs(1),
+        )
+    })?;
+    assert_eq!(getport.as_ref().and_then(rpc::result_u32), Some(0x0808));
+    let r = local_v4(&other, 1, rpcb(420_003, 1, "udp", "0.0.0.0.8.10", "0"))?;
+    assert_eq!(r.as_ref().and_then(rpc::result_u32), Some(1));
+    // Once the journal can be written again, the same SET succeeds and is journaled.
+    std::fs::remove_dir(&journal)?;
+    let r = ns.run_in(|| {
+        udp_call(
+            lo111(),
+            &call(4, PMAP, 2, 1, Cred::None, &pmap(420_001, 1, 17, 2049)),
+            Duration::from_secs(1),
+        )
+    })?;
+    assert_eq!(r.as_ref().and_then(rpc::result_u32), Some(1), "{r:?}");
+    assert!(std::fs::read_to_string(&journal)?.contains("420001"));
+    assert!(has_prog(&ctl_rows(&d, "jfail")?, 420_001));
+    Ok(())
+}

@@ -13,7 +13,8 @@
 //! Every SET/UNSET is appended to the namespace's journal ([`crate::state`]) *before* the reply
 //! is sent; if the write fails the change is rolled back and no reply is sent. Journals are
 //! restored only into the namespace (boot id + cookie) that wrote them, and deleted when the
-//! namespace goes.
+//! namespace goes; those of namespaces that went while the daemon was down are swept
+//! `journal_sweep_delay_secs` after start.
 //!
 //! # Limits
 //! Strings/opaques are capped at 9000 bytes and records at 64 KiB (in the core); registrations
@@ -54,10 +55,6 @@ use super::{
 use crate::config::{RpcbindConfig, ServicesConfig};
 use crate::state::{Change, Journal, JournalDir};
 
-/// How long after the first namespace appears we delete journals of namespaces that did not come
-/// back (they went while the daemon was down).
-const SWEEP_DELAY: Duration = Duration::from_secs(60);
-
 /// Read buffer per connection (records larger than this arrive in several reads).
 const READ_BUF: usize = 4096;
 
@@ -69,6 +66,10 @@ pub struct Rpcbind {
     journals: Option<Arc<JournalDir>>,
     /// The path socket, if enabled.
     local_path: Option<PathBuf>,
+    /// How long after start the journals of namespaces that did not come back (they went while
+    /// the daemon was down) are deleted: long enough for the namespaces present at start to be
+    /// found (`journal_sweep_delay_secs`).
+    sweep_delay: Duration,
     shared: Arc<Shared>,
     /// Started on the first instance (needs the runtime).
     started: AtomicBool,
@@ -119,9 +120,10 @@ impl Drop for Rpcbind {
 }
 
 impl Rpcbind {
-    /// A portmapper kind keeping journals under `state_dir` and serving the path socket
+    /// A portmapper kind keeping journals under `state_dir`, deleting those of vanished
+    /// namespaces `sweep_delay` after start (at least a second), and serving the path socket
     /// `local_path` (`None`: no path socket).
-    pub fn new(state_dir: &Path, local_path: Option<PathBuf>) -> Self {
+    pub fn new(state_dir: &Path, local_path: Option<PathBuf>, sweep_delay: Duration) -> Self {
         let journals = match JournalDir::open(state_dir, "rpcbind") {
             Ok(j) => Some(Arc::new(j)),
             Err(e) => {
@@ -138,6 +140,7 @@ impl Rpcbind {
         Self {
             journals,
             local_path,
+            sweep_delay: sweep_delay.max(Duration::from_secs(1)),
             shared,
             started: AtomicBool::new(false),
             path_task: Mutex::new(None),
@@ -159,8 +162,9 @@ impl Rpcbind {
         if let Some(j) = &self.journals {
             let j = Arc::clone(j);
             let shared = Arc::clone(&self.shared);
+            let delay = self.sweep_delay;
             tokio::spawn(async move {
-                tokio::time::sleep(SWEEP_DELAY).await;
+                tokio::time::sleep(delay).await;
                 let live = lock(&shared.live).clone();
                 j.sweep(&live);
             });

@@ -1343,3 +1343,59 @@ fn failed_journal_write_is_not_acknowledged_and_service_continues() -> anyhow::R
     assert!(has_prog(&ctl_rows(&d, "jfail")?, 420_001));
     Ok(())
 }
+
+#[test]
+fn journals_of_namespaces_gone_while_down_are_swept() -> anyhow::Result<()> {
+    if !require_root("journals_of_namespaces_gone_while_down_are_swept") {
+        return Ok(());
+    }
+    let mut d = Daemon::start("[rpcbind]\nenabled = true\njournal_sweep_delay_secs = 3\n")?;
+    let mut gone = d.netns("sw-gone")?;
+    let stays = d.netns("sw-stays")?;
+    wait_up(&gone)?;
+    wait_up(&stays)?;
+    for (ns, prog) in [(&gone, 430_000), (&stays, 430_001)] {
+        let r = local_v4(ns, 1, rpcb(prog, 1, "udp", "0.0.0.0.8.8", "0"))?;
+        assert_eq!(r.as_ref().and_then(rpc::result_u32), Some(1));
+    }
+    let cookie = |name: &str| -> anyhow::Result<u64> {
+        d.ns(name)?
+            .and_then(|n| n["id"].as_u64())
+            .ok_or_else(|| anyhow::anyhow!("no id for {name}"))
+    };
+    let journal_of = |id: u64| {
+        walk(&d.state_dir()).into_iter().find(|p| {
+            p.file_name()
+                .is_some_and(|f| *f == *format!("{id}.journal"))
+        })
+    };
+    let gone_journal =
+        journal_of(cookie("sw-gone")?).ok_or_else(|| anyhow::anyhow!("no journal for sw-gone"))?;
+    let stays_journal = journal_of(cookie("sw-stays")?)
+        .ok_or_else(|| anyhow::anyhow!("no journal for sw-stays"))?;
+    // The daemon dies, and a namespace goes while it is down.
+    d.kill9()?;
+    gone.delete()?;
+    d.restart()?;
+    wait_up(&stays)?;
+    assert!(
+        gone_journal.exists(),
+        "swept only after journal_sweep_delay_secs, once the namespaces present were found"
+    );
+    wait_for(
+        "journal of the vanished namespace swept",
+        Duration::from_secs(10),
+        || (!gone_journal.exists()).then_some(()),
+    )?;
+    assert!(stays_journal.exists(), "a live namespace keeps its journal");
+    assert!(has_prog(&ctl_rows(&d, "sw-stays")?, 430_001));
+    assert!(
+        d.log()
+            .contains("removing the journal of a namespace that is gone")
+    );
+    // The kept journal is still the live one: a new registration lands in it.
+    let r = local_v4(&stays, 1, rpcb(430_002, 1, "udp", "0.0.0.0.8.9", "0"))?;
+    assert_eq!(r.as_ref().and_then(rpc::result_u32), Some(1));
+    assert!(std::fs::read_to_string(&stays_journal)?.contains("430002"));
+    Ok(())
+}

@@ -86,7 +86,8 @@ pub struct RpcbindConfig {
     pub udp_dump_loopback_only: bool,
     /// Accept SET/UNSET from 127.0.0.1/::1 (the kernel and older libtirpc register that way).
     pub loopback_may_register: bool,
-    /// Probe registered UDP services with an RPC NULL call and drop those that stop answering.
+    /// Probe registered UDP and TCP services with an RPC NULL call and drop those that stop
+    /// answering.
     pub prune: bool,
     /// Seconds between liveness rounds when `prune` is on.
     pub prune_interval_secs: u64,

@@ -1243,6 +1243,115 @@ fn registration_cap_and_statistics_are_per_namespace() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A fake TCP RPC server on a listener of the test: answers every call on every connection
+/// with SUCCESS and no result (echoing the xid) until `stop`; returns how many calls it
+/// answered.
+fn fake_tcp_server(
+    listener: std::net::TcpListener,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut answered = 0;
+        if listener.set_nonblocking(true).is_err() {
+            return 0;
+        }
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let Ok((mut conn, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            if conn.set_nonblocking(false).is_err()
+                || conn
+                    .set_read_timeout(Some(Duration::from_millis(500)))
+                    .is_err()
+            {
+                continue;
+            }
+            while let Some(rec) = rpc::read_record(&mut conn) {
+                if rec.len() < 8 || rec[4..8] != [0, 0, 0, 0] {
+                    break;
+                }
+                let mut reply = rec[..4].to_vec();
+                reply.extend_from_slice(&Xdr::default().u32(1).u32(0).u32(0).u32(0).u32(0).0);
+                if conn.write_all(&rpc::frame(&reply)).is_err() {
+                    break;
+                }
+                answered += 1;
+            }
+        }
+        answered
+    })
+}
+
+#[test]
+fn liveness_pruning_covers_tcp_only_registrations() -> anyhow::Result<()> {
+    if !require_root("liveness_pruning_covers_tcp_only_registrations")
+        || !require_tool("liveness_pruning_covers_tcp_only_registrations", "rpcinfo")
+    {
+        return Ok(());
+    }
+    let d = Daemon::start(
+        "[rpcbind]\nenabled = true\nprune = true\nprune_interval_secs = 1\nprune_after_misses = 2\n",
+    )?;
+    let ns = d.netns("prune-tcp")?;
+    wait_up(&ns)?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = std::sync::Arc::clone(&stop);
+    let (server, alive, dead) = ns.run_in(move || -> anyhow::Result<_> {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let alive = l.local_addr()?.port();
+        // A port nobody listens on (bound, then closed).
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        Ok((fake_tcp_server(l, stop2), alive, dead))
+    })??;
+    // Registered over TCP only, as a TCP-only service would (no udp entry to probe).
+    for (prog, port) in [(400_300u32, alive), (400_301, dead)] {
+        let uaddr = format!("0.0.0.0.{}.{}", port >> 8, port & 0xff);
+        let r = local_v4(&ns, 1, rpcb(prog, 1, "tcp", &uaddr, "0"))?;
+        assert_eq!(r.as_ref().and_then(rpc::result_u32), Some(1), "{r:?}");
+    }
+    let rpcinfo_p = || -> anyhow::Result<Vec<(u32, u32, String, u16)>> {
+        Ok(pmap_rows(&stdout(&ns.sh("rpcinfo -p 127.0.0.1")?)))
+    };
+    let before = rpcinfo_p()?;
+    assert!(
+        before.contains(&(400_300, 1, "tcp".into(), alive))
+            && before.contains(&(400_301, 1, "tcp".into(), dead)),
+        "{before:?}"
+    );
+    let result = wait_for("silent TCP service pruned", Duration::from_secs(10), || {
+        rpcinfo_p()
+            .ok()
+            .filter(|r| !r.iter().any(|e| e.0 == 400_301))
+    });
+    // A few more rounds: the live one must survive them.
+    std::thread::sleep(Duration::from_millis(2500));
+    let rows = rpcinfo_p()?;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let answered = server
+        .join()
+        .map_err(|_| anyhow::anyhow!("fake server panicked"))?;
+    result?;
+    assert!(
+        rows.contains(&(400_300, 1, "tcp".into(), alive)),
+        "a live TCP service is kept: {rows:?}"
+    );
+    assert!(
+        answered >= 2,
+        "the live service was probed over TCP: {answered}"
+    );
+    let log = d.log();
+    assert!(
+        log.lines().any(|l| l.contains("stopped answering")
+            && l.contains("netid=tcp")
+            && l.contains("prog=400301")),
+        "{log}"
+    );
+    Ok(())
+}
+
 #[test]
 fn failed_journal_write_is_not_acknowledged_and_service_continues() -> anyhow::Result<()> {
     if !require_root("failed_journal_write_is_not_acknowledged_and_service_continues")

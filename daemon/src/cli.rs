@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -64,7 +65,11 @@ fn service_kinds(args: &DaemonArgs, config: &Config) -> Vec<Arc<dyn ServiceKind>
     };
     vec![
         Arc::new(Ident),
-        Arc::new(Rpcbind::new(&args.state_dir, rpcbind_path)),
+        Arc::new(Rpcbind::new(
+            &args.state_dir,
+            rpcbind_path,
+            Duration::from_secs(config.base_services().rpcbind.journal_sweep_delay_secs),
+        )),
         Arc::new(Ntp::new()),
         Arc::new(Dns),
     ]

@@ -86,12 +86,18 @@ pub struct RpcbindConfig {
     pub udp_dump_loopback_only: bool,
     /// Accept SET/UNSET from 127.0.0.1/::1 (the kernel and older libtirpc register that way).
     pub loopback_may_register: bool,
-    /// Probe registered UDP services with an RPC NULL call and drop those that stop answering.
+    /// Probe registered UDP and TCP services with an RPC NULL call and drop those that stop
+    /// answering.
     pub prune: bool,
     /// Seconds between liveness rounds when `prune` is on.
     pub prune_interval_secs: u64,
     /// Missed probes in a row after which a registration is removed.
     pub prune_after_misses: u32,
+    /// Seconds after start before the journals of namespaces that did not come back (they went
+    /// while the daemon was down) are deleted. Every namespace present at start must have been
+    /// found by then, or its journal goes too: the default leaves a slow start plenty of room.
+    /// Daemon-wide and read at start: only the base `[rpcbind]` value counts.
+    pub journal_sweep_delay_secs: u64,
 }
 
 impl Default for RpcbindConfig {
@@ -116,6 +122,7 @@ impl Default for RpcbindConfig {
             prune: false,
             prune_interval_secs: 60,
             prune_after_misses: 3,
+            journal_sweep_delay_secs: 60,
         }
     }
 }

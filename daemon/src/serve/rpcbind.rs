@@ -13,7 +13,8 @@
 //! Every SET/UNSET is appended to the namespace's journal ([`crate::state`]) *before* the reply
 //! is sent; if the write fails the change is rolled back and no reply is sent. Journals are
 //! restored only into the namespace (boot id + cookie) that wrote them, and deleted when the
-//! namespace goes.
+//! namespace goes; those of namespaces that went while the daemon was down are swept
+//! `journal_sweep_delay_secs` after start.
 //!
 //! # Limits
 //! Strings/opaques are capped at 9000 bytes and records at 64 KiB (in the core); registrations
@@ -24,9 +25,12 @@
 //! # Remote calls and liveness
 //! CALLIT/BCAST/INDIRECT are refused unless `remote_calls = true`; then they are forwarded from
 //! the namespace's own port-111 UDP socket (so only inside that namespace), matched back with the
-//! core's [`ForwardTable`]. With `prune = true` each namespace probes its UDP registrations with
-//! an RPC NULL call every `prune_interval_secs` (doubling up to 8× while a service is silent) and
-//! removes one after `prune_after_misses` silent rounds; with `prune = false` no task exists.
+//! core's [`ForwardTable`]. With `prune = true` each namespace probes its UDP and TCP
+//! registrations with an RPC NULL call every `prune_interval_secs` (doubling up to 8× while a
+//! service is silent) and removes one after `prune_after_misses` silent rounds; with
+//! `prune = false` no task exists. UDP probes leave from the namespace's port-111 socket; TCP
+//! probes connect from sockets created inside the namespace, a few at a time, each bounded by
+//! the round. A TCP-only service would otherwise never be pruned.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -54,12 +58,13 @@ use super::{
 use crate::config::{RpcbindConfig, ServicesConfig};
 use crate::state::{Change, Journal, JournalDir};
 
-/// How long after the first namespace appears we delete journals of namespaces that did not come
-/// back (they went while the daemon was down).
-const SWEEP_DELAY: Duration = Duration::from_secs(60);
-
 /// Read buffer per connection (records larger than this arrive in several reads).
 const READ_BUF: usize = 4096;
+
+/// Most TCP liveness probes of one namespace in flight at once: each holds a socket (an fd)
+/// until it is answered, refused or timed out, and a namespace may hold
+/// `max_registrations` (1024) registrations.
+const TCP_PROBES_IN_FLIGHT: usize = 16;
 
 /// The portmapper service kind: journals, the path socket and the routing table for it.
 #[derive(Debug)]
@@ -69,6 +74,10 @@ pub struct Rpcbind {
     journals: Option<Arc<JournalDir>>,
     /// The path socket, if enabled.
     local_path: Option<PathBuf>,
+    /// How long after start the journals of namespaces that did not come back (they went while
+    /// the daemon was down) are deleted: long enough for the namespaces present at start to be
+    /// found (`journal_sweep_delay_secs`).
+    sweep_delay: Duration,
     shared: Arc<Shared>,
     /// Started on the first instance (needs the runtime).
     started: AtomicBool,
@@ -119,9 +128,10 @@ impl Drop for Rpcbind {
 }
 
 impl Rpcbind {
-    /// A portmapper kind keeping journals under `state_dir` and serving the path socket
+    /// A portmapper kind keeping journals under `state_dir`, deleting those of vanished
+    /// namespaces `sweep_delay` after start (at least a second), and serving the path socket
     /// `local_path` (`None`: no path socket).
-    pub fn new(state_dir: &Path, local_path: Option<PathBuf>) -> Self {
+    pub fn new(state_dir: &Path, local_path: Option<PathBuf>, sweep_delay: Duration) -> Self {
         let journals = match JournalDir::open(state_dir, "rpcbind") {
             Ok(j) => Some(Arc::new(j)),
             Err(e) => {
@@ -138,6 +148,7 @@ impl Rpcbind {
         Self {
             journals,
             local_path,
+            sweep_delay: sweep_delay.max(Duration::from_secs(1)),
             shared,
             started: AtomicBool::new(false),
             path_task: Mutex::new(None),
@@ -159,8 +170,9 @@ impl Rpcbind {
         if let Some(j) = &self.journals {
             let j = Arc::clone(j);
             let shared = Arc::clone(&self.shared);
+            let delay = self.sweep_delay;
             tokio::spawn(async move {
-                tokio::time::sleep(SWEEP_DELAY).await;
+                tokio::time::sleep(delay).await;
                 let live = lock(&shared.live).clone();
                 j.sweep(&live);
             });
@@ -719,9 +731,11 @@ fn xid_seed() -> u32 {
     t ^ std::process::id().rotate_left(16)
 }
 
-/// Runs liveness rounds until the instance is gone.
+/// Runs liveness rounds until the instance is gone. The TCP probes one round starts run while
+/// the loop waits for the next round, and end before it.
 async fn prune_loop(weak: Weak<RpcbindNs>) {
     let mut round: u32 = 0;
+    let mut tcp = Vec::new();
     loop {
         let Some(this) = weak.upgrade() else { return };
         let (interval, max_misses) = {
@@ -731,28 +745,173 @@ async fn prune_loop(weak: Weak<RpcbindNs>) {
                 st.cfg.prune_after_misses.max(1),
             )
         };
+        let ns = Arc::clone(&this.ns);
         drop(this);
-        tokio::time::sleep(interval).await;
+        // Three quarters of the interval: every TCP probe has ended when the next round counts
+        // the outstanding ones, so none is judged while its answer may still be on the way.
+        let budget = interval * 3 / 4;
+        tokio::join!(
+            tokio::time::sleep(interval),
+            run_tcp_probes(&weak, &ns, std::mem::take(&mut tcp), budget),
+        );
         round = round.wrapping_add(1);
         let Some(this) = weak.upgrade() else { return };
-        this.prune_round(round, max_misses);
+        tcp = this.prune_round(round, max_misses);
     }
+}
+
+/// The address a liveness probe of `e` goes to: the registered one, with a wildcard replaced by
+/// loopback (a service registered as `0.0.0.0.p.p` listens on every address of the namespace).
+fn probe_target(e: &Entry) -> Option<SocketAddr> {
+    let mut target = parse_uaddr(&e.uaddr)?;
+    if target.ip().is_unspecified() {
+        target.set_ip(if target.is_ipv4() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            IpAddr::V6(Ipv6Addr::LOCALHOST)
+        });
+    }
+    Some(target)
+}
+
+/// A liveness probe of a TCP registration, started by [`RpcbindNs::prune_round`] and carried out
+/// by [`run_tcp_probes`].
+#[derive(Debug)]
+struct TcpProbe {
+    /// The call's xid, outstanding in [`Forwards::probes`] until the answer comes.
+    xid: u32,
+    target: SocketAddr,
+    /// The RPC NULL call (the same bytes a UDP probe sends), without record marking.
+    call: Vec<u8>,
+}
+
+/// Runs one round's TCP probes, at most [`TCP_PROBES_IN_FLIGHT`] at a time, each from a socket
+/// created inside the namespace (its routes and addresses, like the UDP probes sent from its
+/// port-111 socket), all ending by `budget`.
+///
+/// A probe answered with an RPC reply carrying its xid marks the service alive. One refused,
+/// reset or timed out stays outstanding, so the next round counts it as a miss, exactly as an
+/// unanswered UDP probe. Probes that could not be made (no socket, deadline passed before their
+/// turn) are withdrawn without a miss: failing to ask is no evidence against the service, as
+/// with a UDP probe whose send failed.
+async fn run_tcp_probes(
+    weak: &Weak<RpcbindNs>,
+    ns: &Arc<NsInfo>,
+    probes: Vec<TcpProbe>,
+    budget: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + budget;
+    let mut rest = probes.into_iter();
+    loop {
+        let batch: Vec<TcpProbe> = rest.by_ref().take(TCP_PROBES_IN_FLIGHT).collect();
+        if batch.is_empty() {
+            return;
+        }
+        let withdraw = |batch: &[TcpProbe]| {
+            if let Some(this) = weak.upgrade() {
+                this.withdraw_probes(batch.iter().map(|p| p.xid));
+            }
+        };
+        if tokio::time::Instant::now() >= deadline {
+            withdraw(&batch);
+            withdraw(&rest.collect::<Vec<_>>());
+            return;
+        }
+        // One trip to the namespace thread for the whole batch.
+        let v6: Vec<bool> = batch.iter().map(|p| p.target.is_ipv6()).collect();
+        let socks = ns
+            .run_in(move || Ok(v6.into_iter().map(new_tcp_socket).collect::<Vec<_>>()))
+            .await;
+        let socks = match socks {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(netns = %ns.name, error = %e, "cannot create liveness probe sockets");
+                withdraw(&batch);
+                continue;
+            }
+        };
+        let mut running = tokio::task::JoinSet::new();
+        for (p, sock) in batch.into_iter().zip(socks) {
+            match sock {
+                Ok(sock) => {
+                    running.spawn(async move {
+                        let answered =
+                            tokio::time::timeout_at(deadline, tcp_probe(sock, p.target, &p.call))
+                                .await;
+                        (p.xid, p.target, answered)
+                    });
+                }
+                Err(e) => {
+                    tracing::debug!(netns = %ns.name, target = %p.target, error = %e, "cannot create a liveness probe socket");
+                    withdraw(std::slice::from_ref(&p));
+                }
+            }
+        }
+        while let Some(done) = running.join_next().await {
+            let Ok((xid, target, answered)) = done else {
+                continue;
+            };
+            match answered {
+                Ok(Ok(true)) => {
+                    if let Some(this) = weak.upgrade() {
+                        this.probe_answered(xid);
+                    }
+                }
+                Ok(Ok(false)) => {
+                    tracing::debug!(netns = %ns.name, %target, "liveness probe got a stray answer");
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(netns = %ns.name, %target, error = %e, "liveness probe failed");
+                }
+                Err(_) => {
+                    tracing::debug!(netns = %ns.name, %target, "liveness probe timed out");
+                }
+            }
+        }
+    }
+}
+
+/// A non-blocking TCP socket of the given family, not yet connected. Call inside the target
+/// namespace.
+fn new_tcp_socket(v6: bool) -> io::Result<std::net::TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+    let s = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+/// One TCP liveness probe: connect, send `call` as one record, read the head of the answer.
+/// True when it is an RPC reply with the call's xid (any reply: a service that answers, even
+/// with an error, is alive).
+async fn tcp_probe(sock: std::net::TcpStream, target: SocketAddr, call: &[u8]) -> io::Result<bool> {
+    let mut s = tokio::net::TcpSocket::from_std_stream(sock)
+        .connect(target)
+        .await?;
+    let mut wire = Vec::with_capacity(call.len() + 4);
+    frame_record(call, &mut wire);
+    s.write_all(&wire).await?;
+    // Record mark, xid, message type.
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).await?;
+    Ok(head.get(4..8) == call.get(..4) && is_rpc_reply(&head[4..]))
 }
 
 impl RpcbindNs {
     /// One liveness round: count a miss for every probe still unanswered, remove registrations
     /// past the limit, and probe again (with backoff: a registration with k misses is probed
-    /// every 2^k rounds, at most every 8th).
-    fn prune_round(&self, round: u32, max_misses: u32) {
-        let Some(ep) = lock(&self.prune_ep).as_ref().and_then(Weak::upgrade) else {
-            return;
-        };
+    /// every 2^k rounds, at most every 8th). UDP registrations are probed from the namespace's
+    /// port-111 socket here; the TCP probes are returned for [`run_tcp_probes`].
+    fn prune_round(&self, round: u32, max_misses: u32) -> Vec<TcpProbe> {
+        let ep = lock(&self.prune_ep).as_ref().and_then(Weak::upgrade);
         let mut st = self.state();
         let targets: Vec<Entry> = user_entries(&st.pm, &st.cfg)
             .into_iter()
-            .filter(|e| {
-                (e.netid == "udp" && ep.bound.is_ipv4())
-                    || (e.netid == "udp6" && ep.bound.is_ipv6())
+            .filter(|e| match e.netid.as_str() {
+                "udp" => ep.as_ref().is_some_and(|ep| ep.bound.is_ipv4()),
+                "udp6" => ep.as_ref().is_some_and(|ep| ep.bound.is_ipv6()),
+                "tcp" | "tcp6" => true,
+                _ => false,
             })
             .collect();
         let fw = st.forwards.get_or_insert_with(Forwards::new);
@@ -761,6 +920,7 @@ impl RpcbindNs {
         }
         fw.misses.retain(|e, _| targets.contains(e));
         let mut dead = Vec::new();
+        let mut tcp = Vec::new();
         let mut seed = xid_seed();
         for e in targets {
             let m = fw.misses.get(&e).copied().unwrap_or(0);
@@ -772,22 +932,21 @@ impl RpcbindNs {
             if !round.is_multiple_of(every) {
                 continue;
             }
-            let Some(mut target) = parse_uaddr(&e.uaddr) else {
+            let Some(target) = probe_target(&e) else {
                 continue;
             };
-            if target.ip().is_unspecified() {
-                target.set_ip(if target.is_ipv4() {
-                    IpAddr::V4(Ipv4Addr::LOCALHOST)
-                } else {
-                    IpAddr::V6(Ipv6Addr::LOCALHOST)
-                });
-            }
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             let xid = seed | 1;
             let mut call = Vec::with_capacity(40);
             for w in [xid, 0, 2, e.prog, e.vers, 0, 0, 0, 0, 0] {
                 call.extend_from_slice(&w.to_be_bytes());
             }
+            if e.netid.starts_with("tcp") {
+                fw.probes.insert(xid, e);
+                tcp.push(TcpProbe { xid, target, call });
+                continue;
+            }
+            let Some(ep) = &ep else { continue };
             let src = if target.is_ipv4() {
                 IpAddr::V4(Ipv4Addr::UNSPECIFIED)
             } else {
@@ -807,6 +966,27 @@ impl RpcbindNs {
             let changes: Vec<Change> = removed.into_iter().map(Change::Unset).collect();
             if let Err(err) = self.journal(&mut st, &changes) {
                 tracing::error!(netns = %self.ns.name, error = %err, "cannot journal a pruned registration");
+            }
+        }
+        tcp
+    }
+
+    /// A liveness probe was answered: the service is alive, its misses are forgotten.
+    fn probe_answered(&self, xid: u32) {
+        let mut st = self.state();
+        if let Some(fw) = st.forwards.as_mut()
+            && let Some(e) = fw.probes.remove(&xid)
+        {
+            fw.misses.remove(&e);
+        }
+    }
+
+    /// Forgets probes that were never made, so the next round does not count them as misses.
+    fn withdraw_probes(&self, xids: impl IntoIterator<Item = u32>) {
+        let mut st = self.state();
+        if let Some(fw) = st.forwards.as_mut() {
+            for xid in xids {
+                fw.probes.remove(&xid);
             }
         }
     }

@@ -6,7 +6,9 @@
 //! is never reused within a boot, so a journal can only ever be restored into the very namespace
 //! that wrote it; a namespace re-created under the same name has a new cookie and starts empty.
 //! Directories of other boots are deleted at start (after a reboot every namespace and every
-//! registered service is new). A namespace's file is deleted when the namespace goes.
+//! registered service is new). A namespace's file is deleted when the namespace goes, and the
+//! files of namespaces that went while the daemon was down by [`JournalDir::sweep`], which the
+//! portmapper runs `journal_sweep_delay_secs` after start.
 //!
 //! # Format
 //! One line per change: a JSON array `["S"|"U", prog, vers, netid, uaddr, owner]`, a TAB, and

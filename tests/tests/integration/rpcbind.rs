@@ -1242,3 +1242,269 @@ fn registration_cap_and_statistics_are_per_namespace() -> anyhow::Result<()> {
     assert_eq!(stats["cap-a"]["registrations"], 14);
     Ok(())
 }
+
+/// A fake TCP RPC server on a listener of the test: answers every call on every connection
+/// with SUCCESS and no result (echoing the xid) until `stop`; returns how many calls it
+/// answered.
+fn fake_tcp_server(
+    listener: std::net::TcpListener,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut answered = 0;
+        if listener.set_nonblocking(true).is_err() {
+            return 0;
+        }
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let Ok((mut conn, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            if conn.set_nonblocking(false).is_err()
+                || conn
+                    .set_read_timeout(Some(Duration::from_millis(500)))
+                    .is_err()
+            {
+                continue;
+            }
+            while let Some(rec) = rpc::read_record(&mut conn) {
+                if rec.len() < 8 || rec[4..8] != [0, 0, 0, 0] {
+                    break;
+                }
+                let mut reply = rec[..4].to_vec();
+                reply.extend_from_slice(&Xdr::default().u32(1).u32(0).u32(0).u32(0).u32(0).0);
+                if conn.write_all(&rpc::frame(&reply)).is_err() {
+                    break;
+                }
+                answered += 1;
+            }
+        }
+        answered
+    })
+}
+
+#[test]
+fn liveness_pruning_covers_tcp_only_registrations() -> anyhow::Result<()> {
+    if !require_root("liveness_pruning_covers_tcp_only_registrations")
+        || !require_tool("liveness_pruning_covers_tcp_only_registrations", "rpcinfo")
+    {
+        return Ok(());
+    }
+    let d = Daemon::start(
+        "[rpcbind]\nenabled = true\nprune = true\nprune_interval_secs = 1\nprune_after_misses = 2\n",
+    )?;
+    let ns = d.netns("prune-tcp")?;
+    wait_up(&ns)?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = std::sync::Arc::clone(&stop);
+    let (server, alive, dead) = ns.run_in(move || -> anyhow::Result<_> {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let alive = l.local_addr()?.port();
+        // A port nobody listens on (bound, then closed).
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        Ok((fake_tcp_server(l, stop2), alive, dead))
+    })??;
+    // Registered over TCP only, as a TCP-only service would (no udp entry to probe).
+    for (prog, port) in [(400_300u32, alive), (400_301, dead)] {
+        let uaddr = format!("0.0.0.0.{}.{}", port >> 8, port & 0xff);
+        let r = local_v4(&ns, 1, rpcb(prog, 1, "tcp", &uaddr, "0"))?;
+        assert_eq!(r.as_ref().and_then(rpc::result_u32), Some(1), "{r:?}");
+    }
+    let rpcinfo_p = || -> anyhow::Result<Vec<(u32, u32, String, u16)>> {
+        Ok(pmap_rows(&stdout(&ns.sh("rpcinfo -p 127.0.0.1")?)))
+    };
+    let before = rpcinfo_p()?;
+    assert!(
+        before.contains(&(400_300, 1, "tcp".into(), alive))
+            && before.contains(&(400_301, 1, "tcp".into(), dead)),
+        "{before:?}"
+    );
+    let result = wait_for("silent TCP service pruned", Duration::from_secs(10), || {
+        rpcinfo_p()
+            .ok()
+            .filter(|r| !r.iter().any(|e| e.0 == 400_301))
+    });
+    // A few more rounds: the live one must survive them.
+    std::thread::sleep(Duration::from_millis(2500));
+    let rows = rpcinfo_p()?;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let answered = server
+        .join()
+        .map_err(|_| anyhow::anyhow!("fake server panicked"))?;
+    result?;
+    assert!(
+        rows.contains(&(400_300, 1, "tcp".into(), alive)),
+        "a live TCP service is kept: {rows:?}"
+    );
+    assert!(
+        answered >= 2,
+        "the live service was probed over TCP: {answered}"
+    );
+    let log = d.log();
+    assert!(
+        log.lines().any(|l| l.contains("stopped answering")
+            && l.contains("netid=tcp")
+            && l.contains("prog=400301")),
+        "{log}"
+    );
+    Ok(())
+}
+
+#[test]
+fn failed_journal_write_is_not_acknowledged_and_service_continues() -> anyhow::Result<()> {
+    if !require_root("failed_journal_write_is_not_acknowledged_and_service_continues")
+        || !require_tool(
+            "failed_journal_write_is_not_acknowledged_and_service_continues",
+            "rpcinfo",
+        )
+    {
+        return Ok(());
+    }
+    let d = Daemon::start(ON)?;
+    let ns = d.netns("jfail")?;
+    let other = d.netns("jfail-bystander")?;
+    wait_up(&ns)?;
+    wait_up(&other)?;
+    let r = local_v4(&ns, 1, rpcb(420_000, 1, "udp", "0.0.0.0.8.8", "0"))?;
+    assert_eq!(r.as_ref().and_then(rpc::result_u32), Some(1));
+    // Its journal now exists; a directory in its place makes every append fail (EISDIR), even
+    // for root, whom file modes do not stop.
+    let journals = walk(&d.state_dir());
+    assert_eq!(journals.len(), 1, "{journals:?}");
+    let journal = journals[0].clone();
+    std::fs::remove_file(&journal)?;
+    std::fs::create_dir(&journal)?;
+    // v2 SET over UDP and v4 SET over the abstract socket: neither is acknowledged.
+    let (udp_set, local_set) = ns.run_in(|| {
+        let udp = udp_call(
+            lo111(),
+            &call(1, PMAP, 2, 1, Cred::None, &pmap(420_001, 1, 17, 2049)),
+            Duration::from_secs(1),
+        );
+        let local = connect_abstract(ABSTRACT).ok().and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+            stream_call(
+                &mut s,
+                &call(
+                    2,
+                    PMAP,
+                    4,
+                    1,
+                    Cred::None,
+                    &rpcb(420_002, 1, "tcp", "0.0.0.0.8.9", "0"),
+                ),
+            )
+        });
+        (udp, local)
+    })?;
+    assert_eq!(udp_set, None, "a SET that was not journaled gets no reply");
+    assert_eq!(
+        local_set, None,
+        "a SET that was not journaled gets no reply"
+    );
+    // Rolled back: DUMP (rpcinfo -p, v2 over TCP) and the v4 table show neither.
+    let rows = pmap_rows(&stdout(&ns.sh("rpcinfo -p 127.0.0.1")?));
+    assert!(rows.iter().any(|r| r.0 == 420_000), "{rows:?}");
+    assert!(
+        !rows.iter().any(|r| r.0 == 420_001 || r.0 == 420_002),
+        "{rows:?}"
+    );
+    let ctl = ctl_rows(&d, "jfail")?;
+    assert!(
+        !has_prog(&ctl, 420_001) && !has_prog(&ctl, 420_002),
+        "{ctl:?}"
+    );
+    // Logged with the namespace.
+    let log = d.log();
+    assert!(
+        log.lines()
+            .filter(
+                |l| l.contains("cannot journal a registration change") && l.contains("netns=jfail")
+            )
+            .count()
+            >= 2,
+        "{log}"
+    );
+    // The daemon keeps serving: lookups here, registrations in another namespace.
+    let getport = ns.run_in(|| {
+        udp_call(
+            lo111(),
+            &call(3, PMAP, 2, 3, Cred::None, &pmap(420_000, 1, 17, 0)),
+            Duration::from_secs(1),
+        )
+    })?;
+    assert_eq!(getport.as_ref().and_then(rpc::result_u32), Some(0x0808));
+    let r = local_v4(&other, 1, rpcb(420_003, 1, "udp", "0.0.0.0.8.10", "0"))?;
+    assert_eq!(r.as_ref().and_then(rpc::result_u32), Some(1));
+    // Once the journal can be written again, the same SET succeeds and is journaled.
+    std::fs::remove_dir(&journal)?;
+    let r = ns.run_in(|| {
+        udp_call(
+            lo111(),
+            &call(4, PMAP, 2, 1, Cred::None, &pmap(420_001, 1, 17, 2049)),
+            Duration::from_secs(1),
+        )
+    })?;
+    assert_eq!(r.as_ref().and_then(rpc::result_u32), Some(1), "{r:?}");
+    assert!(std::fs::read_to_string(&journal)?.contains("420001"));
+    assert!(has_prog(&ctl_rows(&d, "jfail")?, 420_001));
+    Ok(())
+}
+
+#[test]
+fn journals_of_namespaces_gone_while_down_are_swept() -> anyhow::Result<()> {
+    if !require_root("journals_of_namespaces_gone_while_down_are_swept") {
+        return Ok(());
+    }
+    let mut d = Daemon::start("[rpcbind]\nenabled = true\njournal_sweep_delay_secs = 3\n")?;
+    let mut gone = d.netns("sw-gone")?;
+    let stays = d.netns("sw-stays")?;
+    wait_up(&gone)?;
+    wait_up(&stays)?;
+    for (ns, prog) in [(&gone, 430_000), (&stays, 430_001)] {
+        let r = local_v4(ns, 1, rpcb(prog, 1, "udp", "0.0.0.0.8.8", "0"))?;
+        assert_eq!(r.as_ref().and_then(rpc::result_u32), Some(1));
+    }
+    let cookie = |name: &str| -> anyhow::Result<u64> {
+        d.ns(name)?
+            .and_then(|n| n["id"].as_u64())
+            .ok_or_else(|| anyhow::anyhow!("no id for {name}"))
+    };
+    let journal_of = |id: u64| {
+        walk(&d.state_dir()).into_iter().find(|p| {
+            p.file_name()
+                .is_some_and(|f| *f == *format!("{id}.journal"))
+        })
+    };
+    let gone_journal =
+        journal_of(cookie("sw-gone")?).ok_or_else(|| anyhow::anyhow!("no journal for sw-gone"))?;
+    let stays_journal = journal_of(cookie("sw-stays")?)
+        .ok_or_else(|| anyhow::anyhow!("no journal for sw-stays"))?;
+    // The daemon dies, and a namespace goes while it is down.
+    d.kill9()?;
+    gone.delete()?;
+    d.restart()?;
+    wait_up(&stays)?;
+    assert!(
+        gone_journal.exists(),
+        "swept only after journal_sweep_delay_secs, once the namespaces present were found"
+    );
+    wait_for(
+        "journal of the vanished namespace swept",
+        Duration::from_secs(10),
+        || (!gone_journal.exists()).then_some(()),
+    )?;
+    assert!(stays_journal.exists(), "a live namespace keeps its journal");
+    assert!(has_prog(&ctl_rows(&d, "sw-stays")?, 430_001));
+    assert!(
+        d.log()
+            .contains("removing the journal of a namespace that is gone")
+    );
+    // The kept journal is still the live one: a new registration lands in it.
+    let r = local_v4(&stays, 1, rpcb(430_002, 1, "udp", "0.0.0.0.8.9", "0"))?;
+    assert_eq!(r.as_ref().and_then(rpc::result_u32), Some(1));
+    assert!(std::fs::read_to_string(&stays_journal)?.contains("430002"));
+    Ok(())
+}

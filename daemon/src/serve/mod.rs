@@ -20,7 +20,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
@@ -128,6 +128,9 @@ pub struct Datagram<'a> {
     pub ifindex: u32,
     /// Kernel receive time, if the listener asked for timestamps.
     pub rx_time: Option<SystemTime>,
+    /// Monotonic time its batch was taken off the socket: one clock read per batch serves
+    /// every rate limit and cache age in it (a batch is handled within microseconds).
+    pub received: Instant,
     /// Longer than the receive buffer; `data` is cut.
     pub truncated: bool,
 }

@@ -580,7 +580,7 @@ impl NsService for NtpNs {
     }
 
     fn on_datagram(&self, _ep: &Arc<UdpEndpoint>, d: &Datagram<'_>, reply: &mut Vec<u8>) -> bool {
-        let now = Instant::now();
+        let now = d.received;
         let mono = Mono::from_duration(now.saturating_duration_since(self.shared.epoch));
         // The listener asks for kernel timestamps; the fallback only covers a kernel that
         // silently ignored the option.

@@ -17,7 +17,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use tokio::io::Interest;
 
@@ -103,6 +103,7 @@ fn handle_batch(ep: &Arc<UdpEndpoint>, service: &dyn NsService) -> io::Result<us
             pending,
         } = &mut **b;
         let n = rx.recv(ep.sock.as_fd())?;
+        let received = Instant::now();
         pending.clear();
         for (i, reply) in replies.iter_mut().enumerate().take(n) {
             let Some((meta, data)) = rx.get(i) else {
@@ -119,6 +120,7 @@ fn handle_batch(ep: &Arc<UdpEndpoint>, service: &dyn NsService) -> io::Result<us
                         .ok()
                         .map(|s| UNIX_EPOCH + Duration::new(s, ns))
                 }),
+                received,
                 truncated: meta.truncated,
             };
             reply.clear();

@@ -344,16 +344,17 @@ impl DnsNs {
         }
     }
 
-    /// Handles one client message. `route` is only called when the answer is deferred.
+    /// Handles one client message received at `now`. `route` is only called when the answer
+    /// is deferred.
     fn query(
         &self,
         addr: SocketAddr,
         transport: Transport,
         query: &[u8],
         out: &mut Vec<u8>,
+        now: Instant,
         route: impl FnOnce(Instant) -> Route,
     ) -> Verdict {
-        let now = Instant::now();
         let mut g = self.lock();
         g.next_client = g.next_client.wrapping_add(1);
         let client = ClientInfo {
@@ -1064,12 +1065,14 @@ impl NsService for DnsNs {
         if d.truncated {
             return false;
         }
-        let verdict = self.query(d.peer, Transport::Udp, d.data, reply, |since| Route::Udp {
-            ep: Arc::clone(ep),
-            peer: d.peer,
-            local: d.local.ip(),
-            ifindex: d.ifindex,
-            since,
+        let verdict = self.query(d.peer, Transport::Udp, d.data, reply, d.received, |since| {
+            Route::Udp {
+                ep: Arc::clone(ep),
+                peer: d.peer,
+                local: d.local.ip(),
+                ifindex: d.ifindex,
+                since,
+            }
         });
         verdict == Verdict::Reply
     }

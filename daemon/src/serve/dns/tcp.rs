@@ -45,10 +45,17 @@ pub(super) async fn serve_client(svc: Arc<DnsNs>, conn: Connection) {
             ) {
                 break;
             }
-            let verdict = svc.query(peer, Transport::Tcp, &msg, &mut out, |since| Route::Tcp {
-                tx: tx.clone(),
-                since,
-            });
+            let verdict = svc.query(
+                peer,
+                Transport::Tcp,
+                &msg,
+                &mut out,
+                Instant::now(),
+                |since| Route::Tcp {
+                    tx: tx.clone(),
+                    since,
+                },
+            );
             match verdict {
                 Verdict::Reply => {
                     if tx.send(std::mem::take(&mut out)).await.is_err() {

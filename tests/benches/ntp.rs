@@ -11,7 +11,8 @@
 //!   namespace keeping up to `WINDOW` requests in flight, bounded by `REQUESTS` and `MAX_TIME`.
 //! * Server CPU is `utime + stime` of the server process from `/proc/PID/stat` (all threads),
 //!   read before and after each run; per answer = CPU / answers.
-//! * Servers alternate for `ROUNDS` rounds so drift in machine load hits both alike.
+//! * Servers alternate for `ROUNDS` rounds so drift in machine load hits both alike; the
+//!   aggregate ratio is printed with the median and range of the per-round ratios.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Stdio};
@@ -25,7 +26,7 @@ use nsaux_tests::netns::{TestNetns, in_netns_file, udp_exchange};
 const REQUESTS: u64 = 400_000;
 const MAX_TIME: Duration = Duration::from_secs(6);
 const WINDOW: u64 = 64;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 /// Open-loop load: requests per second, spread over `PACED_CLIENTS` client sockets.
 const PACED_RATE: u64 = 40_000;
 const PACED_CLIENTS: usize = 16;
@@ -265,7 +266,10 @@ fn main() -> anyhow::Result<()> {
         }
         println!("ntp bench, {label}, {ROUNDS} rounds");
         let mut totals = [(0u64, 0u64, Duration::ZERO, 0u64, 0u64); 2];
+        // nsauxd / chronyd in each round (exact CPU), for the median.
+        let mut round_ratios = Vec::with_capacity(ROUNDS);
         for round in 0..ROUNDS {
+            let mut per_answer_ns = [0f64; 2];
             for (i, (name, ns, pid)) in servers.iter().enumerate() {
                 let (run, ticks, ns) = measure(ns, *pid, paced)?;
                 let us = ticks as f64 * 1e6 / tck as f64;
@@ -281,6 +285,7 @@ fn main() -> anyhow::Result<()> {
                 if run.answers == 0 {
                     bail!("{name} did not answer");
                 }
+                per_answer_ns[i] = ns as f64 / run.answers.max(1) as f64;
                 let t = &mut totals[i];
                 t.0 += run.sent;
                 t.1 += run.answers;
@@ -288,13 +293,14 @@ fn main() -> anyhow::Result<()> {
                 t.3 += ticks;
                 t.4 += ns;
             }
+            round_ratios.push(per_answer_ns[0] / per_answer_ns[1]);
         }
-        tables.push((label, totals));
+        tables.push((label, totals, round_ratios));
     }
     type Total = (u64, u64, Duration, u64, u64);
     let per_answer = |t: &Total| t.3 as f64 * 1e6 / tck as f64 / t.1.max(1) as f64;
     let per_answer_exact = |t: &Total| t.4 as f64 / 1000.0 / t.1.max(1) as f64;
-    for (label, totals) in &tables {
+    for (label, totals, round_ratios) in &tables {
         println!();
         println!("{label}");
         println!(
@@ -314,8 +320,12 @@ fn main() -> anyhow::Result<()> {
         }
         let ratio = per_answer(&totals[0]) / per_answer(&totals[1]);
         let exact = per_answer_exact(&totals[0]) / per_answer_exact(&totals[1]);
+        let median = nsaux_tests::bench::median(round_ratios);
+        let (lo, hi) = round_ratios
+            .iter()
+            .fold((f64::INFINITY, 0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
         println!(
-            "nsauxd / chronyd CPU per answer: {ratio:.2}× (schedstat {exact:.2}×; target ≤ 0.70×)"
+            "nsauxd / chronyd CPU per answer: {ratio:.2}× (schedstat {exact:.2}×; median of rounds {median:.2}×, rounds {lo:.2}–{hi:.2}×; target ≤ 0.70×)"
         );
     }
     Ok(())

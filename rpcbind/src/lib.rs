@@ -28,7 +28,9 @@
 //! 2. UDP: one datagram → `handle(&ctx, datagram, &mut out)`. TCP/AF_LOCAL: bytes →
 //!    `RecordDecoder::feed` → each record → `handle` → `frame_record(&out, &mut wire)`.
 //! 3. Carry out `Outcome::effects` in order (journal `Registered`/`Unregistered` first), then send
-//!    `out` iff `Outcome::should_reply()`. `Verdict::Forwarded` means the reply comes later from
+//!    `out` iff `Outcome::should_reply()`. If the journal write fails, take the changes back
+//!    (latest first: `unset_admin` for a `Registered`, `undo_unset` for an `Unregistered`) and
+//!    send nothing, so the client retries. `Verdict::Forwarded` means the reply comes later from
 //!    `PendingCall::build_reply` (remote calls only).
 //!
 //! # Where this differs from rpcbind, on purpose
@@ -70,7 +72,7 @@ pub use forward::{DEFAULT_FORWARD_MAX_AGE, DEFAULT_FORWARD_SLOTS, ForwardTable};
 pub use outcome::{DropReason, Effect, Outcome, Refusal, Verdict};
 pub use probe::{encode_null_call, is_null_reply};
 pub use record::{DEFAULT_MAX_RECORD, RecordDecoder, frame_record};
-pub use registry::{Entry, Registry};
+pub use registry::{Entry, Registry, Removed};
 pub use rmtcall::{Forward, PendingCall, RemoteKind, remote_call_allowed};
 pub use rpc::{AuthStat, NotACall, PMAP_PROG, ReplyBody, decode_reply};
 pub use server::Portmapper;

@@ -4,7 +4,7 @@
 //! Why a returned value rather than callbacks: a test asserts one value, and `#[must_use]` makes
 //! forgetting to journal a registration a compiler warning.
 
-use crate::registry::Entry;
+use crate::registry::{Entry, Removed};
 use crate::rmtcall::Forward;
 use crate::rpc::{AuthStat, NotACall};
 
@@ -81,8 +81,9 @@ pub enum DropReason {
 pub enum Effect {
     /// A registration was added: journal it.
     Registered(Entry),
-    /// Registrations were removed: journal their removal.
-    Unregistered(Vec<Entry>),
+    /// Registrations were removed: journal their removal (or, if that fails, give them back to
+    /// [`crate::Portmapper::undo_unset`]).
+    Unregistered(Removed),
     /// Forward a remote call (only with `Config::remote_calls`).
     Forward(Forward),
 }

@@ -44,6 +44,37 @@ pub(crate) enum SetResult {
     Full,
 }
 
+/// The registrations one UNSET removed, and where each stood.
+///
+/// Why the positions: lookups depend on the table's order (see [`Registry`]), so when the daemon
+/// cannot journal a removal and has to take it back ([`crate::Portmapper::undo_unset`]), the
+/// entries must go back to their old places, not to the end; otherwise the table would differ
+/// from the one a journal replay rebuilds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// The removed entries, in table order.
+    entries: Vec<Entry>,
+    /// The index each entry had in the table before the removal (ascending, same length).
+    positions: Vec<usize>,
+}
+
+impl Removed {
+    /// The removed entries, in table order (what the daemon journals).
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// How many entries were removed.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing was removed.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 /// An UNSET hit an entry owned by someone else (and the caller is not superuser).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct NotOwner;
@@ -154,7 +185,7 @@ impl Registry {
         vers: u32,
         netid: &str,
         owner: &str,
-    ) -> Result<Vec<Entry>, NotOwner> {
+    ) -> Result<Removed, NotOwner> {
         let matches = |e: &Entry| {
             e.prog == prog
                 && e.vers == vers
@@ -163,16 +194,30 @@ impl Registry {
         if owner != SUPERUSER && self.entries.iter().any(|e| matches(e) && e.owner != owner) {
             return Err(NotOwner);
         }
-        let mut removed = Vec::new();
+        let mut removed = Removed::default();
+        // `retain` visits the entries once, in order, so `i` is each one's old index.
+        let mut i = 0;
         self.entries.retain(|e| {
-            if matches(e) {
-                removed.push(e.clone());
-                false
-            } else {
-                true
+            let hit = matches(e);
+            if hit {
+                removed.entries.push(e.clone());
+                removed.positions.push(i);
             }
+            i += 1;
+            !hit
         });
         Ok(removed)
+    }
+
+    /// Puts back what [`Self::unset`] removed, each entry at its old index. Exact only when no
+    /// other change came in between (undo several removals latest first). Inserting in ascending
+    /// order of old index restores the old table: every entry before an old index is back when
+    /// that index is filled. Indices past the end (a misuse) append instead of panicking.
+    pub(crate) fn reinsert(&mut self, removed: Removed) {
+        for (at, e) in removed.positions.into_iter().zip(removed.entries) {
+            let at = at.min(self.entries.len());
+            self.entries.insert(at, e);
+        }
     }
 
     /// The v2 view (`list_pml`): udp/tcp entries with a parsable port, in registration order.
@@ -275,7 +320,28 @@ mod tests {
         assert_eq!(r.entries().len(), 2);
         assert_eq!(r.unset(5, 1, "udp", "1000").map(|v| v.len()), Ok(1));
         assert_eq!(r.unset(5, 1, "", "superuser").map(|v| v.len()), Ok(1));
-        assert_eq!(r.unset(5, 1, "", "1000"), Ok(vec![]));
+        assert_eq!(r.unset(5, 1, "", "1000"), Ok(Removed::default()));
+    }
+
+    #[test]
+    fn reinsert_restores_the_exact_order() {
+        let mut r = Registry::new(10);
+        let _ = r.set(5, 1, "udp", "0.0.0.0.0.1", "0");
+        let _ = r.set(6, 1, "udp", "0.0.0.0.0.2", "0");
+        let _ = r.set(5, 1, "tcp", "0.0.0.0.0.1", "0");
+        let _ = r.set(7, 1, "udp", "0.0.0.0.0.3", "0");
+        let _ = r.set(5, 1, "udp6", "::.0.1", "0");
+        let before = r.entries().to_vec();
+        // One UNSET removing several, then a second removal; undone latest first.
+        let all5 = r.unset(5, 1, "", SUPERUSER).unwrap_or_default();
+        assert_eq!(all5.len(), 3);
+        let seven = r.unset(7, 1, "udp", SUPERUSER).unwrap_or_default();
+        assert_eq!(r.entries().len(), 1);
+        r.reinsert(seven);
+        r.reinsert(all5);
+        assert_eq!(r.entries(), &before[..]);
+        // The v2 lookups that depend on the order agree as well.
+        assert_eq!(r.find_service(5, 1, "tcp"), before.get(2));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use crate::config::Config;
 use crate::context::{CallContext, SUPERUSER, Transport};
 use crate::outcome::{Answer, DropReason, Effect, Outcome, Refusal, Verdict};
-use crate::registry::{Entry, Registry, SetResult, netid_to_prot, prot_to_netid};
+use crate::registry::{Entry, Registry, Removed, SetResult, netid_to_prot, prot_to_netid};
 use crate::rmtcall::{RemoteKind, callit};
 use crate::rpc::{
     AcceptStat, AuthStat, CallHeader, PMAP_PROG, RPC_VERSION, check_cred, decode_call,
@@ -98,10 +98,22 @@ impl Portmapper {
 
     /// Operator removal of (prog, vers, netid) as superuser (empty netid = all netids). Returns
     /// the removed entries, which the daemon journals.
-    pub fn unset_admin(&mut self, prog: u32, vers: u32, netid: &str) -> Vec<Entry> {
+    pub fn unset_admin(&mut self, prog: u32, vers: u32, netid: &str) -> Removed {
         self.registry
             .unset(prog, vers, netid, SUPERUSER)
             .unwrap_or_default()
+    }
+
+    /// Takes back a removal ([`Effect::Unregistered`] or [`Self::unset_admin`]): every entry
+    /// returns to its old place in the table.
+    ///
+    /// Why: the daemon acknowledges a removal only once it is journaled. When the journal write
+    /// fails it sends no reply and calls this, so the table again matches both what clients were
+    /// told and what a journal replay after a restart rebuilds. Exact only as the next change
+    /// after that removal; undo several latest first (a v2 UNSET yields two effects). GETSTAT
+    /// counters are not taken back.
+    pub fn undo_unset(&mut self, removed: Removed) {
+        self.registry.reinsert(removed);
     }
 
     /// Handles one call: a UDP datagram, or one record reassembled by

@@ -457,6 +457,30 @@ fn owners_and_unset_rights() {
     assert!(p.entries().iter().all(|e| e.prog != 200));
 }
 
+/// A v2 UNSET removes tcp and udp as two effects; taking them back latest first (what the
+/// daemon does when it cannot journal them) restores the table exactly, order included.
+#[test]
+fn v2_unset_undone_restores_the_table_exactly() {
+    let mut p = pm();
+    let c = lo_udp();
+    let _ = ok(&mut p, &c, &call(2, 1, &pmap(NFS, 3, 6, 2049)));
+    let _ = ok(&mut p, &c, &call(2, 1, &pmap(NFS + 1, 1, 17, 900)));
+    let _ = ok(&mut p, &c, &call(2, 1, &pmap(NFS, 3, 17, 2049)));
+    let _ = ok(&mut p, &c, &call(2, 1, &pmap(NFS + 2, 1, 17, 901)));
+    let before = p.entries().to_vec();
+    let (e, r) = ok(&mut p, &c, &call(2, 2, &pmap(NFS, 3, 0, 0)));
+    assert!(as_bool(&r));
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(p.entries().iter().all(|x| x.prog != NFS));
+    for eff in e.into_iter().rev() {
+        match eff {
+            Effect::Unregistered(removed) => p.undo_unset(removed),
+            other => panic!("unexpected effect {other:?}"),
+        }
+    }
+    assert_eq!(p.entries(), &before[..]);
+}
+
 #[test]
 fn getaddr_fallback_and_getversaddr() {
     let mut p = pm();
@@ -840,8 +864,11 @@ fn restore_and_admin_unset() {
     };
     assert_eq!(p.restore([e.clone(), e.clone()]), 1);
     assert!(p.entries().contains(&e));
-    assert_eq!(p.unset_admin(100_021, 4, ""), vec![e.clone()]);
+    let removed = p.unset_admin(100_021, 4, "");
+    assert_eq!(removed.entries(), std::slice::from_ref(&e));
     assert!(!p.entries().contains(&e));
+    p.undo_unset(removed);
+    assert!(p.entries().contains(&e));
     assert_eq!(p.config(), &Config::default());
 }
 

@@ -11,9 +11,14 @@
 //!
 //! # Durability
 //! Every SET/UNSET is appended to the namespace's journal ([`crate::state`]) *before* the reply
-//! is sent; if the write fails the change is rolled back and no reply is sent. Journals are
-//! restored only into the namespace (boot id + cookie) that wrote them, and deleted when the
-//! namespace goes; those of namespaces that went while the daemon was down are swept
+//! is sent; if the write fails the change is taken back (an UNSET's entries return to their old
+//! places) and no reply is sent, so the client retries, as after a lost datagram. The table in
+//! memory therefore always equals what was acknowledged and what a replay rebuilds. The daemon's
+//! own removals keep that rule too: an operator `rpc unset` whose write fails is refused with
+//! the error, and a liveness removal whose write fails is taken back and retried next round.
+//! After a failed write the next write rewrites the whole file (see `State::journal_stale`).
+//! Journals are restored only into the namespace (boot id + cookie) that wrote them, and deleted
+//! when the namespace goes; those of namespaces that went while the daemon was down are swept
 //! `journal_sweep_delay_secs` after start.
 //!
 //! # Limits
@@ -203,6 +208,7 @@ impl ServiceKind for Rpcbind {
         let journal = self.journals.as_ref().map(|j| j.journal(ns.id));
         let mut pm = new_portmapper(&cfg);
         let mut lines = 0;
+        let mut stale = false;
         if let Some(j) = &journal {
             match j.replay() {
                 Ok(r) => {
@@ -218,8 +224,11 @@ impl ServiceKind for Rpcbind {
                     }
                     if r.bad_lines > 0 || n != wanted {
                         let keep = user_entries(&pm, &cfg);
+                        // If this fails the file still holds what was skipped; a replay skips
+                        // it the same way, and the next change rewrites the file.
                         if let Err(e) = j.rewrite(&keep) {
                             tracing::error!(netns = %ns.name, error = %e, "cannot rewrite the journal");
+                            stale = true;
                         }
                         lines = keep.len();
                     }
@@ -227,6 +236,9 @@ impl ServiceKind for Rpcbind {
                 Err(e) => {
                     tracing::error!(netns = %ns.name, path = %j.path().display(), error = %e,
                         "cannot read the journal; starting with an empty table");
+                    // Appending to it would let a later restart bring back registrations this
+                    // table does not have: the first write replaces it instead.
+                    stale = true;
                 }
             }
         }
@@ -237,6 +249,7 @@ impl ServiceKind for Rpcbind {
                 cfg,
                 pm,
                 journal_lines: lines,
+                journal_stale: stale,
                 forwards: None,
             }),
             journal,
@@ -317,6 +330,33 @@ fn user_entries(pm: &Portmapper, cfg: &RpcbindConfig) -> Vec<Entry> {
         .collect()
 }
 
+/// The journal lines for table changes (`Registered`/`Unregistered` effects), in order.
+fn journal_changes(applied: &[Effect]) -> Vec<Change> {
+    let mut v = Vec::new();
+    for eff in applied {
+        match eff {
+            Effect::Registered(e) => v.push(Change::Set(e.clone())),
+            Effect::Unregistered(r) => v.extend(r.entries().iter().cloned().map(Change::Unset)),
+            Effect::Forward(_) => {}
+        }
+    }
+    v
+}
+
+/// Takes back table changes that could not be journaled, latest first, so the table is again
+/// exactly what it was (removed entries return to their old places; lookups depend on order).
+fn undo(pm: &mut Portmapper, applied: Vec<Effect>) {
+    for eff in applied.into_iter().rev() {
+        match eff {
+            // SET appended it, and no other entry has its (prog, vers, netid): this removes
+            // exactly that entry, from the end.
+            Effect::Registered(e) => drop(pm.unset_admin(e.prog, e.vers, &e.netid)),
+            Effect::Unregistered(r) => pm.undo_unset(r),
+            Effect::Forward(_) => {}
+        }
+    }
+}
+
 fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -349,6 +389,11 @@ struct State {
     pm: Portmapper,
     /// Lines in the journal file (for compaction).
     journal_lines: usize,
+    /// The journal file may not match the table: an append failed (it may have left a tail it
+    /// could not cut back, or the file was replaced or removed under us), or a start-up or
+    /// reconfiguration rewrite failed. The next write then rewrites the whole file (temp file +
+    /// rename) from the table instead of appending to a file of unknown content.
+    journal_stale: bool,
     /// Remote-call bookkeeping, created on the first forward.
     forwards: Option<Box<Forwards>>,
 }
@@ -410,19 +455,26 @@ impl RpcbindNs {
         (prev < max).then_some(slot)
     }
 
-    /// Journals `changes`, compacting the file when it has grown well past the table.
+    /// Journals `changes` (already applied to the table), compacting the file when it has grown
+    /// well past the table. On error the caller must take the changes back: the file then holds
+    /// the table as it was before them.
     fn journal(&self, st: &mut State, changes: &[Change]) -> io::Result<()> {
         let Some(j) = &self.journal else {
             return Ok(());
         };
         let live = st.pm.entries().len();
-        if st.journal_lines + changes.len() > 256 && st.journal_lines > 4 * live {
+        let compact = st.journal_lines + changes.len() > 256 && st.journal_lines > 4 * live;
+        if compact || st.journal_stale {
+            // A failed rewrite leaves the old file in place (rename is atomic), so staleness
+            // is unchanged by it.
             let keep = user_entries(&st.pm, &st.cfg);
             j.rewrite(&keep)?;
             st.journal_lines = keep.len();
+            st.journal_stale = false;
             return Ok(());
         }
-        j.append(changes)?;
+        // `append` cuts the file back on failure; should that fail too, rewrite next time.
+        j.append(changes).inspect_err(|_| st.journal_stale = true)?;
         st.journal_lines += changes.len();
         Ok(())
     }
@@ -439,16 +491,17 @@ impl RpcbindNs {
         let mut st = self.state();
         let outcome = st.pm.handle(ctx, request, out);
         let mut send = outcome.should_reply();
-        let mut changes = Vec::new();
+        // Table changes already made, in order, kept to journal them or take them back.
+        let mut applied = Vec::new();
         let mut forwards = Vec::new();
         for eff in outcome.effects {
             match eff {
-                Effect::Registered(e) => changes.push(Change::Set(e)),
-                Effect::Unregistered(v) => changes.extend(v.into_iter().map(Change::Unset)),
                 Effect::Forward(f) => forwards.push(f),
+                change => applied.push(change),
             }
         }
-        if !changes.is_empty() {
+        if !applied.is_empty() {
+            let changes = journal_changes(&applied);
             for c in &changes {
                 let (what, e) = match c {
                     Change::Set(e) => ("registered", e),
@@ -458,19 +511,14 @@ impl RpcbindNs {
                     uaddr = %e.uaddr, owner = %e.owner, "{what}");
             }
             if let Err(e) = self.journal(&mut st, &changes) {
-                tracing::error!(netns = %self.ns.name, error = %e,
+                // SET and UNSET alike: acknowledging a change the journal does not hold would
+                // let a restart contradict the reply (an UNSET answered TRUE would come back).
+                // Without a reply the client retries, as after a lost datagram.
+                tracing::error!(netns = %self.ns.name, error = %e, changes = changes.len(),
                     "cannot journal a registration change; not acknowledging it");
-                let mut rolled_back = false;
-                for c in &changes {
-                    if let Change::Set(e) = c {
-                        let _ = st.pm.unset_admin(e.prog, e.vers, &e.netid);
-                        rolled_back = true;
-                    }
-                }
-                if rolled_back {
-                    out.clear();
-                    return false;
-                }
+                undo(&mut st.pm, applied);
+                out.clear();
+                return false;
             }
         }
         for f in forwards {
@@ -616,14 +664,25 @@ impl RpcbindNs {
         let netid = args.get("netid").and_then(Value::as_str).unwrap_or("");
         let mut st = self.state();
         let removed = st.pm.unset_admin(prog, vers, netid);
-        if !removed.is_empty() {
-            let changes: Vec<Change> = removed.iter().cloned().map(Change::Unset).collect();
+        let n = removed.len();
+        if n > 0 {
+            let changes: Vec<Change> = removed
+                .entries()
+                .iter()
+                .cloned()
+                .map(Change::Unset)
+                .collect();
+            // Like a client's UNSET: not journaled, not done, so a restart cannot bring back
+            // what the operator was told is gone. The operator sees the error and may retry.
             if let Err(e) = self.journal(&mut st, &changes) {
-                tracing::error!(netns = %self.ns.name, error = %e, "cannot journal an operator unset");
+                st.pm.undo_unset(removed);
+                tracing::error!(netns = %self.ns.name, prog, vers, netid, error = %e,
+                    "cannot journal an operator unset; nothing removed");
+                return Err(format!("cannot write the journal ({e}); nothing removed"));
             }
-            tracing::info!(netns = %self.ns.name, prog, vers, netid, removed = removed.len(), "operator unset");
+            tracing::info!(netns = %self.ns.name, prog, vers, netid, removed = n, "operator unset");
         }
-        Ok(json!({ "removed": removed.len() }))
+        Ok(json!({ "removed": n }))
     }
 
     /// Serves one TCP or AF_LOCAL connection: record marking, idle timeout.
@@ -956,17 +1015,30 @@ impl RpcbindNs {
                 fw.probes.insert(xid, e);
             }
         }
-        for e in &dead {
-            fw.misses.remove(e);
+        if dead.is_empty() {
+            return tcp;
         }
-        for e in dead {
-            let removed = st.pm.unset_admin(e.prog, e.vers, &e.netid);
+        let removals: Vec<Effect> = dead
+            .iter()
+            .map(|e| Effect::Unregistered(st.pm.unset_admin(e.prog, e.vers, &e.netid)))
+            .collect();
+        let changes = journal_changes(&removals);
+        if let Err(err) = self.journal(&mut st, &changes) {
+            // Kept rather than removed in memory only, which a restart would undo. Their misses
+            // stay past the limit, so the next round tries again (and they are not probed).
+            undo(&mut st.pm, removals);
+            tracing::error!(netns = %self.ns.name, error = %err, kept = dead.len(),
+                "cannot journal the removal of silent registrations; kept, retrying next round");
+            return tcp;
+        }
+        if let Some(fw) = st.forwards.as_mut() {
+            for e in &dead {
+                fw.misses.remove(e);
+            }
+        }
+        for e in &dead {
             tracing::info!(netns = %self.ns.name, prog = e.prog, vers = e.vers, netid = %e.netid, uaddr = %e.uaddr,
                 "registered service stopped answering; registration removed");
-            let changes: Vec<Change> = removed.into_iter().map(Change::Unset).collect();
-            if let Err(err) = self.journal(&mut st, &changes) {
-                tracing::error!(netns = %self.ns.name, error = %err, "cannot journal a pruned registration");
-            }
         }
         tcp
     }
@@ -1010,14 +1082,28 @@ impl NsService for RpcbindNs {
         if st.cfg == new {
             return Ok(());
         }
+        let mut dropped = 0;
         if pm_config(&st.cfg) != pm_config(&new) || self_endpoints(&st.cfg) != self_endpoints(&new)
         {
             let keep = user_entries(&st.pm, &st.cfg);
+            let wanted = keep.len();
             let mut pm = new_portmapper(&new);
-            pm.restore(keep);
+            dropped = wanted.saturating_sub(pm.restore(keep));
             st.pm = pm;
         }
         st.cfg = new;
+        if dropped > 0 {
+            // A lower `max_registrations`, or a self endpoint now at a registered address, left
+            // no room for some registrations. The journal must lose them too, or a restart under
+            // a later, roomier configuration would bring them back. If the rewrite fails, the
+            // next write retries it.
+            tracing::warn!(netns = %self.ns.name, dropped,
+                "the new configuration leaves no room for some registrations; removed");
+            st.journal_stale = true;
+            if let Err(e) = self.journal(&mut st, &[]) {
+                tracing::error!(netns = %self.ns.name, error = %e, "cannot rewrite the journal");
+            }
+        }
         drop(st);
         if let Some(me) = self.me.upgrade() {
             me.update_prune();
@@ -1058,6 +1144,9 @@ impl NsService for RpcbindNs {
 
     fn namespace_gone(&self) {
         lock(&self.shared.live).remove(&self.ns.id.0);
+        // The table goes with the namespace whatever happens here. A journal that cannot be
+        // deleted is harmless: it is keyed by this namespace's cookie, which no later namespace
+        // gets, so it is never restored, and the sweep after the next start deletes it.
         if let Some(j) = &self.journal
             && let Err(e) = j.remove()
         {

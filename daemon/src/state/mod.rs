@@ -202,6 +202,12 @@ impl Journal {
     }
 
     /// Appends changes with one `write(2)` (see the module docs for why there is no fsync).
+    ///
+    /// On failure the file is cut back to its old length: a short write (e.g. a full disk) would
+    /// otherwise leave whole lines of a change the caller is about to take back, which a replay
+    /// would apply, or a torn line that the next append would be glued to (losing that next,
+    /// acknowledged, line). If even that fails, the file may hold such a tail; the caller then
+    /// rewrites the whole file before its next append.
     pub fn append(&self, changes: &[Change]) -> io::Result<()> {
         if changes.is_empty() {
             return Ok(());
@@ -214,7 +220,10 @@ impl Journal {
             .create(true)
             .append(true)
             .open(&self.path)?;
-        f.write_all(&buf)
+        let len = f.metadata()?.len();
+        f.write_all(&buf).inspect_err(|_| {
+            let _ = f.set_len(len);
+        })
     }
 
     /// Replaces the file with one line per live entry (temp file + rename, so a crash leaves
@@ -228,11 +237,14 @@ impl Journal {
             encode(&Change::Set(e.clone()), &mut buf);
         }
         let tmp = self.path.with_extension("journal.tmp");
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&buf)?;
+        let written = File::create(&tmp)
+            .and_then(|mut f| f.write_all(&buf))
+            .and_then(|()| fs::rename(&tmp, &self.path));
+        if written.is_err() {
+            // The old file is untouched; only the half-made copy goes.
+            let _ = fs::remove_file(&tmp);
         }
-        fs::rename(&tmp, &self.path)
+        written
     }
 
     /// Deletes the file (the namespace is gone).
@@ -294,6 +306,24 @@ mod tests {
         assert_eq!((r2.entries, r2.lines, r2.bad_lines), (r.entries, 2, 0));
         j.rewrite(&[])?;
         assert!(!j.path().exists());
+        Ok(())
+    }
+
+    #[test]
+    fn failed_writes_leave_the_file_as_it_was() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let j = Journal {
+            path: dir.path().join("1.journal"),
+        };
+        // A directory in the file's place: append and rewrite both fail, and a failed rewrite
+        // leaves no temp file behind.
+        fs::create_dir(j.path())?;
+        assert!(j.append(&[Change::Set(e(1, "udp", "0"))]).is_err());
+        assert!(j.rewrite(&[e(1, "udp", "0")]).is_err());
+        assert_eq!(fs::read_dir(dir.path())?.count(), 1);
+        fs::remove_dir(j.path())?;
+        j.append(&[Change::Set(e(1, "udp", "0"))])?;
+        assert_eq!(j.replay()?.entries, vec![e(1, "udp", "0")]);
         Ok(())
     }
 

@@ -1453,6 +1453,187 @@ fn failed_journal_write_is_not_acknowledged_and_service_continues() -> anyhow::R
     Ok(())
 }
 
+/// A v2 UNSET over UDP (`pmap_unset`, as daemons call it at exit).
+fn udp_unset_v2(ns: &TestNetns, xid: u32, prog: u32) -> anyhow::Result<Option<Reply>> {
+    ns.run_in(move || {
+        udp_call(
+            lo111(),
+            &call(xid, PMAP, 2, 2, Cred::None, &pmap(prog, 1, 0, 0)),
+            Duration::from_secs(1),
+        )
+    })
+}
+
+#[test]
+fn failed_journal_write_of_unset_is_not_acknowledged_and_replay_matches() -> anyhow::Result<()> {
+    let name = "failed_journal_write_of_unset_is_not_acknowledged_and_replay_matches";
+    if !require_root(name) || !require_tool(name, "rpcinfo") {
+        return Ok(());
+    }
+    let mut d = Daemon::start(ON)?;
+    let ns = d.netns("junset")?;
+    wait_up(&ns)?;
+    // 441_000 on tcp and udp with 441_001 between them, so the v2 UNSET removes two entries
+    // from two places; 441_002 for a v4 UNSET, 441_003 for the operator.
+    for (xid, prog, prot, port) in [
+        (1, 441_000, 6, 2049),
+        (2, 441_001, 17, 900),
+        (3, 441_000, 17, 2049),
+        (4, 441_003, 17, 901),
+    ] {
+        let r = ns.run_in(move || {
+            udp_call(
+                lo111(),
+                &call(xid, PMAP, 2, 1, Cred::None, &pmap(prog, 1, prot, port)),
+                Duration::from_secs(1),
+            )
+        })?;
+        assert_eq!(r.as_ref().and_then(rpc::result_u32), Some(1), "{r:?}");
+    }
+    let r = local_v4(&ns, 1, rpcb(441_002, 1, "tcp6", "::.8.9", "0"))?;
+    assert_eq!(r.as_ref().and_then(rpc::result_u32), Some(1));
+    // DUMP in table order (v2 and v3), and the owners.
+    let dump_v2 = || -> anyhow::Result<String> { Ok(stdout(&ns.sh("rpcinfo -p 127.0.0.1")?)) };
+    let dump_v3 = || -> anyhow::Result<String> { Ok(stdout(&ns.sh("rpcinfo 127.0.0.1")?)) };
+    let (v2_before, v3_before) = (dump_v2()?, dump_v3()?);
+    let ctl_before = ctl_rows(&d, "junset")?;
+    assert!(has_prog(&ctl_before, 441_002), "{ctl_before:?}");
+    // Break the journal (a directory in its place: every write fails, even for root).
+    let journals = walk(&d.state_dir());
+    assert_eq!(journals.len(), 1, "{journals:?}");
+    let journal = journals[0].clone();
+    std::fs::remove_file(&journal)?;
+    std::fs::create_dir(&journal)?;
+    // No reply to either UNSET, the operator is refused, and nothing is removed: not even
+    // moved, the dumps are byte for byte the same (lookups depend on the order).
+    assert_eq!(udp_unset_v2(&ns, 5, 441_000)?, None, "unjournaled v2 UNSET");
+    let r = ns.run_in(|| {
+        let mut s = connect_abstract(ABSTRACT).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+        let unset = rpcb(441_002, 1, "tcp6", "", "");
+        stream_call(&mut s, &call(7, PMAP, 4, 2, Cred::None, &unset))
+    })?;
+    assert_eq!(r, None, "unjournaled v4 UNSET");
+    let out = d.ctl(&["rpc", "unset", "--ns", "junset", "441003", "1"])?;
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot write the journal"),
+        "{out:?}"
+    );
+    let rows = pmap_rows(&dump_v2()?);
+    for (prog, proto) in [(441_000, "tcp"), (441_000, "udp"), (441_003, "udp")] {
+        assert!(
+            rows.iter().any(|r| r.0 == prog && r.2 == proto),
+            "{prog}/{proto} still registered: {rows:?}"
+        );
+    }
+    assert_eq!(dump_v2()?, v2_before);
+    assert_eq!(dump_v3()?, v3_before);
+    assert_eq!(ctl_rows(&d, "junset")?, ctl_before);
+    let log = d.log();
+    assert!(
+        log.lines()
+            .filter(|l| l.contains("cannot journal a registration change")
+                && l.contains("netns=junset"))
+            .count()
+            >= 2,
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("cannot journal an operator unset") && l.contains("netns=junset")),
+        "{log}"
+    );
+    // The clients retry once the journal can be written again: now they are answered.
+    std::fs::remove_dir(&journal)?;
+    let r = udp_unset_v2(&ns, 6, 441_000)?;
+    assert_eq!(r.as_ref().and_then(rpc::result_u32), Some(1), "{r:?}");
+    let r = local_v4(&ns, 2, rpcb(441_002, 1, "tcp6", "", ""))?;
+    assert_eq!(r.as_ref().and_then(rpc::result_u32), Some(1), "{r:?}");
+    let rows = pmap_rows(&dump_v2()?);
+    assert!(!rows.iter().any(|r| r.0 == 441_000), "{rows:?}");
+    assert!(rows.iter().any(|r| r.0 == 441_001), "{rows:?}");
+    assert!(rows.iter().any(|r| r.0 == 441_003), "{rows:?}");
+    let acked = ctl_rows(&d, "junset")?;
+    assert!(!has_prog(&acked, 441_002), "{acked:?}");
+    let v3_acked = dump_v3()?;
+    // After kill -9 the replay rebuilds exactly what was acknowledged: the failed UNSETs do
+    // not count, the answered ones do. (The first write after the failure rewrote the whole
+    // file, so the registrations whose lines went with the broken file are there too.)
+    d.kill9()?;
+    d.restart()?;
+    wait_up(&ns)?;
+    let replayed = wait_for("registrations restored", Duration::from_secs(5), || {
+        ctl_rows(&d, "junset").ok().filter(|r| has_prog(r, 441_001))
+    })?;
+    assert_eq!(replayed, acked);
+    assert_eq!(dump_v3()?, v3_acked, "same table, same order");
+    Ok(())
+}
+
+#[test]
+fn failed_journal_write_of_a_liveness_removal_keeps_the_registration() -> anyhow::Result<()> {
+    if !require_root("failed_journal_write_of_a_liveness_removal_keeps_the_registration") {
+        return Ok(());
+    }
+    let mut d = Daemon::start(
+        "[rpcbind]\nenabled = true\nprune = true\nprune_interval_secs = 1\nprune_after_misses = 2\n",
+    )?;
+    let ns = d.netns("jprune")?;
+    wait_up(&ns)?;
+    // A UDP registration at a port nobody listens on: silent, so due for removal.
+    let r = ns.run_in(|| -> anyhow::Result<_> {
+        let dead = std::net::UdpSocket::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        Ok(udp_call(
+            lo111(),
+            &call(
+                1,
+                PMAP,
+                2,
+                1,
+                Cred::None,
+                &pmap(441_100, 1, 17, u32::from(dead)),
+            ),
+            Duration::from_secs(1),
+        ))
+    })??;
+    assert_eq!(r.as_ref().and_then(rpc::result_u32), Some(1));
+    let journals = walk(&d.state_dir());
+    assert_eq!(journals.len(), 1, "{journals:?}");
+    let journal = journals[0].clone();
+    std::fs::remove_file(&journal)?;
+    std::fs::create_dir(&journal)?;
+    // The removal cannot be journaled: the registration is kept (a removal in memory only would
+    // come back at the next restart), and the error is logged with the namespace.
+    wait_for("failed removal logged", Duration::from_secs(10), || {
+        d.log()
+            .lines()
+            .any(|l| {
+                l.contains("cannot journal the removal of silent registrations")
+                    && l.contains("netns=jprune")
+            })
+            .then_some(())
+    })?;
+    assert!(has_prog(&ctl_rows(&d, "jprune")?, 441_100));
+    // Writable again: the next round removes it for good, across a restart too.
+    std::fs::remove_dir(&journal)?;
+    wait_for("silent service pruned", Duration::from_secs(10), || {
+        ctl_rows(&d, "jprune")
+            .ok()
+            .filter(|r| !has_prog(r, 441_100))
+    })?;
+    d.kill9()?;
+    d.restart()?;
+    wait_up(&ns)?;
+    let rows = wait_for("namespace found again", Duration::from_secs(5), || {
+        ctl_rows(&d, "jprune").ok().filter(|r| !r.is_empty())
+    })?;
+    assert!(!has_prog(&rows, 441_100), "{rows:?}");
+    Ok(())
+}
+
 #[test]
 fn journals_of_namespaces_gone_while_down_are_swept() -> anyhow::Result<()> {
     if !require_root("journals_of_namespaces_gone_while_down_are_swept") {

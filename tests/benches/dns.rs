@@ -12,7 +12,7 @@
 //!    a local record (no cache entries); RSS growth / N.
 //!
 //! `NSAUX_DNS_BENCH_SECS` (default 4) sets the load duration of one round,
-//! `NSAUX_DNS_BENCH_ROUNDS` (default 3) the rounds, `NSAUX_DNS_BENCH_NS` the namespace count.
+//! `NSAUX_DNS_BENCH_ROUNDS` (default 5) the rounds, `NSAUX_DNS_BENCH_NS` the namespace count.
 
 use std::fs::File;
 use std::net::{SocketAddr, UdpSocket};
@@ -256,7 +256,7 @@ fn main() -> anyhow::Result<()> {
     }
     let env = |key: &str| std::env::var(key).ok().and_then(|s| s.parse::<u64>().ok());
     let secs = env("NSAUX_DNS_BENCH_SECS").unwrap_or(4).clamp(1, 60);
-    let rounds = usize::try_from(env("NSAUX_DNS_BENCH_ROUNDS").unwrap_or(3).clamp(1, 20))?;
+    let rounds = usize::try_from(env("NSAUX_DNS_BENCH_ROUNDS").unwrap_or(5).clamp(1, 20))?;
     let n = usize::try_from(env("NSAUX_DNS_BENCH_NS").unwrap_or(1_000))?;
 
     eprintln!("dns bench: cache hits, {rounds} rounds of {secs} s per server ...");

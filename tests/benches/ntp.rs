@@ -323,7 +323,9 @@ fn main() -> anyhow::Result<()> {
         let median = nsaux_tests::bench::median(round_ratios);
         let (lo, hi) = round_ratios
             .iter()
-            .fold((f64::INFINITY, 0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+            .fold((f64::INFINITY, 0f64), |(lo, hi), r| {
+                (lo.min(*r), hi.max(*r))
+            });
         println!(
             "nsauxd / chronyd CPU per answer: {ratio:.2}× (schedstat {exact:.2}×; median of rounds {median:.2}×, rounds {lo:.2}–{hi:.2}×; target ≤ 0.70×)"
         );

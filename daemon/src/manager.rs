@@ -796,9 +796,22 @@ fn start_listener(
                 ListenerSpec::Udp { addr, .. } => *addr,
                 _ => SocketAddr::from(([0, 0, 0, 0], 0)),
             });
+            let control = match spec {
+                ListenerSpec::Udp {
+                    addr,
+                    rx_timestamps,
+                } => factory::udp_has_control(
+                    *addr,
+                    UdpOptions {
+                        rx_timestamps: *rx_timestamps,
+                    },
+                ),
+                _ => true,
+            };
             let ep = Arc::new(UdpEndpoint {
                 sock: tokio::net::UdpSocket::from_std(s)?,
                 bound,
+                control,
                 ns,
             });
             tokio::spawn(serve::udp::run(ep, inst))

@@ -138,7 +138,7 @@ fn new_ip_socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Sock
 /// would otherwise pick one by route (127.0.0.1 for a socket on 127.0.0.53).
 pub fn bind_udp(addr: SocketAddr, opts: UdpOptions) -> io::Result<std::net::UdpSocket> {
     let sock = new_ip_socket(addr, Type::DGRAM, Protocol::UDP)?;
-    if addr.ip().is_unspecified() || addr.is_ipv6() {
+    if udp_wants_pktinfo(addr) {
         sys::udp::enable_pktinfo(sock.as_fd(), addr.is_ipv6())?;
     }
     if opts.rx_timestamps {
@@ -146,6 +146,18 @@ pub fn bind_udp(addr: SocketAddr, opts: UdpOptions) -> io::Result<std::net::UdpS
     }
     sock.bind(&addr.into())?;
     Ok(sock.into())
+}
+
+/// Whether [`bind_udp`] asks for receive pktinfo on a socket bound to `addr`.
+fn udp_wants_pktinfo(addr: SocketAddr) -> bool {
+    addr.ip().is_unspecified() || addr.is_ipv6()
+}
+
+/// Whether datagrams on a socket made by [`bind_udp`] carry control messages (pktinfo or
+/// timestamps). Without them the serving loop reads with plain `recvfrom`, which costs less
+/// per datagram than a `msghdr`-based receive.
+pub fn udp_has_control(addr: SocketAddr, opts: UdpOptions) -> bool {
+    udp_wants_pktinfo(addr) || opts.rx_timestamps
 }
 
 /// Creates a listening TCP socket bound to `addr`. Call inside the target namespace.

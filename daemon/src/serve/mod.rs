@@ -141,6 +141,9 @@ pub struct UdpEndpoint {
     pub(crate) sock: tokio::net::UdpSocket,
     /// The address it is bound to.
     pub bound: SocketAddr,
+    /// Its datagrams carry control messages (pktinfo, timestamps); without, they are read
+    /// with the cheaper plain receive.
+    pub control: bool,
     /// The namespace it lives in.
     pub ns: Arc<NsInfo>,
 }

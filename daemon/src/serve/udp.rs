@@ -102,7 +102,11 @@ fn handle_batch(ep: &Arc<UdpEndpoint>, service: &dyn NsService) -> io::Result<us
             replies,
             pending,
         } = &mut **b;
-        let n = rx.recv(ep.sock.as_fd())?;
+        let n = if ep.control {
+            rx.recv(ep.sock.as_fd())?
+        } else {
+            rx.recv_plain(ep.sock.as_fd())?
+        };
         let received = Instant::now();
         pending.clear();
         for (i, reply) in replies.iter_mut().enumerate().take(n) {

@@ -326,8 +326,15 @@ fn main() -> anyhow::Result<()> {
             .fold((f64::INFINITY, 0f64), |(lo, hi), r| {
                 (lo.min(*r), hi.max(*r))
             });
+        // The target is for load that batching can serve; the paced load (a few
+        // requests per wakeup) measures the per-datagram floor both servers share.
+        let target = if label.starts_with("saturating") {
+            "target ≤ 0.70×"
+        } else {
+            "no target: a few requests per wakeup leave nothing to batch"
+        };
         println!(
-            "nsauxd / chronyd CPU per answer: {ratio:.2}× (schedstat {exact:.2}×; median of rounds {median:.2}×, rounds {lo:.2}–{hi:.2}×; target ≤ 0.70×)"
+            "nsauxd / chronyd CPU per answer: {ratio:.2}× (schedstat {exact:.2}×; median of rounds {median:.2}×, rounds {lo:.2}–{hi:.2}×; {target})"
         );
     }
     Ok(())

@@ -1,9 +1,11 @@
 //! The UDP loop: receive with pktinfo, hand to the service, answer from the address queried.
 //!
-//! Datagrams are received and answered in batches (`recvmmsg`/`sendmmsg`, up to
-//! [`BATCH`] at a time): under load one wakeup and two system calls serve a whole
-//! batch, which is where the per-answer CPU drops below the one-datagram-per-syscall floor. With
-//! one datagram queued the cost is that of `recvmsg`/`sendmsg`. Each datagram still carries its
+//! Datagrams are received and answered in batches (up to [`BATCH`] at a time): under load one
+//! wakeup serves a whole batch and its replies leave in one `sendmmsg`, which is where the
+//! per-answer CPU drops below the one-datagram-per-syscall floor. Sockets whose datagrams carry
+//! control messages (pktinfo, timestamps) are read with `recvmmsg`; sockets without (one IPv4
+//! address, no timestamps) with a `recvfrom` loop, which is cheaper per datagram than any
+//! `msghdr` receive (see [`RecvBatch::recv_plain`]). Each datagram still carries its
 //! own peer, local address (pktinfo), interface and kernel receive time, and each reply leaves
 //! from the address its request hit. Replies of a batch are sent together after the batch is
 //! handled, so a reply waits at most for the handling of the rest of its batch (microseconds).

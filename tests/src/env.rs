@@ -19,6 +19,12 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
+/// True when running as root with every tool in `tools` on PATH: the preamble of a test that
+/// needs namespaces and real clients. Missing anything fails under CI, skips loudly elsewhere.
+pub fn require(test: &str, tools: &[&str]) -> bool {
+    require_root(test) && tools.iter().all(|t| require_tool(test, t))
+}
+
 /// True when `tool` is on PATH. Missing: fails under CI, skips loudly elsewhere.
 pub fn require_tool(test: &str, tool: &str) -> bool {
     let found = Command::new("sh")

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nsaux_tests::daemon::{Daemon, wait_for};
 use nsaux_tests::dns::{Server, dig, section, status};
-use nsaux_tests::env::{require_root, require_tool};
+use nsaux_tests::env::require;
 use nsaux_tests::netns::{TestNetns, veth};
 
 /// The endpoint inside every VS namespace.
@@ -21,10 +21,6 @@ const EP: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
 /// Where every upstream server listens, inside its own namespace (the same address for all
 /// of them: each VS reaches its own through its own route).
 const UP_ADDR: &str = "192.0.2.53";
-
-fn gate(test: &str, tools: &[&str]) -> bool {
-    require_root(test) && tools.iter().all(|t| require_tool(test, t))
-}
 
 /// A test zone for unbound: `www.test` A `ip`, `who.test` TXT `tag`, `big.test` with 40 TXT
 /// records (≈ 2.9 KB: truncated over UDP at 1232), NXDOMAIN with SOA minimum 30.
@@ -93,7 +89,7 @@ fn stats(d: &Daemon, ns: &str) -> anyhow::Result<serde_json::Value> {
 
 #[test]
 fn dig_and_glibc_resolve_through_a_routed_upstream() -> anyhow::Result<()> {
-    if !gate(
+    if !require(
         "dig_and_glibc_resolve_through_a_routed_upstream",
         &["dig", "unbound", "getent"],
     ) {
@@ -147,7 +143,7 @@ fn dig_and_glibc_resolve_through_a_routed_upstream() -> anyhow::Result<()> {
 
 #[test]
 fn two_namespaces_with_different_upstreams_never_share_answers() -> anyhow::Result<()> {
-    if !gate(
+    if !require(
         "two_namespaces_with_different_upstreams_never_share_answers",
         &["dig", "unbound", "dnsmasq"],
     ) {
@@ -204,7 +200,7 @@ fn two_namespaces_with_different_upstreams_never_share_answers() -> anyhow::Resu
 
 #[test]
 fn ttl_counts_down_and_nxdomain_is_cached_with_the_soa_ttl() -> anyhow::Result<()> {
-    if !gate(
+    if !require(
         "ttl_counts_down_and_nxdomain_is_cached_with_the_soa_ttl",
         &["dig", "unbound"],
     ) {
@@ -252,7 +248,7 @@ fn ttl_counts_down_and_nxdomain_is_cached_with_the_soa_ttl() -> anyhow::Result<(
 
 #[test]
 fn truncated_upstream_answer_is_fetched_over_tcp() -> anyhow::Result<()> {
-    if !gate(
+    if !require(
         "truncated_upstream_answer_is_fetched_over_tcp",
         &["dig", "unbound"],
     ) {
@@ -283,7 +279,7 @@ fn truncated_upstream_answer_is_fetched_over_tcp() -> anyhow::Result<()> {
 
 #[test]
 fn upstream_down_gives_servfail_in_time_and_recovers() -> anyhow::Result<()> {
-    if !gate(
+    if !require(
         "upstream_down_gives_servfail_in_time_and_recovers",
         &["dig", "unbound"],
     ) {
@@ -328,7 +324,7 @@ fn upstream_down_gives_servfail_in_time_and_recovers() -> anyhow::Result<()> {
 
 #[test]
 fn no_upstream_means_servfail_and_a_log_line_until_resolv_conf_appears() -> anyhow::Result<()> {
-    if !gate(
+    if !require(
         "no_upstream_means_servfail_and_a_log_line_until_resolv_conf_appears",
         &["dig", "unbound"],
     ) {
@@ -361,7 +357,7 @@ fn no_upstream_means_servfail_and_a_log_line_until_resolv_conf_appears() -> anyh
 
 #[test]
 fn local_config_hosts_and_runtime_records_forward_and_reverse() -> anyhow::Result<()> {
-    if !gate(
+    if !require(
         "local_config_hosts_and_runtime_records_forward_and_reverse",
         &["dig"],
     ) {
@@ -419,7 +415,7 @@ fn local_config_hosts_and_runtime_records_forward_and_reverse() -> anyhow::Resul
 
 #[test]
 fn clients_outside_the_namespace_subnets_are_refused() -> anyhow::Result<()> {
-    if !gate(
+    if !require(
         "clients_outside_the_namespace_subnets_are_refused",
         &["dig"],
     ) {
@@ -482,7 +478,7 @@ fn rcode(answer: &[u8]) -> u8 {
 
 #[test]
 fn malformed_queries_get_formerr_or_nothing_and_service_continues() -> anyhow::Result<()> {
-    if !gate(
+    if !require(
         "malformed_queries_get_formerr_or_nothing_and_service_continues",
         &["dig"],
     ) {
@@ -578,7 +574,7 @@ fn malformed_queries_get_formerr_or_nothing_and_service_continues() -> anyhow::R
 
 #[test]
 fn delete_releases_every_fd_with_dns_upstream_sockets_in_use() -> anyhow::Result<()> {
-    if !gate(
+    if !require(
         "delete_releases_every_fd_with_dns_upstream_sockets_in_use",
         &["dig", "unbound"],
     ) {
@@ -609,7 +605,7 @@ fn delete_releases_every_fd_with_dns_upstream_sockets_in_use() -> anyhow::Result
 
 #[test]
 fn ipv6_endpoint_answers_from_the_address_queried() -> anyhow::Result<()> {
-    if !gate("ipv6_endpoint_answers_from_the_address_queried", &["dig"]) {
+    if !require("ipv6_endpoint_answers_from_the_address_queried", &["dig"]) {
         return Ok(());
     }
     let etc = tempfile::tempdir()?;
@@ -633,7 +629,7 @@ fn ipv6_endpoint_answers_from_the_address_queried() -> anyhow::Result<()> {
 
 #[test]
 fn rate_limited_udp_client_is_dropped_or_slipped_but_tcp_still_answers() -> anyhow::Result<()> {
-    if !gate(
+    if !require(
         "rate_limited_udp_client_is_dropped_or_slipped_but_tcp_still_answers",
         &["dig"],
     ) {
@@ -672,7 +668,7 @@ fn rate_limited_udp_client_is_dropped_or_slipped_but_tcp_still_answers() -> anyh
 
 #[test]
 fn reload_switches_upstreams_and_disabling_releases_upstream_sockets() -> anyhow::Result<()> {
-    if !gate(
+    if !require(
         "reload_switches_upstreams_and_disabling_releases_upstream_sockets",
         &["dig", "unbound"],
     ) {
@@ -724,7 +720,7 @@ fn reload_switches_upstreams_and_disabling_releases_upstream_sockets() -> anyhow
 
 #[test]
 fn a_dead_first_upstream_fails_over_to_the_next() -> anyhow::Result<()> {
-    if !gate(
+    if !require(
         "a_dead_first_upstream_fails_over_to_the_next",
         &["dig", "unbound"],
     ) {
@@ -843,7 +839,7 @@ fn answer_a(q: &[u8], ip: [u8; 4]) -> Option<Vec<u8>> {
 
 #[test]
 fn every_upstream_query_gets_its_own_random_source_port() -> anyhow::Result<()> {
-    if !gate(
+    if !require(
         "every_upstream_query_gets_its_own_random_source_port",
         &["dig"],
     ) {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nsaux_tests::daemon::{Daemon, wait_for};
-use nsaux_tests::env::{require_root, require_tool};
+use nsaux_tests::env::{require, require_root};
 use nsaux_tests::netns::TestNetns;
 use serde_json::Value;
 
@@ -100,7 +100,7 @@ fn ctl_ns(d: &Daemon, args: &[&str], ns: &str) -> anyhow::Result<Value> {
 #[test]
 fn ntpdig_and_chronyd_agree_in_two_namespaces() -> anyhow::Result<()> {
     let name = "ntpdig_and_chronyd_agree_in_two_namespaces";
-    if !require_root(name) || !require_tool(name, "ntpdig") || !require_tool(name, "chronyd") {
+    if !require(name, &["ntpdig", "chronyd"]) {
         return Ok(());
     }
     // stratum = local_stratum: the same stratum whether or not the kernel clock is

@@ -14,7 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use nsaux_tests::daemon::{Daemon, wait_for};
-use nsaux_tests::env::{require_root, require_tool};
+use nsaux_tests::env::{require, require_root};
 use nsaux_tests::netns::{TestNetns, veth};
 use nsaux_tests::rpc::{
     self, Cred, PMAP, Reply, Xdr, call, connect_abstract, pmap, rpcb, stream_call, udp_call,
@@ -183,9 +183,7 @@ fn has_prog(rows: &[Row], prog: u64) -> bool {
 
 #[test]
 fn rpcinfo_queries_inside_a_namespace() -> anyhow::Result<()> {
-    if !require_root("rpcinfo_queries_inside_a_namespace")
-        || !require_tool("rpcinfo_queries_inside_a_namespace", "rpcinfo")
-    {
+    if !require("rpcinfo_queries_inside_a_namespace", &["rpcinfo"]) {
         return Ok(());
     }
     let d = Daemon::start(ON)?;
@@ -312,9 +310,7 @@ fn rpcinfo_queries_inside_a_namespace() -> anyhow::Result<()> {
 
 #[test]
 fn path_socket_serves_the_callers_namespace() -> anyhow::Result<()> {
-    if !require_root("path_socket_serves_the_callers_namespace")
-        || !require_tool("path_socket_serves_the_callers_namespace", "rpcinfo")
-    {
+    if !require("path_socket_serves_the_callers_namespace", &["rpcinfo"]) {
         return Ok(());
     }
     let d = Daemon::start(ON)?;
@@ -346,12 +342,10 @@ fn path_socket_serves_the_callers_namespace() -> anyhow::Result<()> {
 
 #[test]
 fn statd_registers_in_its_namespace_only_and_unsets_on_stop() -> anyhow::Result<()> {
-    if !require_root("statd_registers_in_its_namespace_only_and_unsets_on_stop")
-        || !require_tool(
-            "statd_registers_in_its_namespace_only_and_unsets_on_stop",
-            "rpc.statd",
-        )
-    {
+    if !require(
+        "statd_registers_in_its_namespace_only_and_unsets_on_stop",
+        &["rpc.statd"],
+    ) {
         return Ok(());
     }
     let d = Daemon::start(ON)?;
@@ -949,12 +943,10 @@ fn idle_connections_time_out_and_the_cap_holds() -> anyhow::Result<()> {
 
 #[test]
 fn port_111_held_by_stock_rpcbind_is_reported_with_namespace_and_address() -> anyhow::Result<()> {
-    if !require_root("port_111_held_by_stock_rpcbind_is_reported_with_namespace_and_address")
-        || !require_tool(
-            "port_111_held_by_stock_rpcbind_is_reported_with_namespace_and_address",
-            "rpcbind",
-        )
-    {
+    if !require(
+        "port_111_held_by_stock_rpcbind_is_reported_with_namespace_and_address",
+        &["rpcbind"],
+    ) {
         return Ok(());
     }
     let d = Daemon::start(ON)?;
@@ -1285,9 +1277,10 @@ fn fake_tcp_server(
 
 #[test]
 fn liveness_pruning_covers_tcp_only_registrations() -> anyhow::Result<()> {
-    if !require_root("liveness_pruning_covers_tcp_only_registrations")
-        || !require_tool("liveness_pruning_covers_tcp_only_registrations", "rpcinfo")
-    {
+    if !require(
+        "liveness_pruning_covers_tcp_only_registrations",
+        &["rpcinfo"],
+    ) {
         return Ok(());
     }
     let d = Daemon::start(
@@ -1354,12 +1347,10 @@ fn liveness_pruning_covers_tcp_only_registrations() -> anyhow::Result<()> {
 
 #[test]
 fn failed_journal_write_is_not_acknowledged_and_service_continues() -> anyhow::Result<()> {
-    if !require_root("failed_journal_write_is_not_acknowledged_and_service_continues")
-        || !require_tool(
-            "failed_journal_write_is_not_acknowledged_and_service_continues",
-            "rpcinfo",
-        )
-    {
+    if !require(
+        "failed_journal_write_is_not_acknowledged_and_service_continues",
+        &["rpcinfo"],
+    ) {
         return Ok(());
     }
     let d = Daemon::start(ON)?;
@@ -1467,7 +1458,7 @@ fn udp_unset_v2(ns: &TestNetns, xid: u32, prog: u32) -> anyhow::Result<Option<Re
 #[test]
 fn failed_journal_write_of_unset_is_not_acknowledged_and_replay_matches() -> anyhow::Result<()> {
     let name = "failed_journal_write_of_unset_is_not_acknowledged_and_replay_matches";
-    if !require_root(name) || !require_tool(name, "rpcinfo") {
+    if !require(name, &["rpcinfo"]) {
         return Ok(());
     }
     let mut d = Daemon::start(ON)?;

@@ -154,6 +154,19 @@ pub(crate) fn transmit(r: &mut Resolver, now: Instant) -> UpstreamTransmit {
     r.poll_transmit(now).expect("a transmit")
 }
 
+/// Hands `query` from `client` to the resolver, which must forward it, and returns the upstream
+/// transmit (the set-up of every test that then plays the upstream).
+pub(crate) fn forward(
+    r: &mut Resolver,
+    now: Instant,
+    client: ClientInfo,
+    query: &[u8],
+    out: &mut Vec<u8>,
+) -> UpstreamTransmit {
+    let _ = r.handle_query(now, client, query, out);
+    transmit(r, now)
+}
+
 /// Drains all deferred answers.
 pub(crate) fn drain_answers(r: &mut Resolver) -> Vec<ClientAnswer> {
     std::iter::from_fn(|| r.poll_answer()).collect()

@@ -131,13 +131,13 @@ fn negative_without_soa_not_cached_and_cap_applies() {
     let mut r = Resolver::new(cfg, [1; 32]).expect("config");
     let now = t0();
     let mut out = Vec::new();
-    let _ = r.handle_query(
+    let tx = forward(
+        &mut r,
         now,
         udp_client(),
         &query(1, "a.example.", RecordType::A, None),
         &mut out,
     );
-    let tx = transmit(&mut r, now);
     r.handle_upstream(
         now,
         tx.upstream,
@@ -146,13 +146,13 @@ fn negative_without_soa_not_cached_and_cap_applies() {
     );
     drain_answers(&mut r);
     assert_eq!(r.cache_len(), 0);
-    let _ = r.handle_query(
+    let tx = forward(
+        &mut r,
         now,
         udp_client(),
         &query(2, "b.example.", RecordType::A, None),
         &mut out,
     );
-    let tx = transmit(&mut r, now);
     r.handle_upstream(
         now,
         tx.upstream,
@@ -240,13 +240,13 @@ fn upstream_rcode_preserved() {
     let mut r = resolver(&[UP1]);
     let now = t0();
     let mut out = Vec::new();
-    let _ = r.handle_query(
+    let tx = forward(
+        &mut r,
         now,
         udp_client(),
         &query(5, "x.example.", RecordType::TXT, None),
         &mut out,
     );
-    let tx = transmit(&mut r, now);
     r.handle_upstream(
         now,
         tx.upstream,
@@ -269,13 +269,13 @@ fn edns_size_honoured_and_tc_set() {
     let now = t0();
     let mut out = Vec::new();
     let name = "big.example.";
-    let _ = r.handle_query(
+    let tx = forward(
+        &mut r,
         now,
         tcp_client(),
         &query(1, name, RecordType::A, Some((4096, false))),
         &mut out,
     );
-    let tx = transmit(&mut r, now);
     let many: Vec<Record> = (0..60u8).map(|i| a_rec(name, 300, [10, 0, 0, i])).collect();
     r.handle_upstream(
         now,
@@ -506,13 +506,13 @@ fn hot_path_cost() {
     let mut r = resolver(&[UP1]);
     let now = t0();
     let mut out = Vec::new();
-    let _ = r.handle_query(
+    let tx = forward(
+        &mut r,
         now,
         udp_client(),
         &query(1, "www.example.com.", RecordType::A, Some((1232, false))),
         &mut out,
     );
-    let tx = transmit(&mut r, now);
     let recs: Vec<Record> = (0..4u8)
         .map(|i| a_rec("www.example.com.", 300, [192, 0, 2, i]))
         .collect();

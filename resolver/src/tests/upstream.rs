@@ -9,13 +9,13 @@ fn tc_over_udp_retries_over_tcp() {
     let mut r = resolver(&[UP1]);
     let now = t0();
     let mut out = Vec::new();
-    let _ = r.handle_query(
+    let tx = forward(
+        &mut r,
         now,
         udp_client(),
         &query(1, "big.example.", RecordType::TXT, Some((1232, false))),
         &mut out,
     );
-    let tx = transmit(&mut r, now);
     assert_eq!(tx.transport, Transport::Udp);
     let tc = reply(&tx, ResponseCode::NoError, vec![], vec![], |m| {
         m.metadata.truncation = true
@@ -145,13 +145,13 @@ fn all_down_servfail_then_recovery() {
     assert_eq!(sent, vec![sa(UP1), sa(UP2)]);
     assert!(r.upstream_down(sa(UP1)) && r.upstream_down(sa(UP2)));
     // Down servers are still tried when nothing else is left; an answer brings one back.
-    let _ = r.handle_query(
+    let tx = forward(
+        &mut r,
         now,
         udp_client(),
         &query(2, "a.example.", RecordType::A, None),
         &mut out,
     );
-    let tx = transmit(&mut r, now);
     let rep = reply(
         &tx,
         ResponseCode::NoError,
@@ -370,13 +370,13 @@ fn mismatched_upstream_answers_ignored() {
     let mut r = resolver(&[UP1]);
     let now = t0();
     let mut out = Vec::new();
-    let _ = r.handle_query(
+    let tx = forward(
+        &mut r,
         now,
         udp_client(),
         &query(1, "a.example.", RecordType::A, None),
         &mut out,
     );
-    let tx = transmit(&mut r, now);
     let good = reply(
         &tx,
         ResponseCode::NoError,
@@ -438,13 +438,13 @@ fn servfail_from_one_upstream_tries_next() {
     let mut r = resolver(&[UP1, UP2]);
     let now = t0();
     let mut out = Vec::new();
-    let _ = r.handle_query(
+    let tx = forward(
+        &mut r,
         now,
         udp_client(),
         &query(1, "a.example.", RecordType::A, None),
         &mut out,
     );
-    let tx = transmit(&mut r, now);
     let _ = r.handle_upstream(
         now,
         tx.upstream,
@@ -474,13 +474,13 @@ fn upstream_error_report_fails_over_at_once() {
     let mut r = resolver(&[UP1, UP2]);
     let now = t0();
     let mut out = Vec::new();
-    let _ = r.handle_query(
+    let tx = forward(
+        &mut r,
         now,
         udp_client(),
         &query(1, "a.example.", RecordType::A, None),
         &mut out,
     );
-    let tx = transmit(&mut r, now);
     r.handle_upstream_error(now, tx.upstream, tx.transport, tx.dns_id);
     assert_eq!(transmit(&mut r, now).upstream, sa(UP2));
 }
@@ -584,13 +584,13 @@ fn upstream_opt_replaced_and_ede_relayed() {
     let mut r = resolver(&[UP1]);
     let now = t0();
     let mut out = Vec::new();
-    let _ = r.handle_query(
+    let tx = forward(
+        &mut r,
         now,
         udp_client(),
         &query(1, "blocked.example.", RecordType::A, Some((1400, false))),
         &mut out,
     );
-    let tx = transmit(&mut r, now);
     let mut rep = reply(
         &tx,
         ResponseCode::NXDomain,
@@ -628,13 +628,13 @@ fn records_after_upstream_opt_are_dropped_safely() {
     let mut r = resolver(&[UP1]);
     let now = t0();
     let mut out = Vec::new();
-    let _ = r.handle_query(
+    let tx = forward(
+        &mut r,
         now,
         tcp_client(),
         &query(1, "a.example.", RecordType::A, Some((1232, false))),
         &mut out,
     );
-    let tx = transmit(&mut r, now);
     let mut rep = reply(
         &tx,
         ResponseCode::NoError,

@@ -11,15 +11,15 @@
 //! with a tmpfs on /run (so /run/rpcbind.sock, /run/rpcbind.lock and its state stay private),
 //! in the foreground and without warm start (-w is not used).
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use nsaux_tests::daemon::{Daemon, wait_for};
 use nsaux_tests::netns::{TestNetns, in_netns_file};
-use nsaux_tests::rpc::{Cred, PMAP, call, pmap, udp_call};
+use nsaux_tests::rpc::{Cred, PMAP, call, lo111, pmap, spawn_stock_rpcbind, wait_portmapper_udp};
 
 /// Most answers per measured run.
 const MAX_ANSWERS: u64 = 400_000;
@@ -38,10 +38,6 @@ const N_NS: usize = 1000;
 /// `NSAUX_BENCH_SKIP_MEMORY=1` measures throughput only.
 fn skip_memory() -> bool {
     std::env::var("NSAUX_BENCH_SKIP_MEMORY").is_ok_and(|v| v == "1")
-}
-
-fn lo111() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 111))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -110,33 +106,8 @@ struct Stock(Child);
 
 impl Stock {
     fn start(ns: &TestNetns) -> anyhow::Result<Self> {
-        // nsenter, unshare and bash exec: the child's pid is rpcbind's.
-        let child = Command::new("nsenter")
-            .arg(format!("--net={}", ns.path.display()))
-            .args([
-                "unshare",
-                "-m",
-                "bash",
-                "-c",
-                "set -e; mount --make-rprivate /; mount -t tmpfs tmpfs /run; exec rpcbind -f",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting stock rpcbind")?;
-        let s = Self(child);
-        wait_for("stock rpcbind", Duration::from_secs(5), || {
-            ns.run_in(|| {
-                udp_call(
-                    lo111(),
-                    &call(1, PMAP, 2, 0, Cred::None, &[]),
-                    Duration::from_millis(200),
-                )
-            })
-            .ok()
-            .flatten()
-        })?;
+        let s = Self(spawn_stock_rpcbind(ns).context("starting stock rpcbind")?);
+        wait_portmapper_udp(ns, "stock rpcbind")?;
         Ok(s)
     }
 
@@ -176,17 +147,7 @@ fn main() -> anyhow::Result<()> {
         "[rpcbind]\nenabled = true\n[ntp]\nenabled = false\n[dns]\nenabled = false\n",
     )?;
     let ns = d.netns("bench")?;
-    wait_for("nsauxd portmapper", Duration::from_secs(5), || {
-        ns.run_in(|| {
-            udp_call(
-                lo111(),
-                &call(1, PMAP, 2, 0, Cred::None, &[]),
-                Duration::from_millis(200),
-            )
-        })
-        .ok()
-        .flatten()
-    })?;
+    wait_portmapper_udp(&ns, "nsauxd portmapper")?;
     let ours = load(&ns.path, d.pid())?;
     let stock_dir = tempfile::tempdir()?;
     let stock_ns = TestNetns::create(stock_dir.path(), "stock")?;

@@ -192,3 +192,44 @@ pub fn udp_call(to: SocketAddr, msg: &[u8], timeout: Duration) -> Option<Reply> 
         .flatten()
         .and_then(|(b, _)| parse_reply(&b).map(|(_, r)| r))
 }
+
+/// Port 111 on IPv4 loopback: where a portmapper answers inside a test namespace.
+pub fn lo111() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 111))
+}
+
+/// Starts stock rpcbind in `ns`, in the foreground, in a private mount namespace with a tmpfs on
+/// /run (its lock, socket and state go there, never the host's). nsenter, unshare and bash all
+/// exec, so the child's pid is rpcbind's: stop it by that pid.
+pub fn spawn_stock_rpcbind(ns: &crate::netns::TestNetns) -> std::io::Result<std::process::Child> {
+    use std::process::{Command, Stdio};
+    Command::new("nsenter")
+        .arg(format!("--net={}", ns.path.display()))
+        .args([
+            "unshare",
+            "-m",
+            "bash",
+            "-c",
+            "set -e; mount --make-rprivate /; mount -t tmpfs tmpfs /run; exec rpcbind -f",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+}
+
+/// Waits until a portmapper in `ns` answers a v2 NULL call on UDP port 111.
+pub fn wait_portmapper_udp(ns: &crate::netns::TestNetns, what: &str) -> anyhow::Result<()> {
+    crate::daemon::wait_for(what, Duration::from_secs(5), || {
+        ns.run_in(|| {
+            udp_call(
+                lo111(),
+                &call(1, PMAP, 2, 0, Cred::None, &[]),
+                Duration::from_millis(200),
+            )
+        })
+        .ok()
+        .flatten()
+        .map(|_| ())
+    })
+}

@@ -17,15 +17,12 @@ use nsaux_tests::daemon::{Daemon, wait_for};
 use nsaux_tests::env::{require, require_root};
 use nsaux_tests::netns::{TestNetns, veth};
 use nsaux_tests::rpc::{
-    self, Cred, PMAP, Reply, Xdr, call, connect_abstract, pmap, rpcb, stream_call, udp_call,
+    self, Cred, PMAP, Reply, Xdr, call, connect_abstract, lo111, pmap, rpcb, spawn_stock_rpcbind,
+    stream_call, udp_call,
 };
 
 const ON: &str = "[rpcbind]\nenabled = true\n";
 const ABSTRACT: &str = "/run/rpcbind.sock";
-
-fn lo111() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 111))
-}
 
 fn null_v2() -> Vec<u8> {
     call(1, PMAP, 2, 0, Cred::None, &[])
@@ -954,19 +951,7 @@ fn port_111_held_by_stock_rpcbind_is_reported_with_namespace_and_address() -> an
     let busy = TestNetns::create(staging.path(), "busy")?;
     // Stock rpcbind only ever in its own network namespace and a private mount namespace with a
     // tmpfs on /run (its lock, socket and state go there), in the foreground, no warm start.
-    let mut stock = Command::new("nsenter")
-        .arg(format!("--net={}", busy.path.display()))
-        .args([
-            "unshare",
-            "-m",
-            "bash",
-            "-c",
-            "set -e; mount --make-rprivate /; mount -t tmpfs tmpfs /run; exec rpcbind -f",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let mut stock = spawn_stock_rpcbind(&busy)?;
     let up = wait_for("stock rpcbind up", Duration::from_secs(5), || {
         busy.sh("rpcinfo -T udp 127.0.0.1 100000 2").ok()
     });

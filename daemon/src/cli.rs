@@ -96,12 +96,15 @@ pub fn daemon_main() -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.worker_threads)
-        .thread_name("nsaux-worker")
-        .enable_all()
-        .build()
-    {
+    // One worker: the current-thread scheduler (see `default_worker_threads`).
+    let mut builder = if config.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(config.worker_threads);
+        b
+    };
+    let runtime = match builder.thread_name("nsaux-worker").enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("nsauxd: cannot start runtime: {e}");

@@ -12,7 +12,8 @@
 //!    a local record (no cache entries); RSS growth / N.
 //!
 //! `NSAUX_DNS_BENCH_SECS` (default 4) sets the load duration of one round,
-//! `NSAUX_DNS_BENCH_ROUNDS` (default 5) the rounds, `NSAUX_DNS_BENCH_NS` the namespace count.
+//! `NSAUX_DNS_BENCH_ROUNDS` (default 5) the rounds, `NSAUX_DNS_BENCH_NS` the namespace count;
+//! `NSAUX_DNS_BENCH_BASELINE=path` adds another nsauxd build as row `baseline` (A/B).
 
 use std::fs::File;
 use std::net::{SocketAddr, UdpSocket};
@@ -151,11 +152,28 @@ fn cache_hits(secs: u64, rounds: usize) -> anyhow::Result<Vec<Total>> {
     );
     let unbound = Server::unbound(&unbound_ns, "127.0.0.53", &fwd)?;
 
-    let servers: [(&'static str, &TestNetns, u32); 3] = [
+    // Optionally another nsauxd build (`NSAUX_DNS_BENCH_BASELINE=path`), to compare two
+    // builds in one run: machine drift then hits both alike.
+    let baseline = match std::env::var_os("NSAUX_DNS_BENCH_BASELINE") {
+        Some(path) => {
+            let b = Daemon::start_binary(
+                Path::new(&path),
+                &format!("{OTHERS_OFF}[dns]\nupstreams = [\"{ORIGIN}\"]\n"),
+            )?;
+            let ns = b.netns("bench-baseline")?;
+            let origin = Server::unbound(&ns, ORIGIN, ORIGIN_ZONE)?;
+            Some((b, ns, origin))
+        }
+        None => None,
+    };
+    let mut servers: Vec<(&'static str, &TestNetns, u32)> = vec![
         ("nsauxd", &nsaux_ns, d.pid()),
         ("dnsmasq", &dnsmasq_ns, dnsmasq.pid()),
         ("unbound", &unbound_ns, unbound.pid()),
     ];
+    if let Some((b, ns, _)) = &baseline {
+        servers.insert(1, ("baseline", ns, b.pid()));
+    }
     let mut totals: Vec<Total> = servers
         .iter()
         .map(|(name, _, _)| Total {

@@ -21,6 +21,8 @@ pub struct Daemon {
     child: Option<Child>,
     extra_args: Vec<String>,
     env: Vec<(String, String)>,
+    /// Another build of nsauxd to run instead of the workspace's (benchmark A/B comparisons).
+    binary: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -41,7 +43,13 @@ impl Daemon {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        Ok(Self::start_full(config, extra, env, |_| Ok(()))?.0)
+        Ok(Self::start_full(config, extra, env, None, |_| Ok(()))?.0)
+    }
+
+    /// Like [`Daemon::start`], running the nsauxd binary at `binary` instead of the
+    /// workspace's: benchmarks compare two builds side by side in one run.
+    pub fn start_binary(binary: &Path, config: &str) -> anyhow::Result<Self> {
+        Ok(Self::start_full(config, &[], &[], Some(binary), |_| Ok(()))?.0)
     }
 
     /// Starts a daemon after `setup` has run on its private directory (e.g. to occupy its
@@ -50,13 +58,14 @@ impl Daemon {
         config: &str,
         setup: impl FnOnce(&Path) -> anyhow::Result<T>,
     ) -> anyhow::Result<(Self, T)> {
-        Self::start_full(config, &[], &[], setup)
+        Self::start_full(config, &[], &[], None, setup)
     }
 
     fn start_full<T>(
         config: &str,
         extra: &[&str],
         env: &[(&str, &str)],
+        binary: Option<&Path>,
         setup: impl FnOnce(&Path) -> anyhow::Result<T>,
     ) -> anyhow::Result<(Self, T)> {
         let dir = tempfile::Builder::new().prefix("nsaux-test-").tempdir()?;
@@ -71,6 +80,7 @@ impl Daemon {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            binary: binary.map(Path::to_owned),
         };
         d.spawn()?;
         Ok((d, t))
@@ -82,7 +92,8 @@ impl Daemon {
             .create(true)
             .append(true)
             .open(p.join("nsauxd.log"))?;
-        let child = Command::new(bin("nsauxd"))
+        let binary = self.binary.clone().unwrap_or_else(|| bin("nsauxd"));
+        let child = Command::new(binary)
             .arg("--config")
             .arg(p.join("nsaux.toml"))
             .arg("--runtime-dir")

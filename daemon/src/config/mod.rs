@@ -73,7 +73,9 @@ fn default_host_netns() -> bool {
 }
 
 /// One worker: every answer is a few µs of work, and a second worker mostly adds a cross-thread
-/// wake-up per datagram (measured: ~1 µs more CPU per answer). Raise it for heavy load.
+/// wake-up per datagram (measured: ~1 µs more CPU per answer). Raise it for heavy load. With
+/// one, the daemon runs tokio's current-thread scheduler, which skips the multi-thread
+/// scheduler's idle/steal bookkeeping on every wakeup (measured: ~3 % less CPU per DNS answer).
 fn default_worker_threads() -> usize {
     1
 }

@@ -73,8 +73,8 @@ pub(crate) enum Rejection {
         opcode: u8,
         /// Client flags (RD/CD echoed).
         flags: u16,
-        /// Question to echo, when readable.
-        question: Option<RawQuestion>,
+        /// Question to echo, when readable (boxed: an inline name is large, errors are rare).
+        question: Option<Box<RawQuestion>>,
         /// Client EDNS, when readable (an OPT goes back only if one came in).
         edns: Option<EdnsInfo>,
     },
@@ -89,12 +89,12 @@ pub(crate) fn parse(buf: &[u8], transport: Transport) -> Result<ClientQuery, Rej
         // Never answer a response: that is how forwarding loops and reflection start.
         return Err(Rejection::Drop(DropReason::NotAQuery));
     }
-    let err = |rcode, question, edns| Rejection::Error {
+    let err = |rcode, question: Option<RawQuestion>, edns| Rejection::Error {
         rcode,
         id: header.id,
         opcode: header.opcode(),
         flags: header.flags,
-        question,
+        question: question.map(Box::new),
         edns,
     };
     let question = if header.qdcount >= 1 {

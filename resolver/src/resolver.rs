@@ -259,7 +259,7 @@ impl Resolver {
                         id,
                         opcode,
                         client_flags: flags,
-                        question: question.as_ref(),
+                        question: question.as_deref(),
                         edns,
                         rcode: code,
                     },
@@ -362,7 +362,7 @@ impl Resolver {
         self.next_token += 1;
         let key = key.to_owned_key();
         let mut question = q.question.clone();
-        question.qname = key.qname.clone();
+        question.qname = question.qname.lowered();
         self.by_key.insert(key.clone(), token);
         self.pending.insert(
             token,

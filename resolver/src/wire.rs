@@ -8,6 +8,7 @@
 //! hot path. Anything that needs real validation goes through `hickory-proto`.
 
 use hickory_proto::rr::Name;
+use smallvec::SmallVec;
 
 /// Length of the fixed DNS header.
 pub(crate) const HEADER_LEN: usize = 12;
@@ -157,11 +158,62 @@ pub(crate) fn put_u32(buf: &mut [u8], off: usize, v: u32) -> bool {
     }
 }
 
+/// Longest uncompressed wire name (RFC 1035 §3.1).
+pub(crate) const MAX_NAME_LEN: usize = 255;
+
+/// An uncompressed wire name held inline: every query carries one, and a heap copy of it was
+/// the last allocation on the cache-hit path.
+#[derive(Clone, Copy)]
+pub(crate) struct WireName {
+    len: u8,
+    bytes: [u8; MAX_NAME_LEN],
+}
+
+impl WireName {
+    /// Copies `name`; `None` when it is longer than a wire name may be.
+    pub(crate) fn new(name: &[u8]) -> Option<Self> {
+        let mut bytes = [0u8; MAX_NAME_LEN];
+        bytes.get_mut(..name.len())?.copy_from_slice(name);
+        Some(Self {
+            len: u8::try_from(name.len()).ok()?,
+            bytes,
+        })
+    }
+
+    /// The same name with ASCII letters folded to lower case (see [`lower_wire_name`]).
+    pub(crate) fn lowered(&self) -> Self {
+        let mut name = *self;
+        name.bytes.make_ascii_lowercase();
+        name
+    }
+}
+
+impl std::ops::Deref for WireName {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl PartialEq for WireName {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for WireName {}
+
+impl std::fmt::Debug for WireName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WireName({:?})", self.escape_ascii().to_string())
+    }
+}
+
 /// The question of a message, as the raw bytes it arrived in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RawQuestion {
     /// Uncompressed wire name, case as received.
-    pub(crate) qname: Vec<u8>,
+    pub(crate) qname: WireName,
     /// Query type.
     pub(crate) qtype: u16,
     /// Query class.
@@ -176,7 +228,7 @@ impl RawQuestion {
         let qtype = get_u16(buf, end)?;
         let qclass = get_u16(buf, end + 2)?;
         Some(Self {
-            qname: buf.get(HEADER_LEN..end)?.to_vec(),
+            qname: WireName::new(buf.get(HEADER_LEN..end)?)?,
             qtype,
             qclass,
         })
@@ -271,8 +323,9 @@ pub(crate) struct RecordPos {
 pub(crate) struct Layout {
     /// Offset just past the question section.
     pub(crate) question_end: usize,
-    /// Every record, in message order.
-    pub(crate) records: Vec<RecordPos>,
+    /// Every record, in message order. Inline up to four: a query carries at most an OPT,
+    /// and the walk runs on every query.
+    pub(crate) records: SmallVec<[RecordPos; 4]>,
 }
 
 /// Returns the offset just past the name at `off`, which may end in a compression pointer.
@@ -339,7 +392,7 @@ pub(crate) fn layout(buf: &[u8]) -> Option<Layout> {
     let question_end = pos;
     let counts = [header.ancount, header.nscount, header.arcount];
     let total: usize = counts.iter().map(|c| usize::from(*c)).sum();
-    let mut records = Vec::with_capacity(total.min(64));
+    let mut records = SmallVec::with_capacity(total.min(64));
     for (section, count) in counts.iter().enumerate() {
         for _ in 0..*count {
             let start = pos;
@@ -460,7 +513,7 @@ mod tests {
         let mut buf = vec![0u8; HEADER_LEN];
         buf.extend_from_slice(b"\x03www\x07Example\x03com\x00\x00\x01\x00\x01");
         let q = RawQuestion::read(&buf).expect("valid");
-        assert_eq!(q.qname, b"\x03www\x07Example\x03com\x00");
+        assert_eq!(&*q.qname, b"\x03www\x07Example\x03com\x00");
         assert_eq!(q.lower_qname(), b"\x03www\x07example\x03com\x00");
         // Pointer in the question is refused.
         let mut bad = vec![0u8; HEADER_LEN];

@@ -18,6 +18,7 @@ use crate::{
     UpstreamTransmit,
 };
 
+mod alloc;
 mod local;
 mod malformed;
 mod props;

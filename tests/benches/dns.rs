@@ -11,8 +11,10 @@
 //! 2. Memory: nsauxd with only the resolver on, N namespaces (default 1,000) each answering
 //!    a local record (no cache entries); RSS growth / N.
 //!
-//! `NSAUX_DNS_BENCH_SECS` (default 4) sets the load duration of one round,
-//! `NSAUX_DNS_BENCH_ROUNDS` (default 5) the rounds, `NSAUX_DNS_BENCH_NS` the namespace count;
+//! `NSAUX_DNS_BENCH_SECS` (default 3) sets the load duration of one round,
+//! `NSAUX_DNS_BENCH_ROUNDS` (default 9) the rounds, `NSAUX_DNS_BENCH_NS` the namespace count;
+//! many short rounds because nsauxd's CPU per answer varies by up to 1.8× between rounds with
+//! where the scheduler puts dnsperf's threads, and the median needs many samples.
 //! `NSAUX_DNS_BENCH_BASELINE=path` adds another nsauxd build as row `baseline` (A/B).
 
 use std::fs::File;
@@ -273,8 +275,8 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let env = |key: &str| std::env::var(key).ok().and_then(|s| s.parse::<u64>().ok());
-    let secs = env("NSAUX_DNS_BENCH_SECS").unwrap_or(4).clamp(1, 60);
-    let rounds = usize::try_from(env("NSAUX_DNS_BENCH_ROUNDS").unwrap_or(5).clamp(1, 20))?;
+    let secs = env("NSAUX_DNS_BENCH_SECS").unwrap_or(3).clamp(1, 60);
+    let rounds = usize::try_from(env("NSAUX_DNS_BENCH_ROUNDS").unwrap_or(9).clamp(1, 20))?;
     let n = usize::try_from(env("NSAUX_DNS_BENCH_NS").unwrap_or(1_000))?;
 
     eprintln!("dns bench: cache hits, {rounds} rounds of {secs} s per server ...");

@@ -4,10 +4,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{Record, RecordType};
+use hickory_proto::rr::RecordType;
 
-use super::{UP1, a_rec, drain_answers, forward, query, reply, resolver, t0, udp_client};
+use super::{cached_www, query, udp_client};
 use crate::{AnswerKind, QueryOutcome};
 
 thread_local! {
@@ -52,26 +51,8 @@ fn allocations() -> u64 {
 
 #[test]
 fn cache_hit_allocates_nothing() {
-    let mut r = resolver(&[UP1]);
-    let now = t0();
+    let (mut r, now) = cached_www();
     let mut out = Vec::new();
-    let tx = forward(
-        &mut r,
-        now,
-        udp_client(),
-        &query(1, "www.example.com.", RecordType::A, Some((1232, false))),
-        &mut out,
-    );
-    let recs: Vec<Record> = (0..4u8)
-        .map(|i| a_rec("www.example.com.", 300, [192, 0, 2, i]))
-        .collect();
-    let _ = r.handle_upstream(
-        now,
-        tx.upstream,
-        tx.transport,
-        &reply(&tx, ResponseCode::NoError, recs, vec![], |_| {}),
-    );
-    drain_answers(&mut r);
     // With and without EDNS, in another letter case than cached.
     let queries = [
         query(2, "WWW.example.com.", RecordType::A, Some((1232, false))),

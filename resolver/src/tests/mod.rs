@@ -168,6 +168,32 @@ pub(crate) fn forward(
     transmit(r, now)
 }
 
+/// A resolver whose cache holds `www.example.com.` A (four records, TTL 300), filled through
+/// its upstream at the returned instant: the set-up of the cache-hit cost tests.
+pub(crate) fn cached_www() -> (Resolver, Instant) {
+    let mut r = resolver(&[UP1]);
+    let now = t0();
+    let mut out = Vec::new();
+    let tx = forward(
+        &mut r,
+        now,
+        udp_client(),
+        &query(1, "www.example.com.", RecordType::A, Some((1232, false))),
+        &mut out,
+    );
+    let recs: Vec<Record> = (0..4u8)
+        .map(|i| a_rec("www.example.com.", 300, [192, 0, 2, i]))
+        .collect();
+    let _ = r.handle_upstream(
+        now,
+        tx.upstream,
+        tx.transport,
+        &reply(&tx, ResponseCode::NoError, recs, vec![], |_| {}),
+    );
+    drain_answers(&mut r);
+    (r, now)
+}
+
 /// Drains all deferred answers.
 pub(crate) fn drain_answers(r: &mut Resolver) -> Vec<ClientAnswer> {
     std::iter::from_fn(|| r.poll_answer()).collect()

@@ -131,7 +131,8 @@ fn cache_hits(secs: u64, rounds: usize) -> anyhow::Result<Vec<Total>> {
     let data = tmp.path().join("queries.txt");
     std::fs::write(&data, "www.benchzone A\n")?;
 
-    let d = Daemon::start(&format!("{OTHERS_OFF}[dns]\nupstreams = [\"{ORIGIN}\"]\n"))?;
+    let config = format!("{OTHERS_OFF}[dns]\nupstreams = [\"{ORIGIN}\"]\n");
+    let d = Daemon::start(&config)?;
     let nsaux_ns = d.netns("bench-nsaux")?;
     let _nsaux_origin = Server::unbound(&nsaux_ns, ORIGIN, ORIGIN_ZONE)?;
 
@@ -158,10 +159,7 @@ fn cache_hits(secs: u64, rounds: usize) -> anyhow::Result<Vec<Total>> {
     // builds in one run: machine drift then hits both alike.
     let baseline = match std::env::var_os("NSAUX_DNS_BENCH_BASELINE") {
         Some(path) => {
-            let b = Daemon::start_binary(
-                Path::new(&path),
-                &format!("{OTHERS_OFF}[dns]\nupstreams = [\"{ORIGIN}\"]\n"),
-            )?;
+            let b = Daemon::start_binary(Path::new(&path), &config)?;
             let ns = b.netns("bench-baseline")?;
             let origin = Server::unbound(&ns, ORIGIN, ORIGIN_ZONE)?;
             Some((b, ns, origin))

@@ -270,14 +270,37 @@ const SLOT: usize = 65_536;
 /// and again in the handler.
 const STRIDE: usize = SLOT + 64;
 
-/// Reusable state for [`RecvBatch::recv`]: buffers, addresses and control buffers of
-/// [`BATCH`] datagrams. Owned by one thread (it holds raw pointers and is rebuilt per call).
-pub(crate) struct RecvBatch {
-    data: Vec<u8>,
+/// The per-message arrays a `recvmmsg` or `sendmmsg` call points into, [`BATCH`] of each:
+/// peer addresses, control buffers, iovecs and the headers tying them together.
+struct MsgArrays {
     names: Vec<libc::sockaddr_storage>,
     cmsgs: Vec<CmsgBuf>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
+}
+
+impl MsgArrays {
+    fn new() -> Self {
+        Self {
+            // SAFETY (all three): plain old data, zero is valid.
+            names: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
+            cmsgs: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
+            iovs: (0..BATCH)
+                .map(|_| libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                })
+                .collect(),
+            hdrs: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
+        }
+    }
+}
+
+/// Reusable state for [`RecvBatch::recv`]: buffers, addresses and control buffers of
+/// [`BATCH`] datagrams. Owned by one thread (it holds raw pointers and is rebuilt per call).
+pub(crate) struct RecvBatch {
+    data: Vec<u8>,
+    msgs: MsgArrays,
     metas: Vec<Option<RecvMeta>>,
     /// How many headers need their lengths reset before the next call.
     dirty: usize,
@@ -295,16 +318,7 @@ impl RecvBatch {
     pub(crate) fn new() -> Self {
         Self {
             data: vec![0; BATCH * STRIDE],
-            // SAFETY (all three): plain old data, zero is valid.
-            names: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
-            cmsgs: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
-            iovs: (0..BATCH)
-                .map(|_| libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0,
-                })
-                .collect(),
-            hdrs: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
+            msgs: MsgArrays::new(),
             metas: vec![None; BATCH],
             dirty: BATCH,
             ready: false,
@@ -319,7 +333,7 @@ impl RecvBatch {
             // First call: point every header at its slot. The vectors are never resized, so
             // these pointers stay valid for the life of the batch.
             for (i, chunk) in self.data.chunks_exact_mut(STRIDE).enumerate().take(BATCH) {
-                self.iovs[i] = libc::iovec {
+                self.msgs.iovs[i] = libc::iovec {
                     iov_base: chunk.as_mut_ptr().cast(),
                     iov_len: SLOT,
                 };
@@ -327,11 +341,11 @@ impl RecvBatch {
             for i in 0..BATCH {
                 // SAFETY: plain old data, zero is valid.
                 let mut h: libc::msghdr = unsafe { zeroed() };
-                h.msg_name = (&raw mut self.names[i]).cast();
-                h.msg_iov = &raw mut self.iovs[i];
+                h.msg_name = (&raw mut self.msgs.names[i]).cast();
+                h.msg_iov = &raw mut self.msgs.iovs[i];
                 h.msg_iovlen = 1;
-                h.msg_control = (&raw mut self.cmsgs[i]).cast();
-                self.hdrs[i] = libc::mmsghdr {
+                h.msg_control = (&raw mut self.msgs.cmsgs[i]).cast();
+                self.msgs.hdrs[i] = libc::mmsghdr {
                     msg_hdr: h,
                     msg_len: 0,
                 };
@@ -339,7 +353,7 @@ impl RecvBatch {
         }
         // Only the headers the last call could have written (its datagrams plus the one that
         // ended it) need their in/out lengths restored.
-        for h in &mut self.hdrs[..self.dirty] {
+        for h in &mut self.msgs.hdrs[..self.dirty] {
             h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_hdr.msg_controllen = size_of::<CmsgBuf>();
             h.msg_hdr.msg_flags = 0;
@@ -352,7 +366,7 @@ impl RecvBatch {
         let n = unsafe {
             libc::recvmmsg(
                 fd.as_raw_fd(),
-                self.hdrs.as_mut_ptr(),
+                self.msgs.hdrs.as_mut_ptr(),
                 BATCH as libc::c_uint,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
@@ -364,8 +378,8 @@ impl RecvBatch {
         let n = usize::try_from(n).unwrap_or(0).min(BATCH);
         self.dirty = (n + 1).min(BATCH);
         for i in 0..n {
-            let h = &self.hdrs[i];
-            self.metas[i] = sockaddr_to_std(&self.names[i]).map(|peer| {
+            let h = &self.msgs.hdrs[i];
+            self.metas[i] = sockaddr_to_std(&self.msgs.names[i]).map(|peer| {
                 let mut meta = RecvMeta {
                     len: (h.msg_len as usize).min(SLOT),
                     truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
@@ -397,7 +411,7 @@ impl RecvBatch {
             let Some(slot) = self.data.get_mut(start..start + SLOT) else {
                 break;
             };
-            let name = &mut self.names[n];
+            let name = &mut self.msgs.names[n];
             let mut namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             // SAFETY: `slot` is a live, writable buffer of SLOT bytes and `name` a live
             // sockaddr_storage whose size is passed in `namelen`.
@@ -498,10 +512,7 @@ fn write_gso(cmsg: &mut CmsgBuf, at: usize, segment: u16) -> usize {
 
 /// Reusable state for [`SendBatch::send`].
 pub(crate) struct SendBatch {
-    names: Vec<libc::sockaddr_storage>,
-    cmsgs: Vec<CmsgBuf>,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
+    msgs: MsgArrays,
 }
 
 impl std::fmt::Debug for SendBatch {
@@ -524,16 +535,7 @@ struct Group {
 impl SendBatch {
     pub(crate) fn new() -> Self {
         Self {
-            // SAFETY (all three): plain old data, zero is valid.
-            names: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
-            cmsgs: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
-            iovs: (0..BATCH)
-                .map(|_| libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0,
-                })
-                .collect(),
-            hdrs: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
+            msgs: MsgArrays::new(),
         }
     }
 
@@ -602,7 +604,7 @@ impl SendBatch {
                 .filter(|(_, gi)| **gi == m)
             {
                 if let Some(item) = item {
-                    self.iovs[iov] = libc::iovec {
+                    self.msgs.iovs[iov] = libc::iovec {
                         iov_base: item.payload.as_ptr().cast_mut().cast(),
                         iov_len: item.payload.len(),
                     };
@@ -610,23 +612,23 @@ impl SendBatch {
                 }
             }
             let (name, namelen) = std_to_sockaddr(head.dst);
-            self.names[m] = name;
-            let mut clen = write_pktinfo(&mut self.cmsgs[m], head.dst, head.src, head.ifindex);
+            self.msgs.names[m] = name;
+            let mut clen = write_pktinfo(&mut self.msgs.cmsgs[m], head.dst, head.src, head.ifindex);
             if g.count > 1 {
                 let seg = u16::try_from(head.payload.len()).unwrap_or(u16::MAX);
-                clen = write_gso(&mut self.cmsgs[m], clen, seg);
+                clen = write_gso(&mut self.msgs.cmsgs[m], clen, seg);
             }
             // SAFETY: plain old data, zero is valid.
             let mut h: libc::msghdr = unsafe { zeroed() };
-            h.msg_name = (&raw mut self.names[m]).cast();
+            h.msg_name = (&raw mut self.msgs.names[m]).cast();
             h.msg_namelen = namelen;
-            h.msg_iov = &raw mut self.iovs[iov_start];
+            h.msg_iov = &raw mut self.msgs.iovs[iov_start];
             h.msg_iovlen = iov - iov_start;
             if clen > 0 {
-                h.msg_control = (&raw mut self.cmsgs[m]).cast();
+                h.msg_control = (&raw mut self.msgs.cmsgs[m]).cast();
                 h.msg_controllen = clen;
             }
-            self.hdrs[m] = libc::mmsghdr {
+            self.msgs.hdrs[m] = libc::mmsghdr {
                 msg_hdr: h,
                 msg_len: 0,
             };
@@ -639,7 +641,7 @@ impl SendBatch {
             let r = unsafe {
                 libc::sendmmsg(
                     fd.as_raw_fd(),
-                    self.hdrs[start..n].as_mut_ptr(),
+                    self.msgs.hdrs[start..n].as_mut_ptr(),
                     (n - start) as libc::c_uint,
                     libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
                 )

@@ -6,7 +6,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nsaux_tests::daemon::{Daemon, wait_for};
-use nsaux_tests::env::{bin, require_root};
+use nsaux_tests::dns::dig;
+use nsaux_tests::env::{bin, require, require_root};
 use nsaux_tests::netns::{TestNetns, in_netns_file, udp_exchange, veth};
 
 const IDENT_ON: &str = "[ident]\nenabled = true\n";
@@ -60,6 +61,42 @@ fn fifty_namespaces_each_answer_within_a_second() -> anyhow::Result<()> {
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), 50);
+    Ok(())
+}
+
+/// `worker_threads` above one runs tokio's multi-thread scheduler; one (the default, and every
+/// other test) runs the current-thread scheduler. Every service must answer under both.
+#[test]
+fn several_workers_serve_every_service() -> anyhow::Result<()> {
+    let test = "several_workers_serve_every_service";
+    if !require(test, &["dig", "rpcinfo", "ntpdig"]) {
+        return Ok(());
+    }
+    let d = Daemon::start(
+        "worker_threads = 3\n[ident]\nenabled = true\n[dns]\nlocal_domains = [\"lan\"]\n\
+         records = [{ name = \"w.lan\", addr = \"10.0.0.7\" }]\n\
+         [ntp]\nstratum = 5\nlocal_stratum = 5\n",
+    )?;
+    for name in ["mw-a", "mw-b"] {
+        let ns = d.netns(name)?;
+        let (line, _) = wait_for("ident", Duration::from_secs(5), || ident(&ns, lo()))?;
+        assert_eq!(field(&line, "netns"), Some(name), "{line}");
+        wait_for("dns local record", Duration::from_secs(5), || {
+            dig(&ns, "@127.0.0.53 w.lan A +short")
+                .ok()
+                .filter(|o| o.trim() == "10.0.0.7")
+        })?;
+        let rpc = ns.sh("rpcinfo -p 127.0.0.1")?;
+        let rpc = String::from_utf8_lossy(&rpc.stdout);
+        assert!(rpc.contains("portmapper"), "{name}: rpcinfo -p: {rpc}");
+        let ntp = ns.sh("ntpdig -j -t 2 127.0.0.1")?;
+        let ntp = String::from_utf8_lossy(&ntp.stdout);
+        assert!(ntp.contains("\"offset\""), "{name}: ntpdig: {ntp}");
+    }
+    // The scheduler really is the multi-thread one: the main thread, three workers and the
+    // namespace thread (one worker runs 3 threads here: main, namespace thread, a blocking one).
+    let threads = std::fs::read_dir(format!("/proc/{}/task", d.pid()))?.count();
+    assert!(threads >= 5, "{threads} threads");
     Ok(())
 }
 

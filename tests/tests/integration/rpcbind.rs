@@ -1061,10 +1061,7 @@ fn remote_calls_are_off_by_default_and_stay_inside_the_namespace_when_on() -> an
             let indirect = udp_call(lo111(), &call(3, PMAP, 4, 10, Cred::None, &args), t);
             (set, callit, indirect)
         })?;
-        stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        let heard = server
-            .join()
-            .map_err(|_| anyhow::anyhow!("fake server panicked"))?;
+        let heard = stop_fake_server(&stop, server)?;
         assert_eq!(set.as_ref().and_then(rpc::result_u32), Some(1));
         answers.push((name, callit, indirect, heard, port));
     }
@@ -1094,17 +1091,44 @@ fn remote_calls_are_off_by_default_and_stay_inside_the_namespace_when_on() -> an
     Ok(())
 }
 
+/// A daemon probing registrations every second (two misses prune), one served namespace, and
+/// the stop flag for the fake services a pruning test runs in it.
+fn pruning_daemon(
+    name: &str,
+) -> anyhow::Result<(
+    Daemon,
+    TestNetns,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+)> {
+    let d = Daemon::start(
+        "[rpcbind]\nenabled = true\nprune = true\nprune_interval_secs = 1\nprune_after_misses = 2\n",
+    )?;
+    let ns = d.netns(name)?;
+    wait_up(&ns)?;
+    Ok((
+        d,
+        ns,
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    ))
+}
+
+/// Stops a fake service started with `stop` and returns what it recorded.
+fn stop_fake_server<T>(
+    stop: &std::sync::atomic::AtomicBool,
+    server: std::thread::JoinHandle<T>,
+) -> anyhow::Result<T> {
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    server
+        .join()
+        .map_err(|_| anyhow::anyhow!("fake server panicked"))
+}
+
 #[test]
 fn liveness_pruning_removes_silent_services_only() -> anyhow::Result<()> {
     if !require_root("liveness_pruning_removes_silent_services_only") {
         return Ok(());
     }
-    let d = Daemon::start(
-        "[rpcbind]\nenabled = true\nprune = true\nprune_interval_secs = 1\nprune_after_misses = 2\n",
-    )?;
-    let ns = d.netns("prune")?;
-    wait_up(&ns)?;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (d, ns, stop) = pruning_daemon("prune")?;
     let stop2 = std::sync::Arc::clone(&stop);
     let (server, alive, dead) = ns.run_in(move || -> anyhow::Result<_> {
         let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
@@ -1137,10 +1161,7 @@ fn liveness_pruning_removes_silent_services_only() -> anyhow::Result<()> {
     });
     std::thread::sleep(Duration::from_millis(1500));
     let rows = ctl_rows(&d, "prune")?;
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let heard = server
-        .join()
-        .map_err(|_| anyhow::anyhow!("fake server panicked"))?;
+    let heard = stop_fake_server(&stop, server)?;
     result?;
     assert!(has_prog(&rows, 400_200), "a live service is kept: {rows:?}");
     assert!(heard.len() >= 2, "the live service was probed: {heard:?}");
@@ -1268,12 +1289,7 @@ fn liveness_pruning_covers_tcp_only_registrations() -> anyhow::Result<()> {
     ) {
         return Ok(());
     }
-    let d = Daemon::start(
-        "[rpcbind]\nenabled = true\nprune = true\nprune_interval_secs = 1\nprune_after_misses = 2\n",
-    )?;
-    let ns = d.netns("prune-tcp")?;
-    wait_up(&ns)?;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (d, ns, stop) = pruning_daemon("prune-tcp")?;
     let stop2 = std::sync::Arc::clone(&stop);
     let (server, alive, dead) = ns.run_in(move || -> anyhow::Result<_> {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -1307,10 +1323,7 @@ fn liveness_pruning_covers_tcp_only_registrations() -> anyhow::Result<()> {
     // A few more rounds: the live one must survive them.
     std::thread::sleep(Duration::from_millis(2500));
     let rows = rpcinfo_p()?;
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let answered = server
-        .join()
-        .map_err(|_| anyhow::anyhow!("fake server panicked"))?;
+    let answered = stop_fake_server(&stop, server)?;
     result?;
     assert!(
         rows.contains(&(400_300, 1, "tcp".into(), alive)),

@@ -15,9 +15,11 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+mod lock;
 pub mod manager;
 pub mod netns;
 pub mod ops;
+mod seed;
 pub mod serve;
 pub mod state;
 mod sys;

@@ -241,10 +241,7 @@ impl Config {
             .filter(|(_, o)| o.pattern.matches(name))
             .map(|(i, _)| i)
             .collect();
-        let mut memo = match self.memo.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut memo = crate::lock::lock(&self.memo);
         if let Some(c) = memo.get(&matched) {
             return Arc::clone(c);
         }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 use super::{
-    ConnFuture, Connection, Datagram, ListenerSpec, NsInfo, NsService, Peer, ServiceKind, Stream,
-    UdpEndpoint,
+    ConnFuture, Connection, Datagram, ListenerSpec, NsInfo, NsService, Peer, Replies, ReplyTo,
+    ServiceKind, Stream, UdpEndpoint,
 };
 use crate::config::{IdentConfig, ServicesConfig};
 
@@ -66,24 +66,18 @@ fn line(
 
 impl NsService for IdentNs {
     fn listeners(&self) -> Vec<ListenerSpec> {
-        let cfg = match self.cfg.read() {
-            Ok(c) => c.clone(),
-            Err(p) => p.into_inner().clone(),
-        };
+        let cfg = crate::lock::read(&self.cfg).clone();
         ListenerSpec::ip_pairs(&cfg.addresses, cfg.port, cfg.udp, cfg.tcp)
     }
 
     fn reconfigure(&self, cfg: &ServicesConfig) -> anyhow::Result<()> {
-        match self.cfg.write() {
-            Ok(mut c) => *c = cfg.ident.clone(),
-            Err(p) => *p.into_inner() = cfg.ident.clone(),
-        }
+        *crate::lock::write(&self.cfg) = cfg.ident.clone();
         Ok(())
     }
 
-    fn on_datagram(&self, _ep: &Arc<UdpEndpoint>, d: &Datagram<'_>, reply: &mut Vec<u8>) -> bool {
-        line(reply, &self.ns, "udp", Some(d.local), &d.peer);
-        true
+    fn on_datagram(&self, _ep: &Arc<UdpEndpoint>, d: &Datagram<'_>, out: &mut Replies) {
+        line(out.buf(), &self.ns, "udp", Some(d.local), &d.peer);
+        out.commit(ReplyTo::sender(d));
     }
 
     fn on_connection(self: Arc<Self>, conn: Connection) -> ConnFuture {

@@ -131,8 +131,93 @@ pub struct Datagram<'a> {
     /// Monotonic time its batch was taken off the socket: one clock read per batch serves
     /// every rate limit and cache age in it (a batch is handled within microseconds).
     pub received: Instant,
+    /// Wall-clock time its batch was taken off the socket, for the cores that need calendar
+    /// time (the portmapper's GETTIME and forward ages): read once per batch beside `received`,
+    /// so no core reads a clock of its own.
+    pub wall: SystemTime,
     /// Longer than the receive buffer; `data` is cut.
     pub truncated: bool,
+}
+
+/// Where one reply goes: the datagram's peer, and the local address it leaves from (so a
+/// wildcard socket answers from the address that was queried).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyTo {
+    /// Destination.
+    pub dst: SocketAddr,
+    /// Source address (pktinfo on send).
+    pub src: IpAddr,
+    /// Interface to leave by (0: let routing choose).
+    pub ifindex: u32,
+}
+
+impl ReplyTo {
+    /// Back to the sender of `d`, from the address `d` arrived at.
+    pub fn sender(d: &Datagram<'_>) -> Self {
+        Self {
+            dst: d.peer,
+            src: d.local.ip(),
+            ifindex: d.ifindex,
+        }
+    }
+}
+
+/// The replies of one received batch: the one send path for immediate answers. A service
+/// writes each answer into [`Replies::buf`] and queues it with [`Replies::commit`]; the loop
+/// sends every queued reply of the batch in one `sendmmsg` once the batch is handled. The
+/// buffers are reused batch after batch, so answering allocates nothing in steady state.
+#[derive(Debug, Default)]
+pub struct Replies {
+    /// Reply buffers; the first `heads.len()` are queued, the next one is being written.
+    bufs: Vec<Vec<u8>>,
+    /// Where each queued reply goes.
+    heads: Vec<ReplyTo>,
+}
+
+impl Replies {
+    /// The buffer for the next reply, empty. Nothing is sent unless [`Replies::commit`] follows.
+    pub fn buf(&mut self) -> &mut Vec<u8> {
+        let n = self.heads.len();
+        if self.bufs.len() <= n {
+            self.bufs.push(Vec::with_capacity(4096));
+        }
+        let b = &mut self.bufs[n];
+        b.clear();
+        b
+    }
+
+    /// Queues what was written into [`Replies::buf`] for `to`.
+    pub fn commit(&mut self, to: ReplyTo) {
+        let n = self.heads.len();
+        if self.bufs.len() <= n {
+            // commit without buf: an empty reply is never sent.
+            return;
+        }
+        self.heads.push(to);
+    }
+
+    /// Queued replies and where they go, in order.
+    pub(crate) fn queued(&self) -> impl Iterator<Item = (&[u8], ReplyTo)> {
+        self.bufs
+            .iter()
+            .zip(self.heads.iter())
+            .map(|(b, h)| (b.as_slice(), *h))
+    }
+
+    /// Number of queued replies.
+    pub fn len(&self) -> usize {
+        self.heads.len()
+    }
+
+    /// Whether no reply is queued.
+    pub fn is_empty(&self) -> bool {
+        self.heads.is_empty()
+    }
+
+    /// Forgets the queued replies (their buffers are kept for the next batch).
+    pub(crate) fn clear(&mut self) {
+        self.heads.clear();
+    }
 }
 
 /// A UDP socket in some namespace that a service may answer through, now or later.
@@ -232,9 +317,10 @@ pub trait NsService: Send + Sync + fmt::Debug + 'static {
     /// Applies a new effective configuration in place (state is kept).
     fn reconfigure(&self, cfg: &ServicesConfig) -> anyhow::Result<()>;
 
-    /// Handles one datagram. Write an immediate answer into `reply` and return `true` to have
-    /// the core send it from `d.local` to `d.peer`; or keep `ep` to answer later.
-    fn on_datagram(&self, ep: &Arc<UdpEndpoint>, d: &Datagram<'_>, reply: &mut Vec<u8>) -> bool;
+    /// Handles one datagram. Immediate answers (any number, each with its own destination and
+    /// source) go into `out` and leave with the rest of the batch; to answer later, keep `ep`
+    /// and send through [`UdpEndpoint::send_from`].
+    fn on_datagram(&self, ep: &Arc<UdpEndpoint>, d: &Datagram<'_>, out: &mut Replies);
 
     /// Serves one accepted connection to completion. The core cancels it when the namespace
     /// goes, so it need not watch for that itself.

@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nsaux_ntpshim::reply::{ClockState, clock_fields};
@@ -34,8 +34,12 @@ use nsaux_ntpshim::{
 use serde_json::{Value, json};
 
 use super::UdpEndpoint;
-use super::{ConnFuture, Connection, Datagram, ListenerSpec, NsInfo, NsService, ServiceKind};
+use super::{
+    ConnFuture, Connection, Datagram, ListenerSpec, NsInfo, NsService, Replies, ReplyTo,
+    ServiceKind,
+};
 use crate::config::{NtpConfig, ServicesConfig};
+use crate::lock::lock;
 use crate::sys;
 
 /// How long a kernel clock reading is reused.
@@ -48,12 +52,6 @@ const REFERENCE_RETRY: Duration = Duration::from_secs(8);
 /// lost packet does not flip the advertised stratum.
 const REFERENCE_GRACE_FACTOR: u32 = 4;
 
-/// Locks a mutex, recovering from poisoning: the state behind these locks stays consistent
-/// across a panic (plain counters and tables), and the daemon must keep serving.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// Converts a real-time reading to NTP time.
 fn ntp_time(t: SystemTime) -> NtpTimestamp {
     match t.duration_since(UNIX_EPOCH) {
@@ -63,20 +61,6 @@ fn ntp_time(t: SystemTime) -> NtpTimestamp {
         ),
         Err(_) => NtpTimestamp::ZERO,
     }
-}
-
-/// Random bits for the rate limiter's hash key: the std hasher's keys come from the OS's
-/// random source, so the slot a client lands in cannot be predicted by an attacker.
-fn random_seed(salt: u64) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(salt);
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
 }
 
 /// Measures the precision to advertise: the smallest step seen between consecutive clock reads
@@ -338,7 +322,7 @@ async fn query_reference(addr: SocketAddr) -> Result<Option<Reference>, String> 
     // The transmit timestamp doubles as a nonce: the real time plus random low bits, matched
     // against the reply's origin so a stray or spoofed packet is not copied.
     let tx = NtpTimestamp::from_bits(
-        ntp_time(SystemTime::now()).to_bits() ^ (random_seed(0) & 0xFFFF_FFFF),
+        ntp_time(SystemTime::now()).to_bits() ^ (crate::seed::random_u64() & 0xFFFF_FFFF),
     );
     let mut buf = [0u8; 512];
     Header::client_request(tx)
@@ -442,7 +426,7 @@ impl ServiceKind for Ntp {
         ns: Arc<NsInfo>,
         cfg: &ServicesConfig,
     ) -> anyhow::Result<Arc<dyn NsService>> {
-        let server = Server::new(server_config(&cfg.ntp, random_seed(ns.id.0)));
+        let server = Server::new(server_config(&cfg.ntp, crate::seed::random_u64()));
         Ok(Arc::new(NtpNs {
             ns,
             shared: Arc::clone(&self.shared),
@@ -572,14 +556,14 @@ impl NsService for NtpNs {
         let old = server_config(&st.cfg, 0);
         if server_config(&cfg.ntp, 0) != old {
             // New rules: a fresh rate-limit table (the old one was built for other limits).
-            st.server = Server::new(server_config(&cfg.ntp, random_seed(self.ns.id.0)));
+            st.server = Server::new(server_config(&cfg.ntp, crate::seed::random_u64()));
             tracing::info!(netns = %self.ns.name, "ntp settings changed");
         }
         st.cfg = cfg.ntp.clone();
         Ok(())
     }
 
-    fn on_datagram(&self, _ep: &Arc<UdpEndpoint>, d: &Datagram<'_>, reply: &mut Vec<u8>) -> bool {
+    fn on_datagram(&self, _ep: &Arc<UdpEndpoint>, d: &Datagram<'_>, out: &mut Replies) {
         let now = d.received;
         let mono = Mono::from_duration(now.saturating_duration_since(self.shared.epoch));
         // The listener asks for kernel timestamps; the fallback only covers a kernel that
@@ -587,7 +571,7 @@ impl NsService for NtpNs {
         let recv_ts = ntp_time(d.rx_time.unwrap_or_else(SystemTime::now));
         let mut st = lock(&self.state);
         let (clock, _, _) = self.clock_status(&st.cfg, now);
-        reply.clear();
+        let reply = out.buf();
         reply.resize(HEADER_LEN, 0);
         let action = st.server.handle(
             mono,
@@ -605,12 +589,11 @@ impl NsService for NtpNs {
             Action::Respond { len, kind } if len <= d.data.len() && !d.truncated => {
                 reply.truncate(len);
                 tracing::trace!(netns = %self.ns.name, peer = %d.peer, ?kind, "ntp reply");
-                true
+                out.commit(ReplyTo::sender(d));
             }
-            Action::Respond { .. } => false,
+            Action::Respond { .. } => {}
             Action::Ignore(reason) => {
                 tracing::trace!(netns = %self.ns.name, peer = %d.peer, ?reason, "ntp drop");
-                false
             }
         }
     }

@@ -57,10 +57,11 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::task::JoinHandle;
 
 use super::{
-    ConnFuture, Connection, Datagram, ListenerSpec, NsInfo, NsService, Peer, ServiceKind, Stream,
-    UdpEndpoint,
+    ConnFuture, Connection, Datagram, ListenerSpec, NsInfo, NsService, Peer, Replies, ReplyTo,
+    ServiceKind, Stream, UdpEndpoint,
 };
 use crate::config::{RpcbindConfig, ServicesConfig};
+use crate::lock::lock;
 use crate::state::{Change, Journal, JournalDir};
 
 /// Read buffer per connection (records larger than this arrive in several reads).
@@ -102,13 +103,6 @@ struct Shared {
     path_ino: Mutex<Option<(u64, u64)>>,
     /// Last time a refusal on the path socket was logged (rate limit).
     last_refusal_log: Mutex<Option<Instant>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
 }
 
 #[derive(Debug)]
@@ -358,9 +352,12 @@ fn undo(pm: &mut Portmapper, applied: Vec<Effect>) {
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    unix_secs(SystemTime::now())
+}
+
+/// Seconds since the epoch of a wall-clock reading (0 before it).
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// The portmapper of one namespace.
@@ -412,7 +409,11 @@ struct Forwards {
 impl Forwards {
     fn new() -> Box<Self> {
         Box::new(Self {
-            table: ForwardTable::new(DEFAULT_FORWARD_SLOTS, DEFAULT_FORWARD_MAX_AGE, xid_seed()),
+            table: ForwardTable::new(
+                DEFAULT_FORWARD_SLOTS,
+                DEFAULT_FORWARD_MAX_AGE,
+                crate::seed::random_u32(),
+            ),
             origin: Vec::new(),
             probes: HashMap::new(),
             misses: HashMap::new(),
@@ -570,7 +571,7 @@ impl RpcbindNs {
     }
 
     /// A reply arrived on port 111: the answer to a forwarded call or a liveness probe.
-    fn on_reply(&self, ep: &Arc<UdpEndpoint>, d: &Datagram<'_>, out: &mut Vec<u8>) {
+    fn on_reply(&self, ep: &Arc<UdpEndpoint>, d: &Datagram<'_>, out: &mut Replies) {
         let mut st = self.state();
         let Some(fw) = st.forwards.as_mut() else {
             return;
@@ -600,10 +601,12 @@ impl RpcbindNs {
             })
             .unwrap_or((ep.bound.ip(), 0));
         drop(st);
-        if pending.build_reply(d.data, out)
-            && let Err(e) = ep.send_from(out, caller, local, ifindex)
-        {
-            tracing::debug!(netns = %self.ns.name, peer = %caller, error = %e, "remote-call reply failed");
+        if pending.build_reply(d.data, out.buf()) {
+            out.commit(ReplyTo {
+                dst: caller,
+                src: local,
+                ifindex,
+            });
         }
     }
 
@@ -781,13 +784,6 @@ impl RpcbindNs {
             _ => {}
         }
     }
-}
-
-fn xid_seed() -> u32 {
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    t ^ std::process::id().rotate_left(16)
 }
 
 /// Runs liveness rounds until the instance is gone. The TCP probes one round starts run while
@@ -980,7 +976,7 @@ impl RpcbindNs {
         fw.misses.retain(|e, _| targets.contains(e));
         let mut dead = Vec::new();
         let mut tcp = Vec::new();
-        let mut seed = xid_seed();
+        let mut seed = crate::seed::random_u32();
         for e in targets {
             let m = fw.misses.get(&e).copied().unwrap_or(0);
             if m >= max_misses {
@@ -1111,13 +1107,13 @@ impl NsService for RpcbindNs {
         Ok(())
     }
 
-    fn on_datagram(&self, ep: &Arc<UdpEndpoint>, d: &Datagram<'_>, reply: &mut Vec<u8>) -> bool {
+    fn on_datagram(&self, ep: &Arc<UdpEndpoint>, d: &Datagram<'_>, out: &mut Replies) {
         if d.truncated {
-            return false;
+            return;
         }
         if is_rpc_reply(d.data) {
-            self.on_reply(ep, d, reply);
-            return false;
+            self.on_reply(ep, d, out);
+            return;
         }
         if self.prune_on.load(Ordering::Relaxed) {
             let mut known = lock(&self.prune_ep);
@@ -1129,9 +1125,11 @@ impl NsService for RpcbindNs {
             transport: Transport::Udp,
             caller: Caller::Ip(d.peer),
             local_addr: Some(d.local),
-            now_unix: now_unix(),
+            now_unix: unix_secs(d.wall),
         };
-        self.handle_call(&ctx, d.data, reply, Some((ep, d)))
+        if self.handle_call(&ctx, d.data, out.buf(), Some((ep, d))) {
+            out.commit(ReplyTo::sender(d));
+        }
     }
 
     fn on_connection(self: Arc<Self>, conn: Connection) -> ConnFuture {

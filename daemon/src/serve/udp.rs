@@ -16,14 +16,14 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::io::Interest;
 
-use super::{Datagram, NsService, UdpEndpoint};
+use super::{Datagram, NsService, Replies, UdpEndpoint};
 use crate::sys::udp::{BATCH, Outgoing, RecvBatch, SendBatch};
 
 /// Datagrams handled per wakeup before yielding, so one busy namespace cannot starve others.
@@ -34,10 +34,8 @@ const BUDGET: usize = 4 * BATCH;
 struct Batches {
     rx: RecvBatch,
     tx: SendBatch,
-    /// One reply buffer per receive slot.
-    replies: Vec<Vec<u8>>,
-    /// Replies to send: (slot, peer, source address, interface).
-    pending: Vec<(usize, SocketAddr, IpAddr, u32)>,
+    /// The replies the services queued for this batch.
+    replies: Replies,
 }
 
 thread_local! {
@@ -94,24 +92,19 @@ fn handle_batch(ep: &Arc<UdpEndpoint>, service: &dyn NsService) -> io::Result<us
             Box::new(Batches {
                 rx: RecvBatch::new(),
                 tx: SendBatch::new(),
-                replies: (0..BATCH).map(|_| Vec::with_capacity(4096)).collect(),
-                pending: Vec::with_capacity(BATCH),
+                replies: Replies::default(),
             })
         });
-        let Batches {
-            rx,
-            tx,
-            replies,
-            pending,
-        } = &mut **b;
+        let Batches { rx, tx, replies } = &mut **b;
         let n = if ep.control {
             rx.recv(ep.sock.as_fd())?
         } else {
             rx.recv_plain(ep.sock.as_fd())?
         };
         let received = Instant::now();
-        pending.clear();
-        for (i, reply) in replies.iter_mut().enumerate().take(n) {
+        let wall = SystemTime::now();
+        replies.clear();
+        for i in 0..n {
             let Some((meta, data)) = rx.get(i) else {
                 continue;
             };
@@ -127,22 +120,25 @@ fn handle_batch(ep: &Arc<UdpEndpoint>, service: &dyn NsService) -> io::Result<us
                         .map(|s| UNIX_EPOCH + Duration::new(s, ns))
                 }),
                 received,
+                wall,
                 truncated: meta.truncated,
             };
-            reply.clear();
-            if service.on_datagram(ep, &d, reply) {
-                pending.push((i, d.peer, local_ip, d.ifindex));
-            }
+            service.on_datagram(ep, &d, replies);
         }
-        if !pending.is_empty() {
-            let items = pending.iter().map(|&(i, peer, src, ifindex)| Outgoing {
-                payload: &replies[i],
-                dst: peer,
-                src: Some(src),
-                ifindex,
-            });
+        // One sendmmsg per BATCH replies (a service may queue more than one per datagram).
+        for start in (0..replies.len()).step_by(BATCH) {
+            let items = replies
+                .queued()
+                .skip(start)
+                .take(BATCH)
+                .map(|(payload, to)| Outgoing {
+                    payload,
+                    dst: to.dst,
+                    src: Some(to.src),
+                    ifindex: to.ifindex,
+                });
             tx.send(ep.sock.as_fd(), items, |k, e| {
-                let peer = pending.get(k).map(|p| p.1);
+                let peer = replies.queued().nth(start + k).map(|(_, to)| to.dst);
                 tracing::debug!(netns = %ep.ns.name, ?peer, error = %e, "udp send failed");
             });
         }

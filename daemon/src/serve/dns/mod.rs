@@ -44,7 +44,8 @@ use tokio_util::sync::CancellationToken;
 
 use self::files::Watched;
 use super::{
-    ConnFuture, Connection, Datagram, ListenerSpec, NsInfo, NsService, ServiceKind, UdpEndpoint,
+    ConnFuture, Connection, Datagram, ListenerSpec, NsInfo, NsService, Replies, ReplyTo,
+    ServiceKind, UdpEndpoint,
 };
 use crate::config::{DnsConfig, ServicesConfig};
 
@@ -215,12 +216,6 @@ impl Drop for DnsNs {
     }
 }
 
-fn seed() -> anyhow::Result<[u8; 32]> {
-    let mut s = [0u8; 32];
-    getrandom::fill(&mut s).map_err(|e| anyhow::anyhow!("OS random source: {e}"))?;
-    Ok(s)
-}
-
 fn millis(ms: u64) -> Duration {
     Duration::from_millis(ms.clamp(1, 3_600_000))
 }
@@ -291,7 +286,7 @@ fn core_settings(c: &DnsConfig) -> DnsConfig {
 impl DnsNs {
     fn new(ns: Arc<NsInfo>, c: &DnsConfig) -> anyhow::Result<Arc<Self>> {
         let now = Instant::now();
-        let resolver = Resolver::new(resolver_config(c, &[], &[]), seed()?)
+        let resolver = Resolver::new(resolver_config(c, &[], &[]), crate::seed::random_bytes())
             .map_err(|e| anyhow::anyhow!("dns settings: {e}"))?;
         let mut inner = Inner {
             resolver,
@@ -331,17 +326,11 @@ impl DnsNs {
     }
 
     fn cfg(&self) -> Arc<DnsConfig> {
-        match self.cfg.read() {
-            Ok(c) => Arc::clone(&c),
-            Err(p) => Arc::clone(&p.into_inner()),
-        }
+        Arc::clone(&crate::lock::read(&self.cfg))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        match self.inner.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        crate::lock::lock(&self.inner)
     }
 
     /// Handles one client message received at `now`. `route` is only called when the answer
@@ -1038,8 +1027,11 @@ impl NsService for DnsNs {
             let mut g = self.lock();
             if core_settings(&old) != core_settings(&new) {
                 let upstreams = g.upstreams.clone();
-                let mut r = Resolver::new(resolver_config(&new, &upstreams, &g.subnets), seed()?)
-                    .map_err(|e| anyhow::anyhow!("dns settings: {e}"))?;
+                let mut r = Resolver::new(
+                    resolver_config(&new, &upstreams, &g.subnets),
+                    crate::seed::random_bytes(),
+                )
+                .map_err(|e| anyhow::anyhow!("dns settings: {e}"))?;
                 for (name, addr) in &g.runtime_records {
                     let _ = r.add_record(name, *addr);
                 }
@@ -1054,17 +1046,15 @@ impl NsService for DnsNs {
             }
             g.set_sources(&self.ns, &new);
         }
-        match self.cfg.write() {
-            Ok(mut c) => *c = new,
-            Err(p) => *p.into_inner() = new,
-        }
+        *crate::lock::write(&self.cfg) = new;
         Ok(())
     }
 
-    fn on_datagram(&self, ep: &Arc<UdpEndpoint>, d: &Datagram<'_>, reply: &mut Vec<u8>) -> bool {
+    fn on_datagram(&self, ep: &Arc<UdpEndpoint>, d: &Datagram<'_>, out: &mut Replies) {
         if d.truncated {
-            return false;
+            return;
         }
+        let reply = out.buf();
         let verdict = self.query(d.peer, Transport::Udp, d.data, reply, d.received, |since| {
             Route::Udp {
                 ep: Arc::clone(ep),
@@ -1074,7 +1064,9 @@ impl NsService for DnsNs {
                 since,
             }
         });
-        verdict == Verdict::Reply
+        if verdict == Verdict::Reply {
+            out.commit(ReplyTo::sender(d));
+        }
     }
 
     fn on_connection(self: Arc<Self>, conn: Connection) -> ConnFuture {

@@ -15,7 +15,7 @@ pub fn require_root(test: &str) -> bool {
         return true;
     }
     assert!(!in_ci(), "{test} needs root and CI=true: refusing to skip");
-    eprintln!("SKIPPED {test}: needs root (run the suite as root; CI does)");
+    skip(test, "needs root (run the suite as root; CI does)");
     false
 }
 
@@ -38,8 +38,36 @@ pub fn require_tool(test: &str, tool: &str) -> bool {
         !in_ci(),
         "{test} needs `{tool}` and CI=true: refusing to skip"
     );
-    eprintln!("SKIPPED {test}: `{tool}` not installed (the README's test command installs it)");
+    skip(
+        test,
+        &format!("`{tool}` not installed (the README's test command installs it)"),
+    );
     false
+}
+
+/// The environment variable naming the file that collects skip markers.
+pub const SKIP_LOG_ENV: &str = "NSAUX_SKIP_LOG";
+
+/// Records that `test` skipped itself. A skipping test returns early and so counts as passed
+/// in cargo's summary; `scripts/test` counts these markers to report it as skipped instead.
+/// The marker goes to the file named by [`SKIP_LOG_ENV`] (one appended line, so tests in
+/// parallel threads or processes never interleave) because cargo captures the stderr of a
+/// test that passes; it is printed to stderr as well for a human running one test.
+pub fn skip(test: &str, reason: &str) {
+    let line = format!("NSAUX-SKIPPED {test}: {reason}\n");
+    eprint!("{line}");
+    if let Some(path) = std::env::var_os(SKIP_LOG_ENV) {
+        use std::io::Write as _;
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        // Losing the marker would report a skip as a pass: fail instead.
+        if let Err(e) = written {
+            panic!("{test}: cannot record the skip in {}: {e}", path.display());
+        }
+    }
 }
 
 /// The directory holding the workspace's built binaries (`target/<profile>`). Under cargo

@@ -6,6 +6,8 @@
 //! - [`netns`] — [`netns::TestNetns`]: a namespace bound into a private directory, created and
 //!   deleted the way `ip netns add/del` do, and helpers to run code or commands inside it.
 //! - [`rpc`] — a tiny ONC RPC client (portmapper XDR, UDP, record-marked streams).
+//! - [`stream`] — how a stream connection ended (EOF, reset, data, timeout), for checks
+//!   that the daemon closed one.
 //! - [`daemon`] — [`daemon::Daemon`]: an `nsauxd` with its own runtime/state/netns directories,
 //!   stopped by pid when dropped.
 //!
@@ -17,3 +19,4 @@ pub mod dns;
 pub mod env;
 pub mod netns;
 pub mod rpc;
+pub mod stream;

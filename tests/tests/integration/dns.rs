@@ -3,7 +3,8 @@
 //! routes. Every daemon points `netns_etc_dir` at a private directory: nothing here touches the
 //! host's /etc/netns or /etc/resolv.conf.
 
-use std::io::{Read as _, Write as _};
+use std::collections::HashSet;
+use std::io::Write as _;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use nsaux_tests::daemon::{Daemon, wait_for};
 use nsaux_tests::dns::{Server, dig, section, status};
 use nsaux_tests::env::require;
 use nsaux_tests::netns::{TestNetns, veth};
+use nsaux_tests::stream::{ReadEnd, read_end};
 
 /// The endpoint inside every VS namespace.
 const EP: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
@@ -495,59 +497,60 @@ fn malformed_queries_get_formerr_or_nothing_and_service_continues() -> anyhow::R
     let t = Duration::from_millis(300);
     let ask = |bytes: &[u8]| vs.udp_query(EP, bytes, t);
 
+    // Every query with a readable header and QR clear earns an error answer with its ID
+    // echoed; no answer at all is a failure.
+    let must_answer = |what: &str, bytes: &[u8], want: u8| -> anyhow::Result<()> {
+        let (a, from) = ask(bytes)?.ok_or_else(|| anyhow::anyhow!("{what}: no answer"))?;
+        assert_eq!(rcode(&a), want, "{what}: rcode");
+        assert_eq!(&a[..2], &bytes[..2], "{what}: ID echoed");
+        assert_eq!(from, EP, "{what}: answered from the endpoint");
+        Ok(())
+    };
+    const FORMERR: u8 = 1;
+    const NOTIMP: u8 = 4;
     // Zero questions.
     let zero_q = [0x12, 0x34, 0x01, 0x00, 0, 0, 0, 0, 0, 0, 0, 0];
-    if let Some((a, _)) = ask(&zero_q)? {
-        assert_eq!(rcode(&a), 1, "zero questions → FORMERR");
-        assert_eq!(&a[..2], &[0x12, 0x34], "ID echoed");
-    }
+    must_answer("zero questions", &zero_q, FORMERR)?;
     // A compression pointer to itself.
     let mut looped = vec![0x22, 0x22, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
     looped.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]);
-    let a = ask(&looped)?;
-    assert!(
-        a.is_none_or(|(a, _)| rcode(&a) == 1),
-        "pointer loop → FORMERR or drop"
-    );
+    must_answer("pointer loop", &looped, FORMERR)?;
     // A label longer than the message.
     let mut long = vec![0x33, 0x33, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
     long.extend_from_slice(&[63, b'a', b'b']);
-    let a = ask(&long)?;
-    assert!(
-        a.is_none_or(|(a, _)| rcode(&a) == 1),
-        "bad length → FORMERR or drop"
-    );
-    // Question counts that lie, trailing garbage, a 5-byte stub, a response, empty.
+    must_answer("label past the end", &long, FORMERR)?;
+    // A question count that lies.
     let mut lying = query(0x4444, "ok.lan");
     lying[5] = 9;
-    let a = ask(&lying)?;
-    assert!(a.is_none_or(|(a, _)| rcode(&a) == 1));
-    for junk in [&[1u8, 2, 3, 4, 5][..], &[][..], &[0xff; 512][..]] {
+    must_answer("qdcount 9", &lying, FORMERR)?;
+    // No header (a 5-byte stub, empty) or a response (QR set in 0xff…): dropped, never
+    // answered (answering responses is how loops and reflection start).
+    for (what, junk) in [
+        ("5-byte stub", &[1u8, 2, 3, 4, 5][..]),
+        ("empty", &[][..]),
+        ("512 bytes of 0xff", &[0xff; 512][..]),
+    ] {
         let a = ask(junk)?;
-        assert!(
-            a.is_none_or(|(a, _)| rcode(&a) != 0),
-            "junk must not get NOERROR"
-        );
+        assert!(a.is_none(), "{what} must be dropped: {a:?}");
     }
     // An unknown opcode → NOTIMP.
     let mut op = query(0x5555, "ok.lan");
     op[2] = 0x01 | (5 << 3);
-    if let Some((a, _)) = ask(&op)? {
-        assert_eq!(rcode(&a), 4, "opcode 5 → NOTIMP");
-    }
+    must_answer("opcode 5", &op, NOTIMP)?;
 
     // TCP: a frame announcing 65535 bytes that never come, then a frame of junk.
-    let (held, closed) = vs.run_in(move || -> anyhow::Result<(TcpStream, bool)> {
+    let (held, junk_end) = vs.run_in(move || -> anyhow::Result<(TcpStream, ReadEnd)> {
         let mut huge = TcpStream::connect(EP)?;
         huge.write_all(&[0xff, 0xff, 1, 2, 3])?;
         let mut junk = TcpStream::connect(EP)?;
         junk.set_read_timeout(Some(Duration::from_secs(3)))?;
         junk.write_all(&[0, 5, 1, 2, 3, 4, 5])?;
-        let mut buf = [0u8; 16];
-        let closed = matches!(junk.read(&mut buf), Ok(0) | Err(_));
-        Ok((huge, closed))
+        Ok((huge, read_end(&mut junk)))
     })??;
-    assert!(closed, "a junk TCP frame closes the connection");
+    assert!(
+        junk_end.closed(),
+        "a junk TCP frame must close the connection (EOF or reset): {junk_end:?}"
+    );
     // While the huge frame hangs, TCP and UDP still answer.
     let out = dig(&vs, "@127.0.0.53 +tcp ok.lan A")?;
     assert_eq!(section(&out, "ANSWER")[0].3, "10.1.1.1", "{out}");
@@ -560,12 +563,13 @@ fn malformed_queries_get_formerr_or_nothing_and_service_continues() -> anyhow::R
     let cut = vs.run_in(move || {
         let mut h = held;
         let _ = h.set_read_timeout(Some(Duration::from_secs(5)));
-        let mut buf = [0u8; 4];
         let t = Instant::now();
-        let r = h.read(&mut buf);
-        (matches!(r, Ok(0) | Err(_)), t.elapsed())
+        (read_end(&mut h), t.elapsed())
     })?;
-    assert!(cut.0 && cut.1 < Duration::from_secs(4), "idle cut: {cut:?}");
+    assert!(
+        cut.0.closed() && cut.1 < Duration::from_secs(4),
+        "the stalled connection must be closed (EOF or reset) at the 2 s idle timeout: {cut:?}"
+    );
     let st = stats(&d, "vsbad")?;
     assert!(st["formerr"].as_u64() >= Some(1), "{st}");
     assert!(st["dropped"].as_u64() >= Some(1), "{st}");
@@ -837,6 +841,58 @@ fn answer_a(q: &[u8], ip: [u8; 4]) -> Option<Vec<u8>> {
     Some(r)
 }
 
+/// Fails unless `v` (values in the order they were sent) looks drawn at random from a range of
+/// at least `min_span` values: hardly any repeats, neither ascending nor descending, both bytes
+/// varying, a wide span, no constant or small stride between neighbours. For uniform random
+/// values at 40 samples the checks fail by chance with a probability of about 10⁻⁵ (the
+/// neighbour check, for ports), the others far less; a counter, a counter with a random start
+/// or stride, or a narrow window fails at least one.
+fn assert_random_spread(what: &str, v: &[u16], min_span: u16) {
+    let n = v.len();
+    assert!(n >= 32, "{what}: need at least 32 samples, have {n}");
+    let distinct = |f: &dyn Fn(u16) -> u16| v.iter().map(|&x| f(x)).collect::<HashSet<u16>>();
+    assert!(
+        distinct(&|x| x).len() >= n - 2,
+        "{what}: must differ per query: {v:?}"
+    );
+    let ascending = v.windows(2).all(|w| w[0] <= w[1]);
+    let descending = v.windows(2).all(|w| w[0] >= w[1]);
+    assert!(!ascending && !descending, "{what}: monotonic: {v:?}");
+    // Uniform bytes: about 37 of 256 values distinct in 40 draws; a counter keeps its high
+    // byte, a stride of 256 its low byte.
+    let want_bytes = n / 3;
+    assert!(
+        distinct(&|x| x >> 8).len() >= want_bytes,
+        "{what}: high bytes must vary: {v:?}"
+    );
+    assert!(
+        distinct(&|x| x & 0xff).len() >= want_bytes,
+        "{what}: low bytes must vary: {v:?}"
+    );
+    let (lo, hi) = (v.iter().min(), v.iter().max());
+    let span = hi.zip(lo).map_or(0, |(h, l)| h - l);
+    assert!(
+        span >= min_span,
+        "{what}: span {span} below {min_span}: {v:?}"
+    );
+    let steps: Vec<u16> = v.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
+    let strides: HashSet<u16> = steps.iter().copied().collect();
+    assert!(
+        strides.len() >= n / 2,
+        "{what}: too few distinct steps between consecutive values ({}): {v:?}",
+        strides.len()
+    );
+    // Neighbours within ±16 of each other: probability ≈ 33/span per pair when random.
+    let near = steps
+        .iter()
+        .filter(|&&d| d <= 16 || d >= u16::MAX - 15)
+        .count();
+    assert!(
+        near <= 2,
+        "{what}: {near} consecutive values within 16 of each other (sequential?): {v:?}"
+    );
+}
+
 #[test]
 fn every_upstream_query_gets_its_own_random_source_port() -> anyhow::Result<()> {
     if !require(
@@ -851,7 +907,9 @@ fn every_upstream_query_gets_its_own_random_source_port() -> anyhow::Result<()> 
     let d = Daemon::start(&config(etc.path(), ""))?;
     let (vs, up) = linked(&d, updir.path(), "vsport", 11)?;
     let rec = Recorder::start(&up)?;
-    const N: usize = 20;
+    // 40 misses: enough that a counter, a narrow window or a fixed stride cannot pass the
+    // checks below by chance, few enough to take a few seconds.
+    const N: usize = 40;
     for i in 0..N {
         let out = dig_ready(&vs, &format!("q{i}.test A"))?;
         assert_eq!(section(&out, "ANSWER")[0].3, "10.11.0.1", "{out}");
@@ -865,15 +923,11 @@ fn every_upstream_query_gets_its_own_random_source_port() -> anyhow::Result<()> 
         N,
         "one upstream query per distinct name: {seen:?}"
     );
-    let ports: std::collections::HashSet<u16> = seen.iter().map(|s| s.0).collect();
-    let ids: std::collections::HashSet<u16> = seen.iter().map(|s| s.1).collect();
-    // Random ports from the ≈ 28,000 ephemeral ones: a repeat among 20 is rare, two are
-    // next to impossible.
-    assert!(
-        ports.len() >= N - 2,
-        "source ports must differ per query: {seen:?}"
-    );
-    assert!(ids.len() >= N - 2, "IDs must differ per query: {seen:?}");
+    let ports: Vec<u16> = seen.iter().map(|s| s.0).collect();
+    let ids: Vec<u16> = seen.iter().map(|s| s.1).collect();
+    assert_random_spread("upstream DNS IDs", &ids, 1 << 15);
+    // Ports come from the ≈ 28,000 ephemeral ones (32768..60999 by default).
+    assert_random_spread("upstream source ports", &ports, 8_192);
     // Each query's socket closed with its answer: none stays in use; the unused spares go
     // after 10 s idle, so an idle namespace holds no upstream socket.
     let dns_status = || -> Option<serde_json::Value> {

@@ -6,7 +6,7 @@
 //! `/run/rpcbind.sock` run in a private mount namespace with a tmpfs on `/run` and that socket
 //! bind-mounted onto `/run/rpcbind.sock`.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -20,6 +20,7 @@ use nsaux_tests::rpc::{
     self, Cred, PMAP, Reply, Xdr, call, connect_abstract, lo111, pmap, rpcb, spawn_stock_rpcbind,
     stream_call, udp_call,
 };
+use nsaux_tests::stream::{ReadEnd, read_end};
 
 const ON: &str = "[rpcbind]\nenabled = true\n";
 const ABSTRACT: &str = "/run/rpcbind.sock";
@@ -833,13 +834,12 @@ fn malformed_input_gets_correct_refusals_and_service_continues() -> anyhow::Resu
             ("huge fragment", 0xffff_fff0u32.to_be_bytes().to_vec()),
             ("2^31-1 non-last", 0x7fff_ffffu32.to_be_bytes().to_vec()),
         ] {
-            let closed = TcpStream::connect(lo111()).ok().is_some_and(|mut s| {
+            let end = TcpStream::connect(lo111()).ok().map(|mut s| {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
                 let _ = s.write_all(&bytes);
-                let mut b = [0u8; 16];
-                matches!(s.read(&mut b), Ok(0) | Err(_))
+                read_end(&mut s)
             });
-            stream_results.push((what.to_owned(), closed));
+            stream_results.push((what.to_owned(), end));
         }
         // A valid call split over three fragments and two writes is answered.
         let multi = TcpStream::connect(lo111()).ok().and_then(|mut s| {
@@ -874,8 +874,11 @@ fn malformed_input_gets_correct_refusals_and_service_continues() -> anyhow::Resu
         };
         assert_eq!(reply, &want, "{what}");
     }
-    for (what, closed) in &streams {
-        assert!(closed, "{what}: connection must be closed");
+    for (what, end) in &streams {
+        assert!(
+            end.is_some_and(ReadEnd::closed),
+            "{what}: connection must be closed (EOF or reset): {end:?}"
+        );
     }
     assert!(
         matches!(multi, Some((1, Reply::Accepted(0, _)))),
@@ -896,7 +899,7 @@ fn idle_connections_time_out_and_the_cap_holds() -> anyhow::Result<()> {
     wait_up(&ns)?;
     // Let the probe connections of wait_up close.
     std::thread::sleep(Duration::from_millis(200));
-    let (held_ok, extra_closed, later_closed, after) = ns
+    let (held_ok, extra_end, later_closed, after) = ns
         .run_in(|| {
             let mut held: Vec<TcpStream> = (0..2)
                 .filter_map(|_| TcpStream::connect(lo111()).ok())
@@ -907,18 +910,16 @@ fn idle_connections_time_out_and_the_cap_holds() -> anyhow::Result<()> {
                     .iter_mut()
                     .all(|s| stream_call(s, &null_v2()).is_some());
             // A fourth connection (TCP + local count together) is closed at once.
-            let extra_closed = TcpStream::connect(lo111()).ok().is_some_and(|mut s| {
+            let extra_end = TcpStream::connect(lo111()).ok().map(|mut s| {
                 let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
                 let _ = s.write_all(&rpc::frame(&null_v2()));
-                let mut b = [0u8; 8];
-                matches!(s.read(&mut b), Ok(0) | Err(_))
+                read_end(&mut s)
             });
             // Idle ones are closed after the timeout.
             let start = Instant::now();
             let later_closed = held.iter_mut().all(|s| {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut b = [0u8; 8];
-                matches!(s.read(&mut b), Ok(0))
+                read_end(s) == ReadEnd::Eof
             }) && start.elapsed() < Duration::from_secs(4);
             std::thread::sleep(Duration::from_millis(200));
             let after = TcpStream::connect(lo111())
@@ -928,11 +929,14 @@ fn idle_connections_time_out_and_the_cap_holds() -> anyhow::Result<()> {
                     stream_call(&mut s, &null_v2())
                 })
                 .is_some();
-            Some((held_ok, extra_closed, later_closed, after))
+            Some((held_ok, extra_end, later_closed, after))
         })?
         .ok_or_else(|| anyhow::anyhow!("abstract connect failed"))?;
     assert!(held_ok);
-    assert!(extra_closed, "a connection over the cap must be closed");
+    assert!(
+        extra_end.is_some_and(ReadEnd::closed),
+        "a connection over the cap must be closed (EOF or reset): {extra_end:?}"
+    );
     assert!(later_closed, "idle connections must be closed after 1 s");
     assert!(after, "slots are freed again");
     Ok(())

@@ -4,9 +4,12 @@
 //! a table and fails only if something does not answer at all.
 //!
 //! * Each server runs in its own private namespace and is loaded over that namespace's
-//!   loopback only: nsauxd (release build, `local_stratum = 10`, no rate limiting) and
-//!   `chronyd -x` (never touches the clock; `local stratum 10`, `allow`, no `ratelimit`, its own
-//!   temporary config, pid, drift and dump files, no command socket).
+//!   loopback only: nsauxd (release build, `stratum = 10` and `local_stratum = 10`, so it
+//!   answers at stratum 10 whether or not the host's kernel reports the clock synchronised;
+//!   no rate limiting) and `chronyd -x` (never touches the clock and has no sources, so its
+//!   `local stratum 10` always serves; `allow`, no `ratelimit`, its own temporary config, pid,
+//!   drift and dump files, no command socket). Both thus answer every request with the same
+//!   stratum-10 packet, which is what the load generator counts.
 //! * The load generator is the same Rust client for both: one UDP socket in the server's
 //!   namespace keeping up to `WINDOW` requests in flight, bounded by `REQUESTS` and `MAX_TIME`.
 //! * Server CPU is `utime + stime` of the server process from `/proc/PID/stat` (all threads),
@@ -220,7 +223,7 @@ fn main() -> anyhow::Result<()> {
     }
     nsaux_tests::bench::build_release_daemon()?;
     let d = Daemon::start(
-        "[ntp]\nlocal_stratum = 10\nrate_limit = { enabled = false }\n[rpcbind]\nenabled = false\n[dns]\nenabled = false\n",
+        "[ntp]\nstratum = 10\nlocal_stratum = 10\nrate_limit = { enabled = false }\n[rpcbind]\nenabled = false\n[dns]\nenabled = false\n",
     )?;
     let nsaux_ns = d.netns("bench-nsaux")?;
     // chronyd's namespace lives outside the daemon's watched directory: nsauxd never sees it.

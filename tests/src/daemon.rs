@@ -23,11 +23,13 @@ pub struct Daemon {
     env: Vec<(String, String)>,
     /// Another build of nsauxd to run instead of the workspace's (benchmark A/B comparisons).
     binary: Option<PathBuf>,
+    /// A test namespace to run the daemon in, served as its own ("host") namespace.
+    home_netns: Option<PathBuf>,
 }
 
 impl Daemon {
-    /// Starts a daemon with this configuration text (no host namespace) and waits until its
-    /// control socket answers.
+    /// Starts a daemon with this configuration text (`--no-host-netns`: the test host's own
+    /// namespace is never served) and waits until its control socket answers.
     pub fn start(config: &str) -> anyhow::Result<Self> {
         Self::start_with(config, &[])
     }
@@ -43,13 +45,20 @@ impl Daemon {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        Ok(Self::start_full(config, extra, env, None, |_| Ok(()))?.0)
+        Ok(Self::start_full(config, extra, env, None, None, |_| Ok(()))?.0)
     }
 
     /// Like [`Daemon::start`], running the nsauxd binary at `binary` instead of the
     /// workspace's: benchmarks compare two builds side by side in one run.
     pub fn start_binary(binary: &Path, config: &str) -> anyhow::Result<Self> {
-        Ok(Self::start_full(config, &[], &[], Some(binary), |_| Ok(()))?.0)
+        Ok(Self::start_full(config, &[], &[], Some(binary), None, |_| Ok(()))?.0)
+    }
+
+    /// Starts a daemon inside the test namespace at `netns` and lets it serve that namespace
+    /// as its own ("host", the `host_netns` switch of `config`): the host-namespace path is
+    /// then tested without ever serving the real host's namespace.
+    pub fn start_in_netns(config: &str, netns: &Path) -> anyhow::Result<Self> {
+        Ok(Self::start_full(config, &[], &[], None, Some(netns), |_| Ok(()))?.0)
     }
 
     /// Starts a daemon after `setup` has run on its private directory (e.g. to occupy its
@@ -58,7 +67,7 @@ impl Daemon {
         config: &str,
         setup: impl FnOnce(&Path) -> anyhow::Result<T>,
     ) -> anyhow::Result<(Self, T)> {
-        Self::start_full(config, &[], &[], None, setup)
+        Self::start_full(config, &[], &[], None, None, setup)
     }
 
     fn start_full<T>(
@@ -66,6 +75,7 @@ impl Daemon {
         extra: &[&str],
         env: &[(&str, &str)],
         binary: Option<&Path>,
+        home_netns: Option<&Path>,
         setup: impl FnOnce(&Path) -> anyhow::Result<T>,
     ) -> anyhow::Result<(Self, T)> {
         let dir = tempfile::Builder::new().prefix("nsaux-test-").tempdir()?;
@@ -81,6 +91,7 @@ impl Daemon {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             binary: binary.map(Path::to_owned),
+            home_netns: home_netns.map(Path::to_owned),
         };
         d.spawn()?;
         Ok((d, t))
@@ -93,7 +104,20 @@ impl Daemon {
             .append(true)
             .open(p.join("nsauxd.log"))?;
         let binary = self.binary.clone().unwrap_or_else(|| bin("nsauxd"));
-        let child = Command::new(binary)
+        let mut cmd = match &self.home_netns {
+            // nsenter execs the daemon (no fork for a network namespace): the pid is nsauxd's.
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.display())).arg(binary);
+                c
+            }
+            None => {
+                let mut c = Command::new(binary);
+                c.arg("--no-host-netns");
+                c
+            }
+        };
+        let child = cmd
             .arg("--config")
             .arg(p.join("nsaux.toml"))
             .arg("--runtime-dir")
@@ -102,7 +126,6 @@ impl Daemon {
             .arg(p.join("state"))
             .arg("--netns-dir")
             .arg(p.join("netns"))
-            .arg("--no-host-netns")
             // Never the host's /run/rpcbind.sock: a private path socket per test daemon.
             .arg("--rpcbind-socket")
             .arg(p.join("rpcbind.sock"))

@@ -3,5 +3,6 @@
 
 mod core;
 mod dns;
+mod host;
 mod ntp;
 mod rpcbind;

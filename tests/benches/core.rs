@@ -6,10 +6,15 @@
 //! Run: `cargo bench -p nsaux-tests --bench core` (root). `NSAUX_BENCH_SIZES=100,1000` picks
 //! the sizes. The `ident` service is on (4 listeners per namespace: UDP and TCP on v4 and v6),
 //! so the per-namespace figure covers the core plus one small service's sockets and tasks.
+//!
+//! A second table gives what a namespace costs with the product services all on (portmapper,
+//! DNS, NTP; `ident` is a diagnostic and stays off): RSS growth and fds per namespace over
+//! `NSAUX_BENCH_ALL_SIZE` namespaces (default 1,000, capped to the fd limit).
 
 use std::fs::File;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -20,6 +25,17 @@ use nsaux_tests::daemon::{Daemon, wait_for};
 
 /// Only the core and ident: the services have their own benchmarks.
 const CONFIG: &str = "[ident]\nenabled = true\n\n[dns]\nenabled = false\n\n[ntp]\nenabled = false\n\n[rpcbind]\nenabled = false\n";
+/// The product services all on, with the DNS resolver reading no host files.
+fn all_services_config(etc: &Path) -> String {
+    format!(
+        "[ident]\nenabled = false\n\n[rpcbind]\nenabled = true\n\n[ntp]\nenabled = true\n\n\
+         [dns]\nenabled = true\nnetns_etc_dir = \"{}\"\n",
+        etc.display()
+    )
+}
+/// An upper bound of the fds a namespace costs with every product service on (for sizing to
+/// the fd limit; the bench prints the measured figure).
+const FDS_PER_NS_ALL: usize = 16;
 const IDENT: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
     std::net::Ipv4Addr::LOCALHOST,
     7867,
@@ -146,6 +162,53 @@ fn run(n: usize) -> anyhow::Result<Row> {
     })
 }
 
+/// RSS growth and fds per namespace with the product services on, over `n` namespaces.
+fn run_all_services(n: usize) -> anyhow::Result<(f64, f64)> {
+    let etc = tempfile::tempdir()?;
+    let d = Daemon::start(&all_services_config(etc.path()))?;
+    let pid = d.pid();
+    std::thread::sleep(Duration::from_millis(200));
+    let rss0 = rss_kib(pid);
+    let fds0 = d.fd_count();
+    let dir = d.netns_dir();
+    std::thread::spawn(move || -> anyhow::Result<()> {
+        let home = File::open("/proc/thread-self/ns/net")?;
+        for i in 0..n {
+            nsaux_tests::netns::create_on_this_thread(&dir, &format!("a{i}"))?;
+            setns(home.as_fd(), CloneFlags::CLONE_NEWNET).context("setns home")?;
+        }
+        Ok(())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("creator thread panicked"))??;
+    let services = ["rpcbind", "ntp", "dns"];
+    wait_for(
+        "every service up in every namespace",
+        Duration::from_secs(120),
+        || {
+            let list = d.ns_list().ok()?;
+            let up = list.len() == n
+                && list
+                    .iter()
+                    .all(|ns| services.iter().all(|s| ns["services"][*s]["state"] == "up"));
+            up.then_some(())
+        },
+    )?;
+    // Let the fd count and RSS settle (listeners come up asynchronously).
+    let mut last = d.fd_count();
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = d.fd_count();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let rss = rss_kib(pid).saturating_sub(rss0) as f64 / n as f64;
+    let fds = last.saturating_sub(fds0) as f64 / n as f64;
+    Ok((rss, fds))
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
@@ -176,6 +239,20 @@ fn main() -> anyhow::Result<()> {
             }
         })
         .collect();
+    let fit_all = usize::try_from(hard.saturating_sub(200)).unwrap_or(usize::MAX) / FDS_PER_NS_ALL;
+    let all_n = std::env::var("NSAUX_BENCH_ALL_SIZE")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1_000usize);
+    let all_n = if all_n > fit_all {
+        notes.push(format!(
+            "all services: {all_n} namespaces may need {} fds; the fd hard limit here is {hard}: measured {fit_all} instead",
+            all_n * FDS_PER_NS_ALL
+        ));
+        fit_all
+    } else {
+        all_n
+    };
     let mut rows = Vec::new();
     for n in sizes {
         eprintln!("core bench: {n} namespaces ...");
@@ -205,6 +282,17 @@ fn main() -> anyhow::Result<()> {
             "idle CPU 10 s",
         ],
         &rows,
+    );
+    eprintln!("core bench: {all_n} namespaces, all product services on ...");
+    let (rss_all, fds_all) = run_all_services(all_n)?;
+    println!("\nnsauxd with the portmapper, DNS and NTP on (ident off)");
+    print_table(
+        &["namespaces", "RSS / netns", "fds / netns"],
+        &[vec![
+            all_n.to_string(),
+            format!("{rss_all:.1} KiB"),
+            format!("{fds_all:.1}"),
+        ]],
     );
     for n in notes {
         println!("note: {n}");

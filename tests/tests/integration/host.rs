@@ -65,6 +65,9 @@ fn host_namespace_is_served_and_the_switch_turns_it_off() -> anyhow::Result<()> 
     let etc = tempfile::tempdir()?;
     let home = TestNetns::create(dir.path(), "home")?;
     let d = Daemon::start_in_netns(&config(etc.path(), true), &home.path)?;
+    // nsenter exec'd the daemon: the pid stopped on drop is nsauxd's own.
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", d.pid()))?;
+    assert_eq!(comm.trim(), "nsauxd");
 
     let line = wait_for(
         "ident in the host namespace",

@@ -11,6 +11,7 @@
 //! | [`cmsg`] | control messages: building pktinfo and `UDP_SEGMENT`, parsing pktinfo and timestamps |
 //! | [`recv`] | [`RecvBatch`]: `recvmmsg` and the `recvfrom` loop |
 //! | [`send`] | [`send()`] of one datagram and [`SendBatch`] over `sendmmsg` |
+//! | [`gso`] | which replies of a batch share a GSO send (safe code, tested without a socket) |
 //!
 //! No call allocates: control buffers live on the stack or in reused batch state.
 
@@ -20,6 +21,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 mod cmsg;
+mod gso;
 mod recv;
 mod send;
 #[cfg(test)]

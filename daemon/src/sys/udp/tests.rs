@@ -123,7 +123,9 @@ fn equal_replies_to_one_peer_arrive_as_separate_datagrams() {
         .expect("timeout");
     let peer = client.local_addr().expect("addr");
     // Equal-length replies from two source addresses, interleaved, one of another length
-    // and one too long for a segment: four messages, nine datagrams.
+    // and one too long for a segment. The source changes towards the one peer keep them in
+    // separate messages (order per peer), so this checks sources and lengths, and
+    // `segmented_sends_arrive_whole_and_in_order` the GSO sends.
     let srcs = [1u8, 2, 1, 2, 1, 1, 2, 1, 1];
     let lens = [48usize, 48, 48, 48, 20, 48, 48, 48, 3000];
     let payloads: Vec<Vec<u8>> = lens
@@ -157,4 +159,43 @@ fn equal_replies_to_one_peer_arrive_as_separate_datagrams() {
         .map(|i| (srcs[i], lens[i], u8::try_from(i).unwrap_or(0)))
         .collect();
     assert_eq!(got, want, "each reply whole, from its own source address");
+}
+
+#[test]
+fn segmented_sends_arrive_whole_and_in_order() {
+    let server = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    client
+        .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .expect("timeout");
+    let peer = client.local_addr().expect("addr");
+    // Sends of 48-byte segments ending in a shorter one, of 48, of 100, and one too long to
+    // be a segment.
+    let lens = [48usize, 48, 48, 20, 48, 48, 100, 100, 3000];
+    let payloads: Vec<Vec<u8>> = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| vec![u8::try_from(i).unwrap_or(0); len])
+        .collect();
+    let items = payloads.iter().map(|p| Outgoing {
+        payload: p,
+        dst: peer,
+        src: Some(IpAddr::from([127, 0, 0, 1])),
+        ifindex: 0,
+    });
+    SendBatch::new().send(server.as_fd(), items, |i, e| panic!("send {i}: {e}"));
+    let mut buf = [0u8; 4096];
+    for (i, &want) in lens.iter().enumerate() {
+        let (len, from) = client.recv_from(&mut buf).expect("reply");
+        assert_eq!(from, server.local_addr().expect("addr"));
+        assert_eq!(
+            (len, buf[0]),
+            (want, u8::try_from(i).unwrap_or(0)),
+            "datagram {i}"
+        );
+        assert!(
+            buf[..len].iter().all(|&b| b == buf[0]),
+            "one reply per datagram"
+        );
+    }
 }

@@ -14,9 +14,10 @@
 //! * **Stratum and reference ID**: the kernel does not know them. They come from the `[ntp]`
 //!   section or are copied from the local NTP daemon that disciplines the clock
 //!   (`reference = "127.0.0.1:123"`, queried from the daemon's own namespace; see
-//!   [`reference`]). The copy is refreshed lazily: a request (or `nsauxctl ntp status`) that
-//!   finds it older than `reference_max_age` starts one asynchronous query and is answered from
-//!   the old copy. No timer runs, so an idle daemon uses no CPU.
+//!   the `reference` submodule). The copy is refreshed lazily: a request (or
+//!   `nsauxctl ntp status`) that finds it older than `reference_max_age` starts one
+//!   asynchronous query and is answered from the old copy. No timer runs, so an idle daemon
+//!   uses no CPU.
 //!
 //! Each namespace has its own [`Server`] (rate-limit table) and [`Stats`]; nothing about one
 //! namespace's clients is visible to another.

@@ -10,7 +10,7 @@
 //! | this one | socket options, address conversion, the per-message arrays, [`BATCH`] |
 //! | [`cmsg`] | control messages: building pktinfo and `UDP_SEGMENT`, parsing pktinfo and timestamps |
 //! | [`recv`] | [`RecvBatch`]: `recvmmsg` and the `recvfrom` loop |
-//! | [`send`] | [`send()`] of one datagram and [`SendBatch`] over `sendmmsg` |
+//! | [`send`](mod@send) | [`send()`] of one datagram and [`SendBatch`] over `sendmmsg` |
 //! | [`gso`] | which replies of a batch share a GSO send (safe code, tested without a socket) |
 //!
 //! No call allocates: control buffers live on the stack or in reused batch state.

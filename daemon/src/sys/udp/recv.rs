@@ -38,6 +38,8 @@ impl std::fmt::Debug for RecvBatch {
 }
 
 impl RecvBatch {
+    /// Empty batch state, made once per runtime thread and reused for every receive: the
+    /// slots cost memory only where the kernel writes.
     pub(crate) fn new() -> Self {
         Self {
             data: vec![0; BATCH * STRIDE],

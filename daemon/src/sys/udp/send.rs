@@ -78,6 +78,7 @@ impl std::fmt::Debug for SendBatch {
 }
 
 impl SendBatch {
+    /// Empty batch state, made once per runtime thread and reused for every batch send.
     pub(crate) fn new() -> Self {
         Self {
             msgs: MsgArrays::new(),

@@ -16,6 +16,7 @@
 //! | [`packet`] | 48-byte header codec: [`Header`], [`Leap`], [`Mode`], [`RefId`] |
 //! | [`trailer`] | classifies bytes after the header: extensions, MAC, NTS |
 //! | [`clock`] | [`ClockStatus`] from `adjtimex` numbers, [`ClockStatusSource`], [`FakeClock`], precision |
+//! | [`reference`](mod@reference) | [`ReferenceState`]: when to re-copy a local NTP daemon's reference, what to serve meanwhile |
 //! | [`reply`] | the clock fields of a reply: synchronised, local stratum or unsynchronised |
 //! | [`acl`] | [`IpNet`] CIDR parsing and the allow/deny rule |
 //! | [`ratelimit`] | chrony-style per-client token buckets with leak and RATE kiss |
@@ -78,6 +79,7 @@ pub mod error;
 pub mod mono;
 pub mod packet;
 pub mod ratelimit;
+pub mod reference;
 pub mod reply;
 mod rng;
 pub mod server;
@@ -94,6 +96,7 @@ pub use error::{PacketError, ParseNetError};
 pub use mono::Mono;
 pub use packet::{HEADER_LEN, Header, Leap, Mode, RefId};
 pub use ratelimit::{RateLimitConfig, RateLimiter};
+pub use reference::{ReferenceChoice, ReferenceSource, ReferenceState};
 pub use server::{Config, Server};
 pub use stats::Stats;
 pub use timestamp::{NtpShort, NtpTimestamp};

@@ -9,10 +9,10 @@
 //! own peer, local address (pktinfo), interface and kernel receive time, and each reply leaves
 //! from the address its request hit. Replies of a batch are sent together after the batch is
 //! handled, so a reply waits at most for the handling of the rest of its batch (microseconds).
-//! Replies of equal length to one peer from one source address leave as one UDP GSO send
-//! (see [`SendBatch::send`]): the peer gets separate datagrams, the stack routes and delivers
-//! them as one packet up to the peer's socket, which roughly halves the CPU per answer when a
-//! client keeps several requests in flight.
+//! Consecutive replies of equal length (the last may be shorter) to one peer from one source
+//! address leave as one UDP GSO send (see [`SendBatch::send`]): the peer gets separate
+//! datagrams, the stack routes and delivers them as one packet up to the peer's socket, which
+//! roughly halves the CPU per answer when a client keeps several requests in flight.
 
 use std::cell::RefCell;
 use std::io;

@@ -13,23 +13,23 @@
 //!   `clock_getres`).
 //! * **Stratum and reference ID**: the kernel does not know them. They come from the `[ntp]`
 //!   section or are copied from the local NTP daemon that disciplines the clock
-//!   (`reference = "127.0.0.1:123"`, queried from the daemon's own namespace). The copy is
-//!   refreshed lazily: a request (or `nsauxctl ntp status`) that finds it older than
-//!   `reference_max_age` starts one asynchronous query and is answered from the old copy. No
-//!   timer runs, so an idle daemon uses no CPU.
+//!   (`reference = "127.0.0.1:123"`, queried from the daemon's own namespace; see
+//!   the `reference` submodule). The copy is refreshed lazily: a request (or
+//!   `nsauxctl ntp status`) that finds it older than `reference_max_age` starts one
+//!   asynchronous query and is answered from the old copy. No timer runs, so an idle daemon
+//!   uses no CPU.
 //!
 //! Each namespace has its own [`Server`] (rate-limit table) and [`Stats`]; nothing about one
 //! namespace's clients is visible to another.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nsaux_ntpshim::reply::{ClockState, clock_fields};
 use nsaux_ntpshim::{
-    Action, ClockStatus, Config as ServerConfig, HEADER_LEN, Header, KernelTimex, Leap, Mode, Mono,
-    NtpTimestamp, RateLimitConfig, RefId, Reference, Server, Stats, precision_from_resolution_ns,
+    Action, ClockStatus, Config as ServerConfig, HEADER_LEN, KernelTimex, Leap, Mono, NtpTimestamp,
+    RateLimitConfig, RefId, Server, Stats, precision_from_resolution_ns,
 };
 use serde_json::{Value, json};
 
@@ -42,15 +42,12 @@ use crate::config::{NtpConfig, ServicesConfig};
 use crate::lock::lock;
 use crate::sys;
 
+mod reference;
+
+use reference::{RefChoice, References};
+
 /// How long a kernel clock reading is reused.
 const KERNEL_MAX_AGE: Duration = Duration::from_secs(1);
-/// How long to wait for the local NTP daemon's answer.
-const REFERENCE_TIMEOUT: Duration = Duration::from_secs(1);
-/// Retry interval after a failed reference query (capped by `reference_max_age`).
-const REFERENCE_RETRY: Duration = Duration::from_secs(8);
-/// A copied reference outlives failed refreshes for this many `reference_max_age`s, so one
-/// lost packet does not flip the advertised stratum.
-const REFERENCE_GRACE_FACTOR: u32 = 4;
 
 /// Converts a real-time reading to NTP time.
 fn ntp_time(t: SystemTime) -> NtpTimestamp {
@@ -82,31 +79,6 @@ fn measure_precision() -> i8 {
     precision_from_resolution_ns(best.max(res))
 }
 
-/// What the last query of a local NTP daemon said.
-#[derive(Debug, Clone)]
-enum RefState {
-    /// Never asked yet.
-    Pending,
-    /// It answered as a synchronised server; this is what we copy.
-    Copied(Reference),
-    /// It answered, but as unsynchronised (leap 3, stratum 0 or 16).
-    Unsynchronised,
-    /// No usable answer (shared text: read on every request, cloned without allocating).
-    Failed(Arc<str>),
-}
-
-/// The cache for one reference address (shared by every namespace configured with it).
-#[derive(Debug)]
-struct RefEntry {
-    state: RefState,
-    /// The last good copy and when it was taken (survives a few failed refreshes).
-    last_good: Option<(Reference, Instant)>,
-    /// When the last query finished.
-    checked: Option<Instant>,
-    /// A query is running; never start a second one.
-    in_flight: bool,
-}
-
 /// Kernel clock reading cache.
 #[derive(Debug, Default)]
 struct KernelCache {
@@ -123,44 +95,8 @@ struct Shared {
     /// Measured once at start.
     precision: i8,
     kernel: Mutex<KernelCache>,
-    references: Mutex<HashMap<SocketAddr, RefEntry>>,
-}
-
-/// Where the advertised stratum and reference ID come from right now, for `ntp status`.
-#[derive(Debug, Clone)]
-struct RefChoice {
-    reference: Reference,
-    source: RefSource,
-}
-
-/// Why a reference was chosen. Built on every request, so it holds no owned text: the words
-/// are made only when `ntp status` displays it.
-#[derive(Debug, Clone)]
-enum RefSource {
-    /// Stratum and refid from the configuration.
-    Config,
-    /// Copied from the local NTP daemon at this address.
-    Copied(SocketAddr),
-    /// The local NTP daemon reports unsynchronised.
-    Unsynchronised(SocketAddr),
-    /// The last copy, kept because the latest refresh failed for this reason.
-    CopiedStale(SocketAddr, Arc<str>),
-    /// No usable copy: from the configuration, for this reason.
-    ConfigFallback(SocketAddr, Arc<str>),
-}
-
-impl std::fmt::Display for RefSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Config => write!(f, "config"),
-            Self::Copied(a) => write!(f, "copied from {a}"),
-            Self::Unsynchronised(a) => write!(f, "{a} reports unsynchronised"),
-            Self::CopiedStale(a, why) => {
-                write!(f, "copied from {a} (last refresh failed: {why})")
-            }
-            Self::ConfigFallback(a, why) => write!(f, "config ({a}: {why})"),
-        }
-    }
+    /// Copies of local NTP daemons' references.
+    references: Arc<References>,
 }
 
 impl Shared {
@@ -198,154 +134,6 @@ impl Shared {
         }
         (k.timex, k.error.clone())
     }
-
-    /// The reference to advertise for a namespace with configuration `cfg`; starts an
-    /// asynchronous refresh of a copied reference when it is stale.
-    fn reference(self: &Arc<Self>, cfg: &NtpConfig, now: Instant) -> RefChoice {
-        let configured = Reference {
-            stratum: cfg.stratum,
-            refid: cfg.refid,
-            root_delay_us: 0,
-            root_dispersion_us: 0,
-            time: None,
-        };
-        let Some(addr) = cfg.reference else {
-            return RefChoice {
-                reference: configured,
-                source: RefSource::Config,
-            };
-        };
-        let max_age = Duration::from_secs(cfg.reference_max_age.max(1));
-        let mut refs = lock(&self.references);
-        let entry = refs.entry(addr).or_insert(RefEntry {
-            state: RefState::Pending,
-            last_good: None,
-            checked: None,
-            in_flight: false,
-        });
-        let wait = match entry.state {
-            RefState::Copied(_) => max_age,
-            _ => REFERENCE_RETRY.min(max_age),
-        };
-        let stale = entry
-            .checked
-            .is_none_or(|t| now.saturating_duration_since(t) >= wait);
-        if stale
-            && !entry.in_flight
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            entry.in_flight = true;
-            let shared = Arc::clone(self);
-            rt.spawn(async move {
-                let result = query_reference(addr).await;
-                shared.store_reference(addr, result);
-            });
-        }
-        match &entry.state {
-            RefState::Copied(r) => RefChoice {
-                reference: *r,
-                source: RefSource::Copied(addr),
-            },
-            RefState::Unsynchronised => RefChoice {
-                // Stratum 16 is not a valid reference stratum: the core serves this as
-                // unsynchronised (or as the local stratum, if configured).
-                reference: Reference {
-                    stratum: 16,
-                    refid: RefId::UNSYNC,
-                    ..configured
-                },
-                source: RefSource::Unsynchronised(addr),
-            },
-            RefState::Pending | RefState::Failed(_) => {
-                let why: Arc<str> = match &entry.state {
-                    RefState::Failed(e) => Arc::clone(e),
-                    _ => Arc::from("not queried yet"),
-                };
-                match entry.last_good {
-                    Some((r, at))
-                        if now.saturating_duration_since(at) < max_age * REFERENCE_GRACE_FACTOR =>
-                    {
-                        RefChoice {
-                            reference: r,
-                            source: RefSource::CopiedStale(addr, why),
-                        }
-                    }
-                    _ => RefChoice {
-                        reference: configured,
-                        source: RefSource::ConfigFallback(addr, why),
-                    },
-                }
-            }
-        }
-    }
-
-    fn store_reference(&self, addr: SocketAddr, result: Result<Option<Reference>, String>) {
-        let now = Instant::now();
-        let mut refs = lock(&self.references);
-        let Some(entry) = refs.get_mut(&addr) else {
-            return;
-        };
-        entry.in_flight = false;
-        entry.checked = Some(now);
-        entry.state = match result {
-            Ok(Some(r)) => {
-                entry.last_good = Some((r, now));
-                tracing::debug!(%addr, stratum = r.stratum, "reference copied");
-                RefState::Copied(r)
-            }
-            Ok(None) => {
-                entry.last_good = None;
-                tracing::info!(%addr, "local NTP daemon reports unsynchronised");
-                RefState::Unsynchronised
-            }
-            Err(e) => {
-                tracing::info!(%addr, error = %e, "local NTP daemon did not answer");
-                RefState::Failed(e.into())
-            }
-        };
-    }
-}
-
-/// Asks the local NTP daemon at `addr` once. `Ok(None)`: it answered but is unsynchronised.
-async fn query_reference(addr: SocketAddr) -> Result<Option<Reference>, String> {
-    let bind: SocketAddr = if addr.is_ipv4() {
-        SocketAddr::from(([0, 0, 0, 0], 0))
-    } else {
-        SocketAddr::from(([0u16; 8], 0))
-    };
-    let sock = tokio::net::UdpSocket::bind(bind)
-        .await
-        .map_err(|e| format!("bind: {e}"))?;
-    sock.connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    // The transmit timestamp doubles as a nonce: the real time plus random low bits, matched
-    // against the reply's origin so a stray or spoofed packet is not copied.
-    let tx = NtpTimestamp::from_bits(
-        ntp_time(SystemTime::now()).to_bits() ^ (crate::seed::random_u64() & 0xFFFF_FFFF),
-    );
-    let mut buf = [0u8; 512];
-    Header::client_request(tx)
-        .write(&mut buf)
-        .map_err(|e| format!("encode: {e}"))?;
-    sock.send(&buf[..HEADER_LEN])
-        .await
-        .map_err(|e| format!("send: {e}"))?;
-    let deadline = tokio::time::Instant::now() + REFERENCE_TIMEOUT;
-    loop {
-        let n = match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
-            Err(_) => return Err("no answer".into()),
-            Ok(Err(e)) => return Err(format!("receive: {e}")),
-            Ok(Ok(n)) => n,
-        };
-        let Ok(h) = Header::parse(&buf[..n]) else {
-            continue;
-        };
-        if h.origin_ts != tx || h.mode != Mode::Server {
-            continue;
-        }
-        return Ok(Reference::from_server_reply(&h));
-    }
 }
 
 /// The NTP service kind. Holds what all namespaces share: the precision and the caches of the
@@ -358,12 +146,13 @@ pub struct Ntp {
 impl Ntp {
     /// Measures the clock's precision once; cheap (a few microseconds).
     pub fn new() -> Self {
+        let epoch = Instant::now();
         Self {
             shared: Arc::new(Shared {
-                epoch: Instant::now(),
+                epoch,
                 precision: measure_precision(),
                 kernel: Mutex::default(),
-                references: Mutex::default(),
+                references: Arc::new(References::new(epoch)),
             }),
         }
     }
@@ -469,7 +258,7 @@ impl NtpNs {
         cfg: &NtpConfig,
         now: Instant,
     ) -> (ClockStatus, RefChoice, Option<String>) {
-        let choice = self.shared.reference(cfg, now);
+        let choice = self.shared.references.choose(cfg, now);
         let (timex, err) = self.shared.kernel(now);
         (
             ClockStatus::from_kernel(timex, self.shared.precision, choice.reference),

@@ -45,7 +45,8 @@
 //!
 //! Randomness: the crate has no random source of its own. Forwarded xids start from the seed
 //! given to `ForwardTable::new` and probe xids from the one given to each `Liveness::round`; the
-//! daemon takes both from the OS random source, so nobody can answer in a target's place.//!
+//! daemon takes both from the OS random source, so nobody can answer in a target's place.
+//!
 //! # Where this differs from rpcbind, on purpose
 //! - RPC version ≠ 2 gets MSG_DENIED/RPC_MISMATCH (RFC 5531); libtirpc silently drops it.
 //! - A non-UTF-8 string argument is GARBAGE_ARGS (netids and addresses are ASCII in practice).

@@ -3,7 +3,8 @@
 //! the daemon to forward.
 //!
 //! Why sans-IO: forwarding needs a socket and a timer, so the core only decides and describes; the
-//! daemon sends, matches the reply by its own xid and calls [`PendingCall::build_reply`].
+//! daemon sends, [`crate::ForwardTable`] matches the reply by the xid it handed out, and
+//! [`PendingCall::build_reply`] makes the answer.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -77,7 +78,7 @@ pub struct Forward {
     pub cred_flavor: u32,
     /// Credential body to pass on.
     pub cred_body: Vec<u8>,
-    /// What the daemon keeps until the target answers.
+    /// What the [`crate::ForwardTable`] keeps until the target answers.
     pub pending: PendingCall,
 }
 
@@ -119,9 +120,9 @@ pub struct PendingCall {
 
 impl PendingCall {
     /// Builds the reply to the original caller from the target's reply (xid already matched by
-    /// the daemon). Returns true if `out` now holds a reply to send: the results wrapped with the
-    /// port (v2) or uaddr (v3/v4); SYSTEM_ERR for INDIRECT when the target failed; false (silence)
-    /// for CALLIT/BCAST failures.
+    /// the [`crate::ForwardTable`]). Returns true if `out` now holds a reply to send: the results
+    /// wrapped with the port (v2) or uaddr (v3/v4); SYSTEM_ERR for INDIRECT when the target
+    /// failed; false (silence) for CALLIT/BCAST failures.
     pub fn build_reply(&self, forwarded_reply: &[u8], out: &mut Vec<u8>) -> bool {
         out.clear();
         let Some((_, ReplyBody::Success(results))) = decode_reply(forwarded_reply) else {

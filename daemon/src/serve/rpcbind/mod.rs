@@ -59,7 +59,7 @@ mod stream;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -137,7 +137,7 @@ impl Rpcbind {
 
     /// Starts the path socket and the journal sweep, once, from inside the runtime.
     fn start_once(&self) {
-        if self.started.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        if self.started.swap(true, Ordering::SeqCst) {
             return;
         }
         if let Some(path) = &self.local_path {

@@ -4,9 +4,9 @@
 //! - [`sys`] — the only unsafe code: setns, namespace cookies, pktinfo/timestamp UDP, pidfd.
 //! - [`netns`] — namespace identity ([`netns::NetnsId`]), sources, the [`netns::factory`]
 //!   that creates sockets inside a namespace, and the live directory [`netns::tracker`].
-//! - [`serve`] — the service traits, UDP/TCP/local loops, and the built-in `ident` service.
+//! - [`serve`] — the service traits, UDP/TCP/local loops, and the built-in `ident` service; the
+//!   portmapper's durable registration journal (boot id + cookie) is [`serve::rpcbind::journal`].
 //! - [`manager`] — the single task that owns every namespace's state and applies changes.
-//! - [`state`] — durable journals (portmapper registrations), keyed by boot id + cookie.
 //! - [`config`] — the TOML configuration with per-namespace overrides.
 //! - [`control`] — the control socket protocol, server and client.
 //! - [`ops`] — single-instance lock, logging, systemd notification.
@@ -21,7 +21,6 @@ pub mod netns;
 pub mod ops;
 mod seed;
 pub mod serve;
-pub mod state;
 mod sys;
 
 pub use cli::{ctl_main, daemon_main};

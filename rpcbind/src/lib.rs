@@ -11,13 +11,15 @@
 //! - [`server`]: `Portmapper`, dispatch of versions 2/3/4 and every procedure.
 //! - [`registry`]: `Registry`/`Entry`, rpcbind's set/unset/lookup semantics.
 //! - [`rmtcall`]: CALLIT/BCAST/INDIRECT, the deny list and the `Forward` effect.
-//! - [`forward`]: `ForwardTable`, bookkeeping of forwarded remote calls (rpcbind's FINFO).
+//! - [`forward`]: `ForwardTable`, `Origin`: forwarded remote calls, whom to answer and from
+//!   where (rpcbind's FINFO).
+//! - [`liveness`]: `Liveness`, `Probe`: NULL-call probes of registered services, misses,
+//!   backoff and removal of silent registrations.
 //! - [`stats`]: GETSTAT counters in rpcbind's layout.
 //! - [`outcome`]: `Outcome`, `Verdict`, `Effect`.
 //! - [`record`]: TCP record marking (`RecordDecoder`, `frame_record`).
-//! - [`probe`]: NULL call / reply helpers for liveness probes.
 //! - [`uaddr`]: universal address parsing, formatting, merging, taddr conversion.
-//! - `rpc` (private): RPC call/reply headers.
+//! - `rpc` (private): RPC call/reply headers; `is_rpc_reply` and `message_xid` are re-exported.
 //! - `types` (private): portmapper XDR types.
 //! - `xdr` (private): capped XDR reader/writer.
 //! - [`error`]: `XdrError`, `RecordError`.
@@ -32,6 +34,18 @@
 //!    (latest first: `unset_admin` for a `Registered`, `undo_unset` for an `Unregistered`) and
 //!    send nothing, so the client retries. `Verdict::Forwarded` means the reply comes later from
 //!    `PendingCall::build_reply` (remote calls only).
+//! 4. Remote calls: `ForwardTable::start` with the call's `Origin` and `now` gives the xid to
+//!    send `Forward::encode_call` with; a datagram that `is_rpc_reply` goes to
+//!    `ForwardTable::finish`, which says whom to answer and from where.
+//! 5. Liveness (optional): every interval `Liveness::round(registrations, sources, max_misses,
+//!    seed)` gives probes to send and dead registrations to remove (journaled, then
+//!    `Liveness::forget`). Replies go to `Liveness::on_reply` (UDP) or are checked with
+//!    `Probe::is_answered_by` and reported with `Liveness::answered` (TCP); a probe that could
+//!    not be sent is `Liveness::withdraw`n.
+//!
+//! Randomness: the crate has no random source of its own. Forwarded xids start from the seed
+//! given to `ForwardTable::new` and probe xids from the one given to each `Liveness::round`; the
+//! daemon takes both from the OS random source, so nobody can answer in a target's place.
 //!
 //! # Where this differs from rpcbind, on purpose
 //! - RPC version ≠ 2 gets MSG_DENIED/RPC_MISMATCH (RFC 5531); libtirpc silently drops it.
@@ -42,7 +56,9 @@
 //!   on; specific addresses are returned unchanged (rpcbind rewrites every host part with the
 //!   interface on the caller's network). The request's `r_addr` hint is not used.
 //! - GETADDRLIST skips registrations with an unknown netid (rpcbind would send no reply at all).
-//! - Liveness checks of registered servers (`is_bound`, disabled in rpcbind too) are not done.
+//! - SET does not check that the registered server is up (rpcbind's `is_bound`, compiled out
+//!   there too). Instead, when the daemon enables it, [`Liveness`] probes registrations with NULL
+//!   calls and reports those silent for several rounds, which rpcbind never removes.
 //! - Loopback IP callers may SET/UNSET by default (`Config::loopback_may_register`, rpcbind `-L`).
 //! - UDP DUMP from non-loopback callers is refused (`Config::udp_dump_loopback_only`), the
 //!   registration table and GETSTAT rows are capped, and UDP replies over 8800 bytes become
@@ -53,8 +69,8 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod forward;
+pub mod liveness;
 pub mod outcome;
-pub mod probe;
 pub mod record;
 pub mod registry;
 pub mod rmtcall;
@@ -68,13 +84,15 @@ mod xdr;
 pub use config::Config;
 pub use context::{CallContext, Caller, SUPERUSER, Transport};
 pub use error::{RecordError, XdrError};
-pub use forward::{DEFAULT_FORWARD_MAX_AGE, DEFAULT_FORWARD_SLOTS, ForwardTable};
+pub use forward::{DEFAULT_FORWARD_MAX_AGE, DEFAULT_FORWARD_SLOTS, ForwardTable, Origin};
+pub use liveness::{
+    Liveness, Probe, ProbeSources, ProbeTransport, Round, encode_null_call, is_null_reply,
+};
 pub use outcome::{DropReason, Effect, Outcome, Refusal, Verdict};
-pub use probe::{encode_null_call, is_null_reply};
 pub use record::{DEFAULT_MAX_RECORD, RecordDecoder, frame_record};
 pub use registry::{Entry, Registry, Removed};
 pub use rmtcall::{Forward, PendingCall, RemoteKind, remote_call_allowed};
-pub use rpc::{AuthStat, NotACall, PMAP_PROG, ReplyBody, decode_reply};
+pub use rpc::{AuthStat, NotACall, PMAP_PROG, ReplyBody, decode_reply, is_rpc_reply, message_xid};
 pub use server::Portmapper;
 pub use stats::{AddrStat, RmtStat, Stats, VersStats};
 pub use xdr::MAX_XDR_LEN;

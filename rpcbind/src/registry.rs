@@ -16,8 +16,9 @@ pub(crate) const IPPROTO_UDP: u32 = 17;
 /// One registration: program `prog` version `vers` is reachable over `netid` at `uaddr`.
 ///
 /// Public fields so the daemon can journal entries with its own serde derive and give them back
-/// through [`crate::Portmapper::restore`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// through [`crate::Portmapper::restore`]. Ordered so [`crate::Liveness`] can key a map by it
+/// without a hasher's random state.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Entry {
     /// RPC program number.
     pub prog: u32,

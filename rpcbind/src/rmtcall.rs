@@ -3,9 +3,10 @@
 //! the daemon to forward.
 //!
 //! Why sans-IO: forwarding needs a socket and a timer, so the core only decides and describes; the
-//! daemon sends, matches the reply by its own xid and calls [`PendingCall::build_reply`].
+//! daemon sends, [`crate::ForwardTable`] matches the reply by the xid it handed out, and
+//! [`PendingCall::build_reply`] makes the answer.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use crate::context::{CallContext, Transport};
 use crate::outcome::{Answer, DropReason, Refusal};
@@ -16,7 +17,7 @@ use crate::rpc::{
 };
 use crate::stats::Stats;
 use crate::types::RmtCallArgs;
-use crate::uaddr::{merge, parse_uaddr};
+use crate::uaddr::{loopback_if_wildcard, merge, parse_uaddr};
 use crate::xdr::{XdrReader, XdrWrite};
 
 /// Which remote-call procedure the caller used; decides the reply shape and error behaviour.
@@ -77,11 +78,19 @@ pub struct Forward {
     pub cred_flavor: u32,
     /// Credential body to pass on.
     pub cred_body: Vec<u8>,
-    /// What the daemon keeps until the target answers.
+    /// What the [`crate::ForwardTable`] keeps until the target answers.
     pub pending: PendingCall,
 }
 
 impl Forward {
+    /// True when the target is a service of this host as seen from where the call arrived: a
+    /// loopback address, or `arrived_on`, the local address the call was sent to (rpcbind also
+    /// sends to its local address). Why: a forward must never leave for another host, or the
+    /// portmapper becomes a relay that lends its address to anyone.
+    pub fn targets_this_host(&self, arrived_on: IpAddr) -> bool {
+        self.target.ip().is_loopback() || self.target.ip() == arrived_on
+    }
+
     /// Appends the call to send to the target, using the daemon's own `forward_xid` (which it uses
     /// to match the target's reply; never reuse the caller's xid).
     pub fn encode_call(&self, forward_xid: u32, out: &mut Vec<u8>) {
@@ -111,9 +120,9 @@ pub struct PendingCall {
 
 impl PendingCall {
     /// Builds the reply to the original caller from the target's reply (xid already matched by
-    /// the daemon). Returns true if `out` now holds a reply to send: the results wrapped with the
-    /// port (v2) or uaddr (v3/v4); SYSTEM_ERR for INDIRECT when the target failed; false (silence)
-    /// for CALLIT/BCAST failures.
+    /// the [`crate::ForwardTable`]). Returns true if `out` now holds a reply to send: the results
+    /// wrapped with the port (v2) or uaddr (v3/v4); SYSTEM_ERR for INDIRECT when the target
+    /// failed; false (silence) for CALLIT/BCAST failures.
     pub fn build_reply(&self, forwarded_reply: &[u8], out: &mut Vec<u8>) -> bool {
         out.clear();
         let Some((_, ReplyBody::Success(results))) = decode_reply(forwarded_reply) else {
@@ -239,21 +248,10 @@ pub(crate) fn callit(
     })
 }
 
-/// A wildcard service address becomes the loopback address of its family.
-fn loopback_if_wildcard(a: SocketAddr) -> SocketAddr {
-    match a.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), a.port())
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), a.port())
-        }
-        _ => a,
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
     use super::*;
 
     #[test]
@@ -269,5 +267,29 @@ mod tests {
         assert!(remote_call_allowed(100_004, 1));
         assert!(!remote_call_allowed(100_011, 1));
         assert!(remote_call_allowed(100_024, 1));
+    }
+
+    #[test]
+    fn forwards_stay_on_this_host() {
+        let to = |ip: IpAddr| Forward {
+            target: SocketAddr::new(ip, 1000),
+            netid: "udp",
+            prog: 100_024,
+            vers: 1,
+            proc_: 0,
+            args: vec![],
+            cred_flavor: AUTH_NONE,
+            cred_body: vec![],
+            pending: PendingCall {
+                caller_xid: 1,
+                kind: RemoteKind::CallitV2,
+                reply_uaddr: String::new(),
+            },
+        };
+        let here = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        assert!(to(IpAddr::V4(Ipv4Addr::LOCALHOST)).targets_this_host(here));
+        assert!(to(IpAddr::V6(Ipv6Addr::LOCALHOST)).targets_this_host(here));
+        assert!(to(here).targets_this_host(here));
+        assert!(!to(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2))).targets_this_host(here));
     }
 }

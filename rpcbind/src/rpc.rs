@@ -229,6 +229,21 @@ pub enum ReplyBody<'a> {
     Denied,
 }
 
+/// True if `msg` is an RPC reply (message type REPLY). Why here: the daemon's port-111 socket
+/// receives calls from clients and replies to what it sent itself (forwarded calls, liveness
+/// probes); this cheap test on the header decides which path a datagram takes.
+pub fn is_rpc_reply(msg: &[u8]) -> bool {
+    msg.get(4..8) == Some(&MSG_REPLY.to_be_bytes()[..])
+}
+
+/// The xid of an RPC message (call or reply), or `None` if it is too short to have one. Why
+/// public: replies are matched to what was sent (a forward, a probe) by this number alone.
+pub fn message_xid(msg: &[u8]) -> Option<u32> {
+    msg.get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_be_bytes)
+}
+
 /// Decodes a reply header: returns its xid and body, or `None` if it is not a reply.
 pub fn decode_reply(buf: &[u8]) -> Option<(u32, ReplyBody<'_>)> {
     let mut r = XdrReader::new(buf);
@@ -293,6 +308,20 @@ mod tests {
         assert_eq!(decode_call(&b).err(), Some(NotACall::NotCall));
         assert_eq!(decode_reply(&b), Some((9, ReplyBody::Accepted(3))));
         assert_eq!(decode_call(&[0, 0, 0]).err(), Some(NotACall::Truncated));
+    }
+
+    #[test]
+    fn reply_recognition_and_xid() {
+        let mut b = Vec::new();
+        encode_accepted(&mut b, 0x0102_0304, AcceptStat::Success);
+        assert!(is_rpc_reply(&b));
+        assert_eq!(message_xid(&b), Some(0x0102_0304));
+        b.clear();
+        encode_call_header(&mut b, 7, PMAP_PROG, 2, 0, AUTH_NONE, &[]);
+        assert!(!is_rpc_reply(&b));
+        assert_eq!(message_xid(&b), Some(7));
+        assert!(!is_rpc_reply(&[0, 0, 0, 1, 0, 0, 0]));
+        assert_eq!(message_xid(&[1, 2, 3]), None);
     }
 
     #[test]

@@ -168,7 +168,7 @@ fn null_on_every_version_and_transport() {
 fn probe_helpers_roundtrip() {
     let mut p = pm();
     let mut req = Vec::new();
-    crate::encode_null_call(77, 4, &mut req);
+    crate::encode_null_call(77, PMAP_PROG, 4, &mut req);
     let (o, out) = run(&mut p, &remote_udp(), &req);
     assert!(o.should_reply());
     assert!(crate::is_null_reply(77, &out));

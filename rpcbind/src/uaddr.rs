@@ -35,6 +35,21 @@ pub fn parse_uaddr(uaddr: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, u16::from(hi) << 8 | u16::from(lo)))
 }
 
+/// A wildcard service address becomes the loopback address of its family. Why: a service
+/// registered as `0.0.0.0.p.p` listens on every address of the namespace, and the portmapper
+/// reaches it (forwarded calls, liveness probes) over loopback, as rpcbind does.
+pub(crate) fn loopback_if_wildcard(a: SocketAddr) -> SocketAddr {
+    match a.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), a.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), a.port())
+        }
+        _ => a,
+    }
+}
+
 /// Parses a decimal 0..=255 without sign or whitespace.
 fn parse_octet(s: &str) -> Option<u8> {
     if s.is_empty() || s.len() > 3 || !s.bytes().all(|b| b.is_ascii_digit()) {

@@ -1,4 +1,4 @@
-//! Durable state: the portmapper's registration journal.
+//! The portmapper's registration journal: what survives a restart of the daemon.
 //!
 //! # Where and under which key
 //! `STATE_DIR/rpcbind/BOOT_ID/COOKIE.journal`: one append-only file per network namespace, keyed

@@ -1,0 +1,146 @@
+//! The path socket (default `/run/rpcbind.sock`) in the daemon's own mount namespace: binding it
+//! without taking it from another portmapper, accepting, and routing each caller to the
+//! portmapper of the caller's own network namespace (`SO_PEERCRED` pid → `/proc/PID/ns/net`).
+
+use std::io;
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+
+use super::Shared;
+use crate::lock::lock;
+use crate::serve::{Peer, Stream};
+
+/// The running path-socket task. Dropping it stops the task and removes the socket file, if
+/// the file there is still the one it bound (never another portmapper's).
+#[derive(Debug)]
+pub(super) struct PathTask {
+    /// Where the socket is.
+    path: PathBuf,
+    /// The accept loop.
+    task: JoinHandle<()>,
+    /// Holds the bound socket's inode.
+    shared: Arc<Shared>,
+}
+
+impl PathTask {
+    /// Spawns the task that binds `path` and serves it.
+    pub(super) fn start(path: PathBuf, shared: Arc<Shared>) -> Self {
+        let task = tokio::spawn(path_socket_task(path.clone(), Arc::clone(&shared)));
+        Self { path, task, shared }
+    }
+}
+
+impl Drop for PathTask {
+    fn drop(&mut self) {
+        self.task.abort();
+        let ours = *lock(&self.shared.path_ino);
+        let now = std::fs::symlink_metadata(&self.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        if ours.is_some() && ours == now {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// nsfs identity of the network namespace process `pid` is in.
+fn netns_of_pid(pid: i32) -> io::Result<(u64, u64)> {
+    let m = std::fs::metadata(format!("/proc/{pid}/ns/net"))?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Binds the path socket unless another portmapper answers on it.
+fn bind_path(path: &Path) -> Result<tokio::net::UnixListener, String> {
+    let shown = path.display();
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(format!(
+                "{shown} exists and is not a socket; not touching it"
+            ));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(format!(
+                "{shown} is held by another portmapper (it accepts connections); not taking it over"
+            ));
+        }
+        std::fs::remove_file(path).map_err(|e| format!("{shown}: removing stale socket: {e}"))?;
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    let l = std::os::unix::net::UnixListener::bind(path).map_err(|e| format!("{shown}: {e}"))?;
+    // Like rpcbind: anyone may connect; what they may do is decided by their credentials.
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666));
+    l.set_nonblocking(true)
+        .map_err(|e| format!("{shown}: {e}"))?;
+    tokio::net::UnixListener::from_std(l).map_err(|e| format!("{shown}: {e}"))
+}
+
+/// Binds the path socket (retrying with backoff while another portmapper holds it) and routes
+/// each connection to the caller's namespace.
+async fn path_socket_task(path: PathBuf, shared: Arc<Shared>) {
+    let mut delay = Duration::from_secs(1);
+    let mut attempts = 0u32;
+    let listener = loop {
+        match bind_path(&path) {
+            Ok(l) => break l,
+            Err(e) => {
+                if attempts == 0 {
+                    tracing::error!(path = %path.display(), error = %e, "cannot serve the rpcbind path socket; retrying");
+                } else {
+                    tracing::debug!(path = %path.display(), error = %e, "path socket still unavailable");
+                }
+                *lock(&shared.path_status) = e;
+                attempts += 1;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(60));
+            }
+        }
+    };
+    *lock(&shared.path_ino) = std::fs::symlink_metadata(&path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()));
+    *lock(&shared.path_status) = format!("{}: listening", path.display());
+    tracing::info!(path = %path.display(), "rpcbind path socket listening; callers are served by their own namespace");
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "path socket accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(cred) = stream.peer_cred() else {
+            continue;
+        };
+        let key = cred.pid().and_then(|p| netns_of_pid(p).ok());
+        let inst = key.and_then(|k| lock(&shared.routes).get(&k).and_then(Weak::upgrade));
+        let Some(inst) = inst else {
+            let mut last = lock(&shared.last_refusal_log);
+            if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                *last = Some(Instant::now());
+                tracing::warn!(path = %path.display(), pid = ?cred.pid(), uid = cred.uid(), nsfs = ?key,
+                    "path socket caller is in a network namespace nsauxd does not serve; refused");
+            }
+            continue;
+        };
+        let peer = Peer::Local {
+            uid: cred.uid(),
+            gid: cred.gid(),
+            pid: cred.pid(),
+        };
+        let cancel = inst.ns.cancel.clone();
+        tracing::trace!(netns = %inst.ns.name, ?peer, "path socket connection routed");
+        tokio::spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = inst.serve_conn(Stream::Unix(stream), peer, None) => {}
+            }
+        });
+    }
+}

@@ -1,0 +1,285 @@
+//! One namespace's portmapper: its table, its journal, and the handling of each call, with the
+//! journal written before a change is acknowledged and the change taken back when it cannot be.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use nsaux_rpcbind::{
+    CallContext, Caller, Effect, ForwardTable, Liveness, Portmapper, Transport, is_rpc_reply,
+};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+use super::journal::{Change, Journal};
+use super::{Shared, new_portmapper, pm_config, self_endpoints, unix_secs, user_entries};
+use crate::config::{RpcbindConfig, ServicesConfig};
+use crate::lock::lock;
+use crate::serve::{
+    ConnFuture, Connection, Datagram, ListenerSpec, NsInfo, NsService, Replies, ReplyTo,
+    UdpEndpoint,
+};
+
+/// The portmapper of one namespace.
+#[derive(Debug)]
+pub(crate) struct RpcbindNs {
+    /// Itself, for tasks started from `&self` methods (the liveness task on reconfigure).
+    pub(super) me: Weak<Self>,
+    /// The namespace served.
+    pub(super) ns: Arc<NsInfo>,
+    /// Everything calls change, behind one lock.
+    pub(super) state: Mutex<State>,
+    /// Where changes are journaled; `None` when the state directory is unusable.
+    pub(super) journal: Option<Journal>,
+    /// TCP + AF_LOCAL connections open now (all listeners and the path socket).
+    pub(super) conns: AtomicUsize,
+    /// Routing and status shared with the kind and the path socket.
+    pub(super) shared: Arc<Shared>,
+    /// The liveness task, only while `prune` is on.
+    pub(super) prune: Mutex<Option<JoinHandle<()>>>,
+    /// `cfg.prune`, readable without the state lock on the datagram path.
+    pub(super) prune_on: AtomicBool,
+    /// A port-111 UDP endpoint of this namespace to send liveness probes from, remembered from
+    /// traffic while pruning is on (weak: it never keeps a socket alive).
+    pub(super) prune_ep: Mutex<Option<Weak<UdpEndpoint>>>,
+}
+
+/// What one namespace's calls read and change.
+#[derive(Debug)]
+pub(super) struct State {
+    /// This namespace's section of the configuration.
+    pub(super) cfg: RpcbindConfig,
+    /// The table and the protocol.
+    pub(super) pm: Portmapper,
+    /// Lines in the journal file (for compaction).
+    pub(super) journal_lines: usize,
+    /// The journal file may not match the table: an append failed (it may have left a tail it
+    /// could not cut back, or the file was replaced or removed under us), or a start-up or
+    /// reconfiguration rewrite failed. The next write then rewrites the whole file (temp file +
+    /// rename) from the table instead of appending to a file of unknown content.
+    pub(super) journal_stale: bool,
+    /// Remote calls forwarded and not answered yet, created on the first forward.
+    pub(super) forwards: Option<Box<ForwardTable>>,
+    /// Liveness probes and misses, created on the first liveness round.
+    pub(super) liveness: Option<Box<Liveness>>,
+}
+
+impl Drop for RpcbindNs {
+    fn drop(&mut self) {
+        lock(&self.shared.routes).retain(|_, w| w.strong_count() > 0);
+        if let Some(t) = lock(&self.prune).take() {
+            t.abort();
+        }
+    }
+}
+
+/// The journal lines for table changes (`Registered`/`Unregistered` effects), in order.
+pub(super) fn journal_changes(applied: &[Effect]) -> Vec<Change> {
+    let mut v = Vec::new();
+    for eff in applied {
+        match eff {
+            Effect::Registered(e) => v.push(Change::Set(e.clone())),
+            Effect::Unregistered(r) => v.extend(r.entries().iter().cloned().map(Change::Unset)),
+            Effect::Forward(_) => {}
+        }
+    }
+    v
+}
+
+/// Takes back table changes that could not be journaled, latest first, so the table is again
+/// exactly what it was (removed entries return to their old places; lookups depend on order).
+pub(super) fn undo(pm: &mut Portmapper, applied: Vec<Effect>) {
+    for eff in applied.into_iter().rev() {
+        match eff {
+            // SET appended it, and no other entry has its (prog, vers, netid): this removes
+            // exactly that entry, from the end.
+            Effect::Registered(e) => drop(pm.unset_admin(e.prog, e.vers, &e.netid)),
+            Effect::Unregistered(r) => pm.undo_unset(r),
+            Effect::Forward(_) => {}
+        }
+    }
+}
+
+impl RpcbindNs {
+    /// The state, locked.
+    pub(super) fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// Journals `changes` (already applied to the table), compacting the file when it has grown
+    /// well past the table. On error the caller must take the changes back: the file then holds
+    /// the table as it was before them.
+    pub(super) fn journal(&self, st: &mut State, changes: &[Change]) -> io::Result<()> {
+        let Some(j) = &self.journal else {
+            return Ok(());
+        };
+        let live = st.pm.entries().len();
+        let compact = st.journal_lines + changes.len() > 256 && st.journal_lines > 4 * live;
+        if compact || st.journal_stale {
+            // A failed rewrite leaves the old file in place (rename is atomic), so staleness
+            // is unchanged by it.
+            let keep = user_entries(&st.pm, &st.cfg);
+            j.rewrite(&keep)?;
+            st.journal_lines = keep.len();
+            st.journal_stale = false;
+            return Ok(());
+        }
+        // `append` cuts the file back on failure; should that fail too, rewrite next time.
+        j.append(changes).inspect_err(|_| st.journal_stale = true)?;
+        st.journal_lines += changes.len();
+        Ok(())
+    }
+
+    /// Handles one call and carries out its effects. Returns whether `out` must be sent to the
+    /// caller. `udp` is the endpoint and datagram for UDP calls (needed to forward).
+    pub(super) fn handle_call(
+        &self,
+        ctx: &CallContext,
+        request: &[u8],
+        out: &mut Vec<u8>,
+        udp: Option<(&Arc<UdpEndpoint>, &Datagram<'_>)>,
+    ) -> bool {
+        let mut st = self.state();
+        let outcome = st.pm.handle(ctx, request, out);
+        let mut send = outcome.should_reply();
+        // Table changes already made, in order, kept to journal them or take them back.
+        let mut applied = Vec::new();
+        let mut forwards = Vec::new();
+        for eff in outcome.effects {
+            match eff {
+                Effect::Forward(f) => forwards.push(f),
+                change => applied.push(change),
+            }
+        }
+        if !applied.is_empty() {
+            let changes = journal_changes(&applied);
+            for c in &changes {
+                let (what, e) = match c {
+                    Change::Set(e) => ("registered", e),
+                    Change::Unset(e) => ("unregistered", e),
+                };
+                tracing::debug!(netns = %self.ns.name, prog = e.prog, vers = e.vers, netid = %e.netid,
+                    uaddr = %e.uaddr, owner = %e.owner, "{what}");
+            }
+            if let Err(e) = self.journal(&mut st, &changes) {
+                // SET and UNSET alike: acknowledging a change the journal does not hold would
+                // let a restart contradict the reply (an UNSET answered TRUE would come back).
+                // Without a reply the client retries, as after a lost datagram.
+                tracing::error!(netns = %self.ns.name, error = %e, changes = changes.len(),
+                    "cannot journal a registration change; not acknowledging it");
+                undo(&mut st.pm, applied);
+                out.clear();
+                return false;
+            }
+        }
+        for f in forwards {
+            send |= self.forward(&mut st, &f, udp, out);
+        }
+        send
+    }
+}
+
+impl NsService for RpcbindNs {
+    fn listeners(&self) -> Vec<ListenerSpec> {
+        let cfg = self.state().cfg.clone();
+        let mut v = ListenerSpec::ip_pairs(&cfg.addresses, cfg.port, cfg.udp, cfg.tcp);
+        if !cfg.local_abstract.is_empty() {
+            v.push(ListenerSpec::UnixAbstract {
+                name: cfg.local_abstract,
+            });
+        }
+        v
+    }
+
+    fn reconfigure(&self, cfg: &ServicesConfig) -> anyhow::Result<()> {
+        let new = cfg.rpcbind.clone();
+        let mut st = self.state();
+        if st.cfg == new {
+            return Ok(());
+        }
+        let mut dropped = 0;
+        if pm_config(&st.cfg) != pm_config(&new) || self_endpoints(&st.cfg) != self_endpoints(&new)
+        {
+            let keep = user_entries(&st.pm, &st.cfg);
+            let wanted = keep.len();
+            let mut pm = new_portmapper(&new);
+            dropped = wanted.saturating_sub(pm.restore(keep));
+            st.pm = pm;
+        }
+        st.cfg = new;
+        if dropped > 0 {
+            // A lower `max_registrations`, or a self endpoint now at a registered address, left
+            // no room for some registrations. The journal must lose them too, or a restart under
+            // a later, roomier configuration would bring them back. If the rewrite fails, the
+            // next write retries it.
+            tracing::warn!(netns = %self.ns.name, dropped,
+                "the new configuration leaves no room for some registrations; removed");
+            st.journal_stale = true;
+            if let Err(e) = self.journal(&mut st, &[]) {
+                tracing::error!(netns = %self.ns.name, error = %e, "cannot rewrite the journal");
+            }
+        }
+        drop(st);
+        if let Some(me) = self.me.upgrade() {
+            me.update_prune();
+        }
+        Ok(())
+    }
+
+    fn on_datagram(&self, ep: &Arc<UdpEndpoint>, d: &Datagram<'_>, out: &mut Replies) {
+        if d.truncated {
+            return;
+        }
+        if is_rpc_reply(d.data) {
+            self.on_reply(d, out);
+            return;
+        }
+        if self.prune_on.load(Ordering::Relaxed) {
+            let mut known = lock(&self.prune_ep);
+            if known.as_ref().is_none_or(|w| w.strong_count() == 0) {
+                *known = Some(Arc::downgrade(ep));
+            }
+        }
+        let ctx = CallContext {
+            transport: Transport::Udp,
+            caller: Caller::Ip(d.peer),
+            local_addr: Some(d.local),
+            now_unix: unix_secs(d.wall),
+        };
+        if self.handle_call(&ctx, d.data, out.buf(), Some((ep, d))) {
+            out.commit(ReplyTo::sender(d));
+        }
+    }
+
+    fn on_connection(self: Arc<Self>, conn: Connection) -> ConnFuture {
+        Box::pin(self.serve_conn(conn.stream, conn.peer, conn.local))
+    }
+
+    fn max_connections(&self) -> usize {
+        self.state().cfg.max_connections.max(1)
+    }
+
+    fn namespace_gone(&self) {
+        lock(&self.shared.live).remove(&self.ns.id.0);
+        // The table goes with the namespace whatever happens here. A journal that cannot be
+        // deleted is harmless: it is keyed by this namespace's cookie, which no later namespace
+        // gets, so it is never restored, and the sweep after the next start deletes it.
+        if let Some(j) = &self.journal
+            && let Err(e) = j.remove()
+        {
+            tracing::warn!(netns = %self.ns.name, error = %e, "cannot delete the journal");
+        }
+    }
+
+    fn status(&self) -> Value {
+        json!({
+            "registrations": self.state().pm.entries().len(),
+            "connections": self.conns.load(Ordering::SeqCst),
+            "local_path": lock(&self.shared.path_status).clone(),
+        })
+    }
+
+    fn control(&self, action: &str, args: &Value) -> Result<Value, String> {
+        self.control_verb(action, args)
+    }
+}

@@ -37,20 +37,7 @@ async fn driver(weak: Weak<DnsNs>, ns: Arc<NsInfo>, wake: Arc<Notify>, stop: Can
             break;
         }
         let Some(this) = weak.upgrade() else { break };
-        let w = {
-            let mut g = this.lock();
-            let spares = !g.spare4.is_empty() || !g.spare6.is_empty();
-            let deadline = g.resolver.poll_timeout();
-            DriverWork {
-                tcp_jobs: std::mem::take(&mut g.tcp_jobs),
-                make4: g.take_want(false),
-                make6: g.take_want(true),
-                deadline: match (deadline, spares.then_some(g.spares_until)) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                },
-            }
-        };
+        let w = this.take_work();
         drop(this);
         for t in w.tcp_jobs {
             tokio::spawn(tcp::upstream_attempt(
@@ -96,17 +83,7 @@ async fn driver(weak: Weak<DnsNs>, ns: Arc<NsInfo>, wake: Arc<Notify>, stop: Can
         }
     }
     if let Some(this) = weak.upgrade() {
-        let mut g = this.lock();
-        g.socks.clear();
-        g.spare4.clear();
-        g.spare6.clear();
-        g.want4 = false;
-        g.want6 = false;
-        g.routes.clear();
-        g.backlog.clear();
-        g.tcp_jobs.clear();
-        g.held.clear();
-        g.driver = false;
+        this.driver_stopped();
     }
     tracing::debug!(netns = %ns.name, "dns: driver stopped");
 }
@@ -128,6 +105,38 @@ impl DnsNs {
             Arc::clone(&self.wake),
             self.stop.clone(),
         ));
+    }
+
+    /// What the driver must do now, taken under the lock.
+    fn take_work(&self) -> DriverWork {
+        let mut g = self.lock();
+        let spares = !g.spare4.is_empty() || !g.spare6.is_empty();
+        let deadline = g.resolver.poll_timeout();
+        DriverWork {
+            tcp_jobs: std::mem::take(&mut g.tcp_jobs),
+            make4: g.take_want(false),
+            make6: g.take_want(true),
+            deadline: match (deadline, spares.then_some(g.spares_until)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+        }
+    }
+
+    /// The driver ended (namespace gone or service removed): closes every upstream socket
+    /// and forgets every waiter, so nothing outlives it.
+    fn driver_stopped(&self) {
+        let mut g = self.lock();
+        g.socks.clear();
+        g.spare4.clear();
+        g.spare6.clear();
+        g.want4 = false;
+        g.want6 = false;
+        g.routes.clear();
+        g.backlog.clear();
+        g.tcp_jobs.clear();
+        g.held.clear();
+        g.driver = false;
     }
 
     /// The resolver's earliest deadline passed.

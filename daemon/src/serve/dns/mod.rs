@@ -142,10 +142,13 @@ struct Inner {
 /// The DNS service in one namespace.
 #[derive(Debug)]
 pub(crate) struct DnsNs {
+    /// The namespace served (name for logs, `run_in` for sockets made inside it).
     ns: Arc<NsInfo>,
     /// Ourselves, for spawning tasks from `&self` callbacks.
     me: Weak<Self>,
+    /// The current `[services.dns]` settings (replaced on reload).
     cfg: RwLock<Arc<DnsConfig>>,
+    /// Everything a query, reply or timer changes.
     inner: Mutex<Inner>,
     /// Wakes the driver (new transmits, new deadlines).
     wake: Arc<Notify>,
@@ -161,6 +164,7 @@ impl Drop for DnsNs {
 }
 
 impl DnsNs {
+    /// A fresh instance: empty cache, sources set up, no task and no socket until needed.
     fn new(ns: Arc<NsInfo>, c: &DnsConfig) -> anyhow::Result<Arc<Self>> {
         let now = Instant::now();
         let resolver = Resolver::new(resolver_config(c, &[], &[]), crate::seed::random_bytes())
@@ -202,10 +206,12 @@ impl DnsNs {
         }))
     }
 
+    /// A snapshot of the settings (not held across a reload).
     fn cfg(&self) -> Arc<DnsConfig> {
         Arc::clone(&crate::lock::read(&self.cfg))
     }
 
+    /// The state lock (poison-tolerant: a panicked task must not take DNS down).
     fn lock(&self) -> MutexGuard<'_, Inner> {
         crate::lock::lock(&self.inner)
     }

@@ -97,18 +97,7 @@ impl DnsNs {
             transport,
             token: g.next_client,
         };
-        let mut outcome = g.resolver.handle_query(now, client, query, out);
-        if outcome == QueryOutcome::Answered(AnswerKind::ServFail(ServFailReason::NoUpstreams)) {
-            let cfg = self.cfg();
-            if g.check_files(&self.ns, &cfg, now, true) && !g.upstreams.is_empty() {
-                outcome = g.resolver.handle_query(now, client, query, out);
-            } else if !g.warned_no_upstreams {
-                g.warned_no_upstreams = true;
-                tracing::warn!(netns = %self.ns.name, source = %g.upstream_source,
-                    "dns: no upstream servers for this namespace; answering SERVFAIL");
-            }
-        }
-        match outcome {
+        match self.ask(&mut g, now, client, query, out) {
             QueryOutcome::Answered(AnswerKind::Refused) => {
                 let cfg = self.cfg();
                 if cfg.allow_own_subnets
@@ -142,6 +131,32 @@ impl DnsNs {
             QueryOutcome::Answered(_) => Verdict::Reply,
             QueryOutcome::Dropped(_) => Verdict::Drop,
         }
+    }
+
+    /// Hands one query to the resolver. Without upstreams, resolv.conf is re-read at once
+    /// (it may just have been written) and the query asked again if that found some.
+    fn ask(
+        &self,
+        g: &mut Inner,
+        now: Instant,
+        client: ClientInfo,
+        query: &[u8],
+        out: &mut Vec<u8>,
+    ) -> QueryOutcome {
+        let outcome = g.resolver.handle_query(now, client, query, out);
+        if outcome != QueryOutcome::Answered(AnswerKind::ServFail(ServFailReason::NoUpstreams)) {
+            return outcome;
+        }
+        let cfg = self.cfg();
+        if g.check_files(&self.ns, &cfg, now, true) && !g.upstreams.is_empty() {
+            return g.resolver.handle_query(now, client, query, out);
+        }
+        if !g.warned_no_upstreams {
+            g.warned_no_upstreams = true;
+            tracing::warn!(netns = %self.ns.name, source = %g.upstream_source,
+                "dns: no upstream servers for this namespace; answering SERVFAIL");
+        }
+        outcome
     }
 
     /// Delivers ready answers and sends (or queues) ready transmits; wakes the driver when

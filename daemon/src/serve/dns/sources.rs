@@ -18,6 +18,7 @@ use super::{DnsNs, Inner};
 use crate::config::DnsConfig;
 use crate::serve::NsInfo;
 
+/// How often, at most, the namespace's resolv.conf and hosts are checked for changes (only on
 /// queries that need an upstream).
 const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How often, at most, a refused client makes us re-read the namespace's own subnets.
@@ -141,22 +142,7 @@ impl Inner {
             && let Some(text) = w.changed()
         {
             let path = w.path.display().to_string();
-            let (conf, skipped) = nsaux_resolver::parse_resolv_conf(text.as_deref().unwrap_or(""));
-            for e in skipped {
-                tracing::debug!(netns = %ns.name, error = %e, "dns: resolv.conf line skipped");
-            }
-            let list: Vec<SocketAddr> = conf
-                .nameservers
-                .into_iter()
-                .map(|ip| SocketAddr::new(ip, 53))
-                .filter(|up| {
-                    let me = is_self(*up, &c.addresses, c.port);
-                    if me {
-                        tracing::debug!(netns = %ns.name, upstream = %up, "dns: skipping resolv.conf entry that is this endpoint");
-                    }
-                    !me
-                })
-                .collect();
+            let list = resolv_conf_upstreams(ns, c, text.as_deref().unwrap_or(""));
             let source = if text.is_some() {
                 path
             } else {
@@ -174,6 +160,26 @@ impl Inner {
         }
         changed
     }
+}
+
+/// The upstreams a resolv.conf names, minus entries that are this endpoint. Skipped lines
+/// are logged, not fatal.
+fn resolv_conf_upstreams(ns: &NsInfo, c: &DnsConfig, text: &str) -> Vec<SocketAddr> {
+    let (conf, skipped) = nsaux_resolver::parse_resolv_conf(text);
+    for e in skipped {
+        tracing::debug!(netns = %ns.name, error = %e, "dns: resolv.conf line skipped");
+    }
+    conf.nameservers
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .filter(|up| {
+            let me = is_self(*up, &c.addresses, c.port);
+            if me {
+                tracing::debug!(netns = %ns.name, upstream = %up, "dns: skipping resolv.conf entry that is this endpoint");
+            }
+            !me
+        })
+        .collect()
 }
 
 /// Whether an upstream `up` is this endpoint itself (a resolv.conf written for clients of the

@@ -6,15 +6,16 @@
 //! a cache miss should not wait for; connecting a spare picks the random port instead.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use nsaux_resolver::{Transport, UpstreamOutcome, UpstreamTransmit};
-use std::net::SocketAddr;
+use nsaux_resolver::{Resolver, Transport, UpstreamOutcome, UpstreamTransmit};
 use tokio::io::Interest;
 use tokio_util::sync::CancellationToken;
 
 use super::{DnsNs, Inner};
+use crate::serve::NsInfo;
 
 /// Upstream datagrams handled per wakeup before yielding.
 const UPSTREAM_BUDGET: usize = 64;
@@ -157,33 +158,10 @@ impl DnsNs {
             let inner = &mut *g;
             let entry = inner.socks.get_mut(&key)?;
             let mut failed = matches!(event, SockEvent::Error | SockEvent::Broken);
-            if matches!(event, SockEvent::Readable | SockEvent::Error) {
-                for _ in 0..UPSTREAM_BUDGET {
-                    match sock.try_recv_from(&mut buf) {
-                        Ok((n, from)) => {
-                            let data = &buf[..n];
-                            let outcome =
-                                inner
-                                    .resolver
-                                    .handle_upstream(now, from, Transport::Udp, data);
-                            if matches!(
-                                outcome,
-                                UpstreamOutcome::Accepted | UpstreamOutcome::Late
-                            ) && let Some(id) = nsaux_resolver::message_id(data)
-                            {
-                                entry.ids.retain(|(i, _)| *i != id);
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => {
-                            // An ICMP error for this socket's upstream (port or host
-                            // unreachable): its attempts fail now rather than at the timeout.
-                            tracing::debug!(netns = %self.ns.name, upstream = %entry.upstream, error = %e, "dns: upstream unreachable");
-                            failed = true;
-                            break;
-                        }
-                    }
-                }
+            if matches!(event, SockEvent::Readable | SockEvent::Error)
+                && read_replies(&self.ns, &mut inner.resolver, entry, sock, &mut buf, now)
+            {
+                failed = true;
             }
             if failed {
                 for (id, _) in entry.ids.drain(..) {
@@ -201,6 +179,38 @@ impl DnsNs {
             next
         })
     }
+}
+
+/// Feeds up to `UPSTREAM_BUDGET` waiting replies on `sock` to the resolver and retires the
+/// attempts they end. True when the kernel reported an error for the socket's upstream
+/// (ICMP port or host unreachable): its attempts fail now rather than at the timeout.
+fn read_replies(
+    ns: &NsInfo,
+    resolver: &mut Resolver,
+    entry: &mut UpSock,
+    sock: &tokio::net::UdpSocket,
+    buf: &mut [u8],
+    now: Instant,
+) -> bool {
+    for _ in 0..UPSTREAM_BUDGET {
+        match sock.try_recv_from(buf) {
+            Ok((n, from)) => {
+                let data = &buf[..n];
+                let outcome = resolver.handle_upstream(now, from, Transport::Udp, data);
+                if matches!(outcome, UpstreamOutcome::Accepted | UpstreamOutcome::Late)
+                    && let Some(id) = nsaux_resolver::message_id(data)
+                {
+                    entry.ids.retain(|(i, _)| *i != id);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => {
+                tracing::debug!(netns = %ns.name, upstream = %entry.upstream, error = %e, "dns: upstream unreachable");
+                return true;
+            }
+        }
+    }
+    false
 }
 
 impl Inner {

@@ -6,15 +6,29 @@
 //! asked, which with random IDs and ports is the defence against off-path spoofing.
 
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::Message;
 
-use super::{Finish, Resolver};
+use super::{Attempt, Finish, Resolver};
 use crate::answer::{StoredAnswer, TtlCaps};
 use crate::event::{AnswerKind, IgnoreReason, QueryToken, Transport, UpstreamOutcome};
 use crate::wire::{FLAG_QR, FLAG_TC, Header, RawQuestion, rcode};
+
+/// A reply matched to its outstanding attempt (see [`Resolver::claim`]).
+#[derive(Debug)]
+struct Claim {
+    /// The resolution it answers.
+    token: QueryToken,
+    /// The attempt it answers.
+    attempt: Attempt,
+    /// TC was set.
+    truncated: bool,
+    /// It carries the question asked (false: a bare error without question).
+    question_ok: bool,
+}
 
 impl Resolver {
     /// Handles a message from an upstream server. `from` and `transport` must be where the
@@ -41,33 +55,12 @@ impl Resolver {
         transport: Transport,
         payload: &[u8],
     ) -> UpstreamOutcome {
-        let Some(h) = Header::read(payload) else {
-            return UpstreamOutcome::Ignored(IgnoreReason::Malformed);
+        let claim = match self.claim(now, from, transport, payload) {
+            ControlFlow::Continue(claim) => claim,
+            ControlFlow::Break(outcome) => return outcome,
         };
-        if !h.has(FLAG_QR) || h.opcode() != 0 {
-            return UpstreamOutcome::Ignored(IgnoreReason::Malformed);
-        }
-        let Some(&token) = self.by_id.get(&h.id) else {
-            return self.late(now, from, transport, &h);
-        };
-        let Some(p) = self.pending.get(&token) else {
-            return UpstreamOutcome::Ignored(IgnoreReason::UnknownId);
-        };
-        let Some(att) = p.attempts.iter().find(|a| a.id == h.id).copied() else {
-            return UpstreamOutcome::Ignored(IgnoreReason::UnknownId);
-        };
-        if att.upstream != from || att.transport != transport {
-            return UpstreamOutcome::Ignored(IgnoreReason::WrongSource);
-        }
-        let question_ok =
-            h.qdcount == 1 && RawQuestion::read(payload).is_some_and(|q| q.same_as(&p.question));
-        // Some servers send FORMERR/REFUSED/NOTIMP without the question.
-        let bare_error = h.qdcount == 0 && h.rcode_low() != rcode::NOERROR;
-        if !question_ok && !bare_error {
-            return UpstreamOutcome::Ignored(IgnoreReason::QuestionMismatch);
-        }
         let valid = Message::from_vec(payload).is_ok();
-        let stored = if valid && question_ok {
+        let stored = if valid && claim.question_ok {
             StoredAnswer::from_upstream(
                 payload,
                 TtlCaps {
@@ -78,31 +71,90 @@ impl Resolver {
         } else {
             None
         };
-        if !valid || (question_ok && stored.is_none()) {
+        if !valid || (claim.question_ok && stored.is_none()) {
             if transport == Transport::Udp {
                 // Could be an off-path forgery: keep waiting for the real answer.
                 return UpstreamOutcome::Ignored(IgnoreReason::Malformed);
             }
-            self.attempt_failed(now, token, att.id);
+            self.attempt_failed(now, claim.token, claim.attempt.id);
             return UpstreamOutcome::Ignored(IgnoreReason::Malformed);
         }
         // A genuine reply: the attempt is over and the server is alive.
-        if let Some(p) = self.pending.get_mut(&token) {
+        let att = claim.attempt;
+        if let Some(p) = self.pending.get_mut(&claim.token) {
             p.attempts.retain(|a| a.id != att.id);
         }
         self.by_id.remove(&att.id);
         self.record_rtt(att.upstream, now.saturating_duration_since(att.sent_at));
         self.stats.upstream_responses += 1;
+        self.use_reply(now, transport, &claim, stored);
+        UpstreamOutcome::Accepted
+    }
 
-        if h.has(FLAG_TC) && transport == Transport::Udp {
+    /// Matches a reply to the attempt it claims to answer: a response header, a known ID
+    /// (or a finished resolution's: `late`), the attempt's source and transport, and the
+    /// question asked (or none, for a bare error).
+    fn claim(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        transport: Transport,
+        payload: &[u8],
+    ) -> ControlFlow<UpstreamOutcome, Claim> {
+        let ignored = |why| ControlFlow::Break(UpstreamOutcome::Ignored(why));
+        let Some(h) = Header::read(payload) else {
+            return ignored(IgnoreReason::Malformed);
+        };
+        if !h.has(FLAG_QR) || h.opcode() != 0 {
+            return ignored(IgnoreReason::Malformed);
+        }
+        let Some(&token) = self.by_id.get(&h.id) else {
+            return ControlFlow::Break(self.late(now, from, transport, &h));
+        };
+        let Some(p) = self.pending.get(&token) else {
+            return ignored(IgnoreReason::UnknownId);
+        };
+        let Some(attempt) = p.attempts.iter().find(|a| a.id == h.id).copied() else {
+            return ignored(IgnoreReason::UnknownId);
+        };
+        if attempt.upstream != from || attempt.transport != transport {
+            return ignored(IgnoreReason::WrongSource);
+        }
+        let question_ok =
+            h.qdcount == 1 && RawQuestion::read(payload).is_some_and(|q| q.same_as(&p.question));
+        // Some servers send FORMERR/REFUSED/NOTIMP without the question.
+        let bare_error = h.qdcount == 0 && h.rcode_low() != rcode::NOERROR;
+        if !question_ok && !bare_error {
+            return ignored(IgnoreReason::QuestionMismatch);
+        }
+        ControlFlow::Continue(Claim {
+            token,
+            attempt,
+            truncated: h.has(FLAG_TC),
+            question_ok,
+        })
+    }
+
+    /// What a genuine reply means for its resolution: a TCP retry when truncated, the next
+    /// server on an error RCODE (kept as the fallback answer), otherwise the answer itself,
+    /// cached and sent to every waiter.
+    fn use_reply(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        claim: &Claim,
+        stored: Option<StoredAnswer>,
+    ) {
+        let token = claim.token;
+        if claim.truncated && transport == Transport::Udp {
             self.stats.tcp_retries += 1;
-            self.send_attempt(now, token, att.upstream, Transport::Tcp, false);
-            return UpstreamOutcome::Accepted;
+            self.send_attempt(now, token, claim.attempt.upstream, Transport::Tcp, false);
+            return;
         }
         let Some(stored) = stored else {
             // Bare error without question.
             self.lame(now, token, None);
-            return UpstreamOutcome::Accepted;
+            return;
         };
         let code = stored.rcode();
         if matches!(
@@ -110,7 +162,7 @@ impl Resolver {
             rcode::SERVFAIL | rcode::REFUSED | rcode::NOTIMP | rcode::FORMERR
         ) {
             self.lame(now, token, Some(Arc::new(stored)));
-            return UpstreamOutcome::Accepted;
+            return;
         }
         let answer = Arc::new(stored);
         if let Some(p) = self.pending.get(&token) {
@@ -118,7 +170,6 @@ impl Resolver {
             self.cache.insert(now, key, answer.clone());
         }
         self.finish(token, Finish::Answer(answer, AnswerKind::Upstream));
-        UpstreamOutcome::Accepted
     }
 
     /// An upstream answered with an error RCODE: remember it and try elsewhere.

@@ -20,7 +20,7 @@
 //! | `ratelimit` | per-client token buckets with TC "slip" |
 //! | `stats` | counters |
 //! | `wire` | header/name/record walking helpers; [`message_id`] |
-//! | `error` | errors for configuration and local-record input |
+//! | `error` | errors for configuration, local-record and resolv.conf input |
 //!
 //! # Contract
 //!

@@ -1,4 +1,4 @@
-//! Errors of the resolver crate: configuration and local-record input only.
+//! Errors of the resolver crate: configuration, local-record and resolv.conf input only.
 //!
 //! Why so few: network input never produces an `Error`. Bad queries become DNS error
 //! answers or drops (see `event::QueryOutcome`), bad upstream replies are ignored and counted.
@@ -16,6 +16,14 @@ pub enum Error {
     /// A hosts-file line could not be used (the rest of the file still is).
     #[error("hosts line {line}: {reason}")]
     HostsLine {
+        /// 1-based line number.
+        line: usize,
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// A resolv.conf line could not be used (the rest of the file still is).
+    #[error("resolv.conf line {line}: {reason}")]
+    ResolvConfLine {
         /// 1-based line number.
         line: usize,
         /// What was wrong.

@@ -5,6 +5,7 @@
 //! crate is internal.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 /// How a message travelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,6 +109,10 @@ pub struct UpstreamTransmit {
     pub dns_id: u16,
     /// The DNS message, without length prefix.
     pub payload: Vec<u8>,
+    /// When the core gives up on this attempt (UDP: `attempt_timeout` after it was made,
+    /// TCP: twice that). The daemon arms exactly this instant for the socket or connection
+    /// carrying it, so the two sides never disagree on how long an attempt lives.
+    pub deadline: Instant,
 }
 
 /// A deferred answer to deliver.

@@ -5,7 +5,7 @@
 //!
 //! | module | job |
 //! | --- | --- |
-//! | `resolver` | the instance: query path, coalescing, upstream attempts, timers |
+//! | `resolver` | the instance and its public entry points; one file per client-path stage (`admit`, `parse`, `local_answer`, `cached`, `coalesce`) and per upstream job (`attempt`, `finish`, `reply`, `timer`) |
 //! | `event` | the types the daemon exchanges with the core |
 //! | `config` | protocol settings and their defaults |
 //! | `query` | client query vetting (drop / FORMERR / NOTIMP / BADVERS) |
@@ -14,12 +14,13 @@
 //! | `cache` | LRU cache with TTL countdown, negative entries and serve-stale |
 //! | `local` | hosts/config/run-time records, forward and derived PTR |
 //! | `hosts` | `/etc/hosts` parser |
+//! | `resolv_conf` | resolv.conf parser (the namespace's upstream servers) |
 //! | `upstream` | upstream health, RTT and failover order |
 //! | `acl` | CIDR allow list |
 //! | `ratelimit` | per-client token buckets with TC "slip" |
 //! | `stats` | counters |
-//! | `wire` | header/name/record walking helpers |
-//! | `error` | errors for configuration and local-record input |
+//! | `wire` | header/name/record walking helpers; [`message_id`] |
+//! | `error` | errors for configuration, local-record and resolv.conf input |
 //!
 //! # Contract
 //!
@@ -30,7 +31,8 @@
 //!    [`QueryOutcome::Answered`] send `out` back at once; on `Pending` the answer comes later.
 //! 2. Drain [`Resolver::poll_transmit`] and send each [`UpstreamTransmit`] from a socket
 //!    inside the namespace (UDP: a fresh random source port is best; TCP: 2-byte length
-//!    prefix, one message per connection is enough).
+//!    prefix, one message per connection is enough), and arm its
+//!    [`deadline`](UpstreamTransmit::deadline) for the socket or connection carrying it.
 //! 3. Feed every upstream reply to [`Resolver::handle_upstream`] with its real source
 //!    address; report send/connect failures with [`Resolver::handle_upstream_error`].
 //! 4. Arm a timer for [`Resolver::poll_timeout`] and call [`Resolver::handle_timeout`].
@@ -56,6 +58,7 @@ mod hosts;
 mod local;
 mod query;
 mod ratelimit;
+mod resolv_conf;
 mod resolver;
 mod response;
 mod stats;
@@ -71,8 +74,10 @@ pub use event::{
 };
 pub use hosts::{HostsEntry, parse_hosts};
 pub use ratelimit::RateLimitConfig;
+pub use resolv_conf::{ResolvConf, ResolvOption, parse_resolv_conf};
 pub use resolver::{Resolver, UpstreamStatus};
 pub use stats::Stats;
+pub use wire::message_id;
 
 #[cfg(test)]
 mod tests;

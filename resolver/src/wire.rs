@@ -124,6 +124,14 @@ impl Header {
     }
 }
 
+/// The 16-bit message ID of a DNS message (its first two bytes), `None` when too short.
+///
+/// Why public: the daemon tracks which attempts a shared upstream socket still carries by
+/// ID, and must read it from a reply the same way the core does.
+pub fn message_id(message: &[u8]) -> Option<u16> {
+    get_u16(message, 0)
+}
+
 /// Reads a big-endian u16 at `off`.
 pub(crate) fn get_u16(buf: &[u8], off: usize) -> Option<u16> {
     let b = buf.get(off..off.checked_add(2)?)?;
@@ -244,11 +252,6 @@ impl RawQuestion {
         out.extend_from_slice(&self.qname);
         out.extend_from_slice(&self.qtype.to_be_bytes());
         out.extend_from_slice(&self.qclass.to_be_bytes());
-    }
-
-    /// The name with ASCII letters folded to lower case (cache key, upstream query).
-    pub(crate) fn lower_qname(&self) -> Vec<u8> {
-        lower_wire_name(&self.qname)
     }
 
     /// Whether `other` asks the same thing, ignoring ASCII case in the name.
@@ -509,12 +512,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn message_id_is_the_first_two_bytes() {
+        assert_eq!(message_id(&[0xAB, 0xCD, 0x81, 0x80]), Some(0xABCD));
+        assert_eq!(message_id(&[0x00, 0x01]), Some(1));
+        assert_eq!(message_id(&[0xAB]), None);
+        assert_eq!(message_id(&[]), None);
+    }
+
+    #[test]
     fn qname_limits() {
         let mut buf = vec![0u8; HEADER_LEN];
         buf.extend_from_slice(b"\x03www\x07Example\x03com\x00\x00\x01\x00\x01");
         let q = RawQuestion::read(&buf).expect("valid");
         assert_eq!(&*q.qname, b"\x03www\x07Example\x03com\x00");
-        assert_eq!(q.lower_qname(), b"\x03www\x07example\x03com\x00");
+        assert_eq!(&*q.qname.lowered(), b"\x03www\x07example\x03com\x00");
         // Pointer in the question is refused.
         let mut bad = vec![0u8; HEADER_LEN];
         bad.extend_from_slice(&[0xC0, 0x0C, 0, 1, 0, 1]);

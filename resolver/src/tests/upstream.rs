@@ -681,3 +681,40 @@ fn stale_served_when_upstream_servfails() {
     assert_eq!(a[0].kind, AnswerKind::Stale);
     assert_eq!(parse(&a[0].payload).answers[0].ttl, 30);
 }
+
+#[test]
+fn transmits_carry_their_attempt_deadline() {
+    let mut r = resolver(&[UP1, UP2]);
+    let attempt = Config::default().attempt_timeout;
+    let now = t0();
+    let mut out = Vec::new();
+    let tx = forward(
+        &mut r,
+        now,
+        udp_client(),
+        &query(1, "big.example.", RecordType::TXT, None),
+        &mut out,
+    );
+    assert_eq!(tx.deadline, now + attempt, "UDP: one attempt timeout");
+    assert_eq!(
+        r.poll_timeout(),
+        Some(tx.deadline),
+        "the daemon arms the same"
+    );
+    // Just before the deadline nothing moves; at it, the next server is tried.
+    r.handle_timeout(tx.deadline - Duration::from_millis(1));
+    assert!(r.poll_transmit(now).is_none());
+    r.handle_timeout(tx.deadline);
+    let next = transmit(&mut r, tx.deadline);
+    assert_eq!(next.upstream, sa(UP2));
+    assert_eq!(next.deadline, tx.deadline + attempt);
+    // A TCP retry gets twice the time.
+    let later = next.deadline - Duration::from_millis(10);
+    let tc = reply(&next, ResponseCode::NoError, vec![], vec![], |m| {
+        m.metadata.truncation = true
+    });
+    let _ = r.handle_upstream(later, next.upstream, Transport::Udp, &tc);
+    let tcp = transmit(&mut r, later);
+    assert_eq!(tcp.transport, Transport::Tcp);
+    assert_eq!(tcp.deadline, later + attempt * 2);
+}

@@ -10,7 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{DnsNs, Route, Verdict};
+use super::DnsNs;
+use super::pump::{Route, Verdict};
 use crate::serve::{Connection, NsInfo, Peer, Stream};
 
 /// Answers queued per connection before further deferred answers are dropped (a client that
@@ -91,17 +92,16 @@ pub(super) async fn serve_client(svc: Arc<DnsNs>, conn: Connection) {
 
 /// One upstream exchange over TCP from inside the namespace; the reply (or the failure) goes
 /// to the resolver, then the driver is woken to re-arm its timer. Holds the service only
-/// weakly while waiting, and gives up after `limit` or when `stop` fires.
+/// weakly while waiting, and gives up at the attempt's deadline or when `stop` fires.
 pub(super) async fn upstream_attempt(
     svc: Weak<DnsNs>,
     ns: Arc<NsInfo>,
     stop: CancellationToken,
-    limit: Duration,
     t: UpstreamTransmit,
 ) {
     let result = tokio::select! {
         () = stop.cancelled() => return,
-        r = tokio::time::timeout(limit, exchange(&ns, &t)) => r,
+        r = tokio::time::timeout_at(t.deadline.into(), exchange(&ns, &t)) => r,
     };
     let Some(svc) = svc.upgrade() else { return };
     let now = Instant::now();

@@ -1,0 +1,158 @@
+//! The per-namespace driver task: the one place that sleeps until the resolver's next
+//! deadline, makes spare sockets (a trip into the namespace), starts TCP attempts, and
+//! closes idle spares. Started on the first miss, woken by [`DnsNs::kick`].
+//!
+//! Why one task: an idle namespace has no timer and no task at all; a busy one has one
+//! timer, re-armed only when the earliest deadline changes.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use nsaux_resolver::UpstreamTransmit;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::upstream::upstream_batch;
+use super::{DnsNs, Inner, tcp};
+use crate::serve::NsInfo;
+
+/// What the driver must do before it can wait.
+#[derive(Debug)]
+struct DriverWork {
+    /// TCP attempts to start.
+    tcp_jobs: Vec<UpstreamTransmit>,
+    /// Spares to make (IPv4, IPv6); 0 for none.
+    make4: usize,
+    make6: usize,
+    /// When to wake up at the latest (the resolver's next deadline, or the spares' idle end).
+    deadline: Option<Instant>,
+}
+
+/// The per-namespace driver: makes upstream sockets, starts TCP attempts, runs the timers.
+/// Holds the instance only weakly while it waits, and ends when `stop` fires (namespace gone
+/// or service removed), closing the upstream sockets.
+async fn driver(weak: Weak<DnsNs>, ns: Arc<NsInfo>, wake: Arc<Notify>, stop: CancellationToken) {
+    loop {
+        if stop.is_cancelled() {
+            break;
+        }
+        let Some(this) = weak.upgrade() else { break };
+        let w = this.take_work();
+        drop(this);
+        for t in w.tcp_jobs {
+            tokio::spawn(tcp::upstream_attempt(
+                weak.clone(),
+                Arc::clone(&ns),
+                stop.clone(),
+                t,
+            ));
+        }
+        if w.make4 > 0 || w.make6 > 0 {
+            for (n, v6) in [(w.make4, false), (w.make6, true)] {
+                if n == 0 {
+                    continue;
+                }
+                let made = tokio::select! {
+                    () = stop.cancelled() => break,
+                    r = ns.run_in(move || upstream_batch(v6, n)) => r,
+                };
+                let Some(this) = weak.upgrade() else { break };
+                this.spares_made(v6, made);
+            }
+            // Look again: new work may have come in meanwhile.
+            continue;
+        }
+        let sleep = async {
+            match w.deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            () = wake.notified() => {}
+            () = sleep => {
+                if let Some(this) = weak.upgrade() {
+                    this.on_timer();
+                }
+            }
+        }
+        if stop.is_cancelled() {
+            break;
+        }
+    }
+    if let Some(this) = weak.upgrade() {
+        this.driver_stopped();
+    }
+    tracing::debug!(netns = %ns.name, "dns: driver stopped");
+}
+
+impl DnsNs {
+    /// Makes sure the driver runs and sees new work.
+    pub(super) fn kick(&self, g: &mut Inner) {
+        if g.driver {
+            self.wake.notify_one();
+            return;
+        }
+        if self.stop.is_cancelled() {
+            return;
+        }
+        g.driver = true;
+        tokio::spawn(driver(
+            self.me.clone(),
+            Arc::clone(&self.ns),
+            Arc::clone(&self.wake),
+            self.stop.clone(),
+        ));
+    }
+
+    /// What the driver must do now, taken under the lock.
+    fn take_work(&self) -> DriverWork {
+        let mut g = self.lock();
+        let spares = !g.spare4.is_empty() || !g.spare6.is_empty();
+        let deadline = g.resolver.poll_timeout();
+        DriverWork {
+            tcp_jobs: std::mem::take(&mut g.tcp_jobs),
+            make4: g.take_want(false),
+            make6: g.take_want(true),
+            deadline: match (deadline, spares.then_some(g.spares_until)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+        }
+    }
+
+    /// The driver ended (namespace gone or service removed): closes every upstream socket
+    /// and forgets every waiter, so nothing outlives it.
+    fn driver_stopped(&self) {
+        let mut g = self.lock();
+        g.socks.clear();
+        g.spare4.clear();
+        g.spare6.clear();
+        g.want4 = false;
+        g.want6 = false;
+        g.routes.clear();
+        g.backlog.clear();
+        g.tcp_jobs.clear();
+        g.held.clear();
+        g.driver = false;
+    }
+
+    /// The resolver's earliest deadline passed.
+    fn on_timer(&self) {
+        let now = Instant::now();
+        let limit = Duration::from_millis(self.cfg().query_timeout_ms) + Duration::from_secs(5);
+        let mut g = self.lock();
+        g.resolver.handle_timeout(now);
+        if now >= g.spares_until {
+            g.spare4.clear();
+            g.spare6.clear();
+        }
+        self.pump(&mut g, now);
+        // Belt and braces: a route whose query the resolver forgot (it was rebuilt) must not
+        // pin an endpoint forever.
+        g.routes
+            .retain(|_, r| now.saturating_duration_since(r.since()) < limit);
+    }
+}

@@ -1,0 +1,121 @@
+//! Settings: how the daemon's `[services.dns]` config becomes the core's
+//! [`nsaux_resolver::Config`], and what a reload changes.
+//!
+//! Why separate: which settings need a new resolver (losing the cache) and which are applied
+//! in place is a policy of its own, easiest to check in one short file.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nsaux_resolver::{Cidr, Resolver};
+
+use super::DnsNs;
+use crate::config::{DnsConfig, ServicesConfig};
+
+/// A millisecond setting as a `Duration`, clamped to what the core accepts (1 ms to 1 h).
+fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms.clamp(1, 3_600_000))
+}
+
+/// The resolver settings for `c` with these upstreams and own subnets.
+pub(super) fn resolver_config(
+    c: &DnsConfig,
+    upstreams: &[SocketAddr],
+    subnets: &[Cidr],
+) -> nsaux_resolver::Config {
+    nsaux_resolver::Config {
+        upstreams: upstreams.to_vec(),
+        allow: allow_list(c, subnets),
+        cache_max_entries: c.cache_size,
+        cache_max_bytes: c.cache_max_bytes,
+        max_ttl: c.max_ttl,
+        max_negative_ttl: c.max_negative_ttl,
+        serve_stale: c.serve_stale.then(|| nsaux_resolver::ServeStale {
+            max_stale_age: Duration::from_secs(c.stale_max_age.min(30 * 86_400)),
+            ..nsaux_resolver::ServeStale::default()
+        }),
+        local_ttl: c.local_ttl,
+        local_records: c.records.iter().map(|r| (r.name.clone(), r.addr)).collect(),
+        local_domains: c.local_domains.clone(),
+        attempt_timeout: millis(c.attempt_timeout_ms),
+        query_timeout: millis(c.query_timeout_ms),
+        max_outstanding: c.max_outstanding,
+        rate_limit: c.rate_limit.map(|r| nsaux_resolver::RateLimitConfig {
+            per_second: r.per_second,
+            burst: r.burst,
+            slip: r.slip,
+            max_clients: r.max_clients,
+        }),
+        ..nsaux_resolver::Config::default()
+    }
+}
+
+/// Who may ask: loopback, the configured `allow` list, and (if enabled) the namespace's
+/// own subnets.
+pub(super) fn allow_list(c: &DnsConfig, subnets: &[Cidr]) -> Vec<Cidr> {
+    let mut v = Cidr::loopback();
+    v.extend(c.allow.iter().map(|a| a.0));
+    if c.allow_own_subnets {
+        v.extend_from_slice(subnets);
+    }
+    v
+}
+
+/// The settings that need a new `Resolver` when they change (everything but listeners,
+/// upstream sources and the allow list, which are applied in place).
+fn core_settings(c: &DnsConfig) -> DnsConfig {
+    DnsConfig {
+        enabled: true,
+        addresses: Vec::new(),
+        port: 0,
+        udp: true,
+        tcp: true,
+        upstreams: Vec::new(),
+        netns_etc_dir: std::path::PathBuf::new(),
+        resolv_conf: true,
+        hosts_file: true,
+        allow: Vec::new(),
+        allow_own_subnets: true,
+        tcp_idle_timeout: 0,
+        tcp_max_connections: 0,
+        ..c.clone()
+    }
+}
+
+impl DnsNs {
+    /// Applies a reloaded configuration: a new resolver (empty cache) when a core setting
+    /// changed, otherwise the allow list in place; then the upstream and hosts sources.
+    pub(super) fn reconfigure_dns(&self, cfg: &ServicesConfig) -> anyhow::Result<()> {
+        let new = Arc::new(cfg.dns.clone());
+        let old = self.cfg();
+        if *old == *new {
+            return Ok(());
+        }
+        {
+            let mut g = self.lock();
+            if core_settings(&old) != core_settings(&new) {
+                let upstreams = g.upstreams.clone();
+                let mut r = Resolver::new(
+                    resolver_config(&new, &upstreams, &g.subnets),
+                    crate::seed::random_bytes(),
+                )
+                .map_err(|e| anyhow::anyhow!("dns settings: {e}"))?;
+                for (name, addr) in &g.runtime_records {
+                    let _ = r.add_record(name, *addr);
+                }
+                g.resolver = r;
+                g.routes.clear();
+                g.held.clear();
+                g.hosts = None;
+                tracing::info!(netns = %self.ns.name, "dns: settings changed; resolver restarted with an empty cache");
+            } else {
+                let allow = allow_list(&new, &g.subnets);
+                g.resolver.set_allow(allow);
+            }
+            g.set_sources(&self.ns, &new);
+        }
+        *crate::lock::write(&self.cfg) = new;
+        Ok(())
+    }
+}

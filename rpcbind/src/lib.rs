@@ -64,6 +64,7 @@
 //!   registration table and GETSTAT rows are capped, and UDP replies over 8800 bytes become
 //!   SYSTEM_ERR.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod config;
 pub mod context;

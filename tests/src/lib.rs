@@ -13,6 +13,8 @@
 //!
 //! Nothing here touches the host's `/run/netns`, `/run/rpcbind.sock` or host ports.
 
+#![warn(missing_docs)]
+
 pub mod bench;
 pub mod daemon;
 pub mod dns;

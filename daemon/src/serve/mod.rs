@@ -1,9 +1,9 @@
 //! Per-namespace service plumbing.
 //!
 //! A [`ServiceKind`] (ident, rpcbind, dns, ntp) turns a namespace's effective configuration into
-//! an [`NsService`] instance holding that namespace's state (tables, caches). The core opens the
-//! instance's listeners inside the namespace, feeds it datagrams and connections with their
-//! context, and drops everything when the namespace goes. Services never open listeners
+//! an [`NsService`] instance holding that namespace's state (tables, caches). The manager opens the
+//! instance's listeners inside the namespace, the loops feed it datagrams and connections with
+//! their context, and drops everything when the namespace goes. Services never open listeners
 //! themselves, so they cannot end up in the wrong namespace.
 
 pub mod dns;
@@ -99,7 +99,7 @@ pub struct NsInfo {
     /// The namespace file, kept so services can create sockets inside the namespace later
     /// (e.g. DNS upstream queries). Released with the last `Arc<NsInfo>`.
     pub fd: Arc<OwnedFd>,
-    /// Creates sockets inside a namespace on the core's namespace thread.
+    /// Creates sockets inside a namespace on the daemon's namespace thread.
     pub factory: SocketFactory,
 }
 
@@ -322,7 +322,7 @@ pub trait NsService: Send + Sync + fmt::Debug + 'static {
     /// and send through [`UdpEndpoint::send_from`].
     fn on_datagram(&self, ep: &Arc<UdpEndpoint>, d: &Datagram<'_>, out: &mut Replies);
 
-    /// Serves one accepted connection to completion. The core cancels it when the namespace
+    /// Serves one accepted connection to completion. The daemon cancels it when the namespace
     /// goes, so it need not watch for that itself.
     fn on_connection(self: Arc<Self>, conn: Connection) -> ConnFuture;
 

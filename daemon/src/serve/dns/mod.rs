@@ -3,7 +3,7 @@
 //!
 //! # How a query flows
 //! * Client UDP/TCP queries reach [`NsService::on_datagram`] / [`NsService::on_connection`] on
-//!   the core's listeners. Cache hits, local records and errors are answered at once.
+//!   the listeners the manager bound. Cache hits, local records and errors are answered at once.
 //! * A miss leaves a [`Route`] under the client token (UDP: endpoint + peer + local address;
 //!   TCP: the connection's answer channel) and the resolver queues upstream transmits.
 //! * Every UDP attempt goes out of its own socket, connected to its upstream, so each one has

@@ -2,7 +2,7 @@
 //!
 //! # Transports
 //! - In every namespace: UDP and TCP port 111 on `0.0.0.0` and `::`, and the abstract AF_LOCAL
-//!   socket `"\0/run/rpcbind.sock"` (kernel ≥ 6.5, libtirpc ≥ 1.3.5), all opened by the core.
+//!   socket `"\0/run/rpcbind.sock"` (kernel ≥ 6.5, libtirpc ≥ 1.3.5), all opened by the manager.
 //! - In the daemon's own mount namespace: the path socket (default `/run/rpcbind.sock`). A
 //!   connection on it is served by **the caller's** network namespace: `SO_PEERCRED` pid →
 //!   `stat("/proc/PID/ns/net")` → `(st_dev, st_ino)` → the tracked namespace with the same nsfs

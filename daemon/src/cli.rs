@@ -131,12 +131,13 @@ async fn run_daemon(args: DaemonArgs, source: ConfigSource, config: Config) -> a
     let listener = control::server::bind(&control_path)?;
 
     let (tx, rx) = mpsc::unbounded_channel();
+    let (call_tx, call_rx) = mpsc::unbounded_channel();
     let kinds = service_kinds(&args, &config);
     let manager = Manager::new(config, source, kinds, tx.clone(), args.runtime_dir.clone())
         .context("starting the namespace thread")?;
     let shutdown = CancellationToken::new();
-    let control_task = tokio::spawn(control::server::serve(listener, tx.clone()));
-    let manager_task = tokio::spawn(manager.run(rx, shutdown.clone()));
+    let control_task = tokio::spawn(control::server::serve(listener, call_tx));
+    let manager_task = tokio::spawn(manager.run(rx, call_rx, shutdown.clone()));
 
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;

@@ -1,8 +1,9 @@
 //! The manager: one task that owns every namespace's state and applies all changes to it.
 //!
 //! Everything that changes the set of namespaces, services or listeners arrives as a
-//! [`ManagerMsg`] and is applied in order by this single task, so there are no locks around
-//! namespace state and no races between a namespace leaving and its sockets being created.
+//! [`ManagerMsg`], a tracker event or a control [`Call`], and is applied one at a time by this
+//! single task, so there are no locks around namespace state and no races between a namespace
+//! leaving and its sockets being created.
 //!
 //! This file holds the loop and configuration reloads; the rest of the task's work is split by job:
 //! - [`sources`] — namespaces coming and going: tracker events, attach/detach, pid watches;
@@ -20,11 +21,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::control::{Request, Response};
+use crate::control::{Call, Request, Response};
 use crate::netns::factory::SocketFactory;
 use crate::netns::tracker::{NetnsTracker, TrackerEvent};
 use crate::netns::{NetnsId, Source};
@@ -38,8 +39,6 @@ use self::sources::NsEntry;
 pub enum ManagerMsg {
     /// From the directory tracker.
     Tracker(TrackerEvent),
-    /// A control request and where to send its answer.
-    Control(Request, oneshot::Sender<Response>),
     /// Time to retry a failed listener.
     Retry {
         /// Namespace.
@@ -125,11 +124,12 @@ impl Manager {
         })
     }
 
-    /// Starts tracking and processes messages until `shutdown` fires; then drops every
-    /// namespace (closing all sockets).
+    /// Starts tracking and processes messages and control calls until `shutdown` fires; then
+    /// drops every namespace (closing all sockets).
     pub async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<ManagerMsg>,
+        mut calls: mpsc::UnboundedReceiver<Call>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         for kind in &self.kinds {
@@ -144,6 +144,10 @@ impl Manager {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 Some(ev) = ev_rx.recv() => self.on_tracker(ev).await,
+                Some(call) = calls.recv() => {
+                    let resp = self.on_control(call.request).await;
+                    let _ = call.reply.send(resp);
+                }
                 msg = rx.recv() => match msg {
                     Some(msg) => self.on_msg(msg).await,
                     None => break,
@@ -162,10 +166,6 @@ impl Manager {
     async fn on_msg(&mut self, msg: ManagerMsg) {
         match msg {
             ManagerMsg::Tracker(ev) => self.on_tracker(ev).await,
-            ManagerMsg::Control(req, reply) => {
-                let resp = self.on_control(req).await;
-                let _ = reply.send(resp);
-            }
             ManagerMsg::Retry { id, service, spec } => self.retry(id, service, spec).await,
             ManagerMsg::PidExited { source } => {
                 tracing::info!(netns = source.name(), %source, "attached process exited; detaching");

@@ -5,7 +5,8 @@
 //! single task, so there are no locks around namespace state and no races between a namespace
 //! leaving and its sockets being created.
 //!
-//! This file holds the loop and configuration reloads; the rest of the task's work is split by job:
+//! This file holds the loop, configuration reloads and the dispatch of control requests
+//! (including service actions); the rest of the task's work is split by job:
 //! - [`sources`] — namespaces coming and going: tracker events, attach/detach, pid watches;
 //! - [`listeners`] — each namespace's services and sockets: apply, bind, retry with backoff;
 //! - [`reports`] — what `status` and `ns list` show.

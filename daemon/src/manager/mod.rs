@@ -7,9 +7,9 @@
 //!
 //! This file holds the loop, configuration reloads and the dispatch of control requests
 //! (including service actions); the rest of the task's work is split by job:
-//! - [`sources`] — namespaces coming and going: tracker events, attach/detach, pid watches;
-//! - [`listeners`] — each namespace's services and sockets: apply, bind, retry with backoff;
-//! - [`reports`] — what `status` and `ns list` show.
+//! - `sources.rs` — namespaces coming and going: tracker events, attach/detach, pid watches;
+//! - `listeners.rs` — each namespace's services and sockets: apply, bind, retry with backoff;
+//! - `reports.rs` — what `status` and `ns list` show.
 
 mod listeners;
 mod reports;

@@ -1,26 +1,40 @@
 //! nsauxd: one process serving auxiliary network services inside every network namespace.
 //!
+//! The library exists for the two binaries: [`daemon_main`] (`nsauxd`) and [`ctl_main`]
+//! (`nsauxctl`). Everything else is crate-private, so the compiler reports dead code.
+//! `ARCHITECTURE.md` at the repository root says where each job lives.
+//!
 //! # Layout
-//! - [`sys`] — the only unsafe code: setns, namespace cookies, pktinfo/timestamp UDP, pidfd.
-//! - [`netns`] — namespace identity ([`netns::NetnsId`]), sources, the [`netns::factory`]
-//!   that creates sockets inside a namespace, and the live directory [`netns::tracker`].
-//! - [`serve`] — the service traits, UDP/TCP/local loops, and the built-in `ident` service; the
-//!   portmapper's durable registration journal (boot id + cookie) is [`serve::rpcbind::journal`].
-//! - [`manager`] — the single task that owns every namespace's state and applies changes.
-//! - [`config`] — the TOML configuration with per-namespace overrides.
-//! - [`control`] — the control socket protocol, server and client.
-//! - [`ops`] — single-instance lock, logging, systemd notification.
-//! - [`cli`] — `nsauxd` and `nsauxctl` entry points.
+//! - `sys` — the only unsafe code: setns, namespace cookies, pktinfo/timestamp UDP, pidfd.
+//! - `netns` — namespace identity (`NetnsId`), sources, the `factory` that creates sockets inside
+//!   a namespace, and the live directory `tracker`.
+//! - `serve` — the service traits, UDP/TCP/local loops, and the built-in `ident` service; the
+//!   portmapper's durable registration journal (boot id + cookie) is `serve::rpcbind::journal`.
+//! - `manager` — the single task that owns every namespace's state and applies changes: its
+//!   loop and reloads, namespace sources (attach/detach, pid watch), listeners (bind, retry),
+//!   reports (status, ns list).
+//! - `config` — the TOML configuration with per-namespace overrides.
+//! - `control` — the control socket protocol, server and client; the server hands requests
+//!   over as `control::Call`s and knows nothing of the manager.
+//! - `ops` — single-instance lock, logging, systemd notification.
+//! - `startup` — `nsauxd`'s entry point: arguments, configuration, runtime, manager, signals.
+//! - `ctl` — `nsauxctl`'s entry point: subcommands, control requests, table printing.
+//! - `defaults` — default paths shared by both.
+//! - `lock`, `seed` — the one poison-tolerant lock helper and the one seeding helper.
+#![warn(missing_docs)]
 
-pub mod cli;
-pub mod config;
-pub mod control;
+mod config;
+mod control;
+mod ctl;
+mod defaults;
 mod lock;
-pub mod manager;
-pub mod netns;
-pub mod ops;
+mod manager;
+mod netns;
+mod ops;
 mod seed;
-pub mod serve;
+mod serve;
+mod startup;
 mod sys;
 
-pub use cli::{ctl_main, daemon_main};
+pub use ctl::ctl_main;
+pub use startup::daemon_main;

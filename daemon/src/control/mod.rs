@@ -20,6 +20,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio::sync::oneshot;
 
 /// Longest request or reply line accepted.
 pub const MAX_LINE: usize = 1 << 20;
@@ -66,6 +67,17 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Value::is_null")]
         args: Value,
     },
+}
+
+/// A request read from the control socket, on its way to whoever owns the daemon's state, with
+/// the channel its answer goes back on. The server only hands these over an `mpsc` channel and
+/// knows nothing of who answers them, so the control layer depends on nothing above it.
+#[derive(Debug)]
+pub struct Call {
+    /// What the client asked.
+    pub request: Request,
+    /// Where the answer goes; a dropped sender tells the client the daemon is shutting down.
+    pub reply: oneshot::Sender<Response>,
 }
 
 /// A control reply.

@@ -9,8 +9,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{MAX_LINE, Request, Response};
-use crate::manager::ManagerMsg;
+use super::{Call, MAX_LINE, Request, Response};
 
 const MAX_CLIENTS: usize = 16;
 const IDLE: Duration = Duration::from_secs(10);
@@ -35,8 +34,9 @@ pub(crate) fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Accepts control clients until the task is dropped.
-pub(crate) async fn serve(listener: UnixListener, manager: mpsc::UnboundedSender<ManagerMsg>) {
+/// Accepts control clients until the task is dropped; each parsed request goes to `handler` as
+/// a [`Call`], and the answer it sends back is written to the client.
+pub(crate) async fn serve(listener: UnixListener, handler: mpsc::UnboundedSender<Call>) {
     let limit = Arc::new(Semaphore::new(MAX_CLIENTS));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -46,15 +46,15 @@ pub(crate) async fn serve(listener: UnixListener, manager: mpsc::UnboundedSender
         let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
             continue;
         };
-        let manager = manager.clone();
+        let handler = handler.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(300), client(stream, manager)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(300), client(stream, handler)).await;
             drop(permit);
         });
     }
 }
 
-async fn client(stream: UnixStream, manager: mpsc::UnboundedSender<ManagerMsg>) {
+async fn client(stream: UnixStream, handler: mpsc::UnboundedSender<Call>) {
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd.take(u64::MAX));
     loop {
@@ -70,9 +70,9 @@ async fn client(stream: UnixStream, manager: mpsc::UnboundedSender<ManagerMsg>) 
             Response::err("request too long")
         } else {
             match serde_json::from_slice::<Request>(&line) {
-                Ok(req) => {
-                    let (tx, rx) = oneshot::channel();
-                    if manager.send(ManagerMsg::Control(req, tx)).is_err() {
+                Ok(request) => {
+                    let (reply, rx) = oneshot::channel();
+                    if handler.send(Call { request, reply }).is_err() {
                         Response::err("daemon is shutting down")
                     } else {
                         rx.await

@@ -1,0 +1,303 @@
+//! Each namespace's services and their listening sockets: bringing them in line with the
+//! configuration, creating sockets inside the namespace, retrying failed ones with backoff.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use super::{Manager, ManagerMsg};
+use crate::netns::NetnsId;
+use crate::netns::factory::{self, UdpOptions};
+use crate::serve::{self, ListenerSpec, NsInfo, NsService, UdpEndpoint};
+
+/// A listener task (owning its socket). Dropping it aborts the task; [`TaskGuard::close`] also
+/// waits until the task, and so its socket, is gone.
+#[derive(Debug)]
+pub(super) struct TaskGuard(Option<JoinHandle<()>>);
+
+impl TaskGuard {
+    /// Takes charge of a spawned task, so that it ends when its owner lets go of it.
+    pub(super) fn new(handle: JoinHandle<()>) -> Self {
+        Self(Some(handle))
+    }
+
+    async fn close(mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+            let _ = h.await;
+        }
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
+    }
+}
+
+/// One wanted listener: its socket's task while up, or why binding failed and how often, so
+/// the retry backoff grows and `ns list` can say why.
+#[derive(Debug)]
+pub(super) enum ListenerState {
+    Up { _task: TaskGuard },
+    Failed { error: String, attempts: u32 },
+}
+
+/// One service in one namespace: its instance (or why it failed to start) and the listeners
+/// the instance asked for, kept together so the service's sockets go when it goes.
+#[derive(Debug)]
+pub(super) struct ServiceSlot {
+    /// The running instance, or the reason it could not start.
+    pub(super) instance: Result<Arc<dyn NsService>, String>,
+    /// Every listener the instance wants, by spec.
+    pub(super) listeners: BTreeMap<ListenerSpec, ListenerState>,
+}
+
+impl ListenerState {
+    async fn close(self) {
+        if let Self::Up { _task } = self {
+            _task.close().await;
+        }
+    }
+}
+
+impl ServiceSlot {
+    /// Closes the service's sockets and waits until they are closed, so a namespace's fds are
+    /// all gone once its entry is.
+    pub(super) async fn close(mut self) {
+        for (_, l) in std::mem::take(&mut self.listeners) {
+            l.close().await;
+        }
+    }
+}
+
+/// A socket created inside a namespace, not yet handed to the runtime.
+#[derive(Debug)]
+enum RawListener {
+    Udp(std::net::UdpSocket),
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+fn create_listener(spec: &ListenerSpec) -> io::Result<RawListener> {
+    Ok(match spec {
+        ListenerSpec::Udp {
+            addr,
+            rx_timestamps,
+        } => RawListener::Udp(factory::bind_udp(
+            *addr,
+            UdpOptions {
+                rx_timestamps: *rx_timestamps,
+            },
+        )?),
+        ListenerSpec::Tcp { addr } => RawListener::Tcp(factory::bind_tcp(*addr)?),
+        ListenerSpec::UnixAbstract { name } => {
+            RawListener::Unix(factory::bind_unix_abstract(name)?)
+        }
+    })
+}
+
+fn retry_delay(attempts: u32) -> Duration {
+    Duration::from_secs((1u64 << attempts.min(6)).min(60))
+}
+
+impl Manager {
+    /// Brings the namespace's services and listeners in line with the configuration.
+    pub(super) async fn apply(&mut self, id: NetnsId) {
+        let Some(entry) = self.namespaces.get_mut(&id) else {
+            return;
+        };
+        let cfg = self.config.for_namespace(&entry.info.name);
+        let mut to_bind = Vec::new();
+        let mut to_close = Vec::new();
+        for kind in &self.kinds {
+            let name = kind.name();
+            if !kind.enabled(&cfg) {
+                if let Some(slot) = entry.services.remove(name) {
+                    tracing::info!(netns = %entry.info.name, service = name, "service disabled");
+                    to_close.extend(slot.listeners.into_values());
+                }
+                continue;
+            }
+            let slot = entry.services.entry(name).or_insert_with(|| ServiceSlot {
+                instance: Err("not started".into()),
+                listeners: BTreeMap::new(),
+            });
+            match &slot.instance {
+                Ok(inst) => {
+                    if let Err(e) = inst.reconfigure(&cfg) {
+                        tracing::error!(netns = %entry.info.name, service = name, error = %e, "reconfigure failed");
+                    }
+                }
+                Err(_) => {
+                    slot.instance = kind.instantiate(Arc::clone(&entry.info), &cfg).map_err(|e| {
+                        tracing::error!(netns = %entry.info.name, service = name, error = %e, "service failed to start");
+                        format!("{e:#}")
+                    });
+                }
+            }
+            let Ok(inst) = &slot.instance else {
+                to_close.extend(std::mem::take(&mut slot.listeners).into_values());
+                continue;
+            };
+            let desired: BTreeSet<ListenerSpec> = inst.listeners().into_iter().collect();
+            let stale: Vec<ListenerSpec> = slot
+                .listeners
+                .keys()
+                .filter(|k| !desired.contains(*k))
+                .cloned()
+                .collect();
+            for spec in stale {
+                to_close.extend(slot.listeners.remove(&spec));
+            }
+            for spec in desired {
+                match slot.listeners.get(&spec) {
+                    Some(ListenerState::Up { .. }) => {}
+                    _ => to_bind.push((name, spec)),
+                }
+            }
+        }
+        for l in to_close {
+            l.close().await;
+        }
+        if !to_bind.is_empty() {
+            self.bind(id, to_bind).await;
+        }
+    }
+
+    /// Creates listeners inside the namespace in one trip to the namespace thread.
+    async fn bind(&mut self, id: NetnsId, wanted: Vec<(&'static str, ListenerSpec)>) {
+        let Some(entry) = self.namespaces.get(&id) else {
+            return;
+        };
+        let specs: Vec<ListenerSpec> = wanted.iter().map(|(_, s)| s.clone()).collect();
+        let created = self
+            .factory
+            .run_in(Arc::clone(&entry.fd), move || {
+                Ok(specs.iter().map(create_listener).collect::<Vec<_>>())
+            })
+            .await;
+        let results: Vec<io::Result<RawListener>> = match created {
+            Ok(r) => r,
+            Err(e) => {
+                let msg = e.to_string();
+                wanted
+                    .iter()
+                    .map(|_| Err(io::Error::other(msg.clone())))
+                    .collect()
+            }
+        };
+        let Some(entry) = self.namespaces.get_mut(&id) else {
+            return;
+        };
+        for ((service, spec), result) in wanted.into_iter().zip(results) {
+            let Some(slot) = entry.services.get_mut(service) else {
+                continue;
+            };
+            let Ok(inst) = &slot.instance else { continue };
+            let state = match result.and_then(|raw| start_listener(raw, &spec, &entry.info, inst)) {
+                Ok(task) => {
+                    tracing::debug!(netns = %entry.info.name, service, listener = %spec, "listening");
+                    ListenerState::Up { _task: task }
+                }
+                Err(e) => {
+                    let attempts = match slot.listeners.get(&spec) {
+                        Some(ListenerState::Failed { attempts, .. }) => attempts + 1,
+                        _ => 0,
+                    };
+                    let delay = retry_delay(attempts);
+                    tracing::warn!(netns = %entry.info.name, service, listener = %spec, error = %e,
+                        retry_in = ?delay, "cannot listen");
+                    let tx = self.tx.clone();
+                    let spec2 = spec.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = tx.send(ManagerMsg::Retry {
+                            id,
+                            service,
+                            spec: spec2,
+                        });
+                    });
+                    ListenerState::Failed {
+                        error: describe_bind_error(&e, &spec, &entry.info.name),
+                        attempts,
+                    }
+                }
+            };
+            slot.listeners.insert(spec, state);
+        }
+    }
+
+    /// Binds a listener again after its backoff, unless it came up or went away meanwhile.
+    pub(super) async fn retry(&mut self, id: NetnsId, service: &'static str, spec: ListenerSpec) {
+        let still_failed = self
+            .namespaces
+            .get(&id)
+            .and_then(|e| e.services.get(service))
+            .and_then(|s| s.listeners.get(&spec))
+            .is_some_and(|l| matches!(l, ListenerState::Failed { .. }));
+        if still_failed {
+            self.bind(id, vec![(service, spec)]).await;
+        }
+    }
+}
+
+fn describe_bind_error(e: &io::Error, spec: &ListenerSpec, ns: &str) -> String {
+    if e.kind() == io::ErrorKind::AddrInUse {
+        format!("{spec} in namespace {ns:?}: address in use (another program holds it)")
+    } else {
+        format!("{spec} in namespace {ns:?}: {e}")
+    }
+}
+
+fn start_listener(
+    raw: RawListener,
+    spec: &ListenerSpec,
+    ns: &Arc<NsInfo>,
+    inst: &Arc<dyn NsService>,
+) -> io::Result<TaskGuard> {
+    let ns = Arc::clone(ns);
+    let inst = Arc::clone(inst);
+    let handle = match raw {
+        RawListener::Udp(s) => {
+            let bound = s.local_addr().unwrap_or_else(|_| match spec {
+                ListenerSpec::Udp { addr, .. } => *addr,
+                _ => SocketAddr::from(([0, 0, 0, 0], 0)),
+            });
+            let control = match spec {
+                ListenerSpec::Udp {
+                    addr,
+                    rx_timestamps,
+                } => factory::udp_has_control(
+                    *addr,
+                    UdpOptions {
+                        rx_timestamps: *rx_timestamps,
+                    },
+                ),
+                _ => true,
+            };
+            let ep = Arc::new(UdpEndpoint {
+                sock: tokio::net::UdpSocket::from_std(s)?,
+                bound,
+                control,
+                ns,
+            });
+            tokio::spawn(serve::udp::run(ep, inst))
+        }
+        RawListener::Tcp(l) => {
+            let l = tokio::net::TcpListener::from_std(l)?;
+            tokio::spawn(serve::stream::run_tcp(l, ns, inst))
+        }
+        RawListener::Unix(l) => {
+            let l = tokio::net::UnixListener::from_std(l)?;
+            tokio::spawn(serve::stream::run_unix(l, ns, inst))
+        }
+    };
+    Ok(TaskGuard::new(handle))
+}

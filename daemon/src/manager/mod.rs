@@ -1,0 +1,283 @@
+//! The manager: one task that owns every namespace's state and applies all changes to it.
+//!
+//! Everything that changes the set of namespaces, services or listeners arrives as a
+//! [`ManagerMsg`], a tracker event or a control [`Call`], and is applied one at a time by this
+//! single task, so there are no locks around namespace state and no races between a namespace
+//! leaving and its sockets being created.
+//!
+//! This file holds the loop, configuration reloads and the dispatch of control requests
+//! (including service actions); the rest of the task's work is split by job:
+//! - `sources.rs` — namespaces coming and going: tracker events, attach/detach, pid watches;
+//! - `listeners.rs` — each namespace's services and sockets: apply, bind, retry with backoff;
+//! - `reports.rs` — what `status` and `ns list` show.
+
+mod listeners;
+mod reports;
+mod sources;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::control::{Call, Request, Response};
+use crate::netns::factory::SocketFactory;
+use crate::netns::tracker::{NetnsTracker, TrackerEvent};
+use crate::netns::{NetnsId, Source};
+use crate::serve::{ListenerSpec, ServiceKind};
+
+use self::listeners::TaskGuard;
+use self::sources::NsEntry;
+
+/// Everything the manager reacts to.
+#[derive(Debug)]
+pub enum ManagerMsg {
+    /// From the directory tracker.
+    Tracker(TrackerEvent),
+    /// Time to retry a failed listener.
+    Retry {
+        /// Namespace.
+        id: NetnsId,
+        /// Service.
+        service: &'static str,
+        /// Listener.
+        spec: ListenerSpec,
+    },
+    /// An attached-by-pid process exited.
+    PidExited {
+        /// Its attach source.
+        source: Source,
+    },
+    /// SIGHUP: reload the configuration file.
+    Reload,
+}
+
+/// How to (re)load the configuration: the file plus command-line overrides that win over it.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    /// The file.
+    pub path: PathBuf,
+    /// A missing file means built-in defaults (true for the default path only).
+    pub missing_ok: bool,
+    /// `--netns-dir` flags (replace the file's list when non-empty).
+    pub netns_dirs: Vec<PathBuf>,
+    /// `--no-host-netns`.
+    pub no_host_netns: bool,
+}
+
+impl ConfigSource {
+    /// Loads and validates the file, then applies the command-line overrides.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let mut c = Config::load(&self.path, self.missing_ok)?;
+        if !self.netns_dirs.is_empty() {
+            c.netns_dirs.clone_from(&self.netns_dirs);
+        }
+        if self.no_host_netns {
+            c.host_netns = false;
+        }
+        Ok(c)
+    }
+}
+
+/// The manager's state.
+#[derive(Debug)]
+pub struct Manager {
+    config: Arc<Config>,
+    config_source: ConfigSource,
+    kinds: Vec<Arc<dyn ServiceKind>>,
+    factory: SocketFactory,
+    namespaces: BTreeMap<NetnsId, NsEntry>,
+    sources: HashMap<Source, NetnsId>,
+    tx: mpsc::UnboundedSender<ManagerMsg>,
+    tracker: Option<NetnsTracker>,
+    pid_watchers: HashMap<Source, TaskGuard>,
+    started: Instant,
+    runtime_dir: PathBuf,
+}
+
+impl Manager {
+    /// Creates the manager; call [`Manager::run`] to start tracking.
+    pub fn new(
+        config: Config,
+        config_source: ConfigSource,
+        kinds: Vec<Arc<dyn ServiceKind>>,
+        tx: mpsc::UnboundedSender<ManagerMsg>,
+        runtime_dir: PathBuf,
+    ) -> io::Result<Self> {
+        Ok(Self {
+            config: Arc::new(config),
+            config_source,
+            kinds,
+            factory: SocketFactory::start()?,
+            namespaces: BTreeMap::new(),
+            sources: HashMap::new(),
+            tx,
+            tracker: None,
+            pid_watchers: HashMap::new(),
+            started: Instant::now(),
+            runtime_dir,
+        })
+    }
+
+    /// Starts tracking and processes messages and control calls until `shutdown` fires; then
+    /// drops every namespace (closing all sockets).
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<ManagerMsg>,
+        mut calls: mpsc::UnboundedReceiver<Call>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        for kind in &self.kinds {
+            kind.start();
+        }
+        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+        self.tracker = Some(NetnsTracker::spawn(self.config.netns_dirs.clone(), ev_tx)?);
+        if self.config.host_netns {
+            self.add_host().await;
+        }
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                Some(ev) = ev_rx.recv() => self.on_tracker(ev).await,
+                Some(call) = calls.recv() => {
+                    let resp = self.on_control(call.request).await;
+                    let _ = call.reply.send(resp);
+                }
+                msg = rx.recv() => match msg {
+                    Some(msg) => self.on_msg(msg).await,
+                    None => break,
+                },
+            }
+        }
+        let n = self.namespaces.len();
+        self.pid_watchers.clear();
+        for (_, entry) in std::mem::take(&mut self.namespaces) {
+            entry.close().await;
+        }
+        tracing::info!(namespaces = n, "released every namespace");
+        Ok(())
+    }
+
+    async fn on_msg(&mut self, msg: ManagerMsg) {
+        match msg {
+            ManagerMsg::Tracker(ev) => self.on_tracker(ev).await,
+            ManagerMsg::Retry { id, service, spec } => self.retry(id, service, spec).await,
+            ManagerMsg::PidExited { source } => {
+                tracing::info!(netns = source.name(), %source, "attached process exited; detaching");
+                self.pid_watchers.remove(&source);
+                self.remove_source(&source).await;
+            }
+            ManagerMsg::Reload => {
+                if let Err(e) = self.reload().await {
+                    tracing::error!(error = %e, "reload failed; keeping the running configuration");
+                }
+            }
+        }
+    }
+
+    async fn on_tracker(&mut self, ev: TrackerEvent) {
+        match ev {
+            TrackerEvent::Appeared {
+                source,
+                fd,
+                file_id,
+            } => {
+                self.add_source(source, fd, Some(file_id)).await;
+            }
+            TrackerEvent::Vanished { source } => self.remove_source(&source).await,
+        }
+    }
+
+    async fn reload(&mut self) -> anyhow::Result<()> {
+        let config = self.config_source.load()?;
+        self.install_config(config).await;
+        Ok(())
+    }
+
+    async fn install_config(&mut self, config: Config) {
+        let old_dirs = self.config.netns_dirs.clone();
+        let old_host = self.config.host_netns;
+        self.config = Arc::new(config);
+        if self.config.netns_dirs != old_dirs
+            && let Some(t) = &self.tracker
+        {
+            t.set_dirs(self.config.netns_dirs.clone());
+        }
+        match (old_host, self.config.host_netns) {
+            (false, true) => self.add_host().await,
+            (true, false) => self.remove_source(&Source::Host).await,
+            _ => {}
+        }
+        let ids: Vec<NetnsId> = self.namespaces.keys().copied().collect();
+        for id in ids {
+            self.apply(id).await;
+        }
+        tracing::info!(path = ?self.config.path, "configuration applied");
+    }
+
+    async fn on_control(&mut self, req: Request) -> Response {
+        match req {
+            Request::Status => Response::ok(self.status()),
+            Request::NsList => Response::ok(self.ns_list()),
+            Request::Reload => match self.reload().await {
+                Ok(()) => Response::ok(json!({ "reloaded": true })),
+                Err(e) => Response::err(format!("reload failed, old configuration kept: {e:#}")),
+            },
+            Request::Attach { name, pid, path } => self.attach(name, pid, path).await,
+            Request::Detach { name } => self.detach(&name).await,
+            Request::Service {
+                service,
+                action,
+                ns,
+                args,
+            } => self.service_control(&service, &action, ns.as_deref(), &args),
+        }
+    }
+
+    /// Runs a service action on each namespace where the service runs (or only on `ns`).
+    fn service_control(
+        &self,
+        service: &str,
+        action: &str,
+        ns: Option<&str>,
+        args: &Value,
+    ) -> Response {
+        if !self.kinds.iter().any(|k| k.name() == service) {
+            return Response::err(format!("unknown service {service:?}"));
+        }
+        if let Some(name) = ns
+            && !self.namespaces.values().any(|e| e.info.name == name)
+        {
+            return Response::err(format!("unknown namespace {name:?}"));
+        }
+        let mut out = serde_json::Map::new();
+        for e in self
+            .namespaces
+            .values()
+            .filter(|e| ns.is_none_or(|n| e.info.name == n))
+        {
+            let Some(Ok(inst)) = e.services.get(service).map(|s| &s.instance) else {
+                if ns.is_some() {
+                    return Response::err(format!(
+                        "{service} does not run in namespace {:?}",
+                        e.info.name
+                    ));
+                }
+                continue;
+            };
+            match inst.control(action, args) {
+                Ok(v) => {
+                    out.insert(e.info.name.clone(), v);
+                }
+                Err(reason) => return Response::err(format!("{}: {reason}", e.info.name)),
+            }
+        }
+        Response::ok(Value::Object(out))
+    }
+}

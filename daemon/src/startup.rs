@@ -1,0 +1,167 @@
+//! `nsauxd`'s start-up: command line, configuration load, runtime, the manager and control
+//! tasks, signals and systemd notification. The binary only calls [`daemon_main`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::control;
+use crate::defaults::{DEFAULT_CONFIG, DEFAULT_RUNTIME_DIR, DEFAULT_STATE_DIR};
+use crate::manager::{ConfigSource, Manager, ManagerMsg};
+use crate::serve::{ServiceKind, dns::Dns, ident::Ident, ntp::Ntp, rpcbind::Rpcbind};
+
+/// `sysexits.h` EX_CONFIG: the configuration is wrong.
+const EX_CONFIG: u8 = 78;
+
+/// nsauxd — portmapper, DNS and NTP inside every network namespace, from one process.
+///
+/// Runs in the foreground (systemd style). Flags override the configuration file.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+pub struct DaemonArgs {
+    /// Configuration file (TOML). The default path may be absent: built-in defaults apply.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Runtime directory: lock file and control socket (mode 0600).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_RUNTIME_DIR)]
+    pub runtime_dir: PathBuf,
+    /// State directory: durable journals (registrations).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Directory of namespace files to follow; repeat for several. Replaces the file's
+    /// `netns_dirs` (default /run/netns).
+    #[arg(long = "netns-dir", value_name = "DIR")]
+    pub netns_dirs: Vec<PathBuf>,
+    /// Do not serve the daemon's own (host) namespace.
+    #[arg(long)]
+    pub no_host_netns: bool,
+    /// The portmapper's path socket in this mount namespace (overrides `[rpcbind] local_path`;
+    /// "none" disables it). Tests point it into a private directory.
+    #[arg(long, value_name = "PATH")]
+    pub rpcbind_socket: Option<PathBuf>,
+}
+
+/// The service kinds this build offers, in start order.
+fn service_kinds(args: &DaemonArgs, config: &Config) -> Vec<Arc<dyn ServiceKind>> {
+    let rpcbind_path = match &args.rpcbind_socket {
+        Some(p) if p.as_os_str() == "none" => None,
+        Some(p) => Some(p.clone()),
+        None => Some(config.base_services().rpcbind.local_path)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from),
+    };
+    vec![
+        Arc::new(Ident),
+        Arc::new(Rpcbind::new(
+            &args.state_dir,
+            rpcbind_path,
+            Duration::from_secs(config.base_services().rpcbind.journal_sweep_delay_secs),
+        )),
+        Arc::new(Ntp::new()),
+        Arc::new(Dns),
+    ]
+}
+
+/// `nsauxd`'s main.
+pub fn daemon_main() -> ExitCode {
+    let args = DaemonArgs::parse();
+    crate::ops::init_logging();
+    crate::ops::raise_fd_limit();
+    let source = ConfigSource {
+        path: args
+            .config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)),
+        missing_ok: args.config.is_none(),
+        netns_dirs: args.netns_dirs.clone(),
+        no_host_netns: args.no_host_netns,
+    };
+    let config = match source.load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("nsauxd: {e:#}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    // One worker: the current-thread scheduler (see `default_worker_threads`).
+    let mut builder = if config.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(config.worker_threads);
+        b
+    };
+    let runtime = match builder.thread_name("nsaux-worker").enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("nsauxd: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_daemon(args, source, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("nsauxd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_daemon(args: DaemonArgs, source: ConfigSource, config: Config) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    create_dir(&args.runtime_dir, 0o755)?;
+    create_dir(&args.state_dir, 0o700)?;
+    let _lock = crate::ops::InstanceLock::acquire(&args.runtime_dir)?;
+    let control_path = args.runtime_dir.join(control::SOCKET_NAME);
+    let listener = control::server::bind(&control_path)?;
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (call_tx, call_rx) = mpsc::unbounded_channel();
+    let kinds = service_kinds(&args, &config);
+    let manager = Manager::new(config, source, kinds, tx.clone(), args.runtime_dir.clone())
+        .context("starting the namespace thread")?;
+    let shutdown = CancellationToken::new();
+    let control_task = tokio::spawn(control::server::serve(listener, call_tx));
+    let manager_task = tokio::spawn(manager.run(rx, call_rx, shutdown.clone()));
+
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), runtime_dir = %args.runtime_dir.display(), "nsauxd ready");
+    crate::ops::notify(&[sd_notify::NotifyState::Ready]);
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading configuration");
+                let _ = tx.send(ManagerMsg::Reload);
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    crate::ops::notify(&[sd_notify::NotifyState::Stopping]);
+    control_task.abort();
+    shutdown.cancel();
+    manager_task.await.context("manager task")??;
+    let _ = std::fs::remove_file(&control_path);
+    Ok(())
+}
+
+fn create_dir(dir: &std::path::Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}

@@ -2,8 +2,8 @@
 //! flags.
 
 /// Default configuration file; its absence means built-in defaults.
-pub const DEFAULT_CONFIG: &str = "/etc/nsaux/nsaux.toml";
+pub(crate) const DEFAULT_CONFIG: &str = "/etc/nsaux/nsaux.toml";
 /// Default runtime directory (lock, control socket).
-pub const DEFAULT_RUNTIME_DIR: &str = "/run/nsaux";
+pub(crate) const DEFAULT_RUNTIME_DIR: &str = "/run/nsaux";
 /// Default state directory (durable journals).
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/nsaux";
+pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/nsaux";

@@ -9,13 +9,13 @@ use nix::fcntl::{Flock, FlockArg};
 
 /// Holds the runtime directory's lock for the daemon's lifetime: one daemon per directory.
 #[derive(Debug)]
-pub struct InstanceLock {
+pub(crate) struct InstanceLock {
     _lock: Flock<File>,
 }
 
 impl InstanceLock {
     /// Takes `DIR/nsauxd.lock` (non-blocking) and writes our pid into it.
-    pub fn acquire(runtime_dir: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn acquire(runtime_dir: &Path) -> anyhow::Result<Self> {
         let path = runtime_dir.join("nsauxd.lock");
         let file = OpenOptions::new()
             .read(true)
@@ -44,7 +44,7 @@ impl InstanceLock {
 }
 
 /// Logs go to stderr (the journal under systemd); `NSAUX_LOG` sets the filter (default `info`).
-pub fn init_logging() {
+pub(crate) fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NSAUX_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
@@ -55,7 +55,7 @@ pub fn init_logging() {
 }
 
 /// Tells systemd (if it started us with `Type=notify`) where we are.
-pub fn notify(state: &[sd_notify::NotifyState<'_>]) {
+pub(crate) fn notify(state: &[sd_notify::NotifyState<'_>]) {
     if std::env::var_os("NOTIFY_SOCKET").is_some()
         && let Err(e) = sd_notify::notify(state)
     {
@@ -66,7 +66,7 @@ pub fn notify(state: &[sd_notify::NotifyState<'_>]) {
 /// Raises the open-file limit as far as allowed: every namespace costs one fd plus one per
 /// listening socket, so 10,000 namespaces need far more than the usual 1,024 (or 20,000).
 /// As root the hard limit is raised too (up to `fs.nr_open`).
-pub fn raise_fd_limit() {
+pub(crate) fn raise_fd_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return;

@@ -25,27 +25,27 @@ const EX_CONFIG: u8 = 78;
 /// Runs in the foreground (systemd style). Flags override the configuration file.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
-pub struct DaemonArgs {
+pub(crate) struct DaemonArgs {
     /// Configuration file (TOML). The default path may be absent: built-in defaults apply.
     #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Runtime directory: lock file and control socket (mode 0600).
     #[arg(long, value_name = "DIR", default_value = DEFAULT_RUNTIME_DIR)]
-    pub runtime_dir: PathBuf,
+    pub(crate) runtime_dir: PathBuf,
     /// State directory: durable journals (registrations).
     #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
-    pub state_dir: PathBuf,
+    pub(crate) state_dir: PathBuf,
     /// Directory of namespace files to follow; repeat for several. Replaces the file's
     /// `netns_dirs` (default /run/netns).
     #[arg(long = "netns-dir", value_name = "DIR")]
-    pub netns_dirs: Vec<PathBuf>,
+    pub(crate) netns_dirs: Vec<PathBuf>,
     /// Do not serve the daemon's own (host) namespace.
     #[arg(long)]
-    pub no_host_netns: bool,
+    pub(crate) no_host_netns: bool,
     /// The portmapper's path socket in this mount namespace (overrides `[rpcbind] local_path`;
     /// "none" disables it). Tests point it into a private directory.
     #[arg(long, value_name = "PATH")]
-    pub rpcbind_socket: Option<PathBuf>,
+    pub(crate) rpcbind_socket: Option<PathBuf>,
 }
 
 /// The service kinds this build offers, in start order.

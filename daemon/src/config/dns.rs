@@ -16,7 +16,7 @@ use serde::Deserialize;
 /// An upstream server written as `IP` (port 53) or `IP:PORT` / `[IPv6]:PORT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
-pub struct UpstreamAddr(pub SocketAddr);
+pub(crate) struct UpstreamAddr(pub SocketAddr);
 
 impl TryFrom<String> for UpstreamAddr {
     type Error = String;
@@ -34,7 +34,7 @@ impl TryFrom<String> for UpstreamAddr {
 /// A client prefix such as `10.0.0.0/8`; a bare address is one host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
-pub struct CidrValue(pub Cidr);
+pub(crate) struct CidrValue(pub Cidr);
 
 impl TryFrom<String> for CidrValue {
     type Error = String;
@@ -53,26 +53,26 @@ impl fmt::Display for CidrValue {
 /// A static local record, answered authoritatively (forward and PTR).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StaticRecord {
+pub(crate) struct StaticRecord {
     /// Host name.
-    pub name: String,
+    pub(crate) name: String,
     /// Its address (A or AAAA by family).
-    pub addr: IpAddr,
+    pub(crate) addr: IpAddr,
 }
 
 /// Per-client response rate limiting (UDP only; over-budget queries are dropped, every
 /// `slip`-th answered with TC=1 so a real client can retry over TCP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct DnsRateLimit {
+pub(crate) struct DnsRateLimit {
     /// Sustained answers per second per client IP.
-    pub per_second: u32,
+    pub(crate) per_second: u32,
     /// Answers allowed at once after idling.
-    pub burst: u32,
+    pub(crate) burst: u32,
     /// Every `slip`-th limited query gets TC=1 (0: drop them all).
-    pub slip: u32,
+    pub(crate) slip: u32,
     /// Client buckets tracked per namespace.
-    pub max_clients: usize,
+    pub(crate) max_clients: usize,
 }
 
 impl Default for DnsRateLimit {
@@ -94,61 +94,61 @@ impl Default for DnsRateLimit {
 /// convention), else there are none and every query that needs one gets SERVFAIL.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct DnsConfig {
+pub(crate) struct DnsConfig {
     /// Serve it at all.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Addresses to listen on in each namespace (IP_FREEBIND: they need not exist yet).
-    pub addresses: Vec<IpAddr>,
+    pub(crate) addresses: Vec<IpAddr>,
     /// Port for UDP and TCP.
-    pub port: u16,
+    pub(crate) port: u16,
     /// Listen on UDP.
-    pub udp: bool,
+    pub(crate) udp: bool,
     /// Listen on TCP (needed for truncated answers, so on by default).
-    pub tcp: bool,
+    pub(crate) tcp: bool,
     /// Upstream servers; empty means "from resolv.conf".
-    pub upstreams: Vec<UpstreamAddr>,
+    pub(crate) upstreams: Vec<UpstreamAddr>,
     /// Where per-namespace `NAME/resolv.conf` and `NAME/hosts` live. A key of its own so
     /// tests (and unusual layouts) can point elsewhere than the host's `/etc/netns`.
-    pub netns_etc_dir: PathBuf,
+    pub(crate) netns_etc_dir: PathBuf,
     /// Read upstreams from `NETNS_ETC_DIR/NAME/resolv.conf` when `upstreams` is empty.
-    pub resolv_conf: bool,
+    pub(crate) resolv_conf: bool,
     /// Answer names from `NETNS_ETC_DIR/NAME/hosts` locally.
-    pub hosts_file: bool,
+    pub(crate) hosts_file: bool,
     /// Clients allowed besides loopback (and the namespace's own subnets, see
     /// `allow_own_subnets`); others get REFUSED.
-    pub allow: Vec<CidrValue>,
+    pub(crate) allow: Vec<CidrValue>,
     /// Also allow clients on the subnets of the namespace's own addresses.
-    pub allow_own_subnets: bool,
+    pub(crate) allow_own_subnets: bool,
     /// Cache bound in entries.
-    pub cache_size: usize,
+    pub(crate) cache_size: usize,
     /// Cache bound in bytes (approximate).
-    pub cache_max_bytes: usize,
+    pub(crate) cache_max_bytes: usize,
     /// Longest a positive answer is cached, seconds.
-    pub max_ttl: u32,
+    pub(crate) max_ttl: u32,
     /// Longest a negative answer is cached, seconds (the SOA minimum below this is used).
-    pub max_negative_ttl: u32,
+    pub(crate) max_negative_ttl: u32,
     /// Serve expired answers when every upstream fails (RFC 8767).
-    pub serve_stale: bool,
+    pub(crate) serve_stale: bool,
     /// How long after expiry data may be served stale, seconds.
-    pub stale_max_age: u64,
+    pub(crate) stale_max_age: u64,
     /// TTL of local answers (hosts, records), seconds; short so edits propagate.
-    pub local_ttl: u32,
+    pub(crate) local_ttl: u32,
     /// Static local records.
-    pub records: Vec<StaticRecord>,
+    pub(crate) records: Vec<StaticRecord>,
     /// Domains answered only locally (never forwarded), like dnsmasq's `local=/lan/`.
-    pub local_domains: Vec<String>,
+    pub(crate) local_domains: Vec<String>,
     /// Per-client rate limit; absent means none.
-    pub rate_limit: Option<DnsRateLimit>,
+    pub(crate) rate_limit: Option<DnsRateLimit>,
     /// Most distinct queries waiting on upstreams at once (at most 16384).
-    pub max_outstanding: usize,
+    pub(crate) max_outstanding: usize,
     /// Total time a query may take before SERVFAIL (or stale data), milliseconds.
-    pub query_timeout_ms: u64,
+    pub(crate) query_timeout_ms: u64,
     /// Time one upstream attempt may take before failover, milliseconds.
-    pub attempt_timeout_ms: u64,
+    pub(crate) attempt_timeout_ms: u64,
     /// Close a client TCP connection idle this long, seconds.
-    pub tcp_idle_timeout: u64,
+    pub(crate) tcp_idle_timeout: u64,
     /// Most client TCP connections per listener.
-    pub tcp_max_connections: usize,
+    pub(crate) tcp_max_connections: usize,
 }
 
 impl Default for DnsConfig {

@@ -22,8 +22,8 @@
 mod dns;
 mod services;
 
-pub use dns::{CidrValue, DnsConfig, DnsRateLimit, StaticRecord, UpstreamAddr};
-pub use services::{IdentConfig, NtpConfig, NtpRateLimitConfig, RpcbindConfig, ServicesConfig};
+pub(crate) use dns::DnsConfig;
+pub(crate) use services::{IdentConfig, NtpConfig, RpcbindConfig, ServicesConfig};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,7 +33,7 @@ use serde::Deserialize;
 
 /// Why a configuration was rejected. Every variant names the file and, where it can, the field.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     /// The file exists but cannot be read.
     #[error("cannot read {path}: {source}")]
     Io {
@@ -96,15 +96,15 @@ struct Override {
 
 /// A loaded, validated configuration.
 #[derive(Debug)]
-pub struct Config {
+pub(crate) struct Config {
     /// Serve the daemon's own namespace too.
-    pub host_netns: bool,
+    pub(crate) host_netns: bool,
     /// Namespace directories to follow.
-    pub netns_dirs: Vec<PathBuf>,
+    pub(crate) netns_dirs: Vec<PathBuf>,
     /// tokio worker threads (read at start only; a reload does not change it).
-    pub worker_threads: usize,
+    pub(crate) worker_threads: usize,
     /// Where it was read from (`None`: built-in defaults).
-    pub path: Option<PathBuf>,
+    pub(crate) path: Option<PathBuf>,
     base: toml::Table,
     overrides: Vec<Override>,
     /// Effective service configs memoised by the set of overrides that match, so thousands of
@@ -157,7 +157,7 @@ fn services_from(table: &toml::Table) -> Result<ServicesConfig, String> {
 
 impl Config {
     /// The built-in defaults (what runs with no file).
-    pub fn builtin() -> Self {
+    pub(crate) fn builtin() -> Self {
         // The empty document is valid by construction; map the impossible error to defaults.
         Self::from_toml("", None).unwrap_or_else(|_| Self {
             host_netns: true,
@@ -171,7 +171,7 @@ impl Config {
     }
 
     /// Reads `path`; a missing file gives the defaults when `missing_ok`.
-    pub fn load(path: &Path, missing_ok: bool) -> Result<Self, ConfigError> {
+    pub(crate) fn load(path: &Path, missing_ok: bool) -> Result<Self, ConfigError> {
         match std::fs::read_to_string(path) {
             Ok(text) => Self::from_toml(&text, Some(path)),
             Err(e) if missing_ok && e.kind() == std::io::ErrorKind::NotFound => {
@@ -188,7 +188,7 @@ impl Config {
 
     /// Parses and validates a document: every override is checked against the base, so a bad
     /// field is reported at load time, not when some namespace happens to match.
-    pub fn from_toml(text: &str, path: Option<&Path>) -> Result<Self, ConfigError> {
+    pub(crate) fn from_toml(text: &str, path: Option<&Path>) -> Result<Self, ConfigError> {
         let shown = path.map_or_else(|| "<inline>".to_owned(), |p| p.display().to_string());
         let invalid = |message: String| ConfigError::Invalid {
             path: shown.clone(),
@@ -228,12 +228,12 @@ impl Config {
 
     /// The service sections without any `[[netns]]` override: where daemon-wide service
     /// settings (such as `rpcbind.local_path`) are read.
-    pub fn base_services(&self) -> ServicesConfig {
+    pub(crate) fn base_services(&self) -> ServicesConfig {
         services_from(&self.base).unwrap_or_default()
     }
 
     /// The effective service configuration for the namespace labelled `name`.
-    pub fn for_namespace(&self, name: &str) -> Arc<ServicesConfig> {
+    pub(crate) fn for_namespace(&self, name: &str) -> Arc<ServicesConfig> {
         let matched: Vec<usize> = self
             .overrides
             .iter()

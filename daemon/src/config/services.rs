@@ -8,15 +8,15 @@ use serde::{Deserialize, Deserializer, de};
 /// All service sections, as seen by one namespace.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ServicesConfig {
+pub(crate) struct ServicesConfig {
     /// The built-in diagnostic responder.
-    pub ident: IdentConfig,
+    pub(crate) ident: IdentConfig,
     /// The portmapper (rpcbind replacement).
-    pub rpcbind: RpcbindConfig,
+    pub(crate) rpcbind: RpcbindConfig,
     /// The NTP server.
-    pub ntp: NtpConfig,
+    pub(crate) ntp: NtpConfig,
     /// The per-namespace DNS resolver endpoint.
-    pub dns: super::dns::DnsConfig,
+    pub(crate) dns: super::dns::DnsConfig,
 }
 
 /// The `ident` service answers every UDP datagram or TCP connection with one line naming the
@@ -24,17 +24,17 @@ pub struct ServicesConfig {
 /// namespace a given address reaches); it is off by default.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct IdentConfig {
+pub(crate) struct IdentConfig {
     /// Serve it at all.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Port for UDP and TCP.
-    pub port: u16,
+    pub(crate) port: u16,
     /// Addresses to bind in each namespace (wildcards answer from the address queried).
-    pub addresses: Vec<IpAddr>,
+    pub(crate) addresses: Vec<IpAddr>,
     /// Listen on UDP.
-    pub udp: bool,
+    pub(crate) udp: bool,
     /// Listen on TCP.
-    pub tcp: bool,
+    pub(crate) tcp: bool,
 }
 
 impl Default for IdentConfig {
@@ -56,48 +56,48 @@ impl Default for IdentConfig {
 /// in every namespace, plus the path socket in the daemon's own mount namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RpcbindConfig {
+pub(crate) struct RpcbindConfig {
     /// Serve it at all.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Port for UDP and TCP.
-    pub port: u16,
+    pub(crate) port: u16,
     /// Addresses to bind in each namespace (wildcards answer from the address queried).
-    pub addresses: Vec<IpAddr>,
+    pub(crate) addresses: Vec<IpAddr>,
     /// Listen on UDP.
-    pub udp: bool,
+    pub(crate) udp: bool,
     /// Listen on TCP.
-    pub tcp: bool,
+    pub(crate) tcp: bool,
     /// Abstract AF_LOCAL name created inside each namespace (what the kernel ≥ 6.5 and
     /// libtirpc ≥ 1.3.5 try first); "" disables it.
-    pub local_abstract: String,
+    pub(crate) local_abstract: String,
     /// Path socket in the daemon's own mount namespace; each connection is served by the
     /// caller's network namespace. Daemon-wide: only the base `[rpcbind]` value counts (a
     /// per-namespace override is ignored). "" disables it; `nsauxd --rpcbind-socket` wins.
-    pub local_path: String,
+    pub(crate) local_path: String,
     /// Forward CALLIT/BCAST/INDIRECT inside the same namespace (off, as in rpcbind ≥ 1.2.5).
-    pub remote_calls: bool,
+    pub(crate) remote_calls: bool,
     /// Most registrations in one namespace (self registrations included).
-    pub max_registrations: usize,
+    pub(crate) max_registrations: usize,
     /// Most TCP + AF_LOCAL connections open at once in one namespace.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Seconds a TCP/AF_LOCAL connection may stay idle before it is closed (CVE-2021-46828).
-    pub idle_timeout_secs: u64,
+    pub(crate) idle_timeout_secs: u64,
     /// Refuse DUMP over UDP from non-loopback callers (reflection amplifier).
-    pub udp_dump_loopback_only: bool,
+    pub(crate) udp_dump_loopback_only: bool,
     /// Accept SET/UNSET from 127.0.0.1/::1 (the kernel and older libtirpc register that way).
-    pub loopback_may_register: bool,
+    pub(crate) loopback_may_register: bool,
     /// Probe registered UDP and TCP services with an RPC NULL call and drop those that stop
     /// answering.
-    pub prune: bool,
+    pub(crate) prune: bool,
     /// Seconds between liveness rounds when `prune` is on.
-    pub prune_interval_secs: u64,
+    pub(crate) prune_interval_secs: u64,
     /// Missed probes in a row after which a registration is removed.
-    pub prune_after_misses: u32,
+    pub(crate) prune_after_misses: u32,
     /// Seconds after start before the journals of namespaces that did not come back (they went
     /// while the daemon was down) are deleted. Every namespace present at start must have been
     /// found by then, or its journal goes too: the default leaves a slow start plenty of room.
     /// Daemon-wide and read at start: only the base `[rpcbind]` value counts.
-    pub journal_sweep_delay_secs: u64,
+    pub(crate) journal_sweep_delay_secs: u64,
 }
 
 impl Default for RpcbindConfig {
@@ -134,49 +134,49 @@ impl Default for RpcbindConfig {
 /// only what an operator sets.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct NtpConfig {
+pub(crate) struct NtpConfig {
     /// Serve NTP at all.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// UDP port.
-    pub port: u16,
+    pub(crate) port: u16,
     /// Addresses to bind in each namespace (wildcards answer from the address queried).
-    pub addresses: Vec<IpAddr>,
+    pub(crate) addresses: Vec<IpAddr>,
     /// Client networks allowed (CIDR); empty means everyone not denied.
     #[serde(deserialize_with = "de_nets")]
-    pub allow: Vec<IpNet>,
+    pub(crate) allow: Vec<IpNet>,
     /// Client networks refused (CIDR); the most specific entry wins, deny on ties.
     #[serde(deserialize_with = "de_nets")]
-    pub deny: Vec<IpNet>,
+    pub(crate) deny: Vec<IpNet>,
     /// While the host clock is unsynchronised, answer with leap 3 / stratum 16 (`true`, as
     /// chrony does, so clients can see why) or stay silent so they fail over (`false`).
-    pub answer_unsynchronised: bool,
+    pub(crate) answer_unsynchronised: bool,
     /// Answer symmetric active (mode 1) requests with mode 2. Off: few need it.
-    pub symmetric: bool,
+    pub(crate) symmetric: bool,
     /// Serve the host clock as synchronised at this stratum (1..=15) whenever it is not known
     /// to be synchronised, like chrony's `local stratum N`: for isolated networks and hosts
     /// whose kernel never reports sync.
     #[serde(deserialize_with = "de_opt_stratum")]
-    pub local_stratum: Option<u8>,
+    pub(crate) local_stratum: Option<u8>,
     /// Stratum advertised while the kernel says the clock is synchronised, unless `reference`
     /// supplies one (1..=15). The kernel does not know the stratum, so someone must say it.
     #[serde(deserialize_with = "de_stratum")]
-    pub stratum: u8,
+    pub(crate) stratum: u8,
     /// Reference ID advertised with `stratum`: an IPv4 address ("192.0.2.1") or a code of at
     /// most four ASCII characters ("GPS").
     #[serde(deserialize_with = "de_refid")]
-    pub refid: RefId,
+    pub(crate) refid: RefId,
     /// Copy stratum, reference ID, root delay and dispersion from the NTP daemon that disciplines
     /// the host clock, queried at this address from the daemon's own namespace (as rsntp does
     /// with chronyd). Queried only when a request arrives and the copy is older than
     /// `reference_max_age`, so an idle daemon sends nothing. Unreachable: `stratum`/`refid` serve.
     /// It must not be nsauxd itself: when the host namespace is served too, run the local daemon
     /// on another port (rsntp's convention is chronyd on 11123) or it would copy its own answers.
-    pub reference: Option<SocketAddr>,
+    pub(crate) reference: Option<SocketAddr>,
     /// Seconds a copied reference is used before it is refreshed (asynchronously; the stale copy
     /// serves meanwhile).
-    pub reference_max_age: u64,
+    pub(crate) reference_max_age: u64,
     /// Per-client rate limiting.
-    pub rate_limit: NtpRateLimitConfig,
+    pub(crate) rate_limit: NtpRateLimitConfig,
 }
 
 impl Default for NtpConfig {
@@ -206,23 +206,23 @@ impl Default for NtpConfig {
 /// spoofed victim keeps getting answers), plus RATE kiss-o'-death. Defaults are chrony's.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct NtpRateLimitConfig {
+pub(crate) struct NtpRateLimitConfig {
     /// Limit at all (off for benchmarks or trusted networks only).
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Log2 of the average seconds between answers to one client (-4..=12).
-    pub interval: i8,
+    pub(crate) interval: i8,
     /// Answers allowed back to back before limiting starts.
-    pub burst: u8,
+    pub(crate) burst: u8,
     /// One over-limit request in 2^leak is still answered normally (1..=4).
-    pub leak: u8,
+    pub(crate) leak: u8,
     /// Send RATE kiss-o'-death replies to some over-limit requests.
-    pub kiss: bool,
+    pub(crate) kiss: bool,
     /// One non-leaked over-limit request in 2^kiss_log2 gets the kiss (0..=4).
-    pub kiss_log2: u8,
+    pub(crate) kiss_log2: u8,
     /// IPv6 clients share a bucket per prefix of this length (32..=128).
-    pub ipv6_prefix: u8,
+    pub(crate) ipv6_prefix: u8,
     /// Most clients tracked per namespace (memory bound: 48 bytes each).
-    pub max_clients: usize,
+    pub(crate) max_clients: usize,
 }
 
 impl Default for NtpRateLimitConfig {

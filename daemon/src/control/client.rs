@@ -11,7 +11,7 @@ use super::{MAX_LINE, Request, Response, SOCKET_NAME};
 
 /// Sends one request to the daemon whose runtime directory is `runtime_dir` and returns its
 /// reply (a failed reply is still `Ok`; `Err` means the daemon could not be asked).
-pub fn call(runtime_dir: &Path, req: &Request) -> anyhow::Result<Response> {
+pub(crate) fn call(runtime_dir: &Path, req: &Request) -> anyhow::Result<Response> {
     let path = runtime_dir.join(SOCKET_NAME);
     let stream = UnixStream::connect(&path)
         .with_context(|| format!("daemon not running? cannot connect to {}", path.display()))?;

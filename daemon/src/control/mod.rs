@@ -13,7 +13,7 @@
 //! | `reload`  | —                                      | `{reloaded: true}`                    |
 //! | `service` | `service`, `action`, `ns`?, `args`?    | `{NS_NAME: result, ...}`              |
 
-pub mod client;
+pub(crate) mod client;
 pub(crate) mod server;
 
 use std::path::PathBuf;
@@ -23,15 +23,15 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 /// Longest request or reply line accepted.
-pub const MAX_LINE: usize = 1 << 20;
+pub(crate) const MAX_LINE: usize = 1 << 20;
 
 /// The socket's file name inside the runtime directory.
-pub const SOCKET_NAME: &str = "control.sock";
+pub(crate) const SOCKET_NAME: &str = "control.sock";
 
 /// A control request.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Request {
+pub(crate) enum Request {
     /// Daemon summary.
     Status,
     /// Every tracked namespace.
@@ -73,29 +73,29 @@ pub enum Request {
 /// the channel its answer goes back on. The server only hands these over an `mpsc` channel and
 /// knows nothing of who answers them, so the control layer depends on nothing above it.
 #[derive(Debug)]
-pub struct Call {
+pub(crate) struct Call {
     /// What the client asked.
-    pub request: Request,
+    pub(crate) request: Request,
     /// Where the answer goes; a dropped sender tells the client the daemon is shutting down.
-    pub reply: oneshot::Sender<Response>,
+    pub(crate) reply: oneshot::Sender<Response>,
 }
 
 /// A control reply.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Response {
+pub(crate) struct Response {
     /// Success.
-    pub ok: bool,
+    pub(crate) ok: bool,
     /// Result data on success.
     #[serde(default, skip_serializing_if = "Value::is_null")]
-    pub data: Value,
+    pub(crate) data: Value,
     /// One-line reason on failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 impl Response {
     /// A success carrying `data`.
-    pub fn ok(data: Value) -> Self {
+    pub(crate) fn ok(data: Value) -> Self {
         Self {
             ok: true,
             data,
@@ -104,7 +104,7 @@ impl Response {
     }
 
     /// A failure with a one-line reason.
-    pub fn err(reason: impl Into<String>) -> Self {
+    pub(crate) fn err(reason: impl Into<String>) -> Self {
         Self {
             ok: false,
             data: Value::Null,

@@ -17,21 +17,21 @@ use crate::defaults::{DEFAULT_CONFIG, DEFAULT_RUNTIME_DIR};
 /// nsauxctl — control a running nsauxd.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
-pub struct CtlArgs {
+pub(crate) struct CtlArgs {
     /// The daemon's runtime directory.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_RUNTIME_DIR, global = true)]
-    pub runtime_dir: PathBuf,
+    pub(crate) runtime_dir: PathBuf,
     /// Print JSON for scripts instead of tables.
     #[arg(long, global = true)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// What to do.
     #[command(subcommand)]
-    pub command: CtlCommand,
+    pub(crate) command: CtlCommand,
 }
 
 /// `nsauxctl` commands.
 #[derive(Debug, Subcommand)]
-pub enum CtlCommand {
+pub(crate) enum CtlCommand {
     /// Daemon summary.
     Status,
     /// Namespaces.
@@ -65,22 +65,22 @@ pub enum CtlCommand {
 
 /// `nsauxctl ns` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum NsCommand {
+pub(crate) enum NsCommand {
     /// List tracked namespaces: name, id, source, services, since.
     List,
 }
 
 /// Restricts a service command to one namespace.
 #[derive(Debug, Args)]
-pub struct NsFilter {
+pub(crate) struct NsFilter {
     /// Only this namespace (default: all where the service runs).
     #[arg(long = "ns", value_name = "NAME")]
-    pub ns: Option<String>,
+    pub(crate) ns: Option<String>,
 }
 
 /// `nsauxctl rpc` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum RpcCommand {
+pub(crate) enum RpcCommand {
     /// Registration tables: NS, prog/vers, netid, address, owner.
     List(NsFilter),
     /// Per-namespace statistics (what `rpcinfo -m` shows: calls per procedure, SET/UNSET,
@@ -102,7 +102,7 @@ pub enum RpcCommand {
 
 /// `nsauxctl dns` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum DnsCommand {
+pub(crate) enum DnsCommand {
     /// Per-namespace statistics.
     Stats(NsFilter),
     /// Empty the cache.
@@ -131,7 +131,7 @@ pub enum DnsCommand {
 
 /// `nsauxctl ntp` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum NtpCommand {
+pub(crate) enum NtpCommand {
     /// Clock status served and where stratum/refid come from.
     Status(NsFilter),
     /// Per-namespace statistics.
@@ -149,15 +149,15 @@ fn service_request(service: &str, action: &str, ns: Option<String>, args: Value)
 
 /// `nsauxctl attach` arguments.
 #[derive(Debug, Args)]
-pub struct AttachArgs {
+pub(crate) struct AttachArgs {
     /// Name to give it.
-    pub name: String,
+    pub(crate) name: String,
     /// Follow this process's namespace; it is detached when the process exits.
     #[arg(long, conflicts_with = "path", required_unless_present = "path")]
-    pub pid: Option<u32>,
+    pub(crate) pid: Option<u32>,
     /// Open this namespace file (e.g. a container runtime's).
     #[arg(long)]
-    pub path: Option<PathBuf>,
+    pub(crate) path: Option<PathBuf>,
 }
 
 /// `nsauxctl`'s main.

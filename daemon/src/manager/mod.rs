@@ -37,9 +37,7 @@ use self::sources::NsEntry;
 
 /// Everything the manager reacts to.
 #[derive(Debug)]
-pub enum ManagerMsg {
-    /// From the directory tracker.
-    Tracker(TrackerEvent),
+pub(crate) enum ManagerMsg {
     /// Time to retry a failed listener.
     Retry {
         /// Namespace.
@@ -60,20 +58,20 @@ pub enum ManagerMsg {
 
 /// How to (re)load the configuration: the file plus command-line overrides that win over it.
 #[derive(Debug, Clone)]
-pub struct ConfigSource {
+pub(crate) struct ConfigSource {
     /// The file.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// A missing file means built-in defaults (true for the default path only).
-    pub missing_ok: bool,
+    pub(crate) missing_ok: bool,
     /// `--netns-dir` flags (replace the file's list when non-empty).
-    pub netns_dirs: Vec<PathBuf>,
+    pub(crate) netns_dirs: Vec<PathBuf>,
     /// `--no-host-netns`.
-    pub no_host_netns: bool,
+    pub(crate) no_host_netns: bool,
 }
 
 impl ConfigSource {
     /// Loads and validates the file, then applies the command-line overrides.
-    pub fn load(&self) -> anyhow::Result<Config> {
+    pub(crate) fn load(&self) -> anyhow::Result<Config> {
         let mut c = Config::load(&self.path, self.missing_ok)?;
         if !self.netns_dirs.is_empty() {
             c.netns_dirs.clone_from(&self.netns_dirs);
@@ -87,7 +85,7 @@ impl ConfigSource {
 
 /// The manager's state.
 #[derive(Debug)]
-pub struct Manager {
+pub(crate) struct Manager {
     config: Arc<Config>,
     config_source: ConfigSource,
     kinds: Vec<Arc<dyn ServiceKind>>,
@@ -103,7 +101,7 @@ pub struct Manager {
 
 impl Manager {
     /// Creates the manager; call [`Manager::run`] to start tracking.
-    pub fn new(
+    pub(crate) fn new(
         config: Config,
         config_source: ConfigSource,
         kinds: Vec<Arc<dyn ServiceKind>>,
@@ -127,7 +125,7 @@ impl Manager {
 
     /// Starts tracking and processes messages and control calls until `shutdown` fires; then
     /// drops every namespace (closing all sockets).
-    pub async fn run(
+    pub(crate) async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<ManagerMsg>,
         mut calls: mpsc::UnboundedReceiver<Call>,
@@ -166,7 +164,6 @@ impl Manager {
 
     async fn on_msg(&mut self, msg: ManagerMsg) {
         match msg {
-            ManagerMsg::Tracker(ev) => self.on_tracker(ev).await,
             ManagerMsg::Retry { id, service, spec } => self.retry(id, service, spec).await,
             ManagerMsg::PidExited { source } => {
                 tracing::info!(netns = source.name(), %source, "attached process exited; detaching");

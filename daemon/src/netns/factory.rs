@@ -26,7 +26,7 @@ type Job = Box<dyn FnOnce(&File) -> bool + Send>;
 /// One round trip costs about 20 µs of thread work plus a channel hop; callers batch all the
 /// sockets a namespace needs into one closure.
 #[derive(Debug, Clone)]
-pub struct SocketFactory {
+pub(crate) struct SocketFactory {
     tx: Arc<Mutex<mpsc::Sender<Job>>>,
 }
 
@@ -49,7 +49,7 @@ fn spawn_thread() -> io::Result<mpsc::Sender<Job>> {
 
 impl SocketFactory {
     /// Starts the namespace thread.
-    pub fn start() -> io::Result<Self> {
+    pub(crate) fn start() -> io::Result<Self> {
         Ok(Self {
             tx: Arc::new(Mutex::new(spawn_thread()?)),
         })
@@ -59,7 +59,7 @@ impl SocketFactory {
     ///
     /// If the thread cannot return home it stops (its jobs fail) and a fresh thread, born in the
     /// home namespace, takes over: a thread stuck elsewhere must never create another socket.
-    pub async fn run_in<R, F>(&self, ns: Arc<OwnedFd>, f: F) -> io::Result<R>
+    pub(crate) async fn run_in<R, F>(&self, ns: Arc<OwnedFd>, f: F) -> io::Result<R>
     where
         R: Send + 'static,
         F: FnOnce() -> io::Result<R> + Send + 'static,
@@ -104,9 +104,9 @@ impl SocketFactory {
 
 /// Options for a UDP listener.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UdpOptions {
+pub(crate) struct UdpOptions {
     /// Kernel receive timestamps (NTP needs them).
-    pub rx_timestamps: bool,
+    pub(crate) rx_timestamps: bool,
 }
 
 fn new_ip_socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
@@ -136,7 +136,7 @@ fn new_ip_socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Sock
 /// source address explicitly (see `serve::udp`): a socket bound with `IP_FREEBIND` before its
 /// address was up (lo still down in a fresh namespace) has no fixed source, and the kernel
 /// would otherwise pick one by route (127.0.0.1 for a socket on 127.0.0.53).
-pub fn bind_udp(addr: SocketAddr, opts: UdpOptions) -> io::Result<std::net::UdpSocket> {
+pub(crate) fn bind_udp(addr: SocketAddr, opts: UdpOptions) -> io::Result<std::net::UdpSocket> {
     let sock = new_ip_socket(addr, Type::DGRAM, Protocol::UDP)?;
     if udp_wants_pktinfo(addr) {
         sys::udp::enable_pktinfo(sock.as_fd(), addr.is_ipv6())?;
@@ -156,12 +156,12 @@ fn udp_wants_pktinfo(addr: SocketAddr) -> bool {
 /// Whether datagrams on a socket made by [`bind_udp`] carry control messages (pktinfo or
 /// timestamps). Without them the serving loop reads with plain `recvfrom`, which costs less
 /// per datagram than a `msghdr`-based receive.
-pub fn udp_has_control(addr: SocketAddr, opts: UdpOptions) -> bool {
+pub(crate) fn udp_has_control(addr: SocketAddr, opts: UdpOptions) -> bool {
     udp_wants_pktinfo(addr) || opts.rx_timestamps
 }
 
 /// Creates a listening TCP socket bound to `addr`. Call inside the target namespace.
-pub fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+pub(crate) fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let sock = new_ip_socket(addr, Type::STREAM, Protocol::TCP)?;
     sock.set_reuse_address(true)?;
     sock.bind(&addr.into())?;
@@ -171,7 +171,7 @@ pub fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 
 /// Creates a listening abstract AF_LOCAL socket (`"\0name"`), which is scoped to the network
 /// namespace it is created in. Call inside the target namespace.
-pub fn bind_unix_abstract(name: &str) -> io::Result<UnixListener> {
+pub(crate) fn bind_unix_abstract(name: &str) -> io::Result<UnixListener> {
     use std::os::linux::net::SocketAddrExt;
     let addr = UnixAddr::from_abstract_name(name.as_bytes())?;
     let listener = UnixListener::bind_addr(&addr)?;

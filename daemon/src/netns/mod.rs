@@ -5,8 +5,8 @@
 //! * [`factory::SocketFactory`] — creates sockets *inside* a namespace on a dedicated thread.
 //! * [`tracker::NetnsTracker`] — watches namespace directories and reports arrivals/departures.
 
-pub mod factory;
-pub mod tracker;
+pub(crate) mod factory;
+pub(crate) mod tracker;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -19,7 +19,7 @@ use serde::Serialize;
 /// never leak into a later namespace that happens to reuse a name or an inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
-pub struct NetnsId(pub u64);
+pub(crate) struct NetnsId(pub u64);
 
 impl fmt::Display for NetnsId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -29,7 +29,7 @@ impl fmt::Display for NetnsId {
 
 /// How nsaux learned of a namespace; also the key that a departure is matched against.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Source {
+pub(crate) enum Source {
     /// The daemon's own namespace.
     Host,
     /// A bind-mounted namespace file in a watched directory (`/run/netns/NAME`).
@@ -57,7 +57,7 @@ pub enum Source {
 
 impl Source {
     /// The label this source gives the namespace (used for config matching and display).
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         match self {
             Self::Host => "host",
             Self::Dir { name, .. } | Self::Pid { name, .. } | Self::Path { name, .. } => name,
@@ -65,7 +65,7 @@ impl Source {
     }
 
     /// Whether this source was added through `nsauxctl attach`.
-    pub fn is_attached(&self) -> bool {
+    pub(crate) fn is_attached(&self) -> bool {
         matches!(self, Self::Pid { .. } | Self::Path { .. })
     }
 }

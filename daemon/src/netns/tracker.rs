@@ -25,11 +25,11 @@ use crate::sys;
 
 /// A namespace file's identity on disk: `(st_dev, st_ino)`. Only good for recognising the same
 /// file twice; inode numbers are recycled once a namespace is freed.
-pub type FileId = (u64, u64);
+pub(crate) type FileId = (u64, u64);
 
 /// What the tracker tells the manager.
 #[derive(Debug)]
-pub enum TrackerEvent {
+pub(crate) enum TrackerEvent {
     /// A namespace file is ready (mounted); `fd` keeps the namespace alive until dropped.
     Appeared {
         /// Where it was found.
@@ -63,7 +63,7 @@ enum Command {
 
 /// Handle to the tracker task.
 #[derive(Debug, Clone)]
-pub struct NetnsTracker {
+pub(crate) struct NetnsTracker {
     cmd: mpsc::UnboundedSender<Command>,
 }
 
@@ -103,7 +103,7 @@ struct State {
 impl NetnsTracker {
     /// Starts watching `dirs` (creating them if missing, as `ip netns` does) and reports every
     /// namespace already there, then every change.
-    pub fn spawn(
+    pub(crate) fn spawn(
         dirs: Vec<PathBuf>,
         events: mpsc::UnboundedSender<TrackerEvent>,
     ) -> io::Result<Self> {
@@ -124,7 +124,7 @@ impl NetnsTracker {
     }
 
     /// Replaces the watched directories (on reload).
-    pub fn set_dirs(&self, dirs: Vec<PathBuf>) {
+    pub(crate) fn set_dirs(&self, dirs: Vec<PathBuf>) {
         let _ = self.cmd.send(Command::SetDirs(dirs));
     }
 }

@@ -19,7 +19,7 @@ use crate::config::{IdentConfig, ServicesConfig};
 
 /// The ident service kind.
 #[derive(Debug, Default)]
-pub struct Ident;
+pub(crate) struct Ident;
 
 /// Ident in one namespace.
 #[derive(Debug)]

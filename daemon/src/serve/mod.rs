@@ -6,10 +6,10 @@
 //! their context, and drops everything when the namespace goes. Services never open listeners
 //! themselves, so they cannot end up in the wrong namespace.
 
-pub mod dns;
-pub mod ident;
-pub mod ntp;
-pub mod rpcbind;
+pub(crate) mod dns;
+pub(crate) mod ident;
+pub(crate) mod ntp;
+pub(crate) mod rpcbind;
 pub(crate) mod stream;
 pub(crate) mod udp;
 
@@ -31,7 +31,7 @@ use crate::netns::factory::SocketFactory;
 /// Where a service listens inside a namespace. Also the key for keeping a socket across reloads:
 /// a listener whose spec did not change is never closed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ListenerSpec {
+pub(crate) enum ListenerSpec {
     /// A UDP socket (pktinfo always on).
     Udp {
         /// Bind address.
@@ -54,7 +54,7 @@ pub enum ListenerSpec {
 impl ListenerSpec {
     /// UDP and/or TCP listeners on `port` at each of `addresses`: the usual shape of a service
     /// that answers on both transports.
-    pub fn ip_pairs(addresses: &[IpAddr], port: u16, udp: bool, tcp: bool) -> Vec<Self> {
+    pub(crate) fn ip_pairs(addresses: &[IpAddr], port: u16, udp: bool, tcp: bool) -> Vec<Self> {
         let mut v = Vec::new();
         for ip in addresses {
             let addr = SocketAddr::new(*ip, port);
@@ -84,29 +84,29 @@ impl fmt::Display for ListenerSpec {
 
 /// The namespace a service instance serves, shared by all its tasks.
 #[derive(Debug)]
-pub struct NsInfo {
+pub(crate) struct NsInfo {
     /// Kernel identity.
-    pub id: NetnsId,
+    pub(crate) id: NetnsId,
     /// Label (file name, attach name, or "host").
-    pub name: String,
+    pub(crate) name: String,
     /// `(st_dev, st_ino)` of the namespace file the manager holds open: what
     /// `stat("/proc/PID/ns/net")` gives for a process inside it. Valid only while the namespace
     /// is tracked (inode numbers are recycled after it is freed); `None` if fstat failed.
-    pub nsfs: Option<(u64, u64)>,
+    pub(crate) nsfs: Option<(u64, u64)>,
     /// Cancelled when the namespace goes: every task holding a socket in it must end then, or
     /// the namespace lives on as a zombie.
-    pub cancel: CancellationToken,
+    pub(crate) cancel: CancellationToken,
     /// The namespace file, kept so services can create sockets inside the namespace later
     /// (e.g. DNS upstream queries). Released with the last `Arc<NsInfo>`.
-    pub fd: Arc<OwnedFd>,
+    pub(crate) fd: Arc<OwnedFd>,
     /// Creates sockets inside a namespace on the daemon's namespace thread.
-    pub factory: SocketFactory,
+    pub(crate) factory: SocketFactory,
 }
 
 impl NsInfo {
     /// Runs `f` inside this namespace (on the namespace thread) and returns its result: the
     /// way for a service to create sockets that use the namespace's routes and addresses.
-    pub async fn run_in<R, F>(&self, f: F) -> io::Result<R>
+    pub(crate) async fn run_in<R, F>(&self, f: F) -> io::Result<R>
     where
         R: Send + 'static,
         F: FnOnce() -> io::Result<R> + Send + 'static,
@@ -117,43 +117,43 @@ impl NsInfo {
 
 /// A received datagram and what the kernel said about it.
 #[derive(Debug)]
-pub struct Datagram<'a> {
+pub(crate) struct Datagram<'a> {
     /// Payload (borrowed from a per-thread buffer: copy what you keep).
-    pub data: &'a [u8],
+    pub(crate) data: &'a [u8],
     /// Sender.
-    pub peer: SocketAddr,
+    pub(crate) peer: SocketAddr,
     /// The local address it was sent to (pktinfo), with the socket's port.
-    pub local: SocketAddr,
+    pub(crate) local: SocketAddr,
     /// Arrival interface.
-    pub ifindex: u32,
+    pub(crate) ifindex: u32,
     /// Kernel receive time, if the listener asked for timestamps.
-    pub rx_time: Option<SystemTime>,
+    pub(crate) rx_time: Option<SystemTime>,
     /// Monotonic time its batch was taken off the socket: one clock read per batch serves
     /// every rate limit and cache age in it (a batch is handled within microseconds).
-    pub received: Instant,
+    pub(crate) received: Instant,
     /// Wall-clock time its batch was taken off the socket, for the cores that need calendar
     /// time (the portmapper's GETTIME and forward ages): read once per batch beside `received`,
     /// so no core reads a clock of its own.
-    pub wall: SystemTime,
+    pub(crate) wall: SystemTime,
     /// Longer than the receive buffer; `data` is cut.
-    pub truncated: bool,
+    pub(crate) truncated: bool,
 }
 
 /// Where one reply goes: the datagram's peer, and the local address it leaves from (so a
 /// wildcard socket answers from the address that was queried).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReplyTo {
+pub(crate) struct ReplyTo {
     /// Destination.
-    pub dst: SocketAddr,
+    pub(crate) dst: SocketAddr,
     /// Source address (pktinfo on send).
-    pub src: IpAddr,
+    pub(crate) src: IpAddr,
     /// Interface to leave by (0: let routing choose).
-    pub ifindex: u32,
+    pub(crate) ifindex: u32,
 }
 
 impl ReplyTo {
     /// Back to the sender of `d`, from the address `d` arrived at.
-    pub fn sender(d: &Datagram<'_>) -> Self {
+    pub(crate) fn sender(d: &Datagram<'_>) -> Self {
         Self {
             dst: d.peer,
             src: d.local.ip(),
@@ -167,7 +167,7 @@ impl ReplyTo {
 /// sends every queued reply of the batch in one `sendmmsg` once the batch is handled. The
 /// buffers are reused batch after batch, so answering allocates nothing in steady state.
 #[derive(Debug, Default)]
-pub struct Replies {
+pub(crate) struct Replies {
     /// Reply buffers; the first `heads.len()` are queued, the next one is being written.
     bufs: Vec<Vec<u8>>,
     /// Where each queued reply goes.
@@ -176,7 +176,7 @@ pub struct Replies {
 
 impl Replies {
     /// The buffer for the next reply, empty. Nothing is sent unless [`Replies::commit`] follows.
-    pub fn buf(&mut self) -> &mut Vec<u8> {
+    pub(crate) fn buf(&mut self) -> &mut Vec<u8> {
         let n = self.heads.len();
         if self.bufs.len() <= n {
             self.bufs.push(Vec::with_capacity(4096));
@@ -187,7 +187,7 @@ impl Replies {
     }
 
     /// Queues what was written into [`Replies::buf`] for `to`.
-    pub fn commit(&mut self, to: ReplyTo) {
+    pub(crate) fn commit(&mut self, to: ReplyTo) {
         let n = self.heads.len();
         if self.bufs.len() <= n {
             // commit without buf: an empty reply is never sent.
@@ -205,13 +205,8 @@ impl Replies {
     }
 
     /// Number of queued replies.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.heads.len()
-    }
-
-    /// Whether no reply is queued.
-    pub fn is_empty(&self) -> bool {
-        self.heads.is_empty()
     }
 
     /// Forgets the queued replies (their buffers are kept for the next batch).
@@ -222,22 +217,22 @@ impl Replies {
 
 /// A UDP socket in some namespace that a service may answer through, now or later.
 #[derive(Debug)]
-pub struct UdpEndpoint {
+pub(crate) struct UdpEndpoint {
     pub(crate) sock: tokio::net::UdpSocket,
     /// The address it is bound to.
-    pub bound: SocketAddr,
+    pub(crate) bound: SocketAddr,
     /// Its datagrams carry control messages (pktinfo, timestamps); without, they are read
     /// with the cheaper plain receive.
-    pub control: bool,
+    pub(crate) control: bool,
     /// The namespace it lives in.
-    pub ns: Arc<NsInfo>,
+    pub(crate) ns: Arc<NsInfo>,
 }
 
 impl UdpEndpoint {
     /// Sends `payload` to `peer` from local address `local` (so a wildcard socket answers from
     /// the address that was queried). Never blocks: a full socket buffer drops the datagram,
     /// which is what UDP would do anyway.
-    pub fn send_from(
+    pub(crate) fn send_from(
         &self,
         payload: &[u8],
         peer: SocketAddr,
@@ -250,7 +245,7 @@ impl UdpEndpoint {
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Peer {
+pub(crate) enum Peer {
     /// An IP peer.
     Ip(SocketAddr),
     /// An AF_LOCAL peer with kernel-verified credentials.
@@ -266,7 +261,7 @@ pub enum Peer {
 
 /// A connected stream of either kind.
 #[derive(Debug)]
-pub enum Stream {
+pub(crate) enum Stream {
     /// TCP.
     Tcp(tokio::net::TcpStream),
     /// AF_LOCAL.
@@ -275,22 +270,20 @@ pub enum Stream {
 
 /// An accepted connection and its context.
 #[derive(Debug)]
-pub struct Connection {
+pub(crate) struct Connection {
     /// The stream.
-    pub stream: Stream,
+    pub(crate) stream: Stream,
     /// The peer.
-    pub peer: Peer,
+    pub(crate) peer: Peer,
     /// Local address (TCP only).
-    pub local: Option<SocketAddr>,
-    /// The namespace it was accepted in.
-    pub ns: Arc<NsInfo>,
+    pub(crate) local: Option<SocketAddr>,
 }
 
 /// A boxed future for a connection handler.
-pub type ConnFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+pub(crate) type ConnFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// One kind of service. Holds whatever is shared across namespaces (e.g. a journal writer).
-pub trait ServiceKind: Send + Sync + fmt::Debug + 'static {
+pub(crate) trait ServiceKind: Send + Sync + fmt::Debug + 'static {
     /// Short name used in config, logs and `ns list`.
     fn name(&self) -> &'static str;
 
@@ -310,7 +303,7 @@ pub trait ServiceKind: Send + Sync + fmt::Debug + 'static {
 }
 
 /// A service's state for one namespace.
-pub trait NsService: Send + Sync + fmt::Debug + 'static {
+pub(crate) trait NsService: Send + Sync + fmt::Debug + 'static {
     /// The listeners it wants now (after construction or the last `reconfigure`).
     fn listeners(&self) -> Vec<ListenerSpec>;
 

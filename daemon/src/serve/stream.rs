@@ -46,7 +46,6 @@ pub(crate) async fn run_tcp(
                     stream: Stream::Tcp(stream),
                     peer: Peer::Ip(peer),
                     local,
-                    ns: Arc::clone(&ns),
                 };
                 spawn_conn(&ns, &service, conn, permit);
             }
@@ -84,7 +83,6 @@ pub(crate) async fn run_unix(
                     stream: Stream::Unix(stream),
                     peer,
                     local: None,
-                    ns: Arc::clone(&ns),
                 };
                 spawn_conn(&ns, &service, conn, permit);
             }

@@ -68,7 +68,7 @@ use crate::config::{DnsConfig, ServicesConfig};
 
 /// The DNS service kind.
 #[derive(Debug, Default)]
-pub struct Dns;
+pub(crate) struct Dns;
 
 impl ServiceKind for Dns {
     fn name(&self) -> &'static str {

@@ -139,13 +139,13 @@ impl Shared {
 /// The NTP service kind. Holds what all namespaces share: the precision and the caches of the
 /// kernel clock state and of copied references.
 #[derive(Debug)]
-pub struct Ntp {
+pub(crate) struct Ntp {
     shared: Arc<Shared>,
 }
 
 impl Ntp {
     /// Measures the clock's precision once; cheap (a few microseconds).
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let epoch = Instant::now();
         Self {
             shared: Arc::new(Shared {

@@ -34,7 +34,7 @@ use crate::netns::NetnsId;
 
 /// One journaled change.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     /// A registration was added.
     Set(Entry),
     /// A registration was removed.
@@ -43,19 +43,19 @@ pub enum Change {
 
 /// The per-boot journal directory of one service.
 #[derive(Debug)]
-pub struct JournalDir {
+pub(crate) struct JournalDir {
     dir: PathBuf,
 }
 
 /// What a replay found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Replay {
+pub(crate) struct Replay {
     /// The table the journal describes, in registration order.
-    pub entries: Vec<Entry>,
+    pub(crate) entries: Vec<Entry>,
     /// Lines read.
-    pub lines: usize,
+    pub(crate) lines: usize,
     /// Lines skipped (truncated, bad hash, unparsable).
-    pub bad_lines: usize,
+    pub(crate) bad_lines: usize,
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -68,7 +68,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// The current boot id (a UUID string).
-pub fn boot_id() -> io::Result<String> {
+pub(crate) fn boot_id() -> io::Result<String> {
     let s = fs::read_to_string("/proc/sys/kernel/random/boot_id")?;
     let s = s.trim();
     if s.is_empty() || !s.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
@@ -82,7 +82,7 @@ pub fn boot_id() -> io::Result<String> {
 
 impl JournalDir {
     /// Opens (creating) `STATE_DIR/SERVICE/BOOT_ID`, deleting directories of other boots.
-    pub fn open(state_dir: &Path, service: &str) -> io::Result<Self> {
+    pub(crate) fn open(state_dir: &Path, service: &str) -> io::Result<Self> {
         let boot = boot_id()?;
         let base = state_dir.join(service);
         fs::create_dir_all(&base)?;
@@ -100,7 +100,7 @@ impl JournalDir {
     }
 
     /// The journal of one namespace (the file is created on the first change).
-    pub fn journal(&self, id: NetnsId) -> Journal {
+    pub(crate) fn journal(&self, id: NetnsId) -> Journal {
         Journal {
             path: self.dir.join(format!("{id}.journal")),
         }
@@ -108,7 +108,7 @@ impl JournalDir {
 
     /// Deletes the journals of namespaces that are not in `live` (they went while the daemon was
     /// down). Call once the namespaces present at start have been found.
-    pub fn sweep(&self, live: &HashSet<u64>) {
+    pub(crate) fn sweep(&self, live: &HashSet<u64>) {
         let Ok(rd) = fs::read_dir(&self.dir) else {
             return;
         };
@@ -130,7 +130,7 @@ impl JournalDir {
 
 /// One namespace's journal file.
 #[derive(Debug, Clone)]
-pub struct Journal {
+pub(crate) struct Journal {
     path: PathBuf,
 }
 
@@ -170,13 +170,13 @@ fn decode(line: &[u8]) -> Option<Change> {
 
 impl Journal {
     /// Its file.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Reads and replays the file. A missing file is an empty table; bad lines are counted and
     /// skipped (the caller logs them).
-    pub fn replay(&self) -> io::Result<Replay> {
+    pub(crate) fn replay(&self) -> io::Result<Replay> {
         let data = match fs::read(&self.path) {
             Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Replay::default()),
@@ -208,7 +208,7 @@ impl Journal {
     /// would apply, or a torn line that the next append would be glued to (losing that next,
     /// acknowledged, line). If even that fails, the file may hold such a tail; the caller then
     /// rewrites the whole file before its next append.
-    pub fn append(&self, changes: &[Change]) -> io::Result<()> {
+    pub(crate) fn append(&self, changes: &[Change]) -> io::Result<()> {
         if changes.is_empty() {
             return Ok(());
         }
@@ -228,7 +228,7 @@ impl Journal {
 
     /// Replaces the file with one line per live entry (temp file + rename, so a crash leaves
     /// either the old or the new file). An empty table removes the file.
-    pub fn rewrite(&self, entries: &[Entry]) -> io::Result<()> {
+    pub(crate) fn rewrite(&self, entries: &[Entry]) -> io::Result<()> {
         if entries.is_empty() {
             return self.remove();
         }
@@ -248,7 +248,7 @@ impl Journal {
     }
 
     /// Deletes the file (the namespace is gone).
-    pub fn remove(&self) -> io::Result<()> {
+    pub(crate) fn remove(&self) -> io::Result<()> {
         match fs::remove_file(&self.path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),

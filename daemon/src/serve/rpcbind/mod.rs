@@ -50,7 +50,7 @@
 
 mod control;
 mod forward;
-pub mod journal;
+pub(crate) mod journal;
 mod liveness;
 mod path;
 mod service;
@@ -75,7 +75,7 @@ use crate::lock::lock;
 
 /// The portmapper service kind: journals, the path socket and the routing table for it.
 #[derive(Debug)]
-pub struct Rpcbind {
+pub(crate) struct Rpcbind {
     /// Per-boot journal directory; `None` if the state directory is unusable (then
     /// registrations do not survive a restart, and that was logged).
     journals: Option<Arc<JournalDir>>,
@@ -111,7 +111,11 @@ impl Rpcbind {
     /// A portmapper kind keeping journals under `state_dir`, deleting those of vanished
     /// namespaces `sweep_delay` after start (at least a second), and serving the path socket
     /// `local_path` (`None`: no path socket).
-    pub fn new(state_dir: &Path, local_path: Option<PathBuf>, sweep_delay: Duration) -> Self {
+    pub(crate) fn new(
+        state_dir: &Path,
+        local_path: Option<PathBuf>,
+        sweep_delay: Duration,
+    ) -> Self {
         let journals = match JournalDir::open(state_dir, "rpcbind") {
             Ok(j) => Some(Arc::new(j)),
             Err(e) => {

@@ -615,9 +615,29 @@ proptest! {
         // 2^-32 s resolution: within a nanosecond, accounting for carry.
         let back = i128::from(s) * 1_000_000_000 + i128::from(n);
         let orig = i128::from(secs) * 1_000_000_000 + i128::from(nanos);
-        // Only the pivot window (1968..2104) round-trips.
-        if (-61_505_152..4_233_934_848i64).contains(&secs) {
+        // Only the pivot window round-trips: NTP seconds 2^31 ..< 2^32 + 2^31 (era 0's second
+        // half and era 1's first), i.e. Unix 2^31 - UNIX_OFFSET ..< 2^32 + 2^31 - UNIX_OFFSET
+        // (1968-01-20 .. 2104-02-26). The old upper bound was 472,704 s too high, so a
+        // rare draw in that gap failed.
+        if (-61_505_152..4_233_462_144i64).contains(&secs) {
             prop_assert!((back - orig).abs() <= 1, "{secs} {nanos} -> {s} {n}");
         }
     }
+}
+
+#[test]
+fn unix_pivot_window_edges() {
+    // The last second of the window round-trips; the next one wraps to its start.
+    assert_eq!(
+        NtpTimestamp::from_unix(4_233_462_143, 0).to_unix(),
+        (4_233_462_143, 0)
+    );
+    assert_eq!(
+        NtpTimestamp::from_unix(4_233_462_144, 0).to_unix(),
+        (-61_505_152, 0)
+    );
+    assert_eq!(
+        NtpTimestamp::from_unix(-61_505_152, 0).to_unix(),
+        (-61_505_152, 0)
+    );
 }

@@ -167,6 +167,9 @@ fn caller_whose_process_is_gone_is_refused() -> anyhow::Result<()> {
     d.signal(Signal::SIGCONT)?;
     let got = got?;
     assert_eq!(got.trim(), REFUSED, "{got}");
+    wait_for("gone caller logged", Duration::from_secs(2), || {
+        d.log().contains("caller's process is gone").then_some(())
+    })?;
     // Callers that are there are still routed.
     wait_routed(&d, &a)?;
     Ok(())
@@ -240,11 +243,30 @@ fn one_label_per_namespace_and_the_label_follows_the_file() -> anyhow::Result<()
         "an alias is not a second namespace"
     );
     let id = alias_ns["id"].clone();
+    let registered = wait_for("registration", Duration::from_secs(5), || {
+        first
+            .run_in(|| {
+                let mut s = connect_abstract(ABSTRACT).ok()?;
+                let args = rpcb(200_088, 1, "udp", "0.0.0.0.4.8", "0");
+                stream_call(&mut s, &call(7, PMAP, 4, 1, Cred::None, &args))
+            })
+            .ok()
+            .flatten()
+            .and_then(|r| nsaux_tests::rpc::result_u32(&r))
+    })?;
+    assert_eq!(registered, 1);
     // `ip netns del first` while the alias lives: the namespace is now known as "alias" only.
     first.delete()?;
     wait_for("relabelled", Duration::from_secs(5), || {
         d.ns("alias").ok().flatten().filter(|n| n["id"] == id)
     })?;
+    // Relabelling restarts its services, but its registrations (kept by cookie) stay.
+    let kept = wait_for("registrations kept", Duration::from_secs(5), || {
+        d.ctl_json(&["rpc", "list", "--ns", "alias"])
+            .ok()
+            .filter(|v| v.to_string().contains("200088"))
+    })?;
+    assert!(kept.get("alias").is_some(), "{kept}");
     // A namespace re-created as "first" gets the label "first", and only it.
     let _again = d.netns("first")?;
     let fresh = wait_for("re-created", Duration::from_secs(5), || {

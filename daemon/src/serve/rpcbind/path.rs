@@ -180,9 +180,13 @@ fn log_refusal(
             tracing::warn!(netns = %netns, path = %path.display(), pid = ?cred.pid(), uid = cred.uid(),
                 "path socket caller is in a network namespace nsauxd does not serve; refused with an RPC AUTH_ERROR reply");
         }
+        Err(CallerError::Gone) => {
+            tracing::warn!(path = %path.display(), pid = ?cred.pid(), uid = cred.uid(),
+                "path socket caller's process is gone (its pid may already name another process); refused with an RPC AUTH_ERROR reply");
+        }
         Err(e) => {
             tracing::warn!(path = %path.display(), pid = ?cred.pid(), uid = cred.uid(), error = %e,
-                "path socket caller's network namespace cannot be told; nsauxd does not serve it; refused with an RPC AUTH_ERROR reply");
+                "path socket caller's network namespace cannot be told, so nsauxd does not serve it; refused with an RPC AUTH_ERROR reply");
         }
     }
 }

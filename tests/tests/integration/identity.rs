@@ -337,3 +337,34 @@ fn hostile_names_are_escaped_in_tables_and_logs() -> anyhow::Result<()> {
     assert!(log.contains(EVIL_ESCAPED), "{log}");
     Ok(())
 }
+
+#[test]
+fn the_same_name_in_two_watched_directories_gets_two_labels() -> anyhow::Result<()> {
+    if !require_root("the_same_name_in_two_watched_directories_gets_two_labels") {
+        return Ok(());
+    }
+    let second = tempfile::tempdir()?;
+    let second_dir = second.path().display().to_string();
+    let d = Daemon::start_with(ON, &["--netns-dir", &second_dir])?;
+    let _one = d.netns("dup")?;
+    wait_for("first dup", Duration::from_secs(5), || {
+        d.ns("dup").ok().flatten()
+    })?;
+    let _two = TestNetns::create(second.path(), "dup")?;
+    let list = wait_for("second dup", Duration::from_secs(5), || {
+        d.ns_list().ok().filter(|l| {
+            l.iter()
+                .filter(|n| n["name"].to_string().contains("dup"))
+                .count()
+                == 2
+        })
+    })?;
+    let names: Vec<&str> = list.iter().filter_map(|n| n["name"].as_str()).collect();
+    assert!(names.contains(&"dup"), "{names:?}");
+    let other = list
+        .iter()
+        .find(|n| n["name"].as_str().is_some_and(|s| s.starts_with("dup@")))
+        .ok_or_else(|| anyhow::anyhow!("no suffixed label: {names:?}"))?;
+    assert_eq!(other["name"], format!("dup@{}", other["id"]));
+    Ok(())
+}

@@ -21,12 +21,14 @@
 //! - `ctl` — `nsauxctl`'s entry point: subcommands, control requests, table printing.
 //! - `defaults` — default paths shared by both.
 //! - `lock`, `seed` — the one poison-tolerant lock helper and the one seeding helper.
+//! - `escape` — untrusted text made safe for logs and tables (no forged lines, no terminal escapes).
 #![warn(missing_docs)]
 
 mod config;
 mod control;
 mod ctl;
 mod defaults;
+mod escape;
 mod lock;
 mod manager;
 mod netns;

@@ -44,11 +44,13 @@ impl InstanceLock {
 }
 
 /// Logs go to stderr (the journal under systemd); `NSAUX_LOG` sets the filter (default `info`).
+/// Every field is escaped (`escape::log_fields`): names come from tenants.
 pub(crate) fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NSAUX_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .fmt_fields(crate::escape::log_fields())
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();

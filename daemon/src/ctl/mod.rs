@@ -166,8 +166,9 @@ pub fn ctl_main() -> ExitCode {
     match run_ctl(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // The daemon's reasons may quote tenant-chosen names: escaped like the tables.
             let msg = format!("{e:#}").replace('\n', " ");
-            eprintln!("nsauxctl: {msg}");
+            eprintln!("nsauxctl: {}", crate::escape::escape(&msg));
             ExitCode::FAILURE
         }
     }

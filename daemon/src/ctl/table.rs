@@ -3,12 +3,15 @@
 
 use serde_json::Value;
 
-/// A JSON value as a table cell: strings without quotes, null as `-`.
+use crate::escape::escape;
+
+/// A JSON value as a table cell: strings without quotes (escaped: they may come from tenants),
+/// null as `-`.
 pub(super) fn plain(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => escape(s).into_owned(),
         Value::Null => "-".into(),
-        other => other.to_string(),
+        other => escape(&other.to_string()).into_owned(),
     }
 }
 
@@ -23,7 +26,7 @@ pub(super) fn print_ns_table(data: &Value) {
                         .as_object()
                         .map(|m| {
                             m.iter()
-                                .map(|(k, v)| format!("{k}:{}", v["state"].as_str().unwrap_or("?")))
+                                .map(|(k, v)| format!("{}:{}", escape(k), plain(&v["state"])))
                                 .collect::<Vec<_>>()
                                 .join(",")
                         })
@@ -64,7 +67,7 @@ pub(super) fn print_rpc_table(data: &Value) {
     for (ns, entries) in data.as_object().into_iter().flatten() {
         for e in entries.as_array().into_iter().flatten() {
             rows.push([
-                ns.clone(),
+                escape(ns).into_owned(),
                 format!("{}/{}", plain(&e["prog"]), plain(&e["vers"])),
                 plain(&e["netid"]),
                 plain(&e["address"]),
@@ -83,7 +86,7 @@ pub(super) fn print_per_namespace(data: &Value) {
         return;
     };
     for (ns, v) in map {
-        println!("[{ns}]");
+        println!("[{}]", escape(ns));
         match v {
             Value::Array(rows) => {
                 let cols: Vec<String> = rows
@@ -128,7 +131,7 @@ pub(super) fn print_per_namespace(data: &Value) {
             }
             Value::Object(o) => {
                 for (k, v) in o {
-                    println!("  {k:<24} {}", plain(v));
+                    println!("  {:<24} {}", escape(k), plain(v));
                 }
             }
             other => println!("  {}", plain(other)),

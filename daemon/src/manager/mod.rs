@@ -54,6 +54,8 @@ pub(crate) enum ManagerMsg {
     },
     /// SIGHUP: reload the configuration file.
     Reload,
+    /// Time to read a found namespace's cookie again.
+    CookieRetry(sources::CookieRetry),
 }
 
 /// How to (re)load the configuration: the file plus command-line overrides that win over it.
@@ -95,6 +97,10 @@ pub(crate) struct Manager {
     tx: mpsc::UnboundedSender<ManagerMsg>,
     tracker: Option<NetnsTracker>,
     pid_watchers: HashMap<Source, TaskGuard>,
+    /// Sources waiting for a cookie retry, with the token of the retry that counts.
+    cookie_retries: HashMap<Source, u64>,
+    /// The last cookie-retry token handed out.
+    next_cookie_token: u64,
     started: Instant,
     runtime_dir: PathBuf,
 }
@@ -118,6 +124,8 @@ impl Manager {
             tx,
             tracker: None,
             pid_watchers: HashMap::new(),
+            cookie_retries: HashMap::new(),
+            next_cookie_token: 0,
             started: Instant::now(),
             runtime_dir,
         })
@@ -170,6 +178,7 @@ impl Manager {
                 self.pid_watchers.remove(&source);
                 self.remove_source(&source).await;
             }
+            ManagerMsg::CookieRetry(retry) => self.cookie_retry(retry).await,
             ManagerMsg::Reload => {
                 if let Err(e) = self.reload().await {
                     tracing::error!(error = %e, "reload failed; keeping the running configuration");
@@ -185,7 +194,7 @@ impl Manager {
                 fd,
                 file_id,
             } => {
-                self.add_source(source, fd, Some(file_id)).await;
+                self.add_found_source(source, fd, Some(file_id), 0).await;
             }
             TrackerEvent::Vanished { source } => self.remove_source(&source).await,
         }

@@ -8,7 +8,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -55,28 +55,87 @@ impl NsEntry {
     }
 }
 
+/// How many times a failed cookie read of a found namespace is retried (about 25 s in all).
+pub(super) const COOKIE_RETRIES: u32 = 8;
+
+/// The wait before cookie retry `attempt` (1-based): 100 ms doubling, at most 10 s.
+fn cookie_retry_delay(attempt: u32) -> Duration {
+    Duration::from_millis(100u64 << attempt.min(7)).min(Duration::from_secs(10))
+}
+
+/// A namespace source whose cookie read failed, waiting for its next try.
+#[derive(Debug)]
+pub(crate) struct CookieRetry {
+    /// The source.
+    source: Source,
+    /// Its namespace, kept open meanwhile.
+    fd: Arc<OwnedFd>,
+    /// Its file identity, when found in a directory.
+    file_id: Option<FileId>,
+    /// The attempt this is.
+    attempt: u32,
+    /// Matches `Manager::cookie_retries` unless the source left or came again meanwhile.
+    token: u64,
+}
+
 impl Manager {
     /// Serves the daemon's own namespace (`host_netns`).
     pub(super) async fn add_host(&mut self) {
         match File::open("/proc/self/ns/net") {
             Ok(f) => {
-                self.add_source(Source::Host, f.into(), None).await;
+                self.add_found_source(Source::Host, f.into(), None, 0).await;
             }
             Err(e) => tracing::error!(error = %e, "cannot open the daemon's own namespace"),
         }
     }
 
-    /// Adds a way of knowing a namespace; a new identity gets its services started.
+    /// Adds a way of knowing a namespace; a new identity gets its services started. A failed
+    /// cookie read is not retried here (attach reports it to its caller).
     pub(super) async fn add_source(
         &mut self,
         source: Source,
         fd: OwnedFd,
         file_id: Option<FileId>,
     ) -> Option<NetnsId> {
+        self.add_source_try(source, Arc::new(fd), file_id, None)
+            .await
+    }
+
+    /// Adds a source found by a tracker or the host; a failed cookie read (e.g. out of fds or
+    /// memory for the probe socket) is retried with backoff, [`COOKIE_RETRIES`] times, rather
+    /// than the namespace being forgotten until its file changes.
+    pub(super) async fn add_found_source(
+        &mut self,
+        source: Source,
+        fd: OwnedFd,
+        file_id: Option<FileId>,
+        attempt: u32,
+    ) -> Option<NetnsId> {
+        self.add_source_try(source, Arc::new(fd), file_id, Some(attempt))
+            .await
+    }
+
+    /// A cookie retry came due: runs it unless the source left (or came again) meanwhile.
+    pub(super) async fn cookie_retry(&mut self, retry: CookieRetry) {
+        if self.cookie_retries.get(&retry.source) != Some(&retry.token) {
+            return;
+        }
+        self.cookie_retries.remove(&retry.source);
+        self.add_source_try(retry.source, retry.fd, retry.file_id, Some(retry.attempt))
+            .await;
+    }
+
+    async fn add_source_try(
+        &mut self,
+        source: Source,
+        fd: Arc<OwnedFd>,
+        file_id: Option<FileId>,
+        attempt: Option<u32>,
+    ) -> Option<NetnsId> {
         if self.sources.contains_key(&source) {
             self.remove_source(&source).await;
         }
-        let fd = Arc::new(fd);
+        self.cookie_retries.remove(&source);
         let cookie = match self
             .factory
             .run_in(Arc::clone(&fd), sys::netns::current_netns_cookie)
@@ -84,19 +143,67 @@ impl Manager {
         {
             Ok(c) => NetnsId(c),
             Err(e) => {
-                tracing::warn!(netns = source.name(), %source, error = %e, "not a usable network namespace; ignoring");
+                match attempt {
+                    Some(n) if n < COOKIE_RETRIES => {
+                        let delay = cookie_retry_delay(n);
+                        tracing::warn!(netns = source.name(), %source, error = %e, retry_in = ?delay,
+                            "cannot read the namespace's cookie; retrying");
+                        self.schedule_cookie_retry(source, fd, file_id, n + 1, delay);
+                    }
+                    _ => {
+                        tracing::warn!(netns = source.name(), %source, error = %e, "not a usable network namespace; ignoring");
+                    }
+                }
                 return None;
             }
         };
         self.sources.insert(source.clone(), cookie);
         if let Some(entry) = self.namespaces.get_mut(&cookie) {
-            tracing::info!(netns = %entry.info.name, alias = source.name(), %source, "namespace already served; recorded alias");
+            tracing::info!(netns = %entry.info.name, alias = source.name(), %source,
+                "namespace already served; recorded alias (the first label stays; the alias gets no /etc/netns files of its own)");
             entry.sources.push((source, file_id));
             return Some(cookie);
         }
+        let name = self.unique_label(source.name(), cookie);
+        if name != source.name() {
+            tracing::warn!(netns = %name, wanted = source.name(), %source,
+                "another namespace already has this label; this one is labelled with its cookie and reads no /etc/netns files of the other");
+        }
+        self.start_entry(cookie, name, fd, vec![(source, file_id)], SystemTime::now())
+            .await;
+        Some(cookie)
+    }
+
+    /// A label no served namespace has: `wanted` when free, else `wanted@COOKIE` (cookies are
+    /// never reused within a boot, so this is unique unless someone named a file so; then a
+    /// counter is appended).
+    fn unique_label(&self, wanted: &str, cookie: NetnsId) -> String {
+        let taken = |l: &str| self.namespaces.values().any(|e| e.info.name == l);
+        if !taken(wanted) {
+            return wanted.to_owned();
+        }
+        let base = format!("{wanted}@{cookie}");
+        let mut label = base.clone();
+        let mut n = 2u32;
+        while taken(&label) {
+            label = format!("{base}.{n}");
+            n = n.saturating_add(1);
+        }
+        label
+    }
+
+    /// Registers a namespace entry under `name` and starts its services.
+    async fn start_entry(
+        &mut self,
+        cookie: NetnsId,
+        name: String,
+        fd: Arc<OwnedFd>,
+        sources: Vec<(Source, Option<FileId>)>,
+        since: SystemTime,
+    ) {
         let info = Arc::new(NsInfo {
             id: cookie,
-            name: source.name().to_owned(),
+            name,
             nsfs: nix::sys::stat::fstat(fd.as_fd())
                 .ok()
                 .map(|st| (st.st_dev, st.st_ino)),
@@ -104,30 +211,57 @@ impl Manager {
             fd: Arc::clone(&fd),
             factory: self.factory.clone(),
         });
-        tracing::info!(netns = %info.name, id = %cookie, %source, "namespace appeared");
+        if let Some((source, _)) = sources.first() {
+            tracing::info!(netns = %info.name, id = %cookie, %source, "namespace appeared");
+        }
         self.namespaces.insert(
             cookie,
             NsEntry {
                 info,
                 fd,
-                sources: vec![(source, file_id)],
-                since: SystemTime::now(),
+                sources,
+                since,
                 services: BTreeMap::new(),
             },
         );
         self.apply(cookie).await;
-        Some(cookie)
+    }
+
+    fn schedule_cookie_retry(
+        &mut self,
+        source: Source,
+        fd: Arc<OwnedFd>,
+        file_id: Option<FileId>,
+        attempt: u32,
+        delay: Duration,
+    ) {
+        self.next_cookie_token += 1;
+        let token = self.next_cookie_token;
+        self.cookie_retries.insert(source.clone(), token);
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(ManagerMsg::CookieRetry(CookieRetry {
+                source,
+                fd,
+                file_id,
+                attempt,
+                token,
+            }));
+        });
     }
 
     /// Forgets a way of knowing a namespace; when none is left, every socket and fd held for it
     /// is closed at once so the kernel can free it.
     pub(super) async fn remove_source(&mut self, source: &Source) {
+        self.cookie_retries.remove(source);
         let Some(id) = self.sources.remove(source) else {
             return;
         };
         let Some(entry) = self.namespaces.get_mut(&id) else {
             return;
         };
+        let label_gone = entry.sources.first().is_some_and(|(s, _)| s == source);
         entry.sources.retain(|(s, _)| s != source);
         if entry.sources.is_empty() {
             if let Some(entry) = self.namespaces.remove(&id) {
@@ -140,9 +274,31 @@ impl Manager {
                 entry.close().await;
                 tracing::info!(netns = %name, id = %id, %source, "namespace gone; released");
             }
+        } else if label_gone {
+            self.relabel(id).await;
         } else {
             tracing::info!(netns = %entry.info.name, alias = source.name(), "alias removed; namespace still served");
         }
+    }
+
+    /// The source that gave a namespace its label went while aliases remain: the label is
+    /// freed (a namespace re-created under it must get it, and its `/etc/netns/NAME/` files),
+    /// and the namespace is restarted under its oldest remaining alias's label. Its services
+    /// restart (durable state is keyed by cookie, not label, and is restored).
+    async fn relabel(&mut self, id: NetnsId) {
+        let Some(mut old) = self.namespaces.remove(&id) else {
+            return;
+        };
+        let sources = std::mem::take(&mut old.sources);
+        let fd = Arc::clone(&old.fd);
+        let since = old.since;
+        let old_name = old.info.name.clone();
+        old.close().await;
+        let wanted = sources.first().map_or("?", |(s, _)| s.name()).to_owned();
+        let name = self.unique_label(&wanted, id);
+        tracing::info!(netns = %name, was = %old_name, id = %id,
+            "the namespace's labelling source went; relabelled after its oldest remaining alias");
+        self.start_entry(id, name, fd, sources, since).await;
     }
 
     fn name_in_use(&self, name: &str) -> bool {
@@ -193,6 +349,20 @@ impl Manager {
         };
         if !sys::netns::is_nsfs(file.as_fd()).unwrap_or(false) {
             return Response::err(format!("{} is not a namespace file", ns_path.display()));
+        }
+        // The pidfd was opened before the namespace: if its process is still alive now, the pid
+        // was not recycled in between, so the namespace opened is that process's.
+        if let Some(pidfd) = &pidfd {
+            match sys::pidfd::is_alive(pidfd.as_fd()) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Response::err(format!(
+                        "process {} exited while attaching; not attached",
+                        pid.unwrap_or_default()
+                    ));
+                }
+                Err(e) => return Response::err(format!("cannot check the process: {e}")),
+            }
         }
         let Some(id) = self.add_source(source.clone(), file.into(), None).await else {
             return Response::err(format!("{} is not a network namespace", ns_path.display()));
@@ -246,4 +416,19 @@ fn watch_pid(
         let _ = tx.send(ManagerMsg::PidExited { source });
     });
     Ok(TaskGuard::new(handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_retries_back_off_within_bounds() {
+        let delays: Vec<Duration> = (1..=COOKIE_RETRIES).map(cookie_retry_delay).collect();
+        assert!(delays.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(delays[0], Duration::from_millis(200));
+        assert!(delays.iter().all(|d| *d <= Duration::from_secs(10)));
+        let total: Duration = delays.iter().sum();
+        assert!(total < Duration::from_secs(60), "{total:?}");
+    }
 }

@@ -5,6 +5,7 @@
 //! * [`factory::SocketFactory`] — creates sockets *inside* a namespace on a dedicated thread.
 //! * [`tracker::NetnsTracker`] — watches namespace directories and reports arrivals/departures.
 
+pub(crate) mod caller;
 pub(crate) mod factory;
 pub(crate) mod tracker;
 

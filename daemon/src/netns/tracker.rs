@@ -81,7 +81,35 @@ fn mount_retry_delay(attempt: u32) -> Duration {
 }
 
 fn is_mounted(path: &Path) -> bool {
-    File::open(path).is_ok_and(|f| sys::netns::is_nsfs(f.as_fd()).unwrap_or(false))
+    open_candidate(path).is_ok_and(|f| sys::netns::is_nsfs(f.as_fd()).unwrap_or(false))
+}
+
+/// Opens a file of a watched directory the way a hostile directory requires: never following
+/// a symlink (`O_NOFOLLOW`: a planted link must not redirect the daemon to another file or
+/// namespace), never blocking (`O_NONBLOCK`: a planted FIFO must not hang the tracker), and
+/// only if it is a regular file (what both `ip netns add`'s placeholder and a mounted nsfs
+/// inode are), checked before opening (no device is ever opened) and after (no swap between).
+fn open_candidate(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let not_regular = || io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
+    if !std::fs::symlink_metadata(path)?.file_type().is_file() {
+        return Err(not_regular());
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(not_regular());
+    }
+    Ok(file)
+}
+
+/// Whether an open error means "never a namespace file" (a symlink, FIFO, socket or device),
+/// so the name is ignored at once instead of retried.
+fn never_a_namespace(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::InvalidInput
+        || matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENXIO))
 }
 
 fn rewatch_delay(attempt: u32) -> Duration {
@@ -289,7 +317,7 @@ impl State {
                 continue;
             };
             let key = (dir.to_path_buf(), name.clone());
-            let current = std::fs::metadata(entry.path())
+            let current = std::fs::symlink_metadata(entry.path())
                 .ok()
                 .map(|m| (m.dev(), m.ino()));
             match (self.reported.get(&key), current) {
@@ -331,9 +359,15 @@ impl State {
     fn try_open(&mut self, dir: &Path, name: &str, attempt: u32) {
         let key = (dir.to_path_buf(), name.to_owned());
         let path = dir.join(name);
-        let file = match File::open(&path) {
+        let file = match open_candidate(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.pending.remove(&key);
+                return;
+            }
+            Err(e) if never_a_namespace(&e) => {
+                tracing::warn!(path = %path.display(), error = %e,
+                    "not a namespace file (symlink, FIFO, socket or device); ignoring");
                 self.pending.remove(&key);
                 return;
             }
@@ -409,5 +443,33 @@ impl State {
             tokio::time::sleep(delay).await;
             let _ = tx.send(cmd);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fifos_symlinks_and_sockets_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, b"").unwrap_or_else(|e| panic!("{e}"));
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&plain, &link).unwrap_or_else(|e| panic!("{e}"));
+        let sock = dir.path().join("sock");
+        let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap_or_else(|e| panic!("{e}"));
+        for p in [&fifo, &link, &sock] {
+            let e = open_candidate(p)
+                .err()
+                .unwrap_or_else(|| panic!("{} opened", p.display()));
+            assert!(never_a_namespace(&e), "{}: {e}", p.display());
+        }
+        // A regular file (the placeholder before the mount) opens, and is not nsfs.
+        assert!(open_candidate(&plain).is_ok());
+        assert!(!is_mounted(&plain));
     }
 }

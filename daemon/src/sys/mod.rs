@@ -3,12 +3,13 @@
 //! Everything here is small and has one job: entering a namespace, reading a namespace's
 //! identity, and the UDP ancillary-data tricks (pktinfo, receive timestamps) that socket2 and
 //! tokio do not offer, and read-only clock state for NTP (`adjtimex` with modes 0,
-//! `clock_getres`). Every `unsafe` block carries a `// SAFETY:` comment.
+//! `clock_getres`), and process identity through pidfds (`SO_PEERPIDFD`, liveness). Every `unsafe` block carries a `// SAFETY:` comment.
 #![allow(unsafe_code)]
 
 pub(crate) mod asyncfd;
 pub(crate) mod clock;
 pub(crate) mod fdtable;
 pub(crate) mod netns;
+pub(crate) mod peer;
 pub(crate) mod pidfd;
 pub(crate) mod udp;

@@ -4,5 +4,6 @@
 mod core;
 mod dns;
 mod host;
+mod identity;
 mod ntp;
 mod rpcbind;

@@ -53,6 +53,7 @@ mod forward;
 pub(crate) mod journal;
 mod liveness;
 mod path;
+mod refuse;
 mod service;
 mod stream;
 

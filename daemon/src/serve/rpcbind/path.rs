@@ -1,8 +1,9 @@
 //! The path socket (default `/run/rpcbind.sock`) in the daemon's own mount namespace: binding it
 //! without taking it from another portmapper, accepting, and routing each caller to the
-//! portmapper of the caller's own network namespace (`SO_PEERCRED` pid → `/proc/PID/ns/net`).
+//! portmapper of the caller's own network namespace (`SO_PEERPIDFD` → `/proc/PID/ns/net`, see
+//! `netns::caller`); callers from namespaces nsaux does not serve get an RPC refusal
+//! (`refuse.rs`).
 
-use std::io;
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
@@ -10,8 +11,12 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
-use super::Shared;
+use tokio::sync::Semaphore;
+
+use super::{Shared, refuse};
 use crate::lock::lock;
+use crate::netns::caller::{self, CallerError};
+use crate::netns::tracker::FileId;
 use crate::serve::{Peer, Stream};
 
 /// The running path-socket task. Dropping it stops the task and removes the socket file, if
@@ -47,10 +52,18 @@ impl Drop for PathTask {
     }
 }
 
-/// nsfs identity of the network namespace process `pid` is in.
-fn netns_of_pid(pid: i32) -> io::Result<(u64, u64)> {
-    let m = std::fs::metadata(format!("/proc/{pid}/ns/net"))?;
-    Ok((m.dev(), m.ino()))
+/// The process holding the path socket and its network namespace, for the log line that says
+/// who answers old-libtirpc callers instead of nsauxd.
+fn describe_holder(conn: &std::os::unix::net::UnixStream) -> String {
+    let pid = nix::sys::socket::getsockopt(conn, nix::sys::socket::sockopt::PeerCredentials)
+        .ok()
+        .map(|c| c.pid());
+    let ns = caller::netns_of_peer(conn, pid);
+    match (pid, ns) {
+        (Some(pid), Ok((_, ino))) => format!("pid {pid} in netns net:[{ino}]"),
+        (Some(pid), Err(e)) => format!("pid {pid}: {e}"),
+        (None, _) => "unknown process".into(),
+    }
 }
 
 /// Binds the path socket unless another portmapper answers on it.
@@ -62,9 +75,12 @@ fn bind_path(path: &Path) -> Result<tokio::net::UnixListener, String> {
                 "{shown} exists and is not a socket; not touching it"
             ));
         }
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        if let Ok(holder) = std::os::unix::net::UnixStream::connect(path) {
             return Err(format!(
-                "{shown} is held by another portmapper (it accepts connections); not taking it over"
+                "{shown} is held by another portmapper ({}; it accepts connections); not taking it over. \
+                 Until it goes, callers with libtirpc < 1.3.5 in every namespace sharing this mount \
+                 namespace reach that portmapper instead of nsauxd",
+                describe_holder(&holder)
             ));
         }
         std::fs::remove_file(path).map_err(|e| format!("{shown}: removing stale socket: {e}"))?;
@@ -106,6 +122,7 @@ async fn path_socket_task(path: PathBuf, shared: Arc<Shared>) {
         .map(|m| (m.dev(), m.ino()));
     *lock(&shared.path_status) = format!("{}: listening", path.display());
     tracing::info!(path = %path.display(), "rpcbind path socket listening; callers are served by their own namespace");
+    let refusing = Arc::new(Semaphore::new(refuse::MAX_REFUSING));
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -118,15 +135,14 @@ async fn path_socket_task(path: PathBuf, shared: Arc<Shared>) {
         let Ok(cred) = stream.peer_cred() else {
             continue;
         };
-        let key = cred.pid().and_then(|p| netns_of_pid(p).ok());
-        let inst = key.and_then(|k| lock(&shared.routes).get(&k).and_then(Weak::upgrade));
+        let key = caller::netns_of_peer(&stream, cred.pid());
+        let inst = key
+            .as_ref()
+            .ok()
+            .and_then(|k| lock(&shared.routes).get(k).and_then(Weak::upgrade));
         let Some(inst) = inst else {
-            let mut last = lock(&shared.last_refusal_log);
-            if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                *last = Some(Instant::now());
-                tracing::warn!(path = %path.display(), pid = ?cred.pid(), uid = cred.uid(), nsfs = ?key,
-                    "path socket caller is in a network namespace nsauxd does not serve; refused");
-            }
+            log_refusal(&shared, &path, &cred, &key);
+            refuse::spawn(stream, &refusing);
             continue;
         };
         let peer = Peer::Local {
@@ -142,5 +158,35 @@ async fn path_socket_task(path: PathBuf, shared: Arc<Shared>) {
                 () = inst.serve_conn(Stream::Unix(stream), peer, None) => {}
             }
         });
+    }
+}
+
+/// Logs a refused path-socket caller (at most once a second), naming its namespace the way
+/// `lsns` and `/proc/PID/ns/net` do (`net:[INODE]`), since nsaux has no label for it.
+fn log_refusal(
+    shared: &Shared,
+    path: &Path,
+    cred: &tokio::net::unix::UCred,
+    key: &Result<FileId, CallerError>,
+) {
+    let mut last = lock(&shared.last_refusal_log);
+    if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+        return;
+    }
+    *last = Some(Instant::now());
+    match key {
+        Ok((_, ino)) => {
+            let netns = format!("net:[{ino}]");
+            tracing::warn!(netns = %netns, path = %path.display(), pid = ?cred.pid(), uid = cred.uid(),
+                "path socket caller is in a network namespace nsauxd does not serve; refused with an RPC AUTH_ERROR reply");
+        }
+        Err(CallerError::Gone) => {
+            tracing::warn!(path = %path.display(), pid = ?cred.pid(), uid = cred.uid(),
+                "path socket caller's process is gone (its pid may already name another process); refused with an RPC AUTH_ERROR reply");
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), pid = ?cred.pid(), uid = cred.uid(), error = %e,
+                "path socket caller's network namespace cannot be told, so nsauxd does not serve it; refused with an RPC AUTH_ERROR reply");
+        }
     }
 }

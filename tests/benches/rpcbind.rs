@@ -3,7 +3,8 @@
 //! `cargo bench -p nsaux-tests --bench rpcbind` (as root). Measures, with the same UDP load
 //! generator on loopback inside a private network namespace:
 //! - UDP GETPORT answers per second and server CPU µs per answer (utime+stime from
-//!   /proc/PID/stat);
+//!   /proc/PID/stat), summed over rounds in which the servers take turns, with the median and
+//!   range of the per-round CPU ratios;
 //! - memory: nsauxd RSS growth per namespace at 1,000 namespaces with the portmapper on, vs the
 //!   RSS of one stock rpcbind (× N for one per namespace).
 //!
@@ -22,7 +23,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use nsaux_tests::bench::{builds, print_table};
+use nsaux_tests::bench::{builds, median, print_table, range};
 use nsaux_tests::daemon::{Daemon, wait_for};
 use nsaux_tests::netns::{TestNetns, in_netns_file};
 use nsaux_tests::rpc::{Cred, PMAP, call, lo111, pmap, spawn_stock_rpcbind, wait_portmapper_udp};
@@ -49,11 +50,39 @@ fn skip_memory() -> bool {
     std::env::var("NSAUX_BENCH_SKIP_MEMORY").is_ok_and(|v| v == "1")
 }
 
-#[derive(Debug, Clone, Copy)]
+/// Throughput rounds (override with `NSAUX_RPCBIND_BENCH_ROUNDS`): the servers take turns in
+/// each round, so drift in the load of a shared machine hits all alike, and the spread of the
+/// per-round ratios shows how far one figure can be trusted.
+fn rounds() -> usize {
+    std::env::var("NSAUX_RPCBIND_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+        .clamp(1, 20)
+}
+
+#[derive(Debug, Clone, Copy, Default)]
 struct Load {
     answers: u64,
     secs: f64,
-    cpu_us_per_answer: f64,
+    cpu_us: f64,
+}
+
+impl Load {
+    fn rate(&self) -> f64 {
+        self.answers as f64 / self.secs
+    }
+    fn cpu_us_per_answer(&self) -> f64 {
+        self.cpu_us / self.answers.max(1) as f64
+    }
+    /// All rounds of one server as one run.
+    fn sum(runs: &[Self]) -> Self {
+        runs.iter().fold(Self::default(), |a, r| Self {
+            answers: a.answers + r.answers,
+            secs: a.secs + r.secs,
+            cpu_us: a.cpu_us + r.cpu_us,
+        })
+    }
 }
 
 /// The load generator: one UDP socket, `WINDOW` GETPORT(100000, 2, udp) calls in flight, until
@@ -105,7 +134,7 @@ fn load(ns: &Path, server_pid: u32) -> anyhow::Result<Load> {
         Ok(Load {
             answers,
             secs,
-            cpu_us_per_answer: cpu_us / answers.max(1) as f64,
+            cpu_us,
         })
     })?
 }
@@ -202,23 +231,45 @@ fn main() -> anyhow::Result<()> {
     nsaux_tests::bench::build_release_daemon()?;
     let builds = builds()?;
 
-    // Throughput and CPU: each nsauxd build in turn, then stock rpcbind.
+    // Throughput and CPU: each nsauxd build, then stock rpcbind, in turn in every round.
     let mut daemons = Vec::new();
-    let mut ours = Vec::new();
+    let mut bench_ns = Vec::new();
     for b in &builds {
         let d = b.start(CONFIG)?;
         let ns = d.netns("bench")?;
         wait_portmapper_udp(&ns, "nsauxd portmapper")?;
-        ours.push(load(&ns.path, d.pid())?);
-        drop(ns);
         daemons.push(d);
+        bench_ns.push(ns);
     }
     let stock_dir = tempfile::tempdir()?;
     let stock_ns = TestNetns::create(stock_dir.path(), "stock")?;
     let stock = Stock::start(&stock_ns)?;
-    let theirs = load(&stock_ns.path, stock.pid())?;
+    let mut servers: Vec<(&str, &Path, u32)> = builds
+        .iter()
+        .zip(&daemons)
+        .zip(&bench_ns)
+        .map(|((b, d), ns)| (b.label, ns.path.as_path(), d.pid()))
+        .collect();
+    servers.push(("stock rpcbind", &stock_ns.path, stock.pid()));
+    let stock_i = servers.len() - 1;
+    let mut runs: Vec<Vec<Load>> = vec![Vec::new(); servers.len()];
+    for round in 0..rounds() {
+        for ((name, ns, pid), runs) in servers.iter().zip(&mut runs) {
+            let l = load(ns, *pid)?;
+            eprintln!(
+                "  round {round} {name:<17} answers {:>7}  {:>7.0}/s  {:>5.2} µs/answer",
+                l.answers,
+                l.rate(),
+                l.cpu_us_per_answer()
+            );
+            runs.push(l);
+        }
+    }
     let stock_rss = nsaux_tests::bench::rss_kib(stock.pid());
     drop(stock);
+    drop(bench_ns);
+    let theirs = Load::sum(&runs[stock_i]);
+    let ours: Vec<Load> = runs[..stock_i].iter().map(|r| Load::sum(r)).collect();
 
     // Memory: RSS growth of each build per namespace with the portmapper on.
     let n_ns = if skip_memory() { 0 } else { N_NS };
@@ -227,15 +278,16 @@ fn main() -> anyhow::Result<()> {
         memories.push(memory(d, n_ns)?);
     }
 
-    let theirs_rate = theirs.answers as f64 / theirs.secs;
+    let theirs_rate = theirs.rate();
     println!();
     println!(
         "portmapper benchmark: UDP GETPORT on loopback inside a namespace, one load generator"
     );
     println!(
-        "(window {}, at most {MAX_ANSWERS} answers or {} s per server; {} namespaces created in {})",
+        "(window {}, at most {MAX_ANSWERS} answers or {} s per server and round, {} rounds, summed; {} namespaces created in {})",
         window(),
         MAX_TIME.as_secs(),
+        rounds(),
         n_ns,
         memories
             .iter()
@@ -259,7 +311,7 @@ fn main() -> anyhow::Result<()> {
             r.push(target.to_owned());
             r
         };
-    let rate = |l: &Load| l.answers as f64 / l.secs;
+    let rate = Load::rate;
     let each = |f: &dyn Fn(usize) -> String| (0..builds.len()).map(f).collect::<Vec<_>>();
     let rows = vec![
         row(
@@ -271,12 +323,12 @@ fn main() -> anyhow::Result<()> {
         ),
         row(
             "server CPU µs per answer",
-            each(&|i| format!("{:.2}", ours[i].cpu_us_per_answer)),
-            format!("{:.2}", theirs.cpu_us_per_answer),
+            each(&|i| format!("{:.2}", ours[i].cpu_us_per_answer())),
+            format!("{:.2}", theirs.cpu_us_per_answer()),
             each(&|i| {
                 format!(
                     "{:.2}×",
-                    ours[i].cpu_us_per_answer / theirs.cpu_us_per_answer
+                    ours[i].cpu_us_per_answer() / theirs.cpu_us_per_answer()
                 )
             }),
             "≤ 0.25×",
@@ -306,6 +358,19 @@ fn main() -> anyhow::Result<()> {
     let head: Vec<&str> = head.iter().map(String::as_str).collect();
     print_table(&head, &rows);
     println!();
+    for (b, r) in builds.iter().zip(&runs) {
+        let ratios: Vec<f64> = r
+            .iter()
+            .zip(&runs[stock_i])
+            .map(|(a, s)| a.cpu_us_per_answer() / s.cpu_us_per_answer())
+            .collect();
+        let (lo, hi) = range(&ratios);
+        println!(
+            "{} / stock rpcbind CPU per answer: median of rounds {:.2}×, rounds {lo:.2}–{hi:.2}×",
+            b.label,
+            median(&ratios)
+        );
+    }
     for (b, m) in builds.iter().zip(&memories) {
         println!(
             "{} RSS: {} KiB before, {} KiB with {n_ns} namespaces ({} fds).",

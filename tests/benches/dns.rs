@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use nix::mount::{MntFlags, umount2};
 use nix::sched::{CloneFlags, setns};
-use nsaux_tests::bench::{Build, builds, cpu_ns, median, print_table, range, rss_kib};
+use nsaux_tests::bench::{
+    BASELINE_LABEL, Build, ab_summary, builds, cpu_ns, median, print_table, range, rss_kib,
+};
 use nsaux_tests::daemon::wait_for;
 use nsaux_tests::dns::{Server, dig, section};
 use nsaux_tests::netns::TestNetns;
@@ -328,6 +330,21 @@ fn main() -> anyhow::Result<()> {
         ],
         &rows,
     );
+    if let (Some(new), Some(base)) = (
+        hits.iter().find(|t| t.name == "nsauxd"),
+        hits.iter().find(|t| t.name == BASELINE_LABEL),
+    ) {
+        let per_round: Vec<f64> = new
+            .runs
+            .iter()
+            .zip(&base.runs)
+            .map(|(a, b)| a.cpu_us() / b.cpu_us())
+            .collect();
+        println!(
+            "{}",
+            ab_summary("cache hits", new.cpu_us() / base.cpu_us(), &per_round)
+        );
+    }
     println!("\nnsauxd with the resolver on (UDP+TCP on 127.0.0.53), no cache entries");
     print_table(
         &["daemon", "namespaces", "RSS / netns", "fds / netns"],

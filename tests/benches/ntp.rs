@@ -352,6 +352,20 @@ fn main() -> anyhow::Result<()> {
                 "{name} / chronyd CPU per answer: {ratio:.2}× (schedstat {exact:.2}×; median of rounds {median:.2}×, rounds {lo:.2}–{hi:.2}×; {target})"
             );
         }
+        // With a baseline (index 1): the two builds compared directly, exact CPU.
+        if chrony_i == 2 {
+            let per_round: Vec<f64> = round_ratios[0]
+                .iter()
+                .zip(&round_ratios[1])
+                .map(|(a, b)| a / b)
+                .collect();
+            let total = per_answer_exact(&totals[0]) / per_answer_exact(&totals[1]);
+            let what = label.split(':').next().unwrap_or_default();
+            println!(
+                "{}",
+                nsaux_tests::bench::ab_summary(&format!("{what} (schedstat)"), total, &per_round)
+            );
+        }
     }
     Ok(())
 }

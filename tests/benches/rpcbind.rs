@@ -23,7 +23,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use nsaux_tests::bench::{builds, median, print_table, range};
+use nsaux_tests::bench::{ab_summary, builds, median, print_table, range};
 use nsaux_tests::daemon::{Daemon, wait_for};
 use nsaux_tests::netns::{TestNetns, in_netns_file};
 use nsaux_tests::rpc::{Cred, PMAP, call, lo111, pmap, spawn_stock_rpcbind, wait_portmapper_udp};
@@ -378,5 +378,15 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!("stock rpcbind RSS: {stock_rss} KiB per instance (one per namespace).");
+    // With a baseline: the two builds compared directly.
+    if stock_i == 2 {
+        let per_round: Vec<f64> = runs[0]
+            .iter()
+            .zip(&runs[1])
+            .map(|(a, b)| a.cpu_us_per_answer() / b.cpu_us_per_answer())
+            .collect();
+        let total = ours[0].cpu_us_per_answer() / ours[1].cpu_us_per_answer();
+        println!("{}", ab_summary("GETPORT", total, &per_round));
+    }
     Ok(())
 }

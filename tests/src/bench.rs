@@ -56,6 +56,17 @@ pub fn builds() -> anyhow::Result<Vec<Build>> {
     Ok(v)
 }
 
+/// The line an A/B run prints to compare the two builds directly: `nsauxd`'s CPU per answer
+/// over the baseline's, in total and as the median and range of the per-round ratios (the
+/// range is the run's own noise, against which the total must be judged).
+pub fn ab_summary(what: &str, total: f64, per_round: &[f64]) -> String {
+    let (lo, hi) = range(per_round);
+    format!(
+        "A/B {what}: nsauxd / {BASELINE_LABEL} CPU per answer {total:.2}× (median of rounds {:.2}×, rounds {lo:.2}–{hi:.2}×)",
+        median(per_round)
+    )
+}
+
 /// The smallest and largest finite sample (NaN, NaN when none): the round-to-round spread
 /// printed beside a median, so an A/B difference can be judged against it.
 pub fn range(samples: &[f64]) -> (f64, f64) {

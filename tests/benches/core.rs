@@ -10,6 +10,10 @@
 //! A second table gives what a namespace costs with the product services all on (portmapper,
 //! DNS, NTP; `ident` is a diagnostic and stays off): RSS growth and fds per namespace over
 //! `NSAUX_BENCH_ALL_SIZE` namespaces (default 1,000, capped to the fd limit).
+//!
+//! `NSAUX_BENCH_BASELINE=path` (see `nsaux_tests::bench::builds`) measures another nsauxd
+//! build too, in the same run, as row `nsauxd (baseline)` after `nsauxd` at every size and in
+//! the second table (each measurement with a fresh daemon, as for `nsauxd`).
 
 use std::fs::File;
 use std::net::{SocketAddr, UdpSocket};
@@ -20,8 +24,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use nix::mount::{MntFlags, umount2};
 use nix::sched::{CloneFlags, setns};
-use nsaux_tests::bench::{cpu_time, percentile, print_table, rss_kib};
-use nsaux_tests::daemon::{Daemon, wait_for};
+use nsaux_tests::bench::{Build, builds, cpu_time, percentile, print_table, rss_kib};
+use nsaux_tests::daemon::wait_for;
 
 /// Only the core and ident: the services have their own benchmarks.
 const CONFIG: &str = "[ident]\nenabled = true\n\n[dns]\nenabled = false\n\n[ntp]\nenabled = false\n\n[rpcbind]\nenabled = false\n";
@@ -78,8 +82,8 @@ struct Row {
     idle_cpu: Duration,
 }
 
-fn run(n: usize) -> anyhow::Result<Row> {
-    let d = Daemon::start(CONFIG)?;
+fn run(build: &Build, n: usize) -> anyhow::Result<Row> {
+    let d = build.start(CONFIG)?;
     let pid = d.pid();
     let dir = d.netns_dir();
     std::thread::sleep(Duration::from_millis(200));
@@ -121,7 +125,11 @@ fn run(n: usize) -> anyhow::Result<Row> {
         .take(3)
         .map(|(i, d)| format!("b{i} {}", ms(*d)))
         .collect();
-    eprintln!("  {n} namespaces: slowest to serve: {}", top.join(", "));
+    eprintln!(
+        "  {} {n} namespaces: slowest to serve: {}",
+        build.label,
+        top.join(", ")
+    );
 
     wait_for("all fds open", Duration::from_secs(60), || {
         (d.fd_count() >= fds0 + n * FDS_PER_NS).then_some(())
@@ -163,9 +171,9 @@ fn run(n: usize) -> anyhow::Result<Row> {
 }
 
 /// RSS growth and fds per namespace with the product services on, over `n` namespaces.
-fn run_all_services(n: usize) -> anyhow::Result<(f64, f64)> {
+fn run_all_services(build: &Build, n: usize) -> anyhow::Result<(f64, f64)> {
     let etc = tempfile::tempdir()?;
-    let d = Daemon::start(&all_services_config(etc.path()))?;
+    let d = build.start(&all_services_config(etc.path()))?;
     let pid = d.pid();
     std::thread::sleep(Duration::from_millis(200));
     let rss0 = rss_kib(pid);
@@ -259,19 +267,23 @@ fn main() -> anyhow::Result<()> {
     } else {
         all_n
     };
+    let builds = builds()?;
     let mut rows = Vec::new();
     for n in sizes {
-        eprintln!("core bench: {n} namespaces ...");
-        let r = run(n)?;
-        rows.push(vec![
-            r.n.to_string(),
-            format!("{:.1} KiB", r.rss_per_ns_kib),
-            ms(r.up_p50),
-            ms(r.up_p99),
-            ms(r.del_p50),
-            ms(r.del_p99),
-            format!("{} ms", r.idle_cpu.as_millis()),
-        ]);
+        for b in &builds {
+            eprintln!("core bench: {} {n} namespaces ...", b.label);
+            let r = run(b, n)?;
+            rows.push(vec![
+                b.label.to_owned(),
+                r.n.to_string(),
+                format!("{:.1} KiB", r.rss_per_ns_kib),
+                ms(r.up_p50),
+                ms(r.up_p99),
+                ms(r.del_p50),
+                ms(r.del_p99),
+                format!("{} ms", r.idle_cpu.as_millis()),
+            ]);
+        }
     }
     println!(
         "\nnsauxd core (ident on: 4 listeners per namespace), {} CPUs",
@@ -279,6 +291,7 @@ fn main() -> anyhow::Result<()> {
     );
     print_table(
         &[
+            "daemon",
             "namespaces",
             "RSS / netns",
             "up p50",
@@ -289,16 +302,24 @@ fn main() -> anyhow::Result<()> {
         ],
         &rows,
     );
-    eprintln!("core bench: {all_n} namespaces, all product services on ...");
-    let (rss_all, fds_all) = run_all_services(all_n)?;
-    println!("\nnsauxd with the portmapper, DNS and NTP on (ident off)");
-    print_table(
-        &["namespaces", "RSS / netns", "fds / netns"],
-        &[vec![
+    let mut all_rows = Vec::new();
+    for b in &builds {
+        eprintln!(
+            "core bench: {} {all_n} namespaces, all product services on ...",
+            b.label
+        );
+        let (rss_all, fds_all) = run_all_services(b, all_n)?;
+        all_rows.push(vec![
+            b.label.to_owned(),
             all_n.to_string(),
             format!("{rss_all:.1} KiB"),
             format!("{fds_all:.1}"),
-        ]],
+        ]);
+    }
+    println!("\nnsauxd with the portmapper, DNS and NTP on (ident off)");
+    print_table(
+        &["daemon", "namespaces", "RSS / netns", "fds / netns"],
+        &all_rows,
     );
     for n in notes {
         println!("note: {n}");

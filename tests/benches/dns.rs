@@ -11,11 +11,14 @@
 //! 2. Memory: nsauxd with only the resolver on, N namespaces (default 1,000) each answering
 //!    a local record (no cache entries); RSS growth / N.
 //!
+//! `NSAUX_BENCH_BASELINE=path` (see `nsaux_tests::bench::builds`) measures another nsauxd
+//! build too, in the same run: row `nsauxd (baseline)` in both tables, its own namespace and
+//! origin in part 1, loaded in turn with the others in every round.
+//!
 //! `NSAUX_DNS_BENCH_SECS` (default 3) sets the load duration of one round,
 //! `NSAUX_DNS_BENCH_ROUNDS` (default 9) the rounds, `NSAUX_DNS_BENCH_NS` the namespace count;
 //! many short rounds because nsauxd's CPU per answer varies by up to 1.8× between rounds with
 //! where the scheduler puts dnsperf's threads, and the median needs many samples.
-//! `NSAUX_DNS_BENCH_BASELINE=path` adds another nsauxd build as row `baseline` (A/B).
 
 use std::fs::File;
 use std::net::{SocketAddr, UdpSocket};
@@ -27,8 +30,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use nix::mount::{MntFlags, umount2};
 use nix::sched::{CloneFlags, setns};
-use nsaux_tests::bench::{cpu_ns, median, print_table, rss_kib};
-use nsaux_tests::daemon::{Daemon, wait_for};
+use nsaux_tests::bench::{
+    BASELINE_LABEL, Build, ab_summary, builds, cpu_ns, median, print_table, range, rss_kib,
+};
+use nsaux_tests::daemon::wait_for;
 use nsaux_tests::dns::{Server, dig, section};
 use nsaux_tests::netns::TestNetns;
 
@@ -124,17 +129,22 @@ impl Total {
     }
 }
 
-/// Starts the three servers side by side (each in its own namespace with its own origin), then
-/// loads them in turn for `rounds` rounds.
-fn cache_hits(secs: u64, rounds: usize) -> anyhow::Result<Vec<Total>> {
+/// Starts the servers side by side (each nsauxd build, dnsmasq and unbound, each in its own
+/// namespace with its own origin), then loads them in turn for `rounds` rounds.
+fn cache_hits(builds: &[Build], secs: u64, rounds: usize) -> anyhow::Result<Vec<Total>> {
     let tmp = tempfile::tempdir()?;
     let data = tmp.path().join("queries.txt");
     std::fs::write(&data, "www.benchzone A\n")?;
 
     let config = format!("{OTHERS_OFF}[dns]\nupstreams = [\"{ORIGIN}\"]\n");
-    let d = Daemon::start(&config)?;
-    let nsaux_ns = d.netns("bench-nsaux")?;
-    let _nsaux_origin = Server::unbound(&nsaux_ns, ORIGIN, ORIGIN_ZONE)?;
+    // Every nsauxd build (`NSAUX_BENCH_BASELINE` adds one) with its own namespace and origin.
+    let mut nsauxds = Vec::new();
+    for b in builds {
+        let d = b.start(&config)?;
+        let ns = d.netns("bench-nsaux")?;
+        let origin = Server::unbound(&ns, ORIGIN, ORIGIN_ZONE)?;
+        nsauxds.push((b.label, d, ns, origin));
+    }
 
     // dnsmasq (single-threaded by design). Its namespace and unbound's live outside the
     // daemon's watched directory: nsauxd never serves them.
@@ -155,25 +165,12 @@ fn cache_hits(secs: u64, rounds: usize) -> anyhow::Result<Vec<Total>> {
     );
     let unbound = Server::unbound(&unbound_ns, "127.0.0.53", &fwd)?;
 
-    // Optionally another nsauxd build (`NSAUX_DNS_BENCH_BASELINE=path`), to compare two
-    // builds in one run: machine drift then hits both alike.
-    let baseline = match std::env::var_os("NSAUX_DNS_BENCH_BASELINE") {
-        Some(path) => {
-            let b = Daemon::start_binary(Path::new(&path), &config)?;
-            let ns = b.netns("bench-baseline")?;
-            let origin = Server::unbound(&ns, ORIGIN, ORIGIN_ZONE)?;
-            Some((b, ns, origin))
-        }
-        None => None,
-    };
-    let mut servers: Vec<(&'static str, &TestNetns, u32)> = vec![
-        ("nsauxd", &nsaux_ns, d.pid()),
-        ("dnsmasq", &dnsmasq_ns, dnsmasq.pid()),
-        ("unbound", &unbound_ns, unbound.pid()),
-    ];
-    if let Some((b, ns, _)) = &baseline {
-        servers.insert(1, ("baseline", ns, b.pid()));
-    }
+    let mut servers: Vec<(&'static str, &TestNetns, u32)> = nsauxds
+        .iter()
+        .map(|(label, d, ns, _)| (*label, ns, d.pid()))
+        .collect();
+    servers.push(("dnsmasq", &dnsmasq_ns, dnsmasq.pid()));
+    servers.push(("unbound", &unbound_ns, unbound.pid()));
     let mut totals: Vec<Total> = servers
         .iter()
         .map(|(name, _, _)| Total {
@@ -185,7 +182,7 @@ fn cache_hits(secs: u64, rounds: usize) -> anyhow::Result<Vec<Total>> {
         for ((name, ns, pid), total) in servers.iter().zip(&mut totals) {
             let run = load(ns, name, *pid, secs, &data)?;
             eprintln!(
-                "  round {round} {name:<8} answers {:>8}  {:>7.0}/s  {:>5.2} µs/answer",
+                "  round {round} {name:<17} answers {:>8}  {:>7.0}/s  {:>5.2} µs/answer",
                 run.completed,
                 run.qps,
                 run.cpu_us()
@@ -207,9 +204,9 @@ fn probe_query() -> Vec<u8> {
     q
 }
 
-/// RSS growth per namespace with the resolver on in `n` namespaces, KiB.
-fn memory(n: usize) -> anyhow::Result<(f64, f64)> {
-    let d = Daemon::start(
+/// RSS growth per namespace with the resolver on in `n` namespaces, KiB, and fds per namespace.
+fn memory(build: &Build, n: usize) -> anyhow::Result<(f64, f64)> {
+    let d = build.start(
         "[ntp]\nenabled = false\n[rpcbind]\nenabled = false\n[dns]\nlocal_domains = [\"lan\"]\nrecords = [{ name = \"probe.lan\", addr = \"10.0.0.1\" }]\n",
     )?;
     let pid = d.pid();
@@ -276,9 +273,10 @@ fn main() -> anyhow::Result<()> {
     let secs = env("NSAUX_DNS_BENCH_SECS").unwrap_or(3).clamp(1, 60);
     let rounds = usize::try_from(env("NSAUX_DNS_BENCH_ROUNDS").unwrap_or(9).clamp(1, 20))?;
     let n = usize::try_from(env("NSAUX_DNS_BENCH_NS").unwrap_or(1_000))?;
+    let builds = builds()?;
 
     eprintln!("dns bench: cache hits, {rounds} rounds of {secs} s per server ...");
-    let hits = cache_hits(secs, rounds)?;
+    let hits = cache_hits(&builds, secs, rounds)?;
     let unbound = hits.iter().find(|t| t.name == "unbound");
     let unbound_cpu = unbound.map_or(f64::NAN, Total::cpu_us);
     let rows: Vec<Vec<String>> = hits
@@ -292,6 +290,7 @@ fn main() -> anyhow::Result<()> {
                     .map(|(a, b)| a.cpu_us() / b.cpu_us())
                     .collect()
             });
+            let (lo, hi) = range(&per_round);
             vec![
                 t.name.to_owned(),
                 t.completed().to_string(),
@@ -299,11 +298,21 @@ fn main() -> anyhow::Result<()> {
                 format!("{:.2}", t.cpu_us()),
                 format!("{:.2}x", t.cpu_us() / unbound_cpu),
                 format!("{:.2}x", median(&per_round)),
+                format!("{lo:.2}–{hi:.2}x"),
             ]
         })
         .collect();
-    eprintln!("dns bench: memory at {n} namespaces ...");
-    let (kib, fds) = memory(n)?;
+    let mut memory_rows = Vec::new();
+    for b in &builds {
+        eprintln!("dns bench: {} memory at {n} namespaces ...", b.label);
+        let (kib, fds) = memory(b, n)?;
+        memory_rows.push(vec![
+            b.label.to_owned(),
+            n.to_string(),
+            format!("{kib:.1} KiB"),
+            format!("{fds:.1}"),
+        ]);
+    }
 
     println!(
         "\nDNS cache hits: same name, dnsperf -c 4 -q 64 -l {secs}, {rounds} rounds, on loopback in a private namespace, {} CPUs",
@@ -317,17 +326,29 @@ fn main() -> anyhow::Result<()> {
             "CPU µs/answer",
             "vs unbound",
             "median of rounds",
+            "rounds",
         ],
         &rows,
     );
+    if let (Some(new), Some(base)) = (
+        hits.iter().find(|t| t.name == "nsauxd"),
+        hits.iter().find(|t| t.name == BASELINE_LABEL),
+    ) {
+        let per_round: Vec<f64> = new
+            .runs
+            .iter()
+            .zip(&base.runs)
+            .map(|(a, b)| a.cpu_us() / b.cpu_us())
+            .collect();
+        println!(
+            "{}",
+            ab_summary("cache hits", new.cpu_us() / base.cpu_us(), &per_round)
+        );
+    }
     println!("\nnsauxd with the resolver on (UDP+TCP on 127.0.0.53), no cache entries");
     print_table(
-        &["namespaces", "RSS / netns", "fds / netns"],
-        &[vec![
-            n.to_string(),
-            format!("{kib:.1} KiB"),
-            format!("{fds:.1}"),
-        ]],
+        &["daemon", "namespaces", "RSS / netns", "fds / netns"],
+        &memory_rows,
     );
     Ok(())
 }

@@ -16,13 +16,17 @@
 //!   read before and after each run; per answer = CPU / answers.
 //! * Servers alternate for `ROUNDS` rounds so drift in machine load hits both alike; the
 //!   aggregate ratio is printed with the median and range of the per-round ratios.
+//! * `NSAUX_BENCH_BASELINE=path` (see `nsaux_tests::bench::builds`) adds another nsauxd build
+//!   in its own namespace, as row `nsauxd (baseline)`, loaded in turn with the others in every
+//!   round and compared with chronyd the same way.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
-use nsaux_tests::daemon::{Daemon, wait_for};
+use nsaux_tests::bench::builds;
+use nsaux_tests::daemon::wait_for;
 use nsaux_tests::env::{require_root, require_tool};
 use nsaux_tests::netns::{TestNetns, in_netns_file, udp_exchange};
 
@@ -222,16 +226,21 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     nsaux_tests::bench::build_release_daemon()?;
-    let d = Daemon::start(
-        "[ntp]\nstratum = 10\nlocal_stratum = 10\nrate_limit = { enabled = false }\n[rpcbind]\nenabled = false\n[dns]\nenabled = false\n",
-    )?;
-    let nsaux_ns = d.netns("bench-nsaux")?;
+    let config = "[ntp]\nstratum = 10\nlocal_stratum = 10\nrate_limit = { enabled = false }\n[rpcbind]\nenabled = false\n[dns]\nenabled = false\n";
+    // Every nsauxd build (`NSAUX_BENCH_BASELINE` adds one), each in its own namespace.
+    let mut nsauxds = Vec::new();
+    for b in builds()? {
+        let d = b.start(config)?;
+        let ns = d.netns("bench-nsaux")?;
+        nsauxds.push((b.label, d, ns));
+    }
     // chronyd's namespace lives outside the daemon's watched directory: nsauxd never sees it.
     let other = tempfile::tempdir()?;
     let chrony_ns = TestNetns::create(other.path(), "bench-chrony")?;
     let chrony = Chronyd::start(&chrony_ns)?;
     let probe = request(ntp_now());
-    for ns in [&nsaux_ns, &chrony_ns] {
+    let all_ns = nsauxds.iter().map(|(_, _, ns)| ns).chain([&chrony_ns]);
+    for ns in all_ns {
         wait_for("server answers", Duration::from_secs(10), || {
             let p = probe;
             in_netns_file(&ns.path, move || {
@@ -242,10 +251,13 @@ fn main() -> anyhow::Result<()> {
             .flatten()
         })?;
     }
-    let servers: [(&str, &std::path::Path, u32); 2] = [
-        ("nsauxd", &nsaux_ns.path, d.pid()),
-        ("chronyd", &chrony_ns.path, chrony.child.id()),
-    ];
+    // The nsauxd builds first, chronyd last (the reference of every ratio).
+    let mut servers: Vec<(&str, &std::path::Path, u32)> = nsauxds
+        .iter()
+        .map(|(label, d, ns)| (*label, ns.path.as_path(), d.pid()))
+        .collect();
+    servers.push(("chronyd", &chrony_ns.path, chrony.child.id()));
+    let chrony_i = servers.len() - 1;
     let tck = nsaux_tests::bench::clk_tck();
     let mut tables = Vec::new();
     for (paced, label) in [
@@ -268,16 +280,16 @@ fn main() -> anyhow::Result<()> {
             continue;
         }
         println!("ntp bench, {label}, {ROUNDS} rounds");
-        let mut totals = [(0u64, 0u64, Duration::ZERO, 0u64, 0u64); 2];
-        // nsauxd / chronyd in each round (exact CPU), for the median.
-        let mut round_ratios = Vec::with_capacity(ROUNDS);
+        let mut totals = vec![(0u64, 0u64, Duration::ZERO, 0u64, 0u64); servers.len()];
+        // Each server / chronyd in each round (exact CPU), for the median.
+        let mut round_ratios = vec![Vec::with_capacity(ROUNDS); servers.len()];
         for round in 0..ROUNDS {
-            let mut per_answer_ns = [0f64; 2];
+            let mut per_answer_ns = vec![0f64; servers.len()];
             for (i, (name, ns, pid)) in servers.iter().enumerate() {
                 let (run, ticks, ns) = measure(ns, *pid, paced)?;
                 let us = ticks as f64 * 1e6 / tck as f64;
                 println!(
-                    "  round {round} {name:<8} sent {:>7}  answers {:>7}  {:>8.0}/s  cpu {:>7.0} ms  {:>5.2} µs/answer  (schedstat {:>5.2})",
+                    "  round {round} {name:<17} sent {:>7}  answers {:>7}  {:>8.0}/s  cpu {:>7.0} ms  {:>5.2} µs/answer  (schedstat {:>5.2})",
                     run.sent,
                     run.answers,
                     run.answers as f64 / run.elapsed.as_secs_f64(),
@@ -296,7 +308,9 @@ fn main() -> anyhow::Result<()> {
                 t.3 += ticks;
                 t.4 += ns;
             }
-            round_ratios.push(per_answer_ns[0] / per_answer_ns[1]);
+            for (ratios, ns) in round_ratios.iter_mut().zip(&per_answer_ns) {
+                ratios.push(ns / per_answer_ns[chrony_i]);
+            }
         }
         tables.push((label, totals, round_ratios));
     }
@@ -307,28 +321,20 @@ fn main() -> anyhow::Result<()> {
         println!();
         println!("{label}");
         println!(
-            "| server  | answers/s | server CPU µs/answer (utime+stime) | (schedstat) | answered/sent |"
+            "| server            | answers/s | server CPU µs/answer (utime+stime) | (schedstat) | answered/sent |"
         );
         println!(
-            "|---------|----------:|-----------------------------------:|------------:|--------------:|"
+            "|-------------------|----------:|-----------------------------------:|------------:|--------------:|"
         );
         for ((name, _, _), t) in servers.iter().zip(totals) {
             println!(
-                "| {name:<7} | {:>9.0} | {:>34.2} | {:>11.2} | {:>12.1}% |",
+                "| {name:<17} | {:>9.0} | {:>34.2} | {:>11.2} | {:>12.1}% |",
                 t.1 as f64 / t.2.as_secs_f64(),
                 per_answer(t),
                 per_answer_exact(t),
                 100.0 * t.1 as f64 / t.0.max(1) as f64
             );
         }
-        let ratio = per_answer(&totals[0]) / per_answer(&totals[1]);
-        let exact = per_answer_exact(&totals[0]) / per_answer_exact(&totals[1]);
-        let median = nsaux_tests::bench::median(round_ratios);
-        let (lo, hi) = round_ratios
-            .iter()
-            .fold((f64::INFINITY, 0f64), |(lo, hi), r| {
-                (lo.min(*r), hi.max(*r))
-            });
         // The target is for load that batching can serve; the paced load (a few
         // requests per wakeup) measures the per-datagram floor both servers share.
         let target = if label.starts_with("saturating") {
@@ -336,9 +342,30 @@ fn main() -> anyhow::Result<()> {
         } else {
             "no target: a few requests per wakeup leave nothing to batch"
         };
-        println!(
-            "nsauxd / chronyd CPU per answer: {ratio:.2}× (schedstat {exact:.2}×; median of rounds {median:.2}×, rounds {lo:.2}–{hi:.2}×; {target})"
-        );
+        let chrony = &totals[chrony_i];
+        for (i, (name, _, _)) in servers.iter().enumerate().take(chrony_i) {
+            let ratio = per_answer(&totals[i]) / per_answer(chrony);
+            let exact = per_answer_exact(&totals[i]) / per_answer_exact(chrony);
+            let median = nsaux_tests::bench::median(&round_ratios[i]);
+            let (lo, hi) = nsaux_tests::bench::range(&round_ratios[i]);
+            println!(
+                "{name} / chronyd CPU per answer: {ratio:.2}× (schedstat {exact:.2}×; median of rounds {median:.2}×, rounds {lo:.2}–{hi:.2}×; {target})"
+            );
+        }
+        // With a baseline (index 1): the two builds compared directly, exact CPU.
+        if chrony_i == 2 {
+            let per_round: Vec<f64> = round_ratios[0]
+                .iter()
+                .zip(&round_ratios[1])
+                .map(|(a, b)| a / b)
+                .collect();
+            let total = per_answer_exact(&totals[0]) / per_answer_exact(&totals[1]);
+            let what = label.split(':').next().unwrap_or_default();
+            println!(
+                "{}",
+                nsaux_tests::bench::ab_summary(&format!("{what} (schedstat)"), total, &per_round)
+            );
+        }
     }
     Ok(())
 }

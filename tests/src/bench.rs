@@ -1,6 +1,84 @@
 //! Measurement helpers shared by the benchmarks (`cargo bench -p nsaux-tests`).
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::daemon::Daemon;
+
+/// The environment variable naming another nsauxd binary (`NSAUX_BENCH_BASELINE=path`) that
+/// every benchmark then measures too, in the same run: an A/B comparison of two builds where
+/// drift in the load of a shared machine hits both alike, which separate runs cannot give.
+pub const BASELINE_ENV: &str = "NSAUX_BENCH_BASELINE";
+
+/// The row label of the build named by [`BASELINE_ENV`], so every bench prints it alike.
+pub const BASELINE_LABEL: &str = "nsauxd (baseline)";
+
+/// One nsauxd build a benchmark measures: benches loop over [`builds`] instead of starting
+/// "the" daemon, so the A/B switch works the same way in each of them.
+#[derive(Debug, Clone)]
+pub struct Build {
+    /// Its row label: `nsauxd` or [`BASELINE_LABEL`].
+    pub label: &'static str,
+    /// Its binary; `None` for the workspace's own build.
+    pub binary: Option<PathBuf>,
+}
+
+impl Build {
+    /// Starts this build with `config` (see [`Daemon::start_binary`]).
+    pub fn start(&self, config: &str) -> anyhow::Result<Daemon> {
+        Daemon::start_binary(self.binary.as_deref(), config)
+    }
+}
+
+/// The builds to measure: the workspace's, then the one [`BASELINE_ENV`] names (if set; an
+/// error if it is not a file, so a typo never silently drops the comparison).
+pub fn builds() -> anyhow::Result<Vec<Build>> {
+    let mut v = vec![Build {
+        label: "nsauxd",
+        binary: None,
+    }];
+    if let Some(path) = std::env::var_os(BASELINE_ENV).filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        anyhow::ensure!(
+            path.is_file(),
+            "{BASELINE_ENV}={} is not a file",
+            path.display()
+        );
+        eprintln!(
+            "A/B: also measuring {} as `{BASELINE_LABEL}`",
+            path.display()
+        );
+        v.push(Build {
+            label: BASELINE_LABEL,
+            binary: Some(path),
+        });
+    }
+    Ok(v)
+}
+
+/// The line an A/B run prints to compare the two builds directly: `nsauxd`'s CPU per answer
+/// over the baseline's, in total and as the median and range of the per-round ratios (the
+/// range is the run's own noise, against which the total must be judged).
+pub fn ab_summary(what: &str, total: f64, per_round: &[f64]) -> String {
+    let (lo, hi) = range(per_round);
+    format!(
+        "A/B {what}: nsauxd / {BASELINE_LABEL} CPU per answer {total:.2}× (median of rounds {:.2}×, rounds {lo:.2}–{hi:.2}×)",
+        median(per_round)
+    )
+}
+
+/// The smallest and largest finite sample (NaN, NaN when none): the round-to-round spread
+/// printed beside a median, so an A/B difference can be judged against it.
+pub fn range(samples: &[f64]) -> (f64, f64) {
+    let v = samples.iter().copied().filter(|x| x.is_finite());
+    let lo = v.clone().fold(f64::INFINITY, f64::min);
+    let hi = v.fold(f64::NEG_INFINITY, f64::max);
+    if lo.is_finite() {
+        (lo, hi)
+    } else {
+        (f64::NAN, f64::NAN)
+    }
+}
 
 /// Resident set size of a process, in KiB (`VmRSS`).
 pub fn rss_kib(pid: u32) -> u64 {

@@ -48,10 +48,11 @@ impl Daemon {
         Ok(Self::start_full(config, extra, env, None, None, |_| Ok(()))?.0)
     }
 
-    /// Like [`Daemon::start`], running the nsauxd binary at `binary` instead of the
-    /// workspace's: benchmarks compare two builds side by side in one run.
-    pub fn start_binary(binary: &Path, config: &str) -> anyhow::Result<Self> {
-        Ok(Self::start_full(config, &[], &[], Some(binary), None, |_| Ok(()))?.0)
+    /// Like [`Daemon::start`], running the nsauxd binary at `binary` (`None`: the
+    /// workspace's): benchmarks measure another build beside this one in the same run
+    /// (`NSAUX_BENCH_BASELINE`, see [`crate::bench::builds`]).
+    pub fn start_binary(binary: Option<&Path>, config: &str) -> anyhow::Result<Self> {
+        Ok(Self::start_full(config, &[], &[], binary, None, |_| Ok(()))?.0)
     }
 
     /// Starts a daemon inside the test namespace at `netns` and lets it serve that namespace

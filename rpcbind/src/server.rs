@@ -177,7 +177,10 @@ impl Portmapper {
                 Verdict::Refused(r)
             }
             Answer::Drop(d) => Verdict::Dropped(d),
-            Answer::Forward(f) => {
+            Answer::Forward(mut f) => {
+                if ctx.transport == Transport::Udp && !ctx.is_loopback_any() {
+                    f.pending.max_reply = Some(request.len().saturating_mul(UDP_REPLY_FACTOR));
+                }
                 effects.push(Effect::Forward(f));
                 Verdict::Forwarded
             }

@@ -159,6 +159,43 @@ fn restore_skips_what_set_refuses_today() {
     assert_eq!(n, 1);
 }
 
+#[test]
+fn forwarded_answers_to_remote_udp_callers_stay_within_twice_the_request() {
+    let mut p = pm_with(Config {
+        remote_calls: true,
+        ..Config::default()
+    });
+    with_statd(&mut p);
+    let req = call(4, 10, &rmt(100_024, 1, 1));
+    let (o, _) = run(&mut p, &remote_udp(), &req);
+    let f = forward_of(&o);
+    assert_eq!(f.pending.max_reply, Some(2 * req.len()));
+    let target_reply = |results: usize| {
+        let mut b = Vec::new();
+        encode_accepted(&mut b, 99, AcceptStat::Success);
+        b.extend(std::iter::repeat_n(7u8, results));
+        b
+    };
+    let mut reply = Vec::new();
+    assert!(f.pending.build_reply(&target_reply(4), &mut reply));
+    assert!(reply.len() <= 2 * req.len());
+    // A large answer from the target: INDIRECT gets SYSTEM_ERR instead.
+    assert!(f.pending.build_reply(&target_reply(4000), &mut reply));
+    assert_eq!(words(&reply), vec![0x1234, 1, 0, 0, 0, 5]);
+    // CALLIT stays silent; a loopback caller gets everything.
+    let (o, _) = run(&mut p, &remote_udp(), &call(2, 5, &rmt(100_024, 1, 1)));
+    assert!(
+        !forward_of(&o)
+            .pending
+            .build_reply(&target_reply(4000), &mut reply)
+    );
+    let (o, _) = run(&mut p, &lo_udp(), &req);
+    let f = forward_of(&o);
+    assert_eq!(f.pending.max_reply, None);
+    assert!(f.pending.build_reply(&target_reply(4000), &mut reply));
+    assert!(reply.len() > 4000);
+}
+
 proptest! {
     /// Whatever was registered and whatever a remote host sends over UDP, the reply is at most
     /// twice the request.

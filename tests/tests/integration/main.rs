@@ -5,4 +5,5 @@ mod core;
 mod dns;
 mod host;
 mod ntp;
+mod reflection;
 mod rpcbind;

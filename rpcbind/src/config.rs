@@ -13,8 +13,9 @@ pub struct Config {
     /// Maximum number of registrations in one namespace, self registrations included; a SET
     /// beyond it returns FALSE. Bounds memory and the size of DUMP replies.
     pub max_registrations: usize,
-    /// Refuse DUMP over UDP from callers that are not loopback (AUTH_ERROR/AUTH_TOOWEAK), because a
-    /// UDP DUMP is a reflection amplifier.
+    /// Refuse DUMP and GETSTAT over UDP from callers that are not loopback
+    /// (AUTH_ERROR/AUTH_TOOWEAK), because both are reflection amplifiers. Off, they are still
+    /// bound by the 2x reply rule ([`crate::UDP_REPLY_FACTOR`]).
     pub udp_dump_loopback_only: bool,
     /// Accept SET/UNSET from 127.0.0.1 / ::1 callers, not only from the local (AF_LOCAL)
     /// transport. rpcbind only does this with `-L`; the kernel and older libtirpc register over

@@ -172,6 +172,7 @@ mod tests {
                 caller_xid: xid,
                 kind: RemoteKind::IndirectV4,
                 reply_uaddr: "10.0.0.5.3.232".into(),
+                max_reply: None,
             },
         }
     }

@@ -19,6 +19,7 @@
 //! - [`outcome`]: `Outcome`, `Verdict`, `Effect`.
 //! - [`record`]: TCP record marking (`RecordDecoder`, `frame_record`).
 //! - [`uaddr`]: universal address parsing, formatting, merging, taddr conversion.
+//! - [`validate`]: what SET accepts (known netid, a uaddr that parses for it, length caps).
 //! - `rpc` (private): RPC call/reply headers; `is_rpc_reply` and `message_xid` are re-exported.
 //! - `types` (private): portmapper XDR types.
 //! - `xdr` (private): capped XDR reader/writer.
@@ -60,9 +61,12 @@
 //!   there too). Instead, when the daemon enables it, [`Liveness`] probes registrations with NULL
 //!   calls and reports those silent for several rounds, which rpcbind never removes.
 //! - Loopback IP callers may SET/UNSET by default (`Config::loopback_may_register`, rpcbind `-L`).
-//! - UDP DUMP from non-loopback callers is refused (`Config::udp_dump_loopback_only`), the
-//!   registration table and GETSTAT rows are capped, and UDP replies over 8800 bytes become
-//!   SYSTEM_ERR.
+//! - UDP DUMP and GETSTAT from non-loopback callers are refused with AUTH_TOOWEAK
+//!   (`Config::udp_dump_loopback_only`), the registration table and GETSTAT rows are capped, UDP
+//!   replies over 8800 bytes become SYSTEM_ERR, and so does any UDP reply to a non-loopback
+//!   caller longer than twice its request ([`UDP_REPLY_FACTOR`]; no reflection).
+//! - SET refuses (FALSE) an unknown netid, a uaddr that does not parse for its netid and
+//!   over-long strings ([`validate`]); rpcbind stores anything.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -80,6 +84,7 @@ pub mod server;
 pub mod stats;
 mod types;
 pub mod uaddr;
+pub mod validate;
 mod xdr;
 
 pub use config::Config;
@@ -94,6 +99,7 @@ pub use record::{DEFAULT_MAX_RECORD, RecordDecoder, frame_record};
 pub use registry::{Entry, Registry, Removed};
 pub use rmtcall::{Forward, PendingCall, RemoteKind, remote_call_allowed};
 pub use rpc::{AuthStat, NotACall, PMAP_PROG, ReplyBody, decode_reply, is_rpc_reply, message_xid};
-pub use server::Portmapper;
+pub use server::{Portmapper, UDP_REPLY_FACTOR};
 pub use stats::{AddrStat, RmtStat, Stats, VersStats};
+pub use validate::{InvalidSet, check_set};
 pub use xdr::MAX_XDR_LEN;

@@ -116,6 +116,10 @@ pub struct PendingCall {
     pub kind: RemoteKind,
     /// Target address as the caller should see it (merged with the local address).
     pub reply_uaddr: String,
+    /// Longest reply the caller may get: twice its request for a non-loopback UDP caller
+    /// ([`crate::UDP_REPLY_FACTOR`]), `None` otherwise. Why: the target's results are copied
+    /// into the reply, so without it a small forwarded call could reflect a large answer.
+    pub max_reply: Option<usize>,
 }
 
 impl PendingCall {
@@ -143,6 +147,10 @@ impl PendingCall {
             }
         }
         out.put_opaque(results);
+        if self.max_reply.is_some_and(|max| out.len() > max) {
+            // SYSTEM_ERR (24 bytes) for INDIRECT, silence for CALLIT/BCAST: both within bound.
+            return self.build_failure(out);
+        }
         true
     }
 
@@ -244,6 +252,7 @@ pub(crate) fn callit(
             caller_xid: h.xid,
             kind,
             reply_uaddr: merge(&entry.uaddr, ctx.local_addr),
+            max_reply: None,
         },
     })
 }
@@ -284,6 +293,7 @@ mod tests {
                 caller_xid: 1,
                 kind: RemoteKind::CallitV2,
                 reply_uaddr: String::new(),
+                max_reply: None,
             },
         };
         let here = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));

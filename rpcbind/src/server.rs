@@ -16,6 +16,7 @@ use crate::rpc::{
 use crate::stats::Stats;
 use crate::types::{Netbuf, Pmap, Rpcb, RpcbEntry, encode_list};
 use crate::uaddr::{merge, netconfig, taddr_to_uaddr, uaddr_to_taddr};
+use crate::validate::check_set;
 use crate::xdr::{XdrReader, XdrWrite};
 
 /// Lowest portmapper version served.
@@ -32,7 +33,18 @@ pub struct Portmapper {
     registry: Registry,
     /// GETSTAT counters of this namespace.
     stats: Stats,
+    /// UDP replies to non-loopback callers replaced by SYSTEM_ERR because they would have been
+    /// more than [`UDP_REPLY_FACTOR`] times their request.
+    reflection_refusals: u64,
 }
+
+/// A UDP reply to a caller outside this host may be at most this many times its request.
+///
+/// Why: a UDP source address is not proof of anything, so a larger reply lets anyone aim this
+/// namespace's portmapper at a victim as an amplifier. Twice is enough for every reply a remote
+/// client legitimately needs over UDP (GETPORT, GETADDR, GETVERSADDR, NULL, GETTIME and the
+/// error replies); larger answers (DUMP, GETSTAT, long GETADDRLISTs) are served over TCP.
+pub const UDP_REPLY_FACTOR: usize = 2;
 
 impl Portmapper {
     /// A portmapper with its self registrations, as rpcbind makes them: for each endpoint the
@@ -63,20 +75,22 @@ impl Portmapper {
             config,
             registry,
             stats,
+            reflection_refusals: 0,
         }
     }
 
-    /// Reloads journaled registrations at start-up, with SET's rules (duplicates and conflicts
-    /// skipped, cap enforced). Returns how many were added.
+    /// Reloads journaled registrations at start-up, with SET's rules (duplicates, conflicts and
+    /// arguments SET refuses today skipped, cap enforced). Returns how many were added.
     pub fn restore(&mut self, entries: impl IntoIterator<Item = Entry>) -> usize {
         entries
             .into_iter()
             .filter(|e| {
-                matches!(
-                    self.registry
-                        .set(e.prog, e.vers, &e.netid, &e.uaddr, &e.owner),
-                    SetResult::Added(_)
-                )
+                check_set(&e.netid, &e.uaddr, &e.owner).is_ok()
+                    && matches!(
+                        self.registry
+                            .set(e.prog, e.vers, &e.netid, &e.uaddr, &e.owner),
+                        SetResult::Added(_)
+                    )
             })
             .count()
     }
@@ -89,6 +103,12 @@ impl Portmapper {
     /// The GETSTAT counters (for the daemon's metrics).
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// How many UDP replies to non-loopback callers were refused for being more than
+    /// [`UDP_REPLY_FACTOR`] times their request (for the daemon's status and metrics).
+    pub fn reflection_refusals(&self) -> u64 {
+        self.reflection_refusals
     }
 
     /// The configuration in force.
@@ -157,7 +177,10 @@ impl Portmapper {
                 Verdict::Refused(r)
             }
             Answer::Drop(d) => Verdict::Dropped(d),
-            Answer::Forward(f) => {
+            Answer::Forward(mut f) => {
+                if ctx.transport == Transport::Udp && !ctx.is_loopback_any() {
+                    f.pending.max_reply = Some(request.len().saturating_mul(UDP_REPLY_FACTOR));
+                }
                 effects.push(Effect::Forward(f));
                 Verdict::Forwarded
             }
@@ -165,6 +188,16 @@ impl Portmapper {
         if ctx.transport == Transport::Udp && out.len() > self.config.udp_max_reply {
             out.clear();
             encode_refusal(out, h.xid, Refusal::SystemErr);
+            return refused(Refusal::SystemErr, effects);
+        }
+        if ctx.transport == Transport::Udp
+            && !ctx.is_loopback_any()
+            && out.len() > request.len().saturating_mul(UDP_REPLY_FACTOR)
+        {
+            // The refusal is 24 bytes and a call header at least 40: always within the bound.
+            out.clear();
+            encode_refusal(out, h.xid, Refusal::SystemErr);
+            self.reflection_refusals += 1;
             return refused(Refusal::SystemErr, effects);
         }
         Outcome { verdict, effects }
@@ -216,7 +249,7 @@ impl Portmapper {
                 body.put_u32(port);
             }
             4 => {
-                if let Some(r) = self.dump_refusal(ctx) {
+                if let Some(r) = self.udp_listing_refusal(ctx) {
                     return Answer::Err(r);
                 }
                 encode_list(&mut body, &self.registry.pmap_list(), |p, w| p.encode(w));
@@ -254,7 +287,8 @@ impl Portmapper {
                 }
                 let owner = ctx.owner();
                 let ok = if h.proc_ == 1 {
-                    let ok = self.apply_set(r.prog, r.vers, &r.netid, &r.addr, &owner, effects);
+                    let ok = check_set(&r.netid, &r.addr, &r.owner).is_ok()
+                        && self.apply_set(r.prog, r.vers, &r.netid, &r.addr, &owner, effects);
                     self.stats.set(vers, ok);
                     ok
                 } else {
@@ -272,7 +306,7 @@ impl Portmapper {
                 body.put_string(&uaddr);
             }
             4 => {
-                if let Some(r) = self.dump_refusal(ctx) {
+                if let Some(r) = self.udp_listing_refusal(ctx) {
                     return Answer::Err(r);
                 }
                 encode_list(&mut body, self.registry.entries(), |e, w| {
@@ -335,7 +369,12 @@ impl Portmapper {
                 let list = self.getaddrlist(ctx, &r);
                 encode_list(&mut body, &list, |e, w| e.encode(w));
             }
-            12 if v4 => self.stats.encode(&mut body),
+            12 if v4 => {
+                if let Some(r) = self.udp_listing_refusal(ctx) {
+                    return Answer::Err(r);
+                }
+                self.stats.encode(&mut body);
+            }
             _ => return Answer::Err(Refusal::ProcUnavail),
         }
         Answer::Ok(body)
@@ -351,6 +390,11 @@ impl Portmapper {
         owner: &str,
         effects: &mut Vec<Effect>,
     ) -> bool {
+        // The owner argument of the call is not used (the owner is the caller's identity), so
+        // only what is stored is checked here; `v34` checks the argument's length.
+        if check_set(netid, uaddr, "").is_err() {
+            return false;
+        }
         match self.registry.set(prog, vers, netid, uaddr, owner) {
             SetResult::Added(e) => {
                 effects.push(Effect::Registered(e));
@@ -423,9 +467,12 @@ impl Portmapper {
         list
     }
 
-    /// DUMP over UDP from a non-loopback caller is refused with AUTH_TOOWEAK (when configured):
-    /// the same answer rpcbind gives a denied access check, and it is small.
-    fn dump_refusal(&self, ctx: &CallContext) -> Option<Refusal> {
+    /// DUMP (v2/v3/v4) and GETSTAT over UDP from a non-loopback caller are refused with
+    /// AUTH_TOOWEAK (when configured): both are reflection amplifiers (their size depends on
+    /// what others registered or asked, not on the request), and AUTH_TOOWEAK is what rpcbind
+    /// sends when its access check (`check_access` → `svcerr_weakauth`) denies a call, a 20-byte
+    /// reply that libtirpc clients report as "authentication error". Over TCP everyone is served.
+    fn udp_listing_refusal(&self, ctx: &CallContext) -> Option<Refusal> {
         (ctx.transport == Transport::Udp
             && self.config.udp_dump_loopback_only
             && !ctx.is_loopback_any())

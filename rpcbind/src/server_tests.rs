@@ -314,9 +314,10 @@ fn strings_over_9000_bytes_are_garbage() {
     args.extend_from_slice(&0xffff_fff0u32.to_be_bytes());
     let (r, _) = refused_with(&mut p, &local(0), &call(4, 1, &args));
     assert_eq!(r, Refusal::GarbageArgs);
+    // 9000 bytes still decode, but no netid has such an address: SET answers FALSE.
     let exact = "a".repeat(9000);
-    let (_, res) = ok(&mut p, &local(0), &call(4, 1, &rpcb(1, 1, "udp", &exact)));
-    assert!(as_bool(&res));
+    let (e, res) = ok(&mut p, &local(0), &call(4, 1, &rpcb(1, 1, "udp", &exact)));
+    assert!(!as_bool(&res) && e.is_empty());
 }
 
 #[test]
@@ -559,11 +560,16 @@ fn dump_udp_restriction() {
     let lo2 = ctx(Transport::Udp, Caller::Ip(sa("127.0.0.53:1000")), None);
     // portmapper v2, v3 and v4 on udp and tcp, as `rpcinfo -p` shows for rpcbind.
     assert_eq!(dump_v2(&mut p, &lo2).len(), 6);
+    // Without the restriction the 2x rule still refuses a remote UDP DUMP (SYSTEM_ERR).
     let mut p = pm_with(Config {
         udp_dump_loopback_only: false,
         ..Config::default()
     });
-    assert_eq!(dump_v3(&mut p, &remote_udp()).len(), 12);
+    let (r, out) = refused_with(&mut p, &remote_udp(), &call(3, 4, &[]));
+    assert_eq!(r, Refusal::SystemErr);
+    assert_eq!(words(&out), vec![0x1234, 1, 0, 0, 0, 5]);
+    assert_eq!(p.reflection_refusals(), 1);
+    assert_eq!(dump_v3(&mut p, &tcp).len(), 12);
 }
 
 #[test]
@@ -1007,3 +1013,6 @@ fn kernel_style_registration_over_local() {
     let (_, r) = ok(&mut p, &c6, &call(4, 3, &rpcb(100_021, 4, "udp6", "")));
     assert_eq!(as_string(&r), "::1.160.1");
 }
+
+#[path = "server_reflection_tests.rs"]
+mod reflection;

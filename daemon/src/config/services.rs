@@ -82,7 +82,7 @@ pub(crate) struct RpcbindConfig {
     pub(crate) max_connections: usize,
     /// Seconds a TCP/AF_LOCAL connection may stay idle before it is closed (CVE-2021-46828).
     pub(crate) idle_timeout_secs: u64,
-    /// Refuse DUMP over UDP from non-loopback callers (reflection amplifier).
+    /// Refuse DUMP and GETSTAT over UDP from non-loopback callers (reflection amplifiers).
     pub(crate) udp_dump_loopback_only: bool,
     /// Accept SET/UNSET from 127.0.0.1/::1 (the kernel and older libtirpc register that way).
     pub(crate) loopback_may_register: bool,

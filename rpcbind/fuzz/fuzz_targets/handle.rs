@@ -70,12 +70,16 @@ fuzz_target!(|data: &[u8]| {
     } else {
         body
     };
+    // No reflection: a UDP reply to a non-loopback caller is at most twice its request.
+    let remote_udp = transport == Transport::Udp && sel & 0x3 == 1;
     // The body as one call, then the same body split into several calls in sequence.
     let o = pm.handle(&ctx, body, &mut out);
     assert_eq!(o.should_reply(), !out.is_empty());
+    assert!(!remote_udp || out.len() <= 2 * body.len());
     for chunk in body.chunks(64) {
         let o = pm.handle(&ctx, chunk, &mut out);
         assert_eq!(o.should_reply(), !out.is_empty());
+        assert!(!remote_udp || out.len() <= 2 * chunk.len());
     }
     // The body as a TCP byte stream.
     let mut dec = RecordDecoder::new(4096);

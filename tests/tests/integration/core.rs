@@ -17,9 +17,10 @@ fn lo() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], PORT))
 }
 
-/// Asks the ident service inside `ns` at `to`; returns the answer line and its source.
+/// Asks the ident service inside `ns` at `to`; returns the answer line and its source. The query
+/// is padded: a caller outside the namespace gets no answer longer than twice its query.
 fn ident(ns: &TestNetns, to: SocketAddr) -> Option<(String, SocketAddr)> {
-    ns.udp_query(to, b"?", Duration::from_millis(200))
+    ns.udp_query(to, &[b'?'; 256], Duration::from_millis(200))
         .ok()
         .flatten()
         .map(|(b, from)| (String::from_utf8_lossy(&b).into_owned(), from))

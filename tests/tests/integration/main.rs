@@ -6,4 +6,5 @@ mod dns;
 mod host;
 mod identity;
 mod ntp;
+mod reflection;
 mod rpcbind;

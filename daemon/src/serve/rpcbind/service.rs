@@ -272,8 +272,13 @@ impl NsService for RpcbindNs {
     }
 
     fn status(&self) -> Value {
+        let (registrations, udp_reflection_refused) = {
+            let st = self.state();
+            (st.pm.entries().len(), st.pm.reflection_refusals())
+        };
         json!({
-            "registrations": self.state().pm.entries().len(),
+            "registrations": registrations,
+            "udp_reflection_refused": udp_reflection_refused,
             "connections": self.conns.load(Ordering::SeqCst),
             "local_path": lock(&self.shared.path_status).clone(),
         })

@@ -59,7 +59,7 @@ mod stream;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -229,7 +229,7 @@ impl ServiceKind for Rpcbind {
                 liveness: None,
             }),
             journal,
-            conns: AtomicUsize::new(0),
+            slots: crate::serve::slots::SlotTable::new(),
             shared: Arc::clone(&self.shared),
             prune: Mutex::new(None),
             prune_on: AtomicBool::new(false),

@@ -6,3 +6,4 @@ mod dns;
 mod host;
 mod ntp;
 mod rpcbind;
+mod slots;

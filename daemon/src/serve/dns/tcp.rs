@@ -46,8 +46,9 @@ pub(super) async fn serve_client(svc: Arc<DnsNs>, conn: Connection) {
             ) {
                 break;
             }
-            // From its first byte a query has `record` to arrive whole, however it trickles.
-            let deadline = tokio::time::Instant::now() + record;
+            // From its first byte a query has `record` to arrive whole, however it trickles,
+            // and never more than the idle timeout since the last complete one.
+            let deadline = (Instant::now() + record).min(last_complete + idle).into();
             if !matches!(
                 tokio::time::timeout_at(deadline, rd.read_exact(&mut len[1..])).await,
                 Ok(Ok(_))

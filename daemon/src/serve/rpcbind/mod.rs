@@ -23,9 +23,11 @@
 //!
 //! # Limits
 //! Strings/opaques are capped at 9000 bytes and records at 64 KiB (in the core); registrations
-//! per namespace (`max_registrations`); TCP + AF_LOCAL connections per namespace
-//! (`max_connections`) with an idle timeout (`idle_timeout_secs`, CVE-2021-46828); UDP DUMP only
-//! for loopback callers.
+//! per namespace (`max_registrations`); TCP + AF_LOCAL connections per namespace in the slot
+//! table of `serve/slots.rs` (remote `max_connections`, local `max_local_connections`, per peer
+//! `max_connections_per_peer`; the longest-idle is closed to admit a newcomer), an idle timeout
+//! from the last complete record (`idle_timeout_secs`, CVE-2021-46828) and a deadline per record
+//! (`record_timeout_secs`); UDP DUMP only for loopback callers.
 //!
 //! # Remote calls and liveness
 //! CALLIT/BCAST/INDIRECT are refused unless `remote_calls = true`; then they are forwarded from

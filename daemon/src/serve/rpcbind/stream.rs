@@ -80,10 +80,13 @@ impl RpcbindNs {
         // First byte of the record being received, if one is partly in.
         let mut record_start: Option<Instant> = None;
         loop {
-            let deadline = record_start.map_or(last_complete + idle, |t| t + record);
+            // Without a complete record for `idle` the connection goes, partial record or not;
+            // a record under way must also be complete `record` after its first byte.
+            let idle_end = last_complete + idle;
+            let deadline = record_start.map_or(idle_end, |t| (t + record).min(idle_end));
             let n = match tokio::time::timeout_at(deadline.into(), s.read(&mut buf)).await {
                 Err(_) => {
-                    let why = if record_start.is_some() {
+                    let why = if record_start.is_some_and(|t| t + record <= idle_end) {
                         "record not completed in time; closing"
                     } else {
                         "idle connection closed"

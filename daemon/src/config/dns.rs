@@ -145,10 +145,22 @@ pub(crate) struct DnsConfig {
     pub(crate) query_timeout_ms: u64,
     /// Time one upstream attempt may take before failover, milliseconds.
     pub(crate) attempt_timeout_ms: u64,
-    /// Close a client TCP connection idle this long, seconds.
+    /// Close a client TCP connection that completed no query for this long, seconds.
+    #[serde(deserialize_with = "super::slots::de_idle_secs")]
     pub(crate) tcp_idle_timeout: u64,
-    /// Most client TCP connections per listener.
+    /// Most client TCP connections from remote (non-loopback) callers at once, all listeners
+    /// of the namespace together; the longest-idle one is closed to admit a new one.
+    #[serde(deserialize_with = "super::slots::de_budget")]
     pub(crate) tcp_max_connections: usize,
+    /// Most client TCP connections from loopback callers at once (their own budget).
+    #[serde(deserialize_with = "super::slots::de_budget")]
+    pub(crate) tcp_max_local_connections: usize,
+    /// Most client TCP connections from one source IP at once.
+    #[serde(deserialize_with = "super::slots::de_budget")]
+    pub(crate) tcp_max_connections_per_peer: usize,
+    /// Seconds a framed query may take from its first byte to its last.
+    #[serde(deserialize_with = "super::slots::de_record_secs")]
+    pub(crate) tcp_record_timeout: u64,
 }
 
 impl Default for DnsConfig {
@@ -181,6 +193,9 @@ impl Default for DnsConfig {
             attempt_timeout_ms: 1_500,
             tcp_idle_timeout: 10,
             tcp_max_connections: 64,
+            tcp_max_local_connections: 64,
+            tcp_max_connections_per_peer: 16,
+            tcp_record_timeout: 10,
         }
     }
 }

@@ -21,6 +21,7 @@
 
 mod dns;
 mod services;
+mod slots;
 
 pub(crate) use dns::DnsConfig;
 pub(crate) use services::{IdentConfig, NtpConfig, RpcbindConfig, ServicesConfig};

@@ -78,10 +78,26 @@ pub(crate) struct RpcbindConfig {
     pub(crate) remote_calls: bool,
     /// Most registrations in one namespace (self registrations included).
     pub(crate) max_registrations: usize,
-    /// Most TCP + AF_LOCAL connections open at once in one namespace.
+    /// Most connections from remote (non-loopback TCP) callers open at once in one namespace;
+    /// at the budget the longest-idle remote connection is closed to admit a new one.
+    #[serde(deserialize_with = "super::slots::de_budget")]
     pub(crate) max_connections: usize,
-    /// Seconds a TCP/AF_LOCAL connection may stay idle before it is closed (CVE-2021-46828).
+    /// Seconds a TCP/AF_LOCAL connection may go without completing a record before it is
+    /// closed (CVE-2021-46828; bytes that do not complete a record do not count).
+    #[serde(deserialize_with = "super::slots::de_idle_secs")]
     pub(crate) idle_timeout_secs: u64,
+    /// Most connections from local callers (AF_LOCAL, loopback TCP) open at once in one
+    /// namespace, apart from the remote budget so remote callers can never crowd them out.
+    #[serde(deserialize_with = "super::slots::de_budget")]
+    pub(crate) max_local_connections: usize,
+    /// Most connections one peer (source IP, or uid over AF_LOCAL) holds at once; its own
+    /// longest-idle one is closed beyond that.
+    #[serde(deserialize_with = "super::slots::de_budget")]
+    pub(crate) max_connections_per_peer: usize,
+    /// Seconds a record may take from its first byte to its last (a trickle cannot hold a
+    /// connection open).
+    #[serde(deserialize_with = "super::slots::de_record_secs")]
+    pub(crate) record_timeout_secs: u64,
     /// Refuse DUMP and GETSTAT over UDP from non-loopback callers (reflection amplifiers).
     pub(crate) udp_dump_loopback_only: bool,
     /// Accept SET/UNSET from 127.0.0.1/::1 (the kernel and older libtirpc register that way).
@@ -117,6 +133,9 @@ impl Default for RpcbindConfig {
             max_registrations: 1024,
             max_connections: 64,
             idle_timeout_secs: 30,
+            max_local_connections: 64,
+            max_connections_per_peer: 16,
+            record_timeout_secs: 10,
             udp_dump_loopback_only: true,
             loopback_may_register: true,
             prune: false,

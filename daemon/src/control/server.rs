@@ -2,16 +2,19 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{Call, MAX_LINE, Request, Response};
+use crate::serve::Peer;
+use crate::serve::slots::{Slot, SlotBudget, SlotTable};
 
+/// Control clients connected at once (only root can connect: the socket is 0600).
 const MAX_CLIENTS: usize = 16;
+/// Time a request line has to arrive whole, counted from the previous answer.
 const IDLE: Duration = Duration::from_secs(10);
 
 /// Binds the control socket with mode 0600. The caller holds the runtime-dir lock, so a stale
@@ -35,26 +38,44 @@ pub(crate) fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 }
 
 /// Accepts control clients until the task is dropped; each parsed request goes to `handler` as
-/// a [`Call`], and the answer it sends back is written to the client.
+/// a [`Call`], and the answer it sends back is written to the client. Held connections never
+/// lock anyone out: at [`MAX_CLIENTS`] the one that completed a request longest ago is closed.
 pub(crate) async fn serve(listener: UnixListener, handler: mpsc::UnboundedSender<Call>) {
-    let limit = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let slots = SlotTable::new();
+    let budget = SlotBudget {
+        local: MAX_CLIENTS,
+        remote: MAX_CLIENTS,
+        per_peer: MAX_CLIENTS,
+    };
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-            continue;
+        let peer = Peer::Local {
+            uid: stream.peer_cred().map_or(u32::MAX, |c| c.uid()),
+            gid: 0,
+            pid: None,
         };
+        let (slot, adm) = slots.admit(&peer, budget);
+        if adm.evicted > 0 {
+            tracing::debug!(
+                "control socket: {MAX_CLIENTS} clients connected; closed the longest-idle one"
+            );
+        }
         let handler = handler.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(300), client(stream, handler)).await;
-            drop(permit);
+            let evicted = slot.evicted();
+            tokio::select! {
+                () = evicted.cancelled() => {}
+                _ = tokio::time::timeout(Duration::from_secs(300), client(stream, handler, &slot)) => {}
+            }
         });
     }
 }
 
-async fn client(stream: UnixStream, handler: mpsc::UnboundedSender<Call>) {
+/// Serves one client: a line must arrive whole within [`IDLE`] of the previous answer.
+async fn client(stream: UnixStream, handler: mpsc::UnboundedSender<Call>, slot: &Slot) {
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd.take(u64::MAX));
     loop {
@@ -66,6 +87,7 @@ async fn client(stream: UnixStream, handler: mpsc::UnboundedSender<Call>) {
         if n == 0 {
             return;
         }
+        slot.record_done();
         let resp = if line.len() > MAX_LINE {
             Response::err("request too long")
         } else {

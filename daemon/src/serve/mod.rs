@@ -10,6 +10,7 @@ pub(crate) mod dns;
 pub(crate) mod ident;
 pub(crate) mod ntp;
 pub(crate) mod rpcbind;
+pub(crate) mod slots;
 pub(crate) mod stream;
 pub(crate) mod udp;
 
@@ -277,6 +278,9 @@ pub(crate) struct Connection {
     pub(crate) peer: Peer,
     /// Local address (TCP only).
     pub(crate) local: Option<SocketAddr>,
+    /// Its place in the service's slot table: the handler marks each complete record on it,
+    /// and dropping it frees the place.
+    pub(crate) slot: slots::Slot,
 }
 
 /// A boxed future for a connection handler.
@@ -319,9 +323,10 @@ pub(crate) trait NsService: Send + Sync + fmt::Debug + 'static {
     /// goes, so it need not watch for that itself.
     fn on_connection(self: Arc<Self>, conn: Connection) -> ConnFuture;
 
-    /// Most connections one listener of this service keeps open at once.
-    fn max_connections(&self) -> usize {
-        64
+    /// The slot table its listeners share in this namespace and the budget that applies now;
+    /// `None` gives each listener a table of its own with the default budget.
+    fn slots(&self) -> Option<(Arc<slots::SlotTable>, slots::SlotBudget)> {
+        None
     }
 
     /// The namespace is gone for good (not a daemon shutdown): drop durable state kept for it.

@@ -1,29 +1,41 @@
-//! Accept loops for TCP and AF_LOCAL listeners, with a per-listener connection cap.
+//! Accept loops for TCP and AF_LOCAL listeners. Every connection is admitted into the service's
+//! slot table (`serve/slots.rs`): nobody is refused at a cap, the longest-idle connection of the
+//! caller's class or peer is closed instead.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
-
+use super::slots::{Slot, SlotBudget, SlotTable};
 use super::{Connection, NsInfo, NsService, Peer, Stream};
 
 /// Pause after an accept error (EMFILE and friends) so we do not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-fn spawn_conn(
-    ns: &Arc<NsInfo>,
-    service: &Arc<dyn NsService>,
-    conn: Connection,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) {
+/// Admits `peer` into the service's shared table, or into this listener's own table when the
+/// service has none.
+fn admit(ns: &NsInfo, service: &Arc<dyn NsService>, own: &Arc<SlotTable>, peer: &Peer) -> Slot {
+    let (table, budget) = service
+        .slots()
+        .unwrap_or_else(|| (Arc::clone(own), SlotBudget::default()));
+    let (slot, adm) = table.admit(peer, budget);
+    if adm.evicted > 0 {
+        tracing::debug!(netns = %ns.name, ?peer, local = adm.local, evicted = adm.evicted,
+            "connection budget reached; closed the longest-idle connection to admit a new one");
+    }
+    slot
+}
+
+/// Runs `conn` until it ends, its namespace goes, or its slot is evicted.
+fn spawn_conn(ns: &Arc<NsInfo>, service: &Arc<dyn NsService>, conn: Connection) {
+    let evicted = conn.slot.evicted();
     let fut = Arc::clone(service).on_connection(conn);
     let cancel = ns.cancel.clone();
     tokio::spawn(async move {
         tokio::select! {
             () = cancel.cancelled() => {}
+            () = evicted.cancelled() => {}
             () = fut => {}
         }
-        drop(permit);
     });
 }
 
@@ -33,21 +45,20 @@ pub(crate) async fn run_tcp(
     ns: Arc<NsInfo>,
     service: Arc<dyn NsService>,
 ) {
-    let limit = Arc::new(Semaphore::new(service.max_connections()));
+    let own = SlotTable::new();
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-                    tracing::debug!(netns = %ns.name, %peer, "connection limit reached; closing");
-                    continue;
-                };
+                let peer = Peer::Ip(peer);
+                let slot = admit(&ns, &service, &own, &peer);
                 let local = stream.local_addr().ok();
                 let conn = Connection {
                     stream: Stream::Tcp(stream),
-                    peer: Peer::Ip(peer),
+                    peer,
                     local,
+                    slot,
                 };
-                spawn_conn(&ns, &service, conn, permit);
+                spawn_conn(&ns, &service, conn);
             }
             Err(e) => {
                 tracing::warn!(netns = %ns.name, error = %e, "tcp accept failed");
@@ -63,14 +74,10 @@ pub(crate) async fn run_unix(
     ns: Arc<NsInfo>,
     service: Arc<dyn NsService>,
 ) {
-    let limit = Arc::new(Semaphore::new(service.max_connections()));
+    let own = SlotTable::new();
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-                    tracing::debug!(netns = %ns.name, "local connection limit reached; closing");
-                    continue;
-                };
                 let Ok(cred) = stream.peer_cred() else {
                     continue;
                 };
@@ -79,12 +86,14 @@ pub(crate) async fn run_unix(
                     gid: cred.gid(),
                     pid: cred.pid(),
                 };
+                let slot = admit(&ns, &service, &own, &peer);
                 let conn = Connection {
                     stream: Stream::Unix(stream),
                     peer,
                     local: None,
+                    slot,
                 };
-                spawn_conn(&ns, &service, conn, permit);
+                spawn_conn(&ns, &service, conn);
             }
             Err(e) => {
                 tracing::warn!(netns = %ns.name, error = %e, "local accept failed");

@@ -8,3 +8,4 @@ mod identity;
 mod ntp;
 mod reflection;
 mod rpcbind;
+mod slots;

@@ -893,8 +893,11 @@ fn idle_connections_time_out_and_the_cap_holds() -> anyhow::Result<()> {
     if !require_root("idle_connections_time_out_and_the_cap_holds") {
         return Ok(());
     }
-    let d =
-        Daemon::start("[rpcbind]\nenabled = true\nmax_connections = 3\nidle_timeout_secs = 1\n")?;
+    // Issue 10: local callers (AF_LOCAL and loopback TCP) have their own budget, and at the
+    // budget the longest-idle connection is closed to admit the newcomer (no refusal).
+    let d = Daemon::start(
+        "[rpcbind]\nenabled = true\nmax_local_connections = 3\nidle_timeout_secs = 1\n",
+    )?;
     let ns = d.netns("cap")?;
     wait_up(&ns)?;
     // Let the probe connections of wait_up close.
@@ -909,12 +912,14 @@ fn idle_connections_time_out_and_the_cap_holds() -> anyhow::Result<()> {
                 && held
                     .iter_mut()
                     .all(|s| stream_call(s, &null_v2()).is_some());
-            // A fourth connection (TCP + local count together) is closed at once.
-            let extra_end = TcpStream::connect(lo111()).ok().map(|mut s| {
+            // A fourth connection (TCP + local count together) is served, and the one that
+            // completed a call longest ago (the AF_LOCAL one) is closed to make room.
+            let extra_served = TcpStream::connect(lo111()).ok().is_some_and(|mut s| {
                 let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-                let _ = s.write_all(&rpc::frame(&null_v2()));
-                read_end(&mut s)
+                stream_call(&mut s, &null_v2()).is_some()
             });
+            let _ = local.set_read_timeout(Some(Duration::from_millis(500)));
+            let extra_end = extra_served.then(|| read_end(&mut local));
             // Idle ones are closed after the timeout.
             let start = Instant::now();
             let later_closed = held.iter_mut().all(|s| {
@@ -935,7 +940,8 @@ fn idle_connections_time_out_and_the_cap_holds() -> anyhow::Result<()> {
     assert!(held_ok);
     assert!(
         extra_end.is_some_and(ReadEnd::closed),
-        "a connection over the cap must be closed (EOF or reset): {extra_end:?}"
+        "a newcomer over the cap must be served and the longest-idle connection closed \
+         (EOF or reset): {extra_end:?}"
     );
     assert!(later_closed, "idle connections must be closed after 1 s");
     assert!(after, "slots are freed again");

@@ -155,6 +155,8 @@ pub(crate) struct DnsNs {
     /// Cancelled when this instance goes (namespace gone, or the service disabled by a
     /// reload): ends the driver and every task spawned for it.
     stop: CancellationToken,
+    /// Client TCP connections of every listener of this namespace (budgets per class and peer).
+    slots: Arc<crate::serve::slots::SlotTable>,
 }
 
 impl Drop for DnsNs {
@@ -203,6 +205,7 @@ impl DnsNs {
             ns,
             inner: Mutex::new(inner),
             wake: Arc::new(Notify::new()),
+            slots: crate::serve::slots::SlotTable::new(),
         }))
     }
 
@@ -250,8 +253,19 @@ impl NsService for DnsNs {
         Box::pin(tcp::serve_client(self, conn))
     }
 
-    fn max_connections(&self) -> usize {
-        self.cfg().tcp_max_connections.max(1)
+    fn slots(
+        &self,
+    ) -> Option<(
+        Arc<crate::serve::slots::SlotTable>,
+        crate::serve::slots::SlotBudget,
+    )> {
+        let c = self.cfg();
+        let budget = crate::serve::slots::SlotBudget {
+            local: c.tcp_max_local_connections,
+            remote: c.tcp_max_connections,
+            per_peer: c.tcp_max_connections_per_peer,
+        };
+        Some((Arc::clone(&self.slots), budget))
     }
 
     fn status(&self) -> Value {

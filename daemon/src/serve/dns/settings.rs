@@ -79,6 +79,9 @@ fn core_settings(c: &DnsConfig) -> DnsConfig {
         allow_own_subnets: true,
         tcp_idle_timeout: 0,
         tcp_max_connections: 0,
+        tcp_max_local_connections: 0,
+        tcp_max_connections_per_peer: 0,
+        tcp_record_timeout: 0,
         ..c.clone()
     }
 }

@@ -20,32 +20,50 @@ const ANSWER_QUEUE: usize = 64;
 /// Longest time one answer write may block on a client that does not read.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves one client connection until it closes, idles out, or sends something unusable.
+/// Serves one client connection until it closes, idles out (no complete query for the idle
+/// timeout), takes too long over one query, or sends something unusable.
 pub(super) async fn serve_client(svc: Arc<DnsNs>, conn: Connection) {
     let (Stream::Tcp(stream), Peer::Ip(peer)) = (conn.stream, conn.peer) else {
         return;
     };
-    let idle = Duration::from_secs(svc.cfg().tcp_idle_timeout.clamp(1, 3_600));
-    let (mut rd, mut wr) = stream.into_split();
+    let slot = &conn.slot;
+    let cfg = svc.cfg();
+    let idle = Duration::from_secs(cfg.tcp_idle_timeout.clamp(1, 86_400));
+    let record = Duration::from_secs(cfg.tcp_record_timeout.clamp(1, 3_600));
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = tokio::io::BufReader::new(rd);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(ANSWER_QUEUE);
     let reader = async move {
         let mut out = Vec::new();
+        let mut last_complete = Instant::now();
         loop {
             let mut len = [0u8; 2];
+            // Idle is counted from the last complete query, so a trickle does not extend it.
             if !matches!(
-                tokio::time::timeout(idle, rd.read_exact(&mut len)).await,
+                tokio::time::timeout_at((last_complete + idle).into(), rd.read(&mut len[..1]))
+                    .await,
+                Ok(Ok(1))
+            ) {
+                break;
+            }
+            // From its first byte a query has `record` to arrive whole, however it trickles,
+            // and never more than the idle timeout since the last complete one.
+            let deadline = (Instant::now() + record).min(last_complete + idle).into();
+            if !matches!(
+                tokio::time::timeout_at(deadline, rd.read_exact(&mut len[1..])).await,
                 Ok(Ok(_))
             ) {
                 break;
             }
             let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
-            // A client announcing a big frame and never sending it is cut at the idle timeout.
             if !matches!(
-                tokio::time::timeout(idle, rd.read_exact(&mut msg)).await,
+                tokio::time::timeout_at(deadline, rd.read_exact(&mut msg)).await,
                 Ok(Ok(_))
             ) {
                 break;
             }
+            last_complete = Instant::now();
+            slot.record_done();
             let verdict = svc.query(
                 peer,
                 Transport::Tcp,

@@ -23,9 +23,11 @@
 //!
 //! # Limits
 //! Strings/opaques are capped at 9000 bytes and records at 64 KiB (in the core); registrations
-//! per namespace (`max_registrations`); TCP + AF_LOCAL connections per namespace
-//! (`max_connections`) with an idle timeout (`idle_timeout_secs`, CVE-2021-46828); UDP DUMP only
-//! for loopback callers.
+//! per namespace (`max_registrations`); TCP + AF_LOCAL connections per namespace in the slot
+//! table of `serve/slots.rs` (remote `max_connections`, local `max_local_connections`, per peer
+//! `max_connections_per_peer`; the longest-idle is closed to admit a newcomer), an idle timeout
+//! from the last complete record (`idle_timeout_secs`, CVE-2021-46828) and a deadline per record
+//! (`record_timeout_secs`); UDP DUMP only for loopback callers.
 //!
 //! # Remote calls and liveness
 //! CALLIT/BCAST/INDIRECT are refused unless `remote_calls = true`; then they are forwarded from
@@ -60,7 +62,7 @@ mod stream;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -230,7 +232,7 @@ impl ServiceKind for Rpcbind {
                 liveness: None,
             }),
             journal,
-            conns: AtomicUsize::new(0),
+            slots: crate::serve::slots::SlotTable::new(),
             shared: Arc::clone(&self.shared),
             prune: Mutex::new(None),
             prune_on: AtomicBool::new(false),

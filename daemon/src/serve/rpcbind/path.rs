@@ -17,7 +17,7 @@ use super::{Shared, refuse};
 use crate::lock::lock;
 use crate::netns::caller::{self, CallerError};
 use crate::netns::tracker::FileId;
-use crate::serve::{Peer, Stream};
+use crate::serve::{Connection, Peer, Stream};
 
 /// The running path-socket task. Dropping it stops the task and removes the socket file, if
 /// the file there is still the one it bound (never another portmapper's).
@@ -150,12 +150,26 @@ async fn path_socket_task(path: PathBuf, shared: Arc<Shared>) {
             gid: cred.gid(),
             pid: cred.pid(),
         };
+        // Path callers count in their namespace's local budget, like its abstract socket.
+        let (slot, adm) = inst.slots.admit(&peer, inst.slot_budget());
+        if adm.evicted > 0 {
+            tracing::debug!(netns = %inst.ns.name, ?peer, evicted = adm.evicted,
+                "connection budget reached; closed the longest-idle connection to admit a new one");
+        }
         let cancel = inst.ns.cancel.clone();
+        let evicted = slot.evicted();
         tracing::trace!(netns = %inst.ns.name, ?peer, "path socket connection routed");
+        let conn = Connection {
+            stream: Stream::Unix(stream),
+            peer,
+            local: None,
+            slot,
+        };
         tokio::spawn(async move {
             tokio::select! {
                 () = cancel.cancelled() => {}
-                () = inst.serve_conn(Stream::Unix(stream), peer, None) => {}
+                () = evicted.cancelled() => {}
+                () = inst.serve_conn(conn) => {}
             }
         });
     }

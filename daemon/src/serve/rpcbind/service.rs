@@ -2,7 +2,7 @@
 //! journal written before a change is acknowledged and the change taken back when it cannot be.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use nsaux_rpcbind::{
@@ -15,6 +15,7 @@ use super::journal::{Change, Journal};
 use super::{Shared, new_portmapper, pm_config, self_endpoints, unix_secs, user_entries};
 use crate::config::{RpcbindConfig, ServicesConfig};
 use crate::lock::lock;
+use crate::serve::slots::{SlotBudget, SlotTable};
 use crate::serve::{
     ConnFuture, Connection, Datagram, ListenerSpec, NsInfo, NsService, Replies, ReplyTo,
     UdpEndpoint,
@@ -31,8 +32,9 @@ pub(crate) struct RpcbindNs {
     pub(super) state: Mutex<State>,
     /// Where changes are journaled; `None` when the state directory is unusable.
     pub(super) journal: Option<Journal>,
-    /// TCP + AF_LOCAL connections open now (all listeners and the path socket).
-    pub(super) conns: AtomicUsize,
+    /// TCP + AF_LOCAL connections open now (all listeners and the path socket), with their
+    /// budgets per class and per peer.
+    pub(super) slots: Arc<SlotTable>,
     /// Routing and status shared with the kind and the path socket.
     pub(super) shared: Arc<Shared>,
     /// The liveness task, only while `prune` is on.
@@ -252,11 +254,11 @@ impl NsService for RpcbindNs {
     }
 
     fn on_connection(self: Arc<Self>, conn: Connection) -> ConnFuture {
-        Box::pin(self.serve_conn(conn.stream, conn.peer, conn.local))
+        Box::pin(self.serve_conn(conn))
     }
 
-    fn max_connections(&self) -> usize {
-        self.state().cfg.max_connections.max(1)
+    fn slots(&self) -> Option<(Arc<SlotTable>, SlotBudget)> {
+        Some((Arc::clone(&self.slots), self.slot_budget()))
     }
 
     fn namespace_gone(&self) {
@@ -279,7 +281,7 @@ impl NsService for RpcbindNs {
         json!({
             "registrations": registrations,
             "udp_reflection_refused": udp_reflection_refused,
-            "connections": self.conns.load(Ordering::SeqCst),
+            "connections": self.slots.len(),
             "local_path": lock(&self.shared.path_status).clone(),
         })
     }

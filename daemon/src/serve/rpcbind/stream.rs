@@ -1,10 +1,10 @@
-//! TCP and AF_LOCAL connections (port 111, the abstract socket, the path socket): the
-//! per-namespace connection cap, record marking, and the idle timeout (CVE-2021-46828).
+//! TCP and AF_LOCAL connections (port 111, the abstract socket, the path socket): record
+//! marking, the idle timeout from the last complete record and the per-record deadline
+//! (CVE-2021-46828); the connection budgets are `serve/slots.rs`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use nsaux_rpcbind::{
     CallContext, Caller, DEFAULT_MAX_RECORD, RecordDecoder, Transport, frame_record,
@@ -13,85 +13,109 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use super::service::RpcbindNs;
 use super::unix_secs;
-use crate::serve::{Peer, Stream};
+use crate::serve::slots::{Slot, SlotBudget};
+use crate::serve::{Connection, Peer, Stream};
 
 /// Read buffer per connection (records larger than this arrive in several reads).
 const READ_BUF: usize = 4096;
 
-/// Counts a connection for the per-namespace cap while it lives.
-struct ConnSlot(Arc<RpcbindNs>);
-
-impl Drop for ConnSlot {
-    fn drop(&mut self) {
-        self.0.conns.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 impl RpcbindNs {
-    /// Takes a connection slot, or `None` when the namespace is at its cap.
-    fn conn_slot(self: &Arc<Self>) -> Option<ConnSlot> {
-        let max = self.state().cfg.max_connections;
-        let prev = self.conns.fetch_add(1, Ordering::SeqCst);
-        let slot = ConnSlot(Arc::clone(self));
-        (prev < max).then_some(slot)
+    /// The connection budgets of the current configuration.
+    pub(super) fn slot_budget(&self) -> SlotBudget {
+        let st = self.state();
+        SlotBudget {
+            local: st.cfg.max_local_connections,
+            remote: st.cfg.max_connections,
+            per_peer: st.cfg.max_connections_per_peer,
+        }
     }
 
-    /// Serves a connection after taking a slot; refused (closed) at the cap.
-    pub(super) async fn serve_conn(
-        self: Arc<Self>,
-        stream: Stream,
-        peer: Peer,
-        local: Option<SocketAddr>,
-    ) {
-        let Some(slot) = self.conn_slot() else {
-            tracing::debug!(netns = %self.ns.name, ?peer, "connection limit of the namespace reached; closing");
-            return;
-        };
-        let caller = match peer {
+    /// Serves a connection already admitted into [`RpcbindNs::slots`] (its slot is freed when
+    /// this returns).
+    pub(super) async fn serve_conn(self: Arc<Self>, conn: Connection) {
+        let caller = match conn.peer {
             Peer::Ip(a) => Caller::Ip(a),
             Peer::Local { uid, pid, .. } => Caller::Local {
                 uid,
                 pid: pid.and_then(|p| u32::try_from(p).ok()),
             },
         };
-        let this = Arc::clone(&slot.0);
-        match stream {
-            Stream::Tcp(s) => this.serve_stream(s, Transport::Tcp, caller, local).await,
-            Stream::Unix(s) => this.serve_stream(s, Transport::Local, caller, None).await,
+        let slot = &conn.slot;
+        match conn.stream {
+            Stream::Tcp(s) => {
+                self.serve_stream(s, Transport::Tcp, caller, conn.local, slot)
+                    .await;
+            }
+            Stream::Unix(s) => {
+                self.serve_stream(s, Transport::Local, caller, None, slot)
+                    .await;
+            }
         }
-        drop(slot);
     }
 
-    /// Serves one TCP or AF_LOCAL connection: record marking, idle timeout.
+    /// Serves one TCP or AF_LOCAL connection: record marking, the idle timeout counted from
+    /// the last complete record, and the deadline of a record counted from its first byte.
     async fn serve_stream<S>(
-        self: Arc<Self>,
+        &self,
         mut s: S,
         transport: Transport,
         caller: Caller,
         local: Option<SocketAddr>,
+        slot: &Slot,
     ) where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let idle = Duration::from_secs(self.state().cfg.idle_timeout_secs.max(1));
+        let (idle, record) = {
+            let st = self.state();
+            (
+                Duration::from_secs(st.cfg.idle_timeout_secs.max(1)),
+                Duration::from_secs(st.cfg.record_timeout_secs.max(1)),
+            )
+        };
         let mut dec = RecordDecoder::new(DEFAULT_MAX_RECORD);
         let mut buf = vec![0u8; READ_BUF];
         let mut out = Vec::new();
         let mut wire = Vec::new();
+        let mut last_complete = Instant::now();
+        // First byte of the record being received, if one is partly in.
+        let mut record_start: Option<Instant> = None;
         loop {
-            let n = match tokio::time::timeout(idle, s.read(&mut buf)).await {
+            // Without a complete record for `idle` the connection goes, partial record or not;
+            // a record under way must also be complete `record` after its first byte.
+            let idle_end = last_complete + idle;
+            let deadline = record_start.map_or(idle_end, |t| (t + record).min(idle_end));
+            let n = match tokio::time::timeout_at(deadline.into(), s.read(&mut buf)).await {
                 Err(_) => {
-                    tracing::debug!(netns = %self.ns.name, ?caller, "idle connection closed");
+                    let why = if record_start.is_some_and(|t| t + record <= idle_end) {
+                        "record not completed in time; closing"
+                    } else {
+                        "idle connection closed"
+                    };
+                    tracing::debug!(netns = %self.ns.name, ?caller, "{why}");
                     return;
                 }
                 Ok(Ok(0) | Err(_)) => return,
                 Ok(Ok(n)) => n,
             };
+            let was_idle = dec.is_idle();
             let records = match dec.feed(&buf[..n]) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::debug!(netns = %self.ns.name, ?caller, error = %e, "bad record marking; closing");
                     return;
                 }
+            };
+            let now = Instant::now();
+            if !records.is_empty() {
+                last_complete = now;
+                slot.record_done();
+            }
+            record_start = if dec.is_idle() {
+                None
+            } else if was_idle || !records.is_empty() {
+                Some(now)
+            } else {
+                record_start
             };
             for rec in records {
                 let ctx = CallContext {

@@ -5,13 +5,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
 use super::{Manager, ManagerMsg};
 use crate::netns::NetnsId;
 use crate::netns::factory::{self, UdpOptions};
+use crate::serve::contain::ListenerExit;
 use crate::serve::{self, ListenerSpec, NsInfo, NsService, UdpEndpoint};
 
 /// A listener task (owning its socket). Dropping it aborts the task; [`TaskGuard::close`] also
@@ -41,12 +42,23 @@ impl Drop for TaskGuard {
     }
 }
 
-/// One wanted listener: its socket's task while up, or why binding failed and how often, so
-/// the retry backoff grows and `ns list` can say why.
+/// One wanted listener: its socket's task while up, or why binding failed (or the task ended)
+/// and how often, so the retry backoff grows and `ns list` can say why.
 #[derive(Debug)]
 pub(super) enum ListenerState {
-    Up { _task: TaskGuard },
-    Failed { error: String, attempts: u32 },
+    Up {
+        _task: TaskGuard,
+        /// Names this task in its end report, so a stale report is ignored.
+        token: u64,
+        /// Failures before this start (bind failures and unexpected ends), for the backoff.
+        restarts: u32,
+        /// When it came up: a listener that ran long enough starts its backoff afresh.
+        since: Instant,
+    },
+    Failed {
+        error: String,
+        attempts: u32,
+    },
 }
 
 /// One service in one namespace: its instance (or why it failed to start) and the listeners
@@ -57,11 +69,28 @@ pub(super) struct ServiceSlot {
     pub(super) instance: Result<Arc<dyn NsService>, String>,
     /// Every listener the instance wants, by spec.
     pub(super) listeners: BTreeMap<ListenerSpec, ListenerState>,
+    /// Panics of this service in this namespace lately, and when the last was: the rebuild
+    /// backoff grows with them.
+    pub(super) panics: u32,
+    /// When the service last panicked here.
+    pub(super) last_panic: Option<Instant>,
+}
+
+impl ServiceSlot {
+    /// A service that has not been started yet.
+    pub(super) fn new() -> Self {
+        Self {
+            instance: Err("not started".into()),
+            listeners: BTreeMap::new(),
+            panics: 0,
+            last_panic: None,
+        }
+    }
 }
 
 impl ListenerState {
-    async fn close(self) {
-        if let Self::Up { _task } = self {
+    pub(super) async fn close(self) {
+        if let Self::Up { _task, .. } = self {
             _task.close().await;
         }
     }
@@ -103,7 +132,8 @@ fn create_listener(spec: &ListenerSpec) -> io::Result<RawListener> {
     })
 }
 
-fn retry_delay(attempts: u32) -> Duration {
+/// The backoff after `attempts` failures in a row: 1 s, doubling, at most 60 s.
+pub(super) fn retry_delay(attempts: u32) -> Duration {
     Duration::from_secs((1u64 << attempts.min(6)).min(60))
 }
 
@@ -125,10 +155,7 @@ impl Manager {
                 }
                 continue;
             }
-            let slot = entry.services.entry(name).or_insert_with(|| ServiceSlot {
-                instance: Err("not started".into()),
-                listeners: BTreeMap::new(),
-            });
+            let slot = entry.services.entry(name).or_insert_with(ServiceSlot::new);
             match &slot.instance {
                 Ok(inst) => {
                     if let Err(e) = inst.reconfigure(&cfg) {
@@ -201,10 +228,30 @@ impl Manager {
                 continue;
             };
             let Ok(inst) = &slot.instance else { continue };
-            let state = match result.and_then(|raw| start_listener(raw, &spec, &entry.info, inst)) {
+            let restarts = match slot.listeners.get(&spec) {
+                Some(ListenerState::Failed { attempts, .. }) => attempts + 1,
+                _ => 0,
+            };
+            let token = super::supervise::next_token();
+            let watch = super::supervise::Watch {
+                tx: self.tx.clone(),
+                id,
+                ns_name: entry.info.name.clone(),
+                service,
+                spec: spec.clone(),
+                token,
+            };
+            let state = match result
+                .and_then(|raw| start_listener(raw, &spec, &entry.info, inst, watch))
+            {
                 Ok(task) => {
                     tracing::debug!(netns = %entry.info.name, service, listener = %spec, "listening");
-                    ListenerState::Up { _task: task }
+                    ListenerState::Up {
+                        _task: task,
+                        token,
+                        restarts,
+                        since: Instant::now(),
+                    }
                 }
                 Err(e) => {
                     let attempts = match slot.listeners.get(&spec) {
@@ -261,10 +308,11 @@ fn start_listener(
     spec: &ListenerSpec,
     ns: &Arc<NsInfo>,
     inst: &Arc<dyn NsService>,
+    watch: super::supervise::Watch,
 ) -> io::Result<TaskGuard> {
     let ns = Arc::clone(ns);
     let inst = Arc::clone(inst);
-    let handle = match raw {
+    let guard = match raw {
         RawListener::Udp(s) => {
             let bound = s.local_addr().unwrap_or_else(|_| match spec {
                 ListenerSpec::Udp { addr, .. } => *addr,
@@ -288,16 +336,22 @@ fn start_listener(
                 control,
                 ns,
             });
-            tokio::spawn(serve::udp::run(ep, inst))
+            watch.spawn(serve::udp::run(ep, inst))
         }
         RawListener::Tcp(l) => {
             let l = tokio::net::TcpListener::from_std(l)?;
-            tokio::spawn(serve::stream::run_tcp(l, ns, inst))
+            watch.spawn(async move {
+                serve::stream::run_tcp(l, ns, inst).await;
+                ListenerExit::Ended("accept loop returned".into())
+            })
         }
         RawListener::Unix(l) => {
             let l = tokio::net::UnixListener::from_std(l)?;
-            tokio::spawn(serve::stream::run_unix(l, ns, inst))
+            watch.spawn(async move {
+                serve::stream::run_unix(l, ns, inst).await;
+                ListenerExit::Ended("accept loop returned".into())
+            })
         }
     };
-    Ok(TaskGuard::new(handle))
+    Ok(guard)
 }

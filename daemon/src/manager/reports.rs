@@ -70,7 +70,13 @@ fn service_json(slot: &ServiceSlot) -> Value {
         .listeners
         .iter()
         .map(|(spec, st)| match st {
-            ListenerState::Up { .. } => json!({ "listener": spec.to_string(), "state": "up" }),
+            ListenerState::Up { restarts, .. } => {
+                let mut v = json!({ "listener": spec.to_string(), "state": "up" });
+                if *restarts > 0 {
+                    v["restarts"] = json!(restarts);
+                }
+                v
+            }
             ListenerState::Failed { error, attempts } => {
                 json!({ "listener": spec.to_string(), "state": "failed", "error": error, "attempts": attempts + 1 })
             }
@@ -90,6 +96,9 @@ fn service_json(slot: &ServiceSlot) -> Value {
     let mut v = json!({ "state": state, "listeners": listeners });
     if let Some(e) = error {
         v["error"] = json!(e);
+    }
+    if slot.panics > 0 {
+        v["panics"] = json!(slot.panics);
     }
     if let Ok(inst) = &slot.instance {
         let st = inst.status();

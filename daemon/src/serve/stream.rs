@@ -18,10 +18,15 @@ fn spawn_conn(
 ) {
     let fut = Arc::clone(service).on_connection(conn);
     let cancel = ns.cancel.clone();
+    let ns = Arc::clone(ns);
     tokio::spawn(async move {
+        // A panic ends only this connection's task; say so with the namespace (tokio itself
+        // would drop it silently into the JoinHandle nobody awaits).
         tokio::select! {
             () = cancel.cancelled() => {}
-            () = fut => {}
+            r = super::contain::contained(fut) => if let Err(msg) = r {
+                tracing::error!(netns = %ns.name, panic = %msg, "connection handler panicked; connection closed");
+            }
         }
         drop(permit);
     });

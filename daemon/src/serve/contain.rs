@@ -1,0 +1,86 @@
+//! Panic containment: one namespace's bug must not take the others down with it.
+//!
+//! Release builds unwind (`panic = "unwind"` in the workspace profile), so a panic can be
+//! caught where one namespace's work is done: around each datagram in `udp.rs`, around each
+//! connection in `stream.rs`, around a control action and around every listener task in the
+//! manager. What catches it logs it once with the namespace and lets the manager drop and
+//! rebuild that namespace's service; every other namespace keeps its state and its sockets.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// Why a listener task ended: the manager restarts the listener, or rebuilds the service
+/// when the service itself panicked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ListenerExit {
+    /// The task returned (its socket failed, or a test asked it to).
+    Ended(String),
+    /// The service panicked while handling this listener's traffic (caught and logged).
+    ServicePanicked(String),
+}
+
+/// The text of a panic payload (`panic!("...")` gives a `&str` or a `String`).
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-text payload".to_owned()
+    }
+}
+
+/// Runs `f`, turning a panic into `Err(message)`. The state `f` touched is the caller's to
+/// throw away (hence `AssertUnwindSafe`): callers drop the namespace's service afterwards.
+pub(crate) fn call<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|p| panic_message(p.as_ref()))
+}
+
+/// A future that resolves to `Err(message)` instead of unwinding out of its task, so a task
+/// that panics can report how it ended (tokio would only tell its `JoinHandle`).
+#[derive(Debug)]
+pub(crate) struct Contained<F>(Pin<Box<F>>);
+
+/// Wraps `fut` so that a panic while polling it becomes `Err(message)`.
+pub(crate) fn contained<F: Future>(fut: F) -> Contained<F> {
+    Contained(Box::pin(fut))
+}
+
+impl<F: Future> Future for Contained<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match call(move || inner.poll(cx)) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(msg) => Poll::Ready(Err(msg)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_turns_a_panic_into_its_message() {
+        assert_eq!(call(|| 7), Ok(7));
+        let r: Result<(), String> = call(|| panic!("boom {}", 1));
+        assert_eq!(r, Err("boom 1".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn contained_future_reports_a_panic() {
+        assert_eq!(contained(async { 3 }).await, Ok(3));
+        let r = contained(async {
+            tokio::task::yield_now().await;
+            panic!("later");
+        })
+        .await;
+        assert_eq!(r, Err("later".to_owned()));
+    }
+}

@@ -121,10 +121,10 @@ fn ntp_ok(ns: &TestNetns) -> bool {
 fn serves_everything(ns: &TestNetns, name: &str) -> anyhow::Result<()> {
     let rpc = ns.sh("rpcinfo -p 127.0.0.1")?;
     let rpc = String::from_utf8_lossy(&rpc.stdout);
-    assert!(rpc.contains("portmapper"), "{name}: rpcinfo -p: {rpc}");
+    anyhow::ensure!(rpc.contains("portmapper"), "{name}: rpcinfo -p: {rpc}");
     let a = dig(ns, "@127.0.0.53 f.lan A +short")?;
-    assert_eq!(a.trim(), "10.0.0.9", "{name}: dig");
-    assert!(ntp_ok(ns), "{name}: ntpdig failed");
+    anyhow::ensure!(a.trim() == "10.0.0.9", "{name}: dig: {a}");
+    anyhow::ensure!(ntp_ok(ns), "{name}: ntpdig failed");
     Ok(())
 }
 
@@ -202,6 +202,21 @@ fn panic_in_one_namespace_leaves_the_others_serving() -> anyhow::Result<()> {
     wait_for("ntp in A rebuilt again", Duration::from_secs(6), || {
         ntp_ok(&a).then_some(())
     })?;
+    // The same for the portmapper and the DNS endpoint: each is rebuilt in A alone.
+    for (service, to) in [
+        ("rpcbind", SocketAddr::from(([127, 0, 0, 1], 111))),
+        ("dns", SocketAddr::from(([127, 0, 0, 53], 53))),
+    ] {
+        a.udp_query(to, PANIC, Duration::from_millis(50))?;
+        wait_for(service, Duration::from_secs(3), || {
+            let e = d.ns("fate-a").ok().flatten()?;
+            (e["services"][service]["panics"] == 1).then_some(())
+        })?;
+        serves_everything(&b, "fate-b")?;
+        wait_for("A serves everything again", Duration::from_secs(8), || {
+            serves_everything(&a, "fate-a").ok()
+        })?;
+    }
     Ok(())
 }
 

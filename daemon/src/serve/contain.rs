@@ -7,10 +7,33 @@
 //! rebuild that namespace's service; every other namespace keeps its state and its sockets.
 
 use std::any::Any;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::{AssertUnwindSafe, PanicHookInfo, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+
+thread_local! {
+    /// How many [`call`]s are running on this thread: a panic inside one is caught and logged
+    /// by its catcher (with the namespace), so the panic hook stays quiet about it.
+    static CONTAINED: Cell<u32> = const { Cell::new(0) };
+    /// Where the last contained panic on this thread happened, for the catcher's log line.
+    static LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Installs a panic hook that leaves contained panics to their catcher (which logs them once,
+/// with the namespace and the panic's location) and reports every other panic as before.
+pub(crate) fn install_panic_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info: &PanicHookInfo<'_>| {
+        if CONTAINED.with(Cell::get) > 0 {
+            let at = info.location().map(ToString::to_string);
+            LOCATION.with(|l| *l.borrow_mut() = at);
+        } else {
+            previous(info);
+        }
+    }));
+}
 
 /// Why a listener task ended: the manager restarts the listener, or rebuilds the service
 /// when the service itself panicked.
@@ -36,7 +59,16 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
 /// Runs `f`, turning a panic into `Err(message)`. The state `f` touched is the caller's to
 /// throw away (hence `AssertUnwindSafe`): callers drop the namespace's service afterwards.
 pub(crate) fn call<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|p| panic_message(p.as_ref()))
+    CONTAINED.with(|c| c.set(c.get() + 1));
+    let r = catch_unwind(AssertUnwindSafe(f));
+    CONTAINED.with(|c| c.set(c.get().saturating_sub(1)));
+    r.map_err(|p| {
+        let msg = panic_message(p.as_ref());
+        match LOCATION.with(|l| l.borrow_mut().take()) {
+            Some(at) => format!("{msg} (at {at})"),
+            None => msg,
+        }
+    })
 }
 
 /// A future that resolves to `Err(message)` instead of unwinding out of its task, so a task
@@ -71,6 +103,11 @@ mod tests {
         assert_eq!(call(|| 7), Ok(7));
         let r: Result<(), String> = call(|| panic!("boom {}", 1));
         assert_eq!(r, Err("boom 1".to_owned()));
+        install_panic_hook();
+        let r: Result<(), String> = call(|| panic!("here"));
+        let msg = r.expect_err("panicked");
+        assert!(msg.starts_with("here (at "), "{msg}");
+        assert!(msg.contains("contain.rs"), "{msg}");
     }
 
     #[tokio::test]
@@ -81,6 +118,6 @@ mod tests {
             panic!("later");
         })
         .await;
-        assert_eq!(r, Err("later".to_owned()));
+        assert!(r.expect_err("panicked").starts_with("later"));
     }
 }

@@ -177,6 +177,11 @@ fn panic_in_one_namespace_leaves_the_others_serving() -> anyhow::Result<()> {
         .collect();
     assert_eq!(lines.len(), 1, "{log}");
     assert!(lines[0].contains("fate-a"), "{}", lines[0]);
+    assert!(lines[0].contains("fault.rs"), "location: {}", lines[0]);
+    assert!(
+        !log.contains("panicked at daemon/src/serve/fault.rs"),
+        "the panic hook repeated a contained panic: {log}"
+    );
     // B never noticed; A's other services never stopped.
     serves_everything(&b, "fate-b")?;
     let rpc = a.sh("rpcinfo -p 127.0.0.1")?;

@@ -58,6 +58,8 @@ pub(super) enum ListenerState {
     Failed {
         error: String,
         attempts: u32,
+        /// It was up and its task ended: shown as `restarting` rather than `failed`.
+        ended: bool,
     },
 }
 
@@ -74,6 +76,8 @@ pub(super) struct ServiceSlot {
     pub(super) panics: u32,
     /// When the service last panicked here.
     pub(super) last_panic: Option<Instant>,
+    /// Dropped after a panic and waiting for its rebuild (`ns list` says `restarting`).
+    pub(super) rebuild_pending: bool,
 }
 
 impl ServiceSlot {
@@ -84,6 +88,7 @@ impl ServiceSlot {
             listeners: BTreeMap::new(),
             panics: 0,
             last_panic: None,
+            rebuild_pending: false,
         }
     }
 }
@@ -274,6 +279,7 @@ impl Manager {
                     ListenerState::Failed {
                         error: describe_bind_error(&e, &spec, &entry.info.name),
                         attempts,
+                        ended: false,
                     }
                 }
             };

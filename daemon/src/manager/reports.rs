@@ -77,8 +77,13 @@ fn service_json(slot: &ServiceSlot) -> Value {
                 }
                 v
             }
-            ListenerState::Failed { error, attempts } => {
-                json!({ "listener": spec.to_string(), "state": "failed", "error": error, "attempts": attempts + 1 })
+            ListenerState::Failed {
+                error,
+                attempts,
+                ended,
+            } => {
+                let state = if *ended { "restarting" } else { "failed" };
+                json!({ "listener": spec.to_string(), "state": state, "error": error, "attempts": attempts + 1 })
             }
         })
         .collect();
@@ -88,6 +93,8 @@ fn service_json(slot: &ServiceSlot) -> Value {
         .filter(|l| matches!(l, ListenerState::Up { .. }))
         .count();
     let (state, error) = match &slot.instance {
+        // Dropped after a panic, rebuild pending (see supervise.rs).
+        Err(e) if slot.rebuild_pending => ("restarting", Some(e.clone())),
         Err(e) => ("failed", Some(e.clone())),
         Ok(_) if n_up == slot.listeners.len() => ("up", None),
         Ok(_) if n_up == 0 => ("failed", None),

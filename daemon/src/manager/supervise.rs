@@ -122,6 +122,7 @@ impl Manager {
             ListenerState::Failed {
                 error: format!("ended unexpectedly: {reason}; restarting"),
                 attempts,
+                ended: true,
             },
         );
         if let Some(old) = old {
@@ -149,6 +150,7 @@ impl Manager {
         slot.last_panic = Some(Instant::now());
         let delay = retry_delay(slot.panics - 1);
         slot.instance = Err(format!("panicked: {msg}; restarting in {delay:?}"));
+        slot.rebuild_pending = true;
         let listeners = std::mem::take(&mut slot.listeners);
         tracing::warn!(netns = %entry.info.name, service, panics = slot.panics, retry_in = ?delay,
             "service dropped in this namespace after a panic; rebuilding it");
@@ -160,12 +162,15 @@ impl Manager {
 
     /// Instantiates a service dropped after a panic again (if it is still down and wanted).
     pub(super) async fn rebuild(&mut self, id: NetnsId, service: &'static str) {
-        let down = self
+        let Some(slot) = self
             .namespaces
-            .get(&id)
-            .and_then(|e| e.services.get(service))
-            .is_some_and(|s| s.instance.is_err());
-        if down {
+            .get_mut(&id)
+            .and_then(|e| e.services.get_mut(service))
+        else {
+            return;
+        };
+        slot.rebuild_pending = false;
+        if slot.instance.is_err() {
             self.apply(id).await;
         }
     }

@@ -162,7 +162,7 @@ fn panic_in_one_namespace_leaves_the_others_serving() -> anyhow::Result<()> {
         let e = ntp_entry(&d, "fate-a");
         (e["panics"] == 1).then_some(e)
     })?;
-    assert_eq!(entry["state"], "failed", "{entry}");
+    assert_eq!(entry["state"], "restarting", "{entry}");
     assert!(
         entry["error"]
             .as_str()
@@ -202,6 +202,14 @@ fn panic_in_one_namespace_leaves_the_others_serving() -> anyhow::Result<()> {
             .as_str()
             .is_some_and(|e| e.contains("restarting in 2s")),
         "{entry}"
+    );
+    let table = d.ctl(&["ns", "list"])?;
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("fate-a") && l.contains("ntp:restarting")),
+        "{table}"
     );
     serves_everything(&b, "fate-b")?;
     wait_for("ntp in A rebuilt again", Duration::from_secs(6), || {
@@ -278,7 +286,7 @@ fn ended_listener_is_reported_and_restarted() -> anyhow::Result<()> {
         ntp_entry(&d, "fate-la")["listeners"]
             .as_array()?
             .iter()
-            .find(|l| l["state"] == "failed")
+            .find(|l| l["state"] == "restarting")
             .cloned()
     })?;
     assert!(

@@ -104,6 +104,18 @@ fn every_limit_is_refused_by_validate_and_by_reload() -> anyhow::Result<()> {
             );
         }
     }
+    // The examples at start-up: refused as a bad configuration (EX_CONFIG), no abort.
+    for text in [
+        "[rpcbind]\nmax_connections = 9223372036854775807\n",
+        "[rpcbind]\nprune = true\nprune_interval_secs = 9223372036854775807\n",
+    ] {
+        std::fs::write(&file, text)?;
+        let out = Command::new(bin("nsauxd"))
+            .arg("--config")
+            .arg(&file)
+            .output()?;
+        assert_eq!(out.status.code(), Some(78), "{text}: {out:?}");
+    }
     // The daemon is alive and serving with its old configuration.
     assert!(ident_answers(&ns), "ident stopped after refused reloads");
     assert!(d.ctl_json(&["status"])?["pid"].as_u64() == Some(u64::from(d.pid())));

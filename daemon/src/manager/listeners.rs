@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use super::{Manager, ManagerMsg};
 use crate::netns::NetnsId;
 use crate::netns::factory::{self, UdpOptions};
-use crate::serve::contain::ListenerExit;
+use crate::serve::contain::{self, ListenerExit};
 use crate::serve::{self, ListenerSpec, NsInfo, NsService, UdpEndpoint};
 
 /// A listener task (owning its socket). Dropping it aborts the task; [`TaskGuard::close`] also
@@ -151,6 +151,7 @@ impl Manager {
         let cfg = self.config.for_namespace(&entry.info.name);
         let mut to_bind = Vec::new();
         let mut to_close = Vec::new();
+        let mut panicked = Vec::new();
         for kind in &self.kinds {
             let name = kind.name();
             if !kind.enabled(&cfg) {
@@ -161,17 +162,34 @@ impl Manager {
                 continue;
             }
             let slot = entry.services.entry(name).or_insert_with(ServiceSlot::new);
+            // A panic in the service's own start or reconfigure code is contained like one on
+            // its traffic: that service in this namespace is dropped and rebuilt later.
             match &slot.instance {
-                Ok(inst) => {
-                    if let Err(e) = inst.reconfigure(&cfg) {
+                Ok(inst) => match contain::call(|| inst.reconfigure(&cfg)) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
                         tracing::error!(netns = %entry.info.name, service = name, error = %e, "reconfigure failed");
                     }
-                }
+                    Err(msg) => {
+                        tracing::error!(netns = %entry.info.name, service = name, panic = %msg, "service panicked while reconfiguring");
+                        panicked.push((name, msg));
+                        continue;
+                    }
+                },
                 Err(_) => {
-                    slot.instance = kind.instantiate(Arc::clone(&entry.info), &cfg).map_err(|e| {
-                        tracing::error!(netns = %entry.info.name, service = name, error = %e, "service failed to start");
-                        format!("{e:#}")
-                    });
+                    slot.instance = match contain::call(|| {
+                        kind.instantiate(Arc::clone(&entry.info), &cfg)
+                    }) {
+                        Ok(r) => r.map_err(|e| {
+                            tracing::error!(netns = %entry.info.name, service = name, error = %e, "service failed to start");
+                            format!("{e:#}")
+                        }),
+                        Err(msg) => {
+                            tracing::error!(netns = %entry.info.name, service = name, panic = %msg, "service panicked while starting");
+                            panicked.push((name, msg.clone()));
+                            Err(format!("panicked while starting: {msg}"))
+                        }
+                    };
                 }
             }
             let Ok(inst) = &slot.instance else {
@@ -200,6 +218,9 @@ impl Manager {
         }
         if !to_bind.is_empty() {
             self.bind(id, to_bind).await;
+        }
+        for (service, msg) in panicked {
+            self.service_panicked(id, service, &msg).await;
         }
     }
 

@@ -73,6 +73,7 @@ fn service_kinds(args: &DaemonArgs, config: &Config) -> Vec<Arc<dyn ServiceKind>
 pub fn daemon_main() -> ExitCode {
     let args = DaemonArgs::parse();
     crate::ops::init_logging();
+    crate::serve::contain::install_panic_hook();
     crate::ops::raise_fd_limit();
     let source = ConfigSource {
         path: args

@@ -73,7 +73,7 @@ pub fn skip(test: &str, reason: &str) {
 /// The directory holding the workspace's built binaries (`target/<profile>`). Under cargo
 /// (`cargo test -p nsaux-tests` does not rebuild another package's binaries) they are brought
 /// up to date once per test process, so a test never runs a stale daemon; outside cargo they
-/// are built only if missing.
+/// are built only if missing. The daemon built here has the `fault-injection` feature.
 pub fn bin_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -89,7 +89,18 @@ pub fn bin_dir() -> PathBuf {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let release = dir.file_name().is_some_and(|n| n == "release");
             let mut cmd = Command::new(cargo);
-            cmd.args(["build", "-q", "-p", "nsauxd", "--bins"]);
+            // With the test-only fault hooks (daemon/src/serve/fault.rs): tests/integration/
+            // fate.rs makes a service panic on request. Benchmarks build their own daemon
+            // without them (bench.rs).
+            cmd.args([
+                "build",
+                "-q",
+                "-p",
+                "nsauxd",
+                "--bins",
+                "--features",
+                "nsauxd/fault-injection",
+            ]);
             if release {
                 cmd.arg("--release");
             }

@@ -20,6 +20,7 @@
 //! override deep-merged on top, in file order.
 
 mod dns;
+mod limits;
 mod services;
 mod slots;
 
@@ -135,7 +136,7 @@ fn try_services(table: &toml::Table) -> Result<ServicesConfig, String> {
 /// fails while every other one-key table passes: that is how the culprit is found.
 fn services_from(table: &toml::Table) -> Result<ServicesConfig, String> {
     let err = match try_services(table) {
-        Ok(c) => return Ok(c),
+        Ok(c) => return limits::check(&c).map(|()| c),
         Err(e) => e,
     };
     for (section, value) in table {

@@ -5,13 +5,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
 use super::{Manager, ManagerMsg};
 use crate::netns::NetnsId;
 use crate::netns::factory::{self, UdpOptions};
+use crate::serve::contain::{self, ListenerExit};
 use crate::serve::{self, ListenerSpec, NsInfo, NsService, UdpEndpoint};
 
 /// A listener task (owning its socket). Dropping it aborts the task; [`TaskGuard::close`] also
@@ -41,12 +42,25 @@ impl Drop for TaskGuard {
     }
 }
 
-/// One wanted listener: its socket's task while up, or why binding failed and how often, so
-/// the retry backoff grows and `ns list` can say why.
+/// One wanted listener: its socket's task while up, or why binding failed (or the task ended)
+/// and how often, so the retry backoff grows and `ns list` can say why.
 #[derive(Debug)]
 pub(super) enum ListenerState {
-    Up { _task: TaskGuard },
-    Failed { error: String, attempts: u32 },
+    Up {
+        _task: TaskGuard,
+        /// Names this task in its end report, so a stale report is ignored.
+        token: u64,
+        /// Failures before this start (bind failures and unexpected ends), for the backoff.
+        restarts: u32,
+        /// When it came up: a listener that ran long enough starts its backoff afresh.
+        since: Instant,
+    },
+    Failed {
+        error: String,
+        attempts: u32,
+        /// It was up and its task ended: shown as `restarting` rather than `failed`.
+        ended: bool,
+    },
 }
 
 /// One service in one namespace: its instance (or why it failed to start) and the listeners
@@ -57,11 +71,31 @@ pub(super) struct ServiceSlot {
     pub(super) instance: Result<Arc<dyn NsService>, String>,
     /// Every listener the instance wants, by spec.
     pub(super) listeners: BTreeMap<ListenerSpec, ListenerState>,
+    /// Panics of this service in this namespace lately, and when the last was: the rebuild
+    /// backoff grows with them.
+    pub(super) panics: u32,
+    /// When the service last panicked here.
+    pub(super) last_panic: Option<Instant>,
+    /// Dropped after a panic and waiting for its rebuild (`ns list` says `restarting`).
+    pub(super) rebuild_pending: bool,
+}
+
+impl ServiceSlot {
+    /// A service that has not been started yet.
+    pub(super) fn new() -> Self {
+        Self {
+            instance: Err("not started".into()),
+            listeners: BTreeMap::new(),
+            panics: 0,
+            last_panic: None,
+            rebuild_pending: false,
+        }
+    }
 }
 
 impl ListenerState {
-    async fn close(self) {
-        if let Self::Up { _task } = self {
+    pub(super) async fn close(self) {
+        if let Self::Up { _task, .. } = self {
             _task.close().await;
         }
     }
@@ -103,7 +137,8 @@ fn create_listener(spec: &ListenerSpec) -> io::Result<RawListener> {
     })
 }
 
-fn retry_delay(attempts: u32) -> Duration {
+/// The backoff after `attempts` failures in a row: 1 s, doubling, at most 60 s.
+pub(super) fn retry_delay(attempts: u32) -> Duration {
     Duration::from_secs((1u64 << attempts.min(6)).min(60))
 }
 
@@ -116,6 +151,7 @@ impl Manager {
         let cfg = self.config.for_namespace(&entry.info.name);
         let mut to_bind = Vec::new();
         let mut to_close = Vec::new();
+        let mut panicked = Vec::new();
         for kind in &self.kinds {
             let name = kind.name();
             if !kind.enabled(&cfg) {
@@ -125,21 +161,35 @@ impl Manager {
                 }
                 continue;
             }
-            let slot = entry.services.entry(name).or_insert_with(|| ServiceSlot {
-                instance: Err("not started".into()),
-                listeners: BTreeMap::new(),
-            });
+            let slot = entry.services.entry(name).or_insert_with(ServiceSlot::new);
+            // A panic in the service's own start or reconfigure code is contained like one on
+            // its traffic: that service in this namespace is dropped and rebuilt later.
             match &slot.instance {
-                Ok(inst) => {
-                    if let Err(e) = inst.reconfigure(&cfg) {
+                Ok(inst) => match contain::call(|| inst.reconfigure(&cfg)) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
                         tracing::error!(netns = %entry.info.name, service = name, error = %e, "reconfigure failed");
                     }
-                }
+                    Err(msg) => {
+                        tracing::error!(netns = %entry.info.name, service = name, panic = %msg, "service panicked while reconfiguring");
+                        panicked.push((name, msg));
+                        continue;
+                    }
+                },
                 Err(_) => {
-                    slot.instance = kind.instantiate(Arc::clone(&entry.info), &cfg).map_err(|e| {
-                        tracing::error!(netns = %entry.info.name, service = name, error = %e, "service failed to start");
-                        format!("{e:#}")
-                    });
+                    slot.instance = match contain::call(|| {
+                        kind.instantiate(Arc::clone(&entry.info), &cfg)
+                    }) {
+                        Ok(r) => r.map_err(|e| {
+                            tracing::error!(netns = %entry.info.name, service = name, error = %e, "service failed to start");
+                            format!("{e:#}")
+                        }),
+                        Err(msg) => {
+                            tracing::error!(netns = %entry.info.name, service = name, panic = %msg, "service panicked while starting");
+                            panicked.push((name, msg.clone()));
+                            Err(format!("panicked while starting: {msg}"))
+                        }
+                    };
                 }
             }
             let Ok(inst) = &slot.instance else {
@@ -168,6 +218,9 @@ impl Manager {
         }
         if !to_bind.is_empty() {
             self.bind(id, to_bind).await;
+        }
+        for (service, msg) in panicked {
+            self.service_panicked(id, service, &msg).await;
         }
     }
 
@@ -201,10 +254,30 @@ impl Manager {
                 continue;
             };
             let Ok(inst) = &slot.instance else { continue };
-            let state = match result.and_then(|raw| start_listener(raw, &spec, &entry.info, inst)) {
+            let restarts = match slot.listeners.get(&spec) {
+                Some(ListenerState::Failed { attempts, .. }) => attempts + 1,
+                _ => 0,
+            };
+            let token = super::supervise::next_token();
+            let watch = super::supervise::Watch {
+                tx: self.tx.clone(),
+                id,
+                ns_name: entry.info.name.clone(),
+                service,
+                spec: spec.clone(),
+                token,
+            };
+            let state = match result
+                .and_then(|raw| start_listener(raw, &spec, &entry.info, inst, watch))
+            {
                 Ok(task) => {
                     tracing::debug!(netns = %entry.info.name, service, listener = %spec, "listening");
-                    ListenerState::Up { _task: task }
+                    ListenerState::Up {
+                        _task: task,
+                        token,
+                        restarts,
+                        since: Instant::now(),
+                    }
                 }
                 Err(e) => {
                     let attempts = match slot.listeners.get(&spec) {
@@ -227,6 +300,7 @@ impl Manager {
                     ListenerState::Failed {
                         error: describe_bind_error(&e, &spec, &entry.info.name),
                         attempts,
+                        ended: false,
                     }
                 }
             };
@@ -261,10 +335,11 @@ fn start_listener(
     spec: &ListenerSpec,
     ns: &Arc<NsInfo>,
     inst: &Arc<dyn NsService>,
+    watch: super::supervise::Watch,
 ) -> io::Result<TaskGuard> {
     let ns = Arc::clone(ns);
     let inst = Arc::clone(inst);
-    let handle = match raw {
+    let guard = match raw {
         RawListener::Udp(s) => {
             let bound = s.local_addr().unwrap_or_else(|_| match spec {
                 ListenerSpec::Udp { addr, .. } => *addr,
@@ -288,16 +363,22 @@ fn start_listener(
                 control,
                 ns,
             });
-            tokio::spawn(serve::udp::run(ep, inst))
+            watch.spawn(serve::udp::run(ep, inst))
         }
         RawListener::Tcp(l) => {
             let l = tokio::net::TcpListener::from_std(l)?;
-            tokio::spawn(serve::stream::run_tcp(l, ns, inst))
+            watch.spawn(async move {
+                serve::stream::run_tcp(l, ns, inst).await;
+                ListenerExit::Ended("accept loop returned".into())
+            })
         }
         RawListener::Unix(l) => {
             let l = tokio::net::UnixListener::from_std(l)?;
-            tokio::spawn(serve::stream::run_unix(l, ns, inst))
+            watch.spawn(async move {
+                serve::stream::run_unix(l, ns, inst).await;
+                ListenerExit::Ended("accept loop returned".into())
+            })
         }
     };
-    Ok(TaskGuard::new(handle))
+    Ok(guard)
 }

@@ -9,11 +9,13 @@
 //! (including service actions); the rest of the task's work is split by job:
 //! - `sources.rs` — namespaces coming and going: tracker events, attach/detach, pid watches;
 //! - `listeners.rs` — each namespace's services and sockets: apply, bind, retry with backoff;
-//! - `reports.rs` — what `status` and `ns list` show.
+//! - `reports.rs` — what `status` and `ns list` show;
+//! - `supervise.rs` — listener tasks that end and services that panic: restart, rebuild, backoff.
 
 mod listeners;
 mod reports;
 mod sources;
+mod supervise;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -56,6 +58,26 @@ pub(crate) enum ManagerMsg {
     Reload,
     /// Time to read a found namespace's cookie again.
     CookieRetry(sources::CookieRetry),
+    /// A listener task ended on its own (returned, or its service panicked).
+    ListenerEnded {
+        /// Namespace.
+        id: NetnsId,
+        /// Service.
+        service: &'static str,
+        /// Listener.
+        spec: ListenerSpec,
+        /// The task's token (a stale report is ignored).
+        token: u64,
+        /// How it ended.
+        exit: crate::serve::contain::ListenerExit,
+    },
+    /// Time to instantiate a service again after it panicked.
+    Rebuild {
+        /// Namespace.
+        id: NetnsId,
+        /// Service.
+        service: &'static str,
+    },
 }
 
 /// How to (re)load the configuration: the file plus command-line overrides that win over it.
@@ -179,6 +201,14 @@ impl Manager {
                 self.remove_source(&source).await;
             }
             ManagerMsg::CookieRetry(retry) => self.cookie_retry(retry).await,
+            ManagerMsg::ListenerEnded {
+                id,
+                service,
+                spec,
+                token,
+                exit,
+            } => self.listener_ended(id, service, spec, token, exit).await,
+            ManagerMsg::Rebuild { id, service } => self.rebuild(id, service).await,
             ManagerMsg::Reload => {
                 if let Err(e) = self.reload().await {
                     tracing::error!(error = %e, "reload failed; keeping the running configuration");
@@ -242,13 +272,18 @@ impl Manager {
                 action,
                 ns,
                 args,
-            } => self.service_control(&service, &action, ns.as_deref(), &args),
+            } => {
+                self.service_control(&service, &action, ns.as_deref(), &args)
+                    .await
+            }
         }
     }
 
-    /// Runs a service action on each namespace where the service runs (or only on `ns`).
-    fn service_control(
-        &self,
+    /// Runs a service action on each namespace where the service runs (or only on `ns`). A
+    /// panic in the action is caught: that namespace's service is rebuilt, the caller gets an
+    /// error, and no other namespace is touched.
+    async fn service_control(
+        &mut self,
         service: &str,
         action: &str,
         ns: Option<&str>,
@@ -263,10 +298,11 @@ impl Manager {
             return Response::err(format!("unknown namespace {name:?}"));
         }
         let mut out = serde_json::Map::new();
-        for e in self
+        let mut panicked = None;
+        for (id, e) in self
             .namespaces
-            .values()
-            .filter(|e| ns.is_none_or(|n| e.info.name == n))
+            .iter()
+            .filter(|(_, e)| ns.is_none_or(|n| e.info.name == n))
         {
             let Some(Ok(inst)) = e.services.get(service).map(|s| &s.instance) else {
                 if ns.is_some() {
@@ -277,12 +313,35 @@ impl Manager {
                 }
                 continue;
             };
-            match inst.control(action, args) {
-                Ok(v) => {
+            let result = crate::serve::contain::call(|| {
+                #[cfg(feature = "fault-injection")]
+                if action == crate::serve::fault::PANIC_ACTION {
+                    panic!("fault injection: panic requested by a control action");
+                }
+                inst.control(action, args)
+            });
+            match result {
+                Ok(Ok(v)) => {
                     out.insert(e.info.name.clone(), v);
                 }
-                Err(reason) => return Response::err(format!("{}: {reason}", e.info.name)),
+                Ok(Err(reason)) => return Response::err(format!("{}: {reason}", e.info.name)),
+                Err(msg) => {
+                    tracing::error!(netns = %e.info.name, service, action, panic = %msg,
+                        "control action panicked; rebuilding the service in this namespace");
+                    panicked = Some((*id, e.info.name.clone(), msg));
+                    break;
+                }
             }
+        }
+        if let Some((id, name, msg)) = panicked {
+            let Some(kind) = self.kinds.iter().find(|k| k.name() == service) else {
+                return Response::err(format!("{name}: {service} {action} failed"));
+            };
+            let service = kind.name();
+            self.service_panicked(id, service, &msg).await;
+            return Response::err(format!(
+                "{name}: {service} {action} failed (internal error; the service is being rebuilt in this namespace)"
+            ));
         }
         Response::ok(Value::Object(out))
     }

@@ -70,9 +70,20 @@ fn service_json(slot: &ServiceSlot) -> Value {
         .listeners
         .iter()
         .map(|(spec, st)| match st {
-            ListenerState::Up { .. } => json!({ "listener": spec.to_string(), "state": "up" }),
-            ListenerState::Failed { error, attempts } => {
-                json!({ "listener": spec.to_string(), "state": "failed", "error": error, "attempts": attempts + 1 })
+            ListenerState::Up { restarts, .. } => {
+                let mut v = json!({ "listener": spec.to_string(), "state": "up" });
+                if *restarts > 0 {
+                    v["restarts"] = json!(restarts);
+                }
+                v
+            }
+            ListenerState::Failed {
+                error,
+                attempts,
+                ended,
+            } => {
+                let state = if *ended { "restarting" } else { "failed" };
+                json!({ "listener": spec.to_string(), "state": state, "error": error, "attempts": attempts + 1 })
             }
         })
         .collect();
@@ -82,6 +93,8 @@ fn service_json(slot: &ServiceSlot) -> Value {
         .filter(|l| matches!(l, ListenerState::Up { .. }))
         .count();
     let (state, error) = match &slot.instance {
+        // Dropped after a panic, rebuild pending (see supervise.rs).
+        Err(e) if slot.rebuild_pending => ("restarting", Some(e.clone())),
         Err(e) => ("failed", Some(e.clone())),
         Ok(_) if n_up == slot.listeners.len() => ("up", None),
         Ok(_) if n_up == 0 => ("failed", None),
@@ -90,6 +103,9 @@ fn service_json(slot: &ServiceSlot) -> Value {
     let mut v = json!({ "state": state, "listeners": listeners });
     if let Some(e) = error {
         v["error"] = json!(e);
+    }
+    if slot.panics > 0 {
+        v["panics"] = json!(slot.panics);
     }
     if let Ok(inst) = &slot.instance {
         let st = inst.status();

@@ -6,7 +6,10 @@
 //! their context, and drops everything when the namespace goes. Services never open listeners
 //! themselves, so they cannot end up in the wrong namespace.
 
+pub(crate) mod contain;
 pub(crate) mod dns;
+#[cfg(feature = "fault-injection")]
+pub(crate) mod fault;
 pub(crate) mod ident;
 pub(crate) mod ntp;
 pub(crate) mod rpcbind;

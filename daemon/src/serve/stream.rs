@@ -30,11 +30,16 @@ fn spawn_conn(ns: &Arc<NsInfo>, service: &Arc<dyn NsService>, conn: Connection) 
     let evicted = conn.slot.evicted();
     let fut = Arc::clone(service).on_connection(conn);
     let cancel = ns.cancel.clone();
+    let ns = Arc::clone(ns);
     tokio::spawn(async move {
+        // A panic ends only this connection's task; say so with the namespace (tokio itself
+        // would drop it silently into the JoinHandle nobody awaits).
         tokio::select! {
             () = cancel.cancelled() => {}
             () = evicted.cancelled() => {}
-            () = fut => {}
+            r = super::contain::contained(fut) => if let Err(msg) = r {
+                tracing::error!(netns = %ns.name, panic = %msg, "connection handler panicked; connection closed");
+            }
         }
     });
 }

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::io::Interest;
 
+use super::contain::{self, ListenerExit};
 use super::{Datagram, NsService, Replies, UdpEndpoint};
 use crate::sys::udp::{BATCH, Outgoing, RecvBatch, SendBatch};
 
@@ -44,22 +45,27 @@ thread_local! {
     static BATCHES: RefCell<Option<Box<Batches>>> = const { RefCell::new(None) };
 }
 
-/// Serves one UDP socket until the task is dropped.
-pub(crate) async fn run(ep: Arc<UdpEndpoint>, service: Arc<dyn NsService>) {
+/// Serves one UDP socket until the task is dropped, the socket fails, or the service panics
+/// (caught per datagram; the manager then rebuilds the service for this namespace).
+pub(crate) async fn run(ep: Arc<UdpEndpoint>, service: Arc<dyn NsService>) -> ListenerExit {
+    let mut exit = None;
     loop {
         if let Err(e) = ep.sock.readable().await {
             tracing::error!(netns = %ep.ns.name, addr = %ep.bound, error = %e, "udp socket failed");
-            return;
+            return ListenerExit::Ended(format!("socket failed: {e}"));
         }
         let mut handled = 0;
         while handled < BUDGET {
+            if let Some(exit) = exit.take() {
+                return exit;
+            }
             let mut got = 0;
             // A short batch means the queue is empty: report WouldBlock so `try_io` clears the
             // readiness now instead of after one more (empty) `recvmmsg`. That is race-free:
             // tokio clears only the readiness it saw before the call, so a datagram that
             // arrived meanwhile keeps the socket readable.
             let r = ep.sock.try_io(Interest::READABLE, || {
-                got = handle_batch(&ep, service.as_ref())?;
+                got = handle_batch(&ep, service.as_ref(), &mut exit)?;
                 if got < BATCH {
                     Err(io::ErrorKind::WouldBlock.into())
                 } else {
@@ -78,6 +84,9 @@ pub(crate) async fn run(ep: Arc<UdpEndpoint>, service: Arc<dyn NsService>) {
                 }
             }
         }
+        if let Some(exit) = exit.take() {
+            return exit;
+        }
         if handled >= BUDGET {
             tokio::task::yield_now().await;
         }
@@ -85,7 +94,12 @@ pub(crate) async fn run(ep: Arc<UdpEndpoint>, service: Arc<dyn NsService>) {
 }
 
 /// Receives one batch, hands each datagram to the service and sends the replies in one go.
-fn handle_batch(ep: &Arc<UdpEndpoint>, service: &dyn NsService) -> io::Result<usize> {
+/// A panic in the service stops the batch (its replies so far still leave) and sets `exit`.
+fn handle_batch(
+    ep: &Arc<UdpEndpoint>,
+    service: &dyn NsService,
+    exit: &mut Option<ListenerExit>,
+) -> io::Result<usize> {
     BATCHES.with(|cell| {
         let mut slot = cell.borrow_mut();
         let b = slot.get_or_insert_with(|| {
@@ -123,7 +137,22 @@ fn handle_batch(ep: &Arc<UdpEndpoint>, service: &dyn NsService) -> io::Result<us
                 wall,
                 truncated: meta.truncated,
             };
-            service.on_datagram(ep, &d, replies);
+            #[cfg(feature = "fault-injection")]
+            if data == super::fault::END_LISTENER {
+                *exit = Some(ListenerExit::Ended("fault injection: end requested".into()));
+                break;
+            }
+            let handled = contain::call(|| {
+                #[cfg(feature = "fault-injection")]
+                super::fault::before_datagram(data);
+                service.on_datagram(ep, &d, replies);
+            });
+            if let Err(msg) = handled {
+                tracing::error!(netns = %ep.ns.name, addr = %ep.bound, peer = %meta.peer,
+                    panic = %msg, "service panicked on a datagram; rebuilding it for this namespace");
+                *exit = Some(ListenerExit::ServicePanicked(msg));
+                break;
+            }
         }
         // One sendmmsg per BATCH replies (a service may queue more than one per datagram).
         for start in (0..replies.len()).step_by(BATCH) {

@@ -3,6 +3,7 @@
 
 mod core;
 mod dns;
+mod fate;
 mod host;
 mod identity;
 mod ntp;

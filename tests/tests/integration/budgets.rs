@@ -379,3 +379,73 @@ fn memory_ceiling_refuses_growth_everywhere_without_abort() -> anyhow::Result<()
     );
     Ok(())
 }
+
+#[test]
+fn memory_ceiling_keeps_dns_answers_out_of_the_cache_but_answers() -> anyhow::Result<()> {
+    if !require(
+        "memory_ceiling_keeps_dns_answers_out_of_the_cache_but_answers",
+        &["dig", "unbound"],
+    ) {
+        return Ok(());
+    }
+    use nsaux_tests::dns::{Server, dig, section, status};
+    let etc = tempfile::tempdir()?;
+    let updir = tempfile::tempdir()?;
+    let up_addr = "192.0.2.53";
+    std::fs::create_dir_all(etc.path().join("ceil-dns"))?;
+    std::fs::write(
+        etc.path().join("ceil-dns/resolv.conf"),
+        format!("nameserver {up_addr}\n"),
+    )?;
+    // A ceiling of one byte: no table may grow at all (the portmapper and NTP are off).
+    let base = format!(
+        "[ntp]\nenabled = false\n\n[rpcbind]\nenabled = false\n\n[dns]\nnetns_etc_dir = \"{}\"\n",
+        etc.path().display()
+    );
+    let d = Daemon::start(&format!("[limits]\nmemory_max_bytes = 1\n\n{base}"))?;
+    let vs = d.netns("ceil-dns")?;
+    let up = TestNetns::create(updir.path(), "up-ceil-dns")?;
+    nsaux_tests::netns::veth(&vs, "tou0", "10.53.9.1/24", &up, "tovs0", "10.53.9.2/24")?;
+    up.sh(&format!("ip addr add {up_addr}/32 dev lo"))?;
+    vs.sh(&format!("ip route add {up_addr}/32 via 10.53.9.2"))?;
+    let _srv = Server::unbound(
+        &up,
+        up_addr,
+        "  local-zone: \".\" refuse\n  local-zone: \"test.\" static\n  \
+         local-data: \"www.test. 300 IN A 10.9.9.9\"\n",
+    )?;
+    let ask = || -> anyhow::Result<String> {
+        wait_for("dns answer", Duration::from_secs(5), || {
+            dig(&vs, "@127.0.0.53 www.test A")
+                .ok()
+                .filter(|o| status(o).as_deref() == Some("NOERROR"))
+        })
+    };
+    let stats = || -> anyhow::Result<Value> {
+        Ok(d.ctl_json(&["dns", "stats", "--ns", "ceil-dns"])?["ceil-dns"].clone())
+    };
+    for _ in 0..2 {
+        let out = ask()?;
+        assert_eq!(section(&out, "ANSWER").len(), 1, "{out}");
+    }
+    let st = stats()?;
+    assert_eq!(
+        st["cache_entries"], 0,
+        "nothing cached at the ceiling: {st}"
+    );
+    assert!(st["upstream_queries"].as_u64() >= Some(2), "{st}");
+    assert!(
+        d.log()
+            .lines()
+            .any(|l| l.contains("answer not cached") && l.contains("netns=ceil-dns")),
+        "{}",
+        d.log()
+    );
+    // The ceiling lifted by a reload: answers are cached again.
+    d.write_config(&base)?;
+    assert!(d.ctl(&["reload"])?.status.success());
+    ask()?;
+    let st = stats()?;
+    assert_eq!(st["cache_entries"], 1, "{st}");
+    Ok(())
+}

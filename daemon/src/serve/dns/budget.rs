@@ -9,7 +9,7 @@ use super::Inner;
 use crate::budget::{Account, LogLimit};
 use crate::serve::NsInfo;
 
-/// One namespace's cache in the memory ceiling.
+/// One namespace's cache (and rate-limit table) in the memory ceiling.
 #[derive(Debug, Default)]
 pub(super) struct CacheBudget {
     /// The cache's share of the daemon's accounted bytes.
@@ -22,15 +22,22 @@ pub(super) struct CacheBudget {
 
 impl Inner {
     /// Before upstream replies are handled: the cache may grow by what the ceiling leaves.
+    ///
+    /// The rate-limit table gets the same room less what the cache holds; it is set here too
+    /// (not per query), so it follows the ceiling as often as upstream replies come.
     pub(super) fn limit_cache(&mut self) {
         let allowed = self.cache_budget.account.allowed();
-        self.resolver.limit_cache_growth(allowed);
+        self.resolver
+            .limit_cache_growth(allowed.saturating_sub(self.resolver.rate_limit_bytes()));
+        self.resolver
+            .limit_rate_table(allowed.saturating_sub(self.resolver.cache_bytes()));
     }
 
     /// After: publishes the cache's size, and logs (rate-limited) answers the ceiling kept out.
     pub(super) fn account_cache(&mut self, ns: &NsInfo) {
         let b = &mut self.cache_budget;
-        b.account.set(self.resolver.cache_bytes());
+        b.account
+            .set(self.resolver.cache_bytes() + self.resolver.rate_limit_bytes());
         let refused = self.resolver.cache_refused();
         if refused > b.refused_seen {
             b.refused_seen = refused;

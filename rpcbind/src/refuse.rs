@@ -67,4 +67,38 @@ mod tests {
             assert_eq!(other, before);
         }
     }
+
+    /// The reply the portmapper really gives to a v4 SET over AF_LOCAL becomes FALSE.
+    #[test]
+    fn a_real_set_reply_is_turned_into_false() {
+        use crate::{CallContext, Caller, Config, Portmapper, Transport};
+        fn put(v: &mut Vec<u8>, w: u32) {
+            v.extend_from_slice(&w.to_be_bytes());
+        }
+        fn put_str(v: &mut Vec<u8>, s: &str) {
+            put(v, s.len() as u32);
+            v.extend_from_slice(s.as_bytes());
+            v.resize(v.len() + (4 - s.len() % 4) % 4, 0);
+        }
+        let mut call = Vec::new();
+        for w in [9u32, 0, 2, 100_000, 4, 1, 0, 0, 0, 0, 400_000, 1] {
+            put(&mut call, w);
+        }
+        put_str(&mut call, "local");
+        put_str(&mut call, "/run/x.sock");
+        put_str(&mut call, "0");
+        let ctx = CallContext {
+            transport: Transport::Local,
+            caller: Caller::Local { uid: 0, pid: None },
+            local_addr: None,
+            now_unix: 0,
+        };
+        let mut pm = Portmapper::new::<&str, &str>(Config::default(), &[]);
+        let mut out = Vec::new();
+        let outcome = pm.handle(&ctx, &call, &mut out);
+        assert!(outcome.should_reply());
+        assert_eq!(out[out.len() - 4..], 1u32.to_be_bytes());
+        assert!(refuse_set_reply(&mut out));
+        assert_eq!(out[out.len() - 4..], 0u32.to_be_bytes());
+    }
 }

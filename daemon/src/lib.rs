@@ -20,10 +20,12 @@
 //! - `startup` — `nsauxd`'s entry point: arguments, configuration, runtime, manager, signals.
 //! - `ctl` — `nsauxctl`'s entry point: subcommands, control requests, table printing.
 //! - `defaults` — default paths shared by both.
+//! - `budget` — the daemon-wide memory ceiling over the per-namespace tables.
 //! - `lock`, `seed` — the one poison-tolerant lock helper and the one seeding helper.
 //! - `escape` — untrusted text made safe for logs and tables (no forged lines, no terminal escapes).
 #![warn(missing_docs)]
 
+mod budget;
 mod config;
 mod control;
 mod ctl;

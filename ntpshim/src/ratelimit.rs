@@ -104,6 +104,9 @@ pub struct RateLimiter {
     entries: Vec<Entry>,
     hash_key: u64,
     rng: Rng,
+    /// Bytes past which the table does not grow (it evicts within a slot instead): the
+    /// daemon's memory ceiling. `usize::MAX` when none holds.
+    growth_limit: usize,
 }
 
 impl RateLimiter {
@@ -135,7 +138,21 @@ impl RateLimiter {
             entries: vec![Entry::default(); SLOT_SIZE],
             hash_key,
             rng,
+            growth_limit: usize::MAX,
         }
+    }
+
+    /// Bytes the table holds (what the daemon accounts against its memory ceiling).
+    #[must_use]
+    pub fn table_bytes(&self) -> usize {
+        self.entries.len() * size_of::<Entry>()
+    }
+
+    /// Holds the table to `bytes`: past it, a new client evicts the stalest of its slot rather
+    /// than doubling the table. Why: the daemon's memory ceiling; the table never shrinks, so
+    /// existing clients keep their state.
+    pub fn limit_growth(&mut self, bytes: usize) {
+        self.growth_limit = bytes;
     }
 
     /// The effective (clamped) parameters.
@@ -219,7 +236,9 @@ impl RateLimiter {
             if let Some(i) = slot.iter().position(|e| !e.used) {
                 return self.reset(first + i, key);
             }
-            if self.entries.len() / SLOT_SIZE < self.max_slots {
+            if self.entries.len() / SLOT_SIZE < self.max_slots
+                && self.table_bytes().saturating_mul(2) <= self.growth_limit
+            {
                 self.grow();
                 continue;
             }
@@ -410,5 +429,28 @@ mod tests {
         let early = Mono::from_nanos(0);
         let v: Vec<_> = (0..20).map(|_| rl.check(early, ip("192.0.2.1"))).collect();
         assert!(!v.contains(&Verdict::Pass));
+    }
+
+    #[test]
+    fn growth_limit_evicts_instead_of_growing() {
+        let mut rl = RateLimiter::new(
+            RateLimitConfig {
+                max_clients: 1024,
+                ..RateLimitConfig::default()
+            },
+            7,
+        );
+        let start = rl.table_bytes();
+        rl.limit_growth(start);
+        for i in 0..200u32 {
+            let _ = rl.check(Mono::default(), IpAddr::from(i.to_be_bytes()));
+        }
+        assert_eq!(rl.table_bytes(), start, "held at the limit");
+        assert!(rl.tracked() <= SLOT_SIZE);
+        rl.limit_growth(usize::MAX);
+        for i in 0..200u32 {
+            let _ = rl.check(Mono::default(), IpAddr::from(i.to_be_bytes()));
+        }
+        assert!(rl.table_bytes() > start, "grows again once lifted");
     }
 }

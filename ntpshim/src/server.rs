@@ -90,6 +90,11 @@ impl Server {
         self.limiter.as_ref()
     }
 
+    /// The rate limiter, to hold its table under the daemon's memory ceiling.
+    pub const fn rate_limiter_mut(&mut self) -> Option<&mut RateLimiter> {
+        self.limiter.as_mut()
+    }
+
     /// Handles one datagram.
     ///
     /// * `now`: the daemon's monotonic clock, for rate limiting.

@@ -133,6 +133,11 @@ pub(crate) struct Cache {
     max_entries: usize,
     /// Byte bound.
     max_bytes: usize,
+    /// Bytes past which nothing new is stored (no eviction to make room either): the daemon's
+    /// memory ceiling, lowered while the daemon is at it. `usize::MAX` when no ceiling holds.
+    growth_limit: usize,
+    /// Answers not stored because of `growth_limit` (the daemon logs new ones).
+    refused: u64,
     /// How long past expiry an entry is kept for serve-stale (zero: not kept).
     stale_window: Duration,
 }
@@ -147,8 +152,25 @@ impl Cache {
             bytes: 0,
             max_entries,
             max_bytes,
+            growth_limit: usize::MAX,
+            refused: 0,
             stale_window,
         }
+    }
+
+    /// Bytes held (approximate, what the daemon accounts against its memory ceiling).
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Sets the byte count past which no new answer is stored (see `growth_limit`).
+    pub(crate) fn set_growth_limit(&mut self, bytes: usize) {
+        self.growth_limit = bytes;
+    }
+
+    /// Answers not stored so far because of the growth limit.
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused
     }
 
     /// Number of entries held.
@@ -227,6 +249,11 @@ impl Cache {
         }
         let size = answer.size() + key.qname.len();
         if size > self.max_bytes {
+            return;
+        }
+        if self.bytes.saturating_add(size) > self.growth_limit {
+            // The daemon is at its memory ceiling: keep what is cached, store nothing new.
+            self.refused += 1;
             return;
         }
         self.remove(key.as_ref());

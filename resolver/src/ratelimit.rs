@@ -62,7 +62,13 @@ pub(crate) struct RateLimiter {
     cfg: RateLimitConfig,
     /// Buckets by client IP.
     buckets: HashMap<IpAddr, Bucket>,
+    /// Buckets past which the table counts as full (the daemon's memory ceiling, converted
+    /// from bytes); `usize::MAX` when none holds.
+    growth_limit: usize,
 }
+
+/// Bytes one client bucket is accounted as (key, bucket and the map's control byte, rounded).
+pub(crate) const BUCKET_BYTES: usize = 64;
 
 impl RateLimiter {
     /// Creates an empty limiter.
@@ -70,7 +76,19 @@ impl RateLimiter {
         Self {
             cfg,
             buckets: HashMap::new(),
+            growth_limit: usize::MAX,
         }
+    }
+
+    /// Bytes the table is accounted as.
+    pub(crate) fn bytes(&self) -> usize {
+        self.buckets.len() * BUCKET_BYTES
+    }
+
+    /// Holds the table to `bytes`: past it a new client is handled as at `max_clients`
+    /// (stale buckets are dropped first). Why: the daemon's memory ceiling.
+    pub(crate) fn limit_growth(&mut self, bytes: usize) {
+        self.growth_limit = bytes / BUCKET_BYTES;
     }
 
     /// Bucket capacity in milli-tokens.
@@ -82,7 +100,8 @@ impl RateLimiter {
     pub(crate) fn check(&mut self, now: Instant, ip: IpAddr) -> Verdict {
         let cap = self.capacity();
         let rate = u64::from(self.cfg.per_second);
-        if !self.buckets.contains_key(&ip) && self.buckets.len() >= self.cfg.max_clients {
+        let max = self.cfg.max_clients.min(self.growth_limit.max(1));
+        if !self.buckets.contains_key(&ip) && self.buckets.len() >= max {
             // Forget buckets that would be full anyway; if none, forget everything rather
             // than grow without bound (an attacker with many sources gets a fresh start,
             // which is no worse than no limiter).
@@ -90,7 +109,7 @@ impl RateLimiter {
                 let gained = now.saturating_duration_since(b.last).as_millis() as u64 * rate;
                 b.milli_tokens.saturating_add(gained) < cap
             });
-            if self.buckets.len() >= self.cfg.max_clients {
+            if self.buckets.len() >= max {
                 self.buckets.clear();
             }
         }
@@ -146,5 +165,22 @@ mod tests {
             assert_eq!(rl.check(t, [10, 0, 0, i].into()), Verdict::Allow);
             assert!(rl.buckets.len() <= 2);
         }
+    }
+
+    #[test]
+    fn growth_limit_bounds_the_table() {
+        let mut rl = RateLimiter::new(RateLimitConfig::default());
+        rl.limit_growth(4 * BUCKET_BYTES);
+        #[expect(clippy::disallowed_methods, reason = "tests need a base instant")]
+        let t = Instant::now();
+        for i in 0..50u8 {
+            assert_eq!(rl.check(t, [10, 0, 1, i].into()), Verdict::Allow);
+            assert!(rl.bytes() <= 4 * BUCKET_BYTES);
+        }
+        rl.limit_growth(usize::MAX);
+        for i in 0..50u8 {
+            let _ = rl.check(t, [10, 0, 2, i].into());
+        }
+        assert!(rl.bytes() > 4 * BUCKET_BYTES);
     }
 }

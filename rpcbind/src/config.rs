@@ -13,6 +13,11 @@ pub struct Config {
     /// Maximum number of registrations in one namespace, self registrations included; a SET
     /// beyond it returns FALSE. Bounds memory and the size of DUMP replies.
     pub max_registrations: usize,
+    /// Maximum bytes the registrations of one namespace may hold (see
+    /// [`crate::registry::entry_bytes`]); a SET beyond it returns FALSE. Why besides the entry
+    /// cap: entries carry strings of up to 9000 bytes each, so 1024 entries alone may hold tens
+    /// of MiB; the default (1 MiB) is far above what 1024 ordinary registrations take.
+    pub max_registration_bytes: usize,
     /// Refuse DUMP and GETSTAT over UDP from callers that are not loopback
     /// (AUTH_ERROR/AUTH_TOOWEAK), because both are reflection amplifiers. Off, they are still
     /// bound by the 2x reply rule ([`crate::UDP_REPLY_FACTOR`]).
@@ -34,6 +39,7 @@ impl Default for Config {
         Self {
             remote_calls: false,
             max_registrations: 1024,
+            max_registration_bytes: 1 << 20,
             udp_dump_loopback_only: true,
             loopback_may_register: true,
             udp_max_reply: 8800,

@@ -77,6 +77,7 @@ pub mod forward;
 pub mod liveness;
 pub mod outcome;
 pub mod record;
+pub mod refuse;
 pub mod registry;
 pub mod rmtcall;
 mod rpc;
@@ -96,7 +97,8 @@ pub use liveness::{
 };
 pub use outcome::{DropReason, Effect, Outcome, Refusal, Verdict};
 pub use record::{DEFAULT_MAX_RECORD, RecordDecoder, frame_record};
-pub use registry::{Entry, Registry, Removed};
+pub use refuse::refuse_set_reply;
+pub use registry::{Entry, Registry, Removed, entry_bytes};
 pub use rmtcall::{Forward, PendingCall, RemoteKind, remote_call_allowed};
 pub use rpc::{AuthStat, NotACall, PMAP_PROG, ReplyBody, decode_reply, is_rpc_reply, message_xid};
 pub use server::{Portmapper, UDP_REPLY_FACTOR};

@@ -41,7 +41,8 @@ pub(crate) enum SetResult {
     Unchanged,
     /// (prog, vers, netid) is registered at another address: FALSE.
     Conflict,
-    /// The namespace reached `max_registrations`: FALSE.
+    /// The namespace reached `max_registrations`, or the entry would take the table past its
+    /// byte limit: FALSE.
     Full,
 }
 
@@ -80,6 +81,18 @@ impl Removed {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct NotOwner;
 
+/// Fixed cost counted per entry besides its strings (the `Entry` itself, three `String`
+/// headers and the allocator's rounding, approximately).
+pub const ENTRY_OVERHEAD: usize = 96;
+
+/// What one entry is accounted as, in bytes: its strings plus [`ENTRY_OVERHEAD`].
+///
+/// Why an estimate and not the allocator's truth: the budget must be cheap and deterministic
+/// (the same table always counts the same), and it only has to bound memory, not measure it.
+pub fn entry_bytes(netid: &str, uaddr: &str, owner: &str) -> usize {
+    ENTRY_OVERHEAD + netid.len() + uaddr.len() + owner.len()
+}
+
 /// The registration table of one namespace.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -87,15 +100,40 @@ pub struct Registry {
     entries: Vec<Entry>,
     /// Cap on `entries.len()`.
     max: usize,
+    /// Sum of [`entry_bytes`] over `entries`.
+    bytes: usize,
+    /// Cap on `bytes` for a SET (the configured cap, or less while the daemon's memory
+    /// ceiling leaves less room).
+    max_bytes: usize,
+    /// SETs refused for want of bytes so far (the daemon logs each new one with its cause).
+    refused_bytes: u64,
 }
 
 impl Registry {
-    /// An empty table holding at most `max` entries.
-    pub fn new(max: usize) -> Self {
+    /// An empty table holding at most `max` entries and `max_bytes` accounted bytes.
+    pub fn new(max: usize, max_bytes: usize) -> Self {
         Self {
             entries: Vec::new(),
             max,
+            bytes: 0,
+            max_bytes,
+            refused_bytes: 0,
         }
+    }
+
+    /// Bytes the table is accounted as (sum of [`entry_bytes`]).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// SETs refused so far because the entry would pass the byte limit.
+    pub fn refused_for_bytes(&self) -> u64 {
+        self.refused_bytes
+    }
+
+    /// Sets the byte limit SETs are held to; removals and existing entries are unaffected.
+    pub(crate) fn set_byte_limit(&mut self, max_bytes: usize) {
+        self.max_bytes = max_bytes;
     }
 
     /// All entries in registration order (v3/v4 DUMP order).
@@ -151,9 +189,15 @@ impl Registry {
                 SetResult::Conflict
             };
         }
+        let cost = entry_bytes(netid, uaddr, owner);
         if self.entries.len() >= self.max {
             return SetResult::Full;
         }
+        if self.bytes.saturating_add(cost) > self.max_bytes {
+            self.refused_bytes += 1;
+            return SetResult::Full;
+        }
+        self.bytes += cost;
         let e = Entry {
             prog,
             vers,
@@ -168,10 +212,10 @@ impl Registry {
     /// Appends an entry at start-up (self registrations, journal replay) without the cap, so the
     /// portmapper's own entries always exist; duplicates and conflicts are skipped like SET.
     pub(crate) fn insert_unchecked(&mut self, e: Entry) -> bool {
-        let saved = self.max;
-        self.max = usize::MAX;
+        let saved = (self.max, self.max_bytes);
+        (self.max, self.max_bytes) = (usize::MAX, usize::MAX);
         let r = self.set(e.prog, e.vers, &e.netid, &e.uaddr, &e.owner);
-        self.max = saved;
+        (self.max, self.max_bytes) = saved;
         matches!(r, SetResult::Added(_))
     }
 
@@ -196,17 +240,20 @@ impl Registry {
             return Err(NotOwner);
         }
         let mut removed = Removed::default();
+        let mut bytes = self.bytes;
         // `retain` visits the entries once, in order, so `i` is each one's old index.
         let mut i = 0;
         self.entries.retain(|e| {
             let hit = matches(e);
             if hit {
+                bytes -= entry_bytes(&e.netid, &e.uaddr, &e.owner);
                 removed.entries.push(e.clone());
                 removed.positions.push(i);
             }
             i += 1;
             !hit
         });
+        self.bytes = bytes;
         Ok(removed)
     }
 
@@ -217,6 +264,7 @@ impl Registry {
     pub(crate) fn reinsert(&mut self, removed: Removed) {
         for (at, e) in removed.positions.into_iter().zip(removed.entries) {
             let at = at.min(self.entries.len());
+            self.bytes += entry_bytes(&e.netid, &e.uaddr, &e.owner);
             self.entries.insert(at, e);
         }
     }
@@ -279,7 +327,7 @@ mod tests {
 
     #[test]
     fn set_semantics() {
-        let mut r = Registry::new(3);
+        let mut r = Registry::new(3, usize::MAX);
         assert!(matches!(
             r.set(1, 1, "udp", "0.0.0.0.8.1", "0"),
             SetResult::Added(_)
@@ -301,7 +349,7 @@ mod tests {
 
     #[test]
     fn fallback_is_last_other_version() {
-        let mut r = Registry::new(10);
+        let mut r = Registry::new(10, usize::MAX);
         let _ = r.set(7, 1, "udp", "0.0.0.0.0.1", "0");
         let _ = r.set(7, 3, "udp", "0.0.0.0.0.3", "0");
         assert_eq!(r.find_service(7, 9, "udp").map(|e| e.vers), Some(3));
@@ -314,7 +362,7 @@ mod tests {
 
     #[test]
     fn unset_owner_rules() {
-        let mut r = Registry::new(10);
+        let mut r = Registry::new(10, usize::MAX);
         let _ = r.set(5, 1, "udp", "0.0.0.0.0.1", "1000");
         let _ = r.set(5, 1, "tcp", "0.0.0.0.0.1", "1001");
         assert_eq!(r.unset(5, 1, "", "1000"), Err(NotOwner));
@@ -326,7 +374,7 @@ mod tests {
 
     #[test]
     fn reinsert_restores_the_exact_order() {
-        let mut r = Registry::new(10);
+        let mut r = Registry::new(10, usize::MAX);
         let _ = r.set(5, 1, "udp", "0.0.0.0.0.1", "0");
         let _ = r.set(6, 1, "udp", "0.0.0.0.0.2", "0");
         let _ = r.set(5, 1, "tcp", "0.0.0.0.0.1", "0");
@@ -346,8 +394,47 @@ mod tests {
     }
 
     #[test]
+    fn byte_cap_refuses_growth_and_counts_exactly() {
+        let cost = entry_bytes("udp", "0.0.0.0.0.1", "0");
+        let mut r = Registry::new(100, 2 * cost + 5);
+        assert!(matches!(
+            r.set(1, 1, "udp", "0.0.0.0.0.1", "0"),
+            SetResult::Added(_)
+        ));
+        assert!(matches!(
+            r.set(2, 1, "udp", "0.0.0.0.0.1", "0"),
+            SetResult::Added(_)
+        ));
+        assert_eq!(r.bytes(), 2 * cost);
+        // A third small one, or one big string, does not fit; a duplicate is still TRUE.
+        assert_eq!(r.set(3, 1, "udp", "0.0.0.0.0.1", "0"), SetResult::Full);
+        assert_eq!(r.refused_for_bytes(), 1);
+        assert_eq!(r.set(1, 1, "udp", "0.0.0.0.0.1", "0"), SetResult::Unchanged);
+        let removed = r.unset(1, 1, "", SUPERUSER).unwrap_or_default();
+        assert_eq!(r.bytes(), cost);
+        let big = "x".repeat(64);
+        assert_eq!(r.set(3, 1, "udp", &big, "0"), SetResult::Full);
+        r.reinsert(removed);
+        assert_eq!(r.bytes(), 2 * cost);
+        // A lower limit (the daemon's ceiling) refuses growth but keeps what is there.
+        let _ = r.unset(2, 1, "", SUPERUSER);
+        r.set_byte_limit(cost);
+        assert_eq!(r.set(4, 1, "udp", "0.0.0.0.0.1", "0"), SetResult::Full);
+        assert_eq!(r.entries().len(), 1);
+        // Start-up entries ignore the limit but are counted.
+        assert!(r.insert_unchecked(Entry {
+            prog: 9,
+            vers: 1,
+            netid: "udp".into(),
+            uaddr: big.clone(),
+            owner: "0".into(),
+        }));
+        assert_eq!(r.bytes(), cost + entry_bytes("udp", &big, "0"));
+    }
+
+    #[test]
     fn pmap_view_only_ipv4_udp_tcp() {
-        let mut r = Registry::new(10);
+        let mut r = Registry::new(10, usize::MAX);
         let _ = r.set(5, 1, "udp6", "::.0.1", "0");
         let _ = r.set(5, 1, "local", "/run/x", "0");
         let _ = r.set(5, 1, "tcp", "127.0.0.1.3.235", "0");

@@ -52,7 +52,7 @@ impl Portmapper {
     /// `self_endpoints` are (netid, uaddr), e.g. ("udp", "0.0.0.0.0.111"),
     /// ("local", "/run/rpcbind.sock").
     pub fn new<N: AsRef<str>, U: AsRef<str>>(config: Config, self_endpoints: &[(N, U)]) -> Self {
-        let mut registry = Registry::new(config.max_registrations);
+        let mut registry = Registry::new(config.max_registrations, config.max_registration_bytes);
         for (netid, uaddr) in self_endpoints {
             let (netid, uaddr) = (netid.as_ref(), uaddr.as_ref());
             let versions: &[u32] = if netid_to_prot(netid).is_some() {
@@ -98,6 +98,24 @@ impl Portmapper {
     /// The registration table, in DUMP order.
     pub fn entries(&self) -> &[Entry] {
         self.registry.entries()
+    }
+
+    /// Bytes the registration table is accounted as (the daemon sums them for its memory
+    /// ceiling).
+    pub fn registration_bytes(&self) -> usize {
+        self.registry.bytes()
+    }
+
+    /// SETs refused so far because the table had no room left in bytes (for the daemon's log).
+    pub fn registrations_refused_for_bytes(&self) -> u64 {
+        self.registry.refused_for_bytes()
+    }
+
+    /// Holds SETs to `max_bytes` of registrations, or the configured cap if lower. Why: the
+    /// daemon's memory ceiling lowers the room of every namespace while the daemon is near it.
+    pub fn limit_registration_bytes(&mut self, max_bytes: usize) {
+        self.registry
+            .set_byte_limit(max_bytes.min(self.config.max_registration_bytes));
     }
 
     /// The GETSTAT counters (for the daemon's metrics).

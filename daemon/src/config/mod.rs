@@ -66,6 +66,8 @@ struct FileConfig {
     worker_threads: usize,
     #[serde(default)]
     netns: Vec<toml::Table>,
+    #[serde(default)]
+    limits: LimitsConfig,
     #[serde(flatten)]
     _services: toml::Table,
 }
@@ -88,7 +90,24 @@ fn default_netns_dirs() -> Vec<PathBuf> {
 }
 
 /// Keys of the file that are daemon-wide (everything else is a service section).
-const DAEMON_KEYS: [&str; 4] = ["host_netns", "netns_dirs", "worker_threads", "netns"];
+const DAEMON_KEYS: [&str; 5] = [
+    "host_netns",
+    "netns_dirs",
+    "worker_threads",
+    "netns",
+    "limits",
+];
+
+/// `[limits]`: budgets of the daemon as a whole (per-namespace budgets live in each service's
+/// section, overridable per namespace). Daemon-wide: not overridable per namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LimitsConfig {
+    /// Ceiling on the bytes all namespaces' tables may hold together (registrations, ...);
+    /// 0 = none. At the ceiling growth is refused the way each protocol refuses (see
+    /// `crate::budget`), never by stopping.
+    pub(crate) memory_max_bytes: u64,
+}
 
 #[derive(Debug)]
 struct Override {
@@ -105,6 +124,8 @@ pub(crate) struct Config {
     pub(crate) netns_dirs: Vec<PathBuf>,
     /// tokio worker threads (read at start only; a reload does not change it).
     pub(crate) worker_threads: usize,
+    /// Daemon-wide budgets.
+    pub(crate) limits: LimitsConfig,
     /// Where it was read from (`None`: built-in defaults).
     pub(crate) path: Option<PathBuf>,
     base: toml::Table,
@@ -165,6 +186,7 @@ impl Config {
             host_netns: true,
             worker_threads: default_worker_threads(),
             netns_dirs: default_netns_dirs(),
+            limits: LimitsConfig::default(),
             path: None,
             base: toml::Table::new(),
             overrides: Vec::new(),
@@ -221,6 +243,7 @@ impl Config {
             host_netns: file.host_netns,
             worker_threads: file.worker_threads.clamp(1, 64),
             netns_dirs: file.netns_dirs,
+            limits: file.limits,
             path: path.map(Path::to_path_buf),
             base,
             overrides,

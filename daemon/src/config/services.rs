@@ -114,6 +114,33 @@ pub(crate) struct RpcbindConfig {
     /// found by then, or its journal goes too: the default leaves a slow start plenty of room.
     /// Daemon-wide and read at start: only the base `[rpcbind]` value counts.
     pub(crate) journal_sweep_delay_secs: u64,
+    /// Most bytes the registrations of one namespace may take (see `nsaux_rpcbind::entry_bytes`);
+    /// a SET beyond it returns FALSE.
+    #[serde(deserialize_with = "de_budget")]
+    pub(crate) max_registration_bytes: usize,
+    /// Most GETSTAT lookup (and remote-call) rows kept per portmapper version; new rows beyond
+    /// it are not recorded.
+    pub(crate) max_stat_rows: usize,
+    /// Largest a namespace's journal file may grow. The file is compacted (rewritten from the
+    /// live table) when it passes twice its live size plus 64 KiB; a SET that would not fit
+    /// even after compaction returns FALSE.
+    #[serde(deserialize_with = "de_budget")]
+    pub(crate) journal_max_bytes: usize,
+}
+
+/// Smallest byte budget accepted for a table or journal: below it not even one ordinary
+/// registration (about 130 bytes, 200 journaled) plus room to compact would fit, which is a
+/// typo rather than a policy.
+const MIN_BUDGET: usize = 4096;
+
+fn de_budget<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = usize::deserialize(d)?;
+    if n < MIN_BUDGET {
+        return Err(de::Error::custom(format!(
+            "{n} bytes is below the minimum of {MIN_BUDGET}"
+        )));
+    }
+    Ok(n)
 }
 
 impl Default for RpcbindConfig {
@@ -142,6 +169,9 @@ impl Default for RpcbindConfig {
             prune_interval_secs: 60,
             prune_after_misses: 3,
             journal_sweep_delay_secs: 60,
+            max_registration_bytes: nsaux_rpcbind::Config::default().max_registration_bytes,
+            max_stat_rows: nsaux_rpcbind::Config::default().max_stat_rows,
+            journal_max_bytes: 4 << 20,
         }
     }
 }
@@ -334,6 +364,16 @@ mod tests {
             ("[ntp]\nallow = [\"10.0.0.0/33\"]\n", "ntp.allow"),
             ("[ntp]\nreference = \"localhost\"\n", "ntp.reference"),
             ("[ntp]\nrate_limit = { bogus = 1 }\n", "ntp.rate_limit"),
+            (
+                "[rpcbind]\njournal_max_bytes = 100\n",
+                "rpcbind.journal_max_bytes",
+            ),
+            (
+                "[rpcbind]\nmax_registration_bytes = 0\n",
+                "rpcbind.max_registration_bytes",
+            ),
+            ("[limits]\nmemory_max_bytes = -1\n", "memory_max_bytes"),
+            ("[limits]\nbogus = 1\n", "bogus"),
         ] {
             let e = Config::from_toml(bad, None).expect_err(bad);
             assert!(e.to_string().contains(field), "{bad}: {e}");

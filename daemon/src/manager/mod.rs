@@ -137,7 +137,10 @@ impl Manager {
         runtime_dir: PathBuf,
     ) -> io::Result<Self> {
         Ok(Self {
-            config: Arc::new(config),
+            config: {
+                crate::budget::set_ceiling(config.limits.memory_max_bytes);
+                Arc::new(config)
+            },
             config_source,
             kinds,
             factory: SocketFactory::start()?,
@@ -239,6 +242,7 @@ impl Manager {
     async fn install_config(&mut self, config: Config) {
         let old_dirs = self.config.netns_dirs.clone();
         let old_host = self.config.host_netns;
+        crate::budget::set_ceiling(config.limits.memory_max_bytes);
         self.config = Arc::new(config);
         if self.config.netns_dirs != old_dirs
             && let Some(t) = &self.tracker

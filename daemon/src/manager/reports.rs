@@ -37,6 +37,8 @@ impl Manager {
             "namespaces": self.namespaces.len(),
             "listeners_up": up,
             "listeners_failed": failed,
+            "memory_accounted_bytes": crate::budget::total(),
+            "memory_max_bytes": crate::budget::ceiling(),
         })
     }
 

@@ -299,6 +299,35 @@ impl Resolver {
         self.cache.len()
     }
 
+    /// Bytes the cache holds (approximate): the daemon sums them for its memory ceiling.
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.bytes()
+    }
+
+    /// Past `bytes` held, the cache stores no new answer (queries are still answered). Why:
+    /// the daemon's memory ceiling; `usize::MAX` lifts it.
+    pub fn limit_cache_growth(&mut self, bytes: usize) {
+        self.cache.set_growth_limit(bytes);
+    }
+
+    /// Bytes the per-client rate-limit table is accounted as (0 without rate limiting).
+    pub fn rate_limit_bytes(&self) -> usize {
+        self.limiter.as_ref().map_or(0, RateLimiter::bytes)
+    }
+
+    /// Holds the rate-limit table to `bytes`: past it, new clients push out stale ones as at
+    /// `max_clients`. Why: the daemon's memory ceiling.
+    pub fn limit_rate_table(&mut self, bytes: usize) {
+        if let Some(l) = self.limiter.as_mut() {
+            l.limit_growth(bytes);
+        }
+    }
+
+    /// Answers not cached so far because of [`Self::limit_cache_growth`].
+    pub fn cache_refused(&self) -> u64 {
+        self.cache.refused()
+    }
+
     /// Number of distinct queries waiting on upstreams.
     pub fn outstanding(&self) -> usize {
         self.pending.len()

@@ -19,6 +19,7 @@ use crate::{
 };
 
 mod alloc;
+mod budget;
 mod local;
 mod malformed;
 mod props;

@@ -34,9 +34,11 @@
 //! | `tcp` | DNS over TCP: client connections and upstream TCP exchanges |
 //! | `sources` | resolv.conf, hosts and own subnets |
 //! | `watched` | a file re-read only when it changed |
+//! | `budget` | the cache under the daemon's memory ceiling |
 //! | `settings` | config → resolver config, and reloads |
 //! | `control` | status and `nsauxctl dns` verbs |
 
+mod budget;
 mod control;
 mod driver;
 mod pump;
@@ -137,6 +139,8 @@ struct Inner {
     held: Vec<Held>,
     /// Records added through `nsauxctl dns add` (kept across a resolver rebuild).
     runtime_records: Vec<(String, IpAddr)>,
+    /// The cache's share of the daemon's memory ceiling.
+    cache_budget: budget::CacheBudget,
 }
 
 /// The DNS service in one namespace.
@@ -196,6 +200,7 @@ impl DnsNs {
             next_subnet_refresh: now,
             held: Vec::new(),
             runtime_records: Vec::new(),
+            cache_budget: budget::CacheBudget::default(),
         };
         inner.set_sources(&ns, c);
         Ok(Arc::new_cyclic(|me| Self {

@@ -126,9 +126,11 @@ pub(super) async fn upstream_attempt(
     let mut g = svc.lock();
     match result {
         Ok(Ok(reply)) => {
+            g.limit_cache();
             let _ = g
                 .resolver
                 .handle_upstream(now, t.upstream, Transport::Tcp, &reply);
+            g.account_cache(&ns);
         }
         Ok(Err(e)) => {
             tracing::debug!(netns = %ns.name, upstream = %t.upstream, error = %e, "dns: upstream tcp failed");

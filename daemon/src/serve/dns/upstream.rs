@@ -156,6 +156,7 @@ impl DnsNs {
             let now = Instant::now();
             let mut g = self.lock();
             let inner = &mut *g;
+            inner.limit_cache();
             let entry = inner.socks.get_mut(&key)?;
             let mut failed = matches!(event, SockEvent::Error | SockEvent::Broken);
             if matches!(event, SockEvent::Readable | SockEvent::Error)
@@ -175,6 +176,7 @@ impl DnsNs {
             if next.is_none() {
                 inner.socks.remove(&key);
             }
+            inner.account_cache(&self.ns);
             self.pump(inner, now);
             next
         })

@@ -199,6 +199,9 @@ struct NtpNs {
     ns: Arc<NsInfo>,
     shared: Arc<Shared>,
     state: Mutex<NsState>,
+    /// The rate-limit table's share of the daemon's memory ceiling: at the ceiling the table
+    /// stops growing and evicts within its slots instead.
+    account: crate::budget::Account,
 }
 
 impl ServiceKind for Ntp {
@@ -224,6 +227,7 @@ impl ServiceKind for Ntp {
                 server,
                 stats: Stats::default(),
             }),
+            account: crate::budget::Account::default(),
         }))
     }
 }
@@ -362,6 +366,9 @@ impl NsService for NtpNs {
         let (clock, _, _) = self.clock_status(&st.cfg, now);
         let reply = out.buf();
         reply.resize(HEADER_LEN, 0);
+        if let Some(rl) = st.server.rate_limiter_mut() {
+            rl.limit_growth(self.account.allowed());
+        }
         let action = st.server.handle(
             mono,
             d.peer.ip(),
@@ -372,6 +379,11 @@ impl NsService for NtpNs {
             reply,
         );
         st.stats.record(&action);
+        self.account.set(
+            st.server
+                .rate_limiter()
+                .map_or(0, nsaux_ntpshim::RateLimiter::table_bytes),
+        );
         match action {
             // The core never answers longer than the request; checked again here because a
             // reply longer than its request would make us an amplifier.

@@ -168,6 +168,13 @@ fn decode(line: &[u8]) -> Option<Change> {
     }
 }
 
+/// The bytes `change` takes in the file (a SET and an UNSET line of one entry are equally long).
+pub(crate) fn line_len(change: &Change) -> usize {
+    let mut buf = Vec::new();
+    encode(change, &mut buf);
+    buf.len()
+}
+
 impl Journal {
     /// Its file.
     pub(crate) fn path(&self) -> &Path {
@@ -208,9 +215,11 @@ impl Journal {
     /// would apply, or a torn line that the next append would be glued to (losing that next,
     /// acknowledged, line). If even that fails, the file may hold such a tail; the caller then
     /// rewrites the whole file before its next append.
-    pub(crate) fn append(&self, changes: &[Change]) -> io::Result<()> {
+    ///
+    /// Returns the bytes appended.
+    pub(crate) fn append(&self, changes: &[Change]) -> io::Result<usize> {
         if changes.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let mut buf = Vec::with_capacity(128 * changes.len());
         for c in changes {
@@ -223,14 +232,15 @@ impl Journal {
         let len = f.metadata()?.len();
         f.write_all(&buf).inspect_err(|_| {
             let _ = f.set_len(len);
-        })
+        })?;
+        Ok(buf.len())
     }
 
     /// Replaces the file with one line per live entry (temp file + rename, so a crash leaves
-    /// either the old or the new file). An empty table removes the file.
-    pub(crate) fn rewrite(&self, entries: &[Entry]) -> io::Result<()> {
+    /// either the old or the new file). An empty table removes the file. Returns the new size.
+    pub(crate) fn rewrite(&self, entries: &[Entry]) -> io::Result<usize> {
         if entries.is_empty() {
-            return self.remove();
+            return self.remove().map(|()| 0);
         }
         let mut buf = Vec::new();
         for e in entries {
@@ -244,7 +254,12 @@ impl Journal {
             // The old file is untouched; only the half-made copy goes.
             let _ = fs::remove_file(&tmp);
         }
-        written
+        written.map(|()| buf.len())
+    }
+
+    /// The file's size now (0 when it does not exist), read once at start.
+    pub(crate) fn size(&self) -> u64 {
+        fs::metadata(&self.path).map_or(0, |m| m.len())
     }
 
     /// Deletes the file (the namespace is gone).
@@ -303,9 +318,19 @@ mod tests {
         );
         j.rewrite(&r.entries)?;
         let r2 = j.replay()?;
-        assert_eq!((r2.entries, r2.lines, r2.bad_lines), (r.entries, 2, 0));
+        assert_eq!((&r2.entries, r2.lines, r2.bad_lines), (&r.entries, 2, 0));
+        let n = j.rewrite(&r.entries)?;
+        assert_eq!(n as u64, j.size());
+        assert_eq!(
+            n,
+            r.entries
+                .iter()
+                .map(|e| line_len(&Change::Set(e.clone())))
+                .sum::<usize>()
+        );
         j.rewrite(&[])?;
         assert!(!j.path().exists());
+        assert_eq!(j.size(), 0);
         Ok(())
     }
 

@@ -185,7 +185,6 @@ impl ServiceKind for Rpcbind {
         let cfg = cfg.rpcbind.clone();
         let journal = self.journals.as_ref().map(|j| j.journal(ns.id));
         let mut pm = new_portmapper(&cfg);
-        let mut lines = 0;
         let mut stale = false;
         if let Some(j) = &journal {
             match j.replay() {
@@ -196,7 +195,6 @@ impl ServiceKind for Rpcbind {
                     }
                     let wanted = r.entries.len();
                     let n = pm.restore(r.entries);
-                    lines = r.lines;
                     if n > 0 {
                         tracing::info!(netns = %ns.name, restored = n, "registrations restored from the journal");
                     }
@@ -208,7 +206,6 @@ impl ServiceKind for Rpcbind {
                             tracing::error!(netns = %ns.name, error = %e, "cannot rewrite the journal");
                             stale = true;
                         }
-                        lines = keep.len();
                     }
                 }
                 Err(e) => {
@@ -220,13 +217,25 @@ impl ServiceKind for Rpcbind {
                 }
             }
         }
+        let journal_bytes = journal
+            .as_ref()
+            .map_or(0, |j| usize::try_from(j.size()).unwrap_or(usize::MAX));
+        let journal_live = user_entries(&pm, &cfg)
+            .into_iter()
+            .map(|e| journal::line_len(&journal::Change::Set(e)))
+            .sum();
+        let account = crate::budget::Account::default();
+        account.set(pm.registration_bytes());
         let inst = Arc::new_cyclic(|me| RpcbindNs {
             me: me.clone(),
             ns: Arc::clone(&ns),
             state: Mutex::new(State {
                 cfg,
                 pm,
-                journal_lines: lines,
+                journal_bytes,
+                journal_live,
+                journal_error: None,
+                journal_refused: 0,
                 journal_stale: stale,
                 forwards: None,
                 liveness: None,
@@ -237,6 +246,9 @@ impl ServiceKind for Rpcbind {
             prune: Mutex::new(None),
             prune_on: AtomicBool::new(false),
             prune_ep: Mutex::new(None),
+            account,
+            refusal_log: crate::budget::LogLimit::default(),
+            journal_log: crate::budget::LogLimit::default(),
         });
         if let Some(key) = ns.nsfs {
             lock(&self.shared.routes).insert(key, Arc::downgrade(&inst));
@@ -252,6 +264,8 @@ fn pm_config(cfg: &RpcbindConfig) -> PmConfig {
     PmConfig {
         remote_calls: cfg.remote_calls,
         max_registrations: cfg.max_registrations,
+        max_registration_bytes: cfg.max_registration_bytes,
+        max_stat_rows: cfg.max_stat_rows,
         udp_dump_loopback_only: cfg.udp_dump_loopback_only,
         loopback_may_register: cfg.loopback_may_register,
         ..PmConfig::default()

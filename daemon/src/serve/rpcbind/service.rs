@@ -11,8 +11,9 @@ use nsaux_rpcbind::{
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-use super::journal::{Change, Journal};
+use super::journal::{Change, Journal, line_len};
 use super::{Shared, new_portmapper, pm_config, self_endpoints, unix_secs, user_entries};
+use crate::budget::{Account, LogLimit};
 use crate::config::{RpcbindConfig, ServicesConfig};
 use crate::lock::lock;
 use crate::serve::slots::{SlotBudget, SlotTable};
@@ -44,7 +45,17 @@ pub(crate) struct RpcbindNs {
     /// A port-111 UDP endpoint of this namespace to send liveness probes from, remembered from
     /// traffic while pruning is on (weak: it never keeps a socket alive).
     pub(super) prune_ep: Mutex<Option<Weak<UdpEndpoint>>>,
+    /// The table's share of the daemon's memory ceiling.
+    pub(super) account: Account,
+    /// Rate limit of the "registration refused" log lines (byte cap, ceiling, journal cap).
+    pub(super) refusal_log: LogLimit,
+    /// Rate limit of the "cannot journal" log lines (a full disk under a flood of SETs).
+    pub(super) journal_log: LogLimit,
 }
+
+/// Slack past twice the live size before the journal is compacted, so a table that churns
+/// (SET/UNSET pairs) is rewritten once per this many bytes, not on every change.
+const COMPACT_SLACK: usize = 64 << 10;
 
 /// What one namespace's calls read and change.
 #[derive(Debug)]
@@ -53,8 +64,16 @@ pub(super) struct State {
     pub(super) cfg: RpcbindConfig,
     /// The table and the protocol.
     pub(super) pm: Portmapper,
-    /// Lines in the journal file (for compaction).
-    pub(super) journal_lines: usize,
+    /// Bytes in the journal file (for compaction and the size cap).
+    pub(super) journal_bytes: usize,
+    /// Bytes the live (user) registrations take as journal lines: what a compacted file holds.
+    /// Kept up to date per change, made exact again by every rewrite.
+    pub(super) journal_live: usize,
+    /// Why the last journal write failed (a full disk, ...); `None` once one succeeds. Shown in
+    /// the namespace's status so an operator sees which namespace stopped journaling.
+    pub(super) journal_error: Option<String>,
+    /// SETs refused because the journal was at `journal_max_bytes` even after compaction.
+    pub(super) journal_refused: u64,
     /// The journal file may not match the table: an append failed (it may have left a tail it
     /// could not cut back, or the file was replaced or removed under us), or a start-up or
     /// reconfiguration rewrite failed. The next write then rewrites the whole file (temp file +
@@ -88,6 +107,40 @@ pub(super) fn journal_changes(applied: &[Effect]) -> Vec<Change> {
     v
 }
 
+/// [`RpcbindNs::journal`] without the bookkeeping of failures.
+fn write_journal(j: &Journal, st: &mut State, changes: &[Change]) -> io::Result<()> {
+    let (mut added, mut removed) = (0, 0);
+    for c in changes {
+        match c {
+            Change::Set(_) => added += line_len(c),
+            Change::Unset(_) => removed += line_len(c),
+        }
+    }
+    let live = (st.journal_live + added).saturating_sub(removed);
+    let grown = st.journal_bytes + added + removed;
+    let cap = st.cfg.journal_max_bytes;
+    if grown > cap || grown > 2 * live + COMPACT_SLACK || st.journal_stale {
+        let keep = user_entries(&st.pm, &st.cfg);
+        let exact: usize = keep.iter().map(|e| line_len(&Change::Set(e.clone()))).sum();
+        if exact > cap && added > 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!("the journal would pass journal_max_bytes ({cap}) even compacted"),
+            ));
+        }
+        // A failed rewrite leaves the old file in place (rename is atomic), so staleness is
+        // unchanged by it.
+        st.journal_bytes = j.rewrite(&keep)?;
+        st.journal_live = st.journal_bytes;
+        st.journal_stale = false;
+        return Ok(());
+    }
+    // `append` cuts the file back on failure; should that fail too, rewrite next time.
+    st.journal_bytes += j.append(changes).inspect_err(|_| st.journal_stale = true)?;
+    st.journal_live = live;
+    Ok(())
+}
+
 /// Takes back table changes that could not be journaled, latest first, so the table is again
 /// exactly what it was (removed entries return to their old places; lookups depend on order).
 pub(super) fn undo(pm: &mut Portmapper, applied: Vec<Effect>) {
@@ -109,27 +162,28 @@ impl RpcbindNs {
     }
 
     /// Journals `changes` (already applied to the table), compacting the file when it has grown
-    /// well past the table. On error the caller must take the changes back: the file then holds
-    /// the table as it was before them.
+    /// past twice the live size plus [`COMPACT_SLACK`] or would pass `journal_max_bytes`. On
+    /// error the caller must take the changes back: the file then holds the table as it was
+    /// before them. An error of kind `FileTooLarge` means the changes add registrations that
+    /// do not fit under `journal_max_bytes` even compacted (nothing was written).
+    ///
+    /// A write that fails (a full disk) is remembered in `journal_error` for the status; the
+    /// next change retries with a rewrite, so journaling resumes by itself once there is room.
     pub(super) fn journal(&self, st: &mut State, changes: &[Change]) -> io::Result<()> {
         let Some(j) = &self.journal else {
             return Ok(());
         };
-        let live = st.pm.entries().len();
-        let compact = st.journal_lines + changes.len() > 256 && st.journal_lines > 4 * live;
-        if compact || st.journal_stale {
-            // A failed rewrite leaves the old file in place (rename is atomic), so staleness
-            // is unchanged by it.
-            let keep = user_entries(&st.pm, &st.cfg);
-            j.rewrite(&keep)?;
-            st.journal_lines = keep.len();
-            st.journal_stale = false;
-            return Ok(());
+        let r = write_journal(j, st, changes);
+        match &r {
+            Ok(()) => {
+                if let Some(was) = st.journal_error.take() {
+                    tracing::info!(netns = %self.ns.name, previous_error = %was, "journal writable again; journaling resumed");
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {}
+            Err(e) => st.journal_error = Some(e.to_string()),
         }
-        // `append` cuts the file back on failure; should that fail too, rewrite next time.
-        j.append(changes).inspect_err(|_| st.journal_stale = true)?;
-        st.journal_lines += changes.len();
-        Ok(())
+        r
     }
 
     /// Handles one call and carries out its effects. Returns whether `out` must be sent to the
@@ -142,7 +196,20 @@ impl RpcbindNs {
         udp: Option<(&Arc<UdpEndpoint>, &Datagram<'_>)>,
     ) -> bool {
         let mut st = self.state();
+        // The daemon's memory ceiling: this table may grow by what the others leave.
+        let allowed = self.account.allowed();
+        st.pm.limit_registration_bytes(allowed);
+        let refused_before = st.pm.registrations_refused_for_bytes();
         let outcome = st.pm.handle(ctx, request, out);
+        if st.pm.registrations_refused_for_bytes() > refused_before && self.refusal_log.allow() {
+            let cause = if allowed < st.cfg.max_registration_bytes {
+                "the daemon's memory ceiling (limits.memory_max_bytes) is reached"
+            } else {
+                "the namespace's max_registration_bytes is reached"
+            };
+            tracing::warn!(netns = %self.ns.name, bytes = st.pm.registration_bytes(),
+                "registration refused (FALSE): {cause}");
+        }
         let mut send = outcome.should_reply();
         // Table changes already made, in order, kept to journal them or take them back.
         let mut applied = Vec::new();
@@ -163,17 +230,39 @@ impl RpcbindNs {
                 tracing::debug!(netns = %self.ns.name, prog = e.prog, vers = e.vers, netid = %e.netid,
                     uaddr = %e.uaddr, owner = %e.owner, "{what}");
             }
-            if let Err(e) = self.journal(&mut st, &changes) {
+            let journaled = self.journal(&mut st, &changes);
+            if let Err(e) = &journaled
+                && e.kind() == io::ErrorKind::FileTooLarge
+            {
+                // The journal cap: refuse the SET as a full table would (FALSE).
+                undo(&mut st.pm, applied);
+                self.account.set(st.pm.registration_bytes());
+                if nsaux_rpcbind::refuse_set_reply(out) {
+                    st.journal_refused += 1;
+                    if self.refusal_log.allow() {
+                        tracing::warn!(netns = %self.ns.name, error = %e,
+                            "registration refused (FALSE): journal at its size cap");
+                    }
+                    return send;
+                }
+                out.clear();
+                return false;
+            }
+            if let Err(e) = journaled {
                 // SET and UNSET alike: acknowledging a change the journal does not hold would
                 // let a restart contradict the reply (an UNSET answered TRUE would come back).
                 // Without a reply the client retries, as after a lost datagram.
-                tracing::error!(netns = %self.ns.name, error = %e, changes = changes.len(),
-                    "cannot journal a registration change; not acknowledging it");
+                if self.journal_log.allow() {
+                    tracing::error!(netns = %self.ns.name, error = %e, changes = changes.len(),
+                        "cannot journal a registration change; not acknowledging it");
+                }
                 undo(&mut st.pm, applied);
+                self.account.set(st.pm.registration_bytes());
                 out.clear();
                 return false;
             }
         }
+        self.account.set(st.pm.registration_bytes());
         for f in forwards {
             send |= self.forward(&mut st, &f, udp, out);
         }
@@ -207,6 +296,7 @@ impl NsService for RpcbindNs {
             let mut pm = new_portmapper(&new);
             dropped = wanted.saturating_sub(pm.restore(keep));
             st.pm = pm;
+            self.account.set(st.pm.registration_bytes());
         }
         st.cfg = new;
         if dropped > 0 {
@@ -274,15 +364,26 @@ impl NsService for RpcbindNs {
     }
 
     fn status(&self) -> Value {
-        let (registrations, udp_reflection_refused) = {
-            let st = self.state();
-            (st.pm.entries().len(), st.pm.reflection_refusals())
+        let local_path = lock(&self.shared.path_status).clone();
+        let st = self.state();
+        let journal = match (&self.journal, &st.journal_error) {
+            (None, _) => json!({ "state": "off" }),
+            (Some(_), err) => json!({
+                "state": if err.is_some() { "failing" } else { "ok" },
+                "error": err,
+                "bytes": st.journal_bytes,
+                "max_bytes": st.cfg.journal_max_bytes,
+                "refused_at_cap": st.journal_refused,
+            }),
         };
         json!({
-            "registrations": registrations,
-            "udp_reflection_refused": udp_reflection_refused,
+            "registrations": st.pm.entries().len(),
+            "registration_bytes": st.pm.registration_bytes(),
+            "max_registration_bytes": st.cfg.max_registration_bytes,
+            "udp_reflection_refused": st.pm.reflection_refusals(),
+            "journal": journal,
             "connections": self.slots.len(),
-            "local_path": lock(&self.shared.path_status).clone(),
+            "local_path": local_path,
         })
     }
 

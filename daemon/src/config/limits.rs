@@ -2,11 +2,11 @@
 //!
 //! Each limit comes from reading the value's use, not from taste: durations are added to
 //! `Instant`s or multiplied (`prune_interval_secs * 3 / 4` overflows a `Duration` near the TOML
-//! integer maximum), connection caps become `tokio::sync::Semaphore` permits (`Semaphore::new`
-//! panics above `Semaphore::MAX_PERMITS`), the DNS core refuses `max_outstanding` above 16384
+//! integer maximum), the DNS core refuses `max_outstanding` above 16384
 //! and timeouts above an hour, and table sizes bound per-namespace memory. Values the code
-//! already clamps to a safe range (`tcp_idle_timeout`, `stale_max_age`, a zero interval read
-//! as one second) are left alone so existing files keep loading. Checked at load, so
+//! already clamps to a safe range (`stale_max_age`, a zero interval read as one second) are left
+//! alone so existing files keep loading. Connection budgets, idle and record deadlines are
+//! bounded where they are parsed (`slots.rs`). Checked at load, so
 //! `nsauxctl validate` and a reload refuse such a file instead of a namespace (or the whole
 //! daemon) panicking on it later.
 
@@ -15,10 +15,6 @@ use super::ServicesConfig;
 /// Longest duration accepted for any seconds key: a year, far from where `Instant + d` or
 /// `d * 3` could overflow and longer than anyone waits for a probe or a sweep.
 pub(crate) const MAX_SECS: u64 = 366 * 86_400;
-/// Most connections one listener may hold: the semaphore behind it panics above
-/// `Semaphore::MAX_PERMITS`, and each connection is a file descriptor (the soft limit is
-/// usually 1024, the hard one rarely above 2^20).
-pub(crate) const MAX_CONNECTIONS: usize = 1 << 20;
 /// Most entries in a per-namespace table (registrations, rate-limit clients, cache entries):
 /// beyond this one namespace could hold gigabytes.
 pub(crate) const MAX_TABLE_ENTRIES: usize = 1 << 24;
@@ -50,12 +46,6 @@ pub(crate) fn check(c: &ServicesConfig) -> Result<(), String> {
         MAX_TABLE_ENTRIES,
     )?;
     at_most(
-        "rpcbind.max_connections",
-        r.max_connections,
-        MAX_CONNECTIONS,
-    )?;
-    at_most("rpcbind.idle_timeout_secs", r.idle_timeout_secs, MAX_SECS)?;
-    at_most(
         "rpcbind.prune_interval_secs",
         r.prune_interval_secs,
         MAX_SECS,
@@ -83,12 +73,6 @@ pub(crate) fn check(c: &ServicesConfig) -> Result<(), String> {
         MAX_TIMEOUT_MS,
     )?;
     at_most("dns.stale_max_age", d.stale_max_age, MAX_SECS)?;
-    at_most("dns.tcp_idle_timeout", d.tcp_idle_timeout, MAX_SECS)?;
-    at_most(
-        "dns.tcp_max_connections",
-        d.tcp_max_connections,
-        MAX_CONNECTIONS,
-    )?;
     if let Some(rl) = &d.rate_limit {
         at_most("dns.rate_limit.per_second", rl.per_second, MAX_DNS_RATE)?;
         at_most("dns.rate_limit.burst", rl.burst, MAX_DNS_RATE)?;
@@ -108,8 +92,11 @@ mod tests {
     /// Every limited key: (TOML section, key, largest accepted value).
     const LIMITS: &[(&str, &str, u64)] = &[
         ("rpcbind", "max_registrations", 1 << 24),
-        ("rpcbind", "max_connections", 1 << 20),
-        ("rpcbind", "idle_timeout_secs", super::MAX_SECS),
+        ("rpcbind", "max_connections", 65_536),
+        ("rpcbind", "max_local_connections", 65_536),
+        ("rpcbind", "max_connections_per_peer", 65_536),
+        ("rpcbind", "idle_timeout_secs", 86_400),
+        ("rpcbind", "record_timeout_secs", 3_600),
         ("rpcbind", "prune_interval_secs", super::MAX_SECS),
         ("rpcbind", "journal_sweep_delay_secs", super::MAX_SECS),
         ("ntp", "reference_max_age", super::MAX_SECS),
@@ -120,8 +107,11 @@ mod tests {
         ("dns", "query_timeout_ms", 3_600_000),
         ("dns", "attempt_timeout_ms", 3_600_000),
         ("dns", "stale_max_age", super::MAX_SECS),
-        ("dns", "tcp_idle_timeout", super::MAX_SECS),
-        ("dns", "tcp_max_connections", 1 << 20),
+        ("dns", "tcp_idle_timeout", 86_400),
+        ("dns", "tcp_max_connections", 65_536),
+        ("dns", "tcp_max_local_connections", 65_536),
+        ("dns", "tcp_max_connections_per_peer", 65_536),
+        ("dns", "tcp_record_timeout", 3_600),
         ("dns.rate_limit", "per_second", 1_000_000),
         ("dns.rate_limit", "burst", 1_000_000),
         ("dns.rate_limit", "max_clients", 1 << 24),
@@ -162,8 +152,7 @@ mod tests {
     #[test]
     fn zero_stays_accepted_where_the_code_reads_it_as_one() {
         Config::from_toml(
-            "[rpcbind]\nmax_connections = 0\nprune_interval_secs = 0\nidle_timeout_secs = 0\n\
-             [dns]\ntcp_max_connections = 0\nquery_timeout_ms = 0\n",
+            "[rpcbind]\nprune_interval_secs = 0\n[dns]\nquery_timeout_ms = 0\n",
             None,
         )
         .expect("valid");

@@ -53,8 +53,11 @@ impl Resolver {
         QueryOutcome::Pending(token)
     }
 
-    /// Joins the outstanding resolution `token` (a retransmission of a waiting query is
-    /// not added twice).
+    /// Joins the outstanding resolution `token`. A retransmission of a waiting query (same
+    /// client address, port and transport, same ID; the question is the same by the key) is
+    /// never added twice, whatever routing token the daemon gave the copy: with the same
+    /// token it is the same query asked again (`Pending`); with another it is a new copy
+    /// whose answer goes to the first copy's route (`Dropped(Retransmit)`: no new route).
     fn join(
         &mut self,
         token: QueryToken,
@@ -63,12 +66,17 @@ impl Resolver {
         out: &mut Vec<u8>,
     ) -> QueryOutcome {
         if let Some(p) = self.pending.get_mut(&token) {
-            let retransmit = p
-                .waiters
-                .iter()
-                .any(|w| w.client == client && w.query.id == q.id);
-            if retransmit {
-                return QueryOutcome::Pending(token);
+            let first = p.waiters.iter().find(|w| {
+                w.client.addr == client.addr
+                    && w.client.transport == client.transport
+                    && w.query.id == q.id
+            });
+            if let Some(w) = first {
+                if w.client == client {
+                    return QueryOutcome::Pending(token);
+                }
+                self.stats.retransmits += 1;
+                return self.drop_query(DropReason::Retransmit);
             }
             if p.waiters.len() < self.cfg.max_waiters {
                 p.waiters.push(Waiter { client, query: q });

@@ -3,6 +3,7 @@
 
 mod core;
 mod dns;
+mod dns_abuse;
 mod host;
 mod ntp;
 mod rpcbind;

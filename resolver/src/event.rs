@@ -95,8 +95,8 @@ pub enum DropReason {
     RateLimited,
     /// Outstanding-query cap reached and `Overload::Drop` configured.
     Overloaded,
-    /// A retransmission (same client address and port, transport, ID and question) of a
-    /// query still waiting upstream: its answer goes out once, to the first copy's route.
+    /// A UDP retransmission (same client address and port, ID and question) of a query
+    /// still waiting upstream: its answer goes out once, to the first copy's route.
     Retransmit,
 }
 

@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::{Pending, Resolver, Waiter};
 use crate::cache::CacheKeyRef;
 use crate::config::Overload;
-use crate::event::{ClientInfo, DropReason, QueryOutcome, QueryToken, ServFailReason};
+use crate::event::{ClientInfo, DropReason, QueryOutcome, QueryToken, ServFailReason, Transport};
 use crate::query::ClientQuery;
 
 impl Resolver {
@@ -55,9 +55,10 @@ impl Resolver {
 
     /// Joins the outstanding resolution `token`. A retransmission of a waiting query (same
     /// client address, port and transport, same ID; the question is the same by the key) is
-    /// never added twice, whatever routing token the daemon gave the copy: with the same
-    /// token it is the same query asked again (`Pending`); with another it is a new copy
-    /// whose answer goes to the first copy's route (`Dropped(Retransmit)`: no new route).
+    /// never added twice: with the same routing token it is the same query asked again
+    /// (`Pending`); over UDP with another token it is a new datagram whose answer goes to the
+    /// first copy's route (`Dropped(Retransmit)`: the daemon keeps no route for it). Over
+    /// TCP each message still gets its answer (a dropped TCP query ends the connection).
     fn join(
         &mut self,
         token: QueryToken,
@@ -75,8 +76,10 @@ impl Resolver {
                 if w.client == client {
                     return QueryOutcome::Pending(token);
                 }
-                self.stats.retransmits += 1;
-                return self.drop_query(DropReason::Retransmit);
+                if client.transport == Transport::Udp {
+                    self.stats.retransmits += 1;
+                    return self.drop_query(DropReason::Retransmit);
+                }
             }
             if p.waiters.len() < self.cfg.max_waiters {
                 p.waiters.push(Waiter { client, query: q });

@@ -326,7 +326,7 @@ fn local_any_gets_a_single_rrset() {
 #[test]
 fn retransmits_with_new_tokens_never_take_a_second_waiter() {
     let mut cfg = config(&[UP1]);
-    cfg.max_waiters = 4;
+    cfg.max_waiters = 5;
     let mut r = Resolver::new(cfg, [6; 32]).expect("config");
     let now = t0();
     let mut out = Vec::new();
@@ -354,6 +354,14 @@ fn retransmits_with_new_tokens_never_take_a_second_waiter() {
     let q2 = query(0x4343, "slow.example.", RecordType::A, None);
     assert_eq!(r.handle_query(now, other, &q, &mut out), first);
     assert_eq!(r.handle_query(now, copy(201), &q2, &mut out), first);
+    // Over TCP every message is answered (each has its own place in the stream).
+    let tcp = |token| ClientInfo {
+        token,
+        ..tcp_client()
+    };
+    let qt = query(0x4444, "slow.example.", RecordType::A, None);
+    assert_eq!(r.handle_query(now, tcp(300), &qt, &mut out), first);
+    assert_eq!(r.handle_query(now, tcp(301), &qt, &mut out), first);
     let tx = transmit(&mut r, now);
     assert!(r.poll_transmit(now).is_none(), "one upstream query");
     let rep = reply(
@@ -368,5 +376,5 @@ fn retransmits_with_new_tokens_never_take_a_second_waiter() {
         .iter()
         .map(|a| a.client.token)
         .collect();
-    assert_eq!(tokens, vec![100, 200, 201]);
+    assert_eq!(tokens, vec![100, 200, 201, 300, 301]);
 }

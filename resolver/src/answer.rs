@@ -191,5 +191,11 @@ impl StoredAnswer {
             wire::put_u16(out, 10, ar);
         }
         response::fit(out, q, limit, our_payload, self.rcode_high);
+        let code = self.rcode();
+        if code != rcode::NOERROR && code != rcode::NXDOMAIN && out.len() > q.len {
+            // A relayed upstream error (SERVFAIL with EDE text, REFUSED with records...) is
+            // never longer than the query: only the bare error goes back.
+            response::query_error(out, q, code, our_payload);
+        }
     }
 }

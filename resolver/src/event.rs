@@ -68,6 +68,8 @@ pub enum AnswerKind {
     ServFail(ServFailReason),
     /// Rate-limited client answered with an empty TC=1 reply ("slip").
     Truncated,
+    /// QTYPE ANY answered with a synthesized HINFO record (RFC 8482), not forwarded.
+    MinimalAny,
 }
 
 /// Why the resolver itself answered SERVFAIL.
@@ -93,6 +95,9 @@ pub enum DropReason {
     RateLimited,
     /// Outstanding-query cap reached and `Overload::Drop` configured.
     Overloaded,
+    /// A UDP retransmission (same client address and port, ID and question) of a query
+    /// still waiting upstream: its answer goes out once, to the first copy's route.
+    Retransmit,
 }
 
 /// A message to send to an upstream server.

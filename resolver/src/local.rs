@@ -199,12 +199,14 @@ impl LocalRecords {
             return LocalAnswer::NotLocal;
         }
         if let Some(addrs) = self.forward.get(qname) {
+            // ANY gets one RRset (RFC 8482 §4.1): the A records, or the AAAA ones if none.
+            let any_v4 = addrs.iter().any(IpAddr::is_ipv4);
             let data: Vec<LocalData> = addrs
                 .iter()
                 .filter(|a| match qtype {
                     TYPE_A => a.is_ipv4(),
                     TYPE_AAAA => a.is_ipv6(),
-                    TYPE_ANY => true,
+                    TYPE_ANY => a.is_ipv4() == any_v4,
                     _ => false,
                 })
                 .map(|a| LocalData::Addr(*a))

@@ -32,6 +32,8 @@ pub(crate) struct ClientQuery {
     pub(crate) edns: Option<EdnsInfo>,
     /// Transport the query came over (decides the size limit).
     pub(crate) transport: Transport,
+    /// Length of the query message in bytes: no error answer may be longer (no reflection).
+    pub(crate) len: usize,
 }
 
 impl ClientQuery {
@@ -152,5 +154,6 @@ pub(crate) fn parse(buf: &[u8], transport: Transport) -> Result<ClientQuery, Rej
         question,
         edns,
         transport,
+        len: buf.len(),
     })
 }

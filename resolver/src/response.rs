@@ -32,25 +32,48 @@ pub(crate) struct ErrorReply<'a> {
     pub(crate) edns: Option<wire::EdnsInfo>,
     /// RCODE, possibly extended (BADVERS).
     pub(crate) rcode: u16,
+    /// Length of the query: the answer is never longer (an error must not amplify).
+    pub(crate) max_len: usize,
 }
 
+/// Wire length of an OPT record without options.
+const OPT_LEN: usize = 11;
+
 /// Writes an error answer: header, the question if readable, and an OPT if the client sent
-/// one (which also carries the high bits of an extended RCODE such as BADVERS).
+/// one (which also carries the high bits of an extended RCODE such as BADVERS). Whatever
+/// would make it longer than `max_len` is left out: the OPT first (unless the RCODE needs
+/// it), then the question; the header alone always fits a query that was read at all.
 pub(crate) fn error(out: &mut Vec<u8>, e: &ErrorReply<'_>, our_payload: u16) {
     out.clear();
+    let q_len = e.question.map_or(0, RawQuestion::wire_len);
+    let opt_len = if e.edns.is_some() { OPT_LEN } else { 0 };
+    let needs_opt = e.rcode > 0xF;
+    let fits = |with_q: bool, with_opt: bool| {
+        wire::HEADER_LEN + if with_q { q_len } else { 0 } + if with_opt { opt_len } else { 0 }
+            <= e.max_len
+    };
+    let (question, edns) = if fits(true, true) {
+        (e.question, e.edns)
+    } else if !needs_opt && fits(true, false) {
+        (e.question, None)
+    } else if fits(false, true) {
+        (None, e.edns)
+    } else {
+        (None, None)
+    };
     Header {
         id: e.id,
         flags: wire::response_flags(e.opcode, e.rcode & 0xF, echo_bits(e.client_flags) | FLAG_RA),
-        qdcount: u16::from(e.question.is_some()),
+        qdcount: u16::from(question.is_some()),
         ancount: 0,
         nscount: 0,
-        arcount: u16::from(e.edns.is_some()),
+        arcount: u16::from(edns.is_some()),
     }
     .push(out);
-    if let Some(q) = e.question {
+    if let Some(q) = question {
         q.push(out);
     }
-    if let Some(ed) = e.edns {
+    if let Some(ed) = edns {
         wire::push_opt(out, our_payload, (e.rcode >> 4) as u8, ed.dnssec_ok, &[]);
     }
 }
@@ -66,6 +89,7 @@ pub(crate) fn query_error(out: &mut Vec<u8>, q: &ClientQuery, rcode: u16, our_pa
             question: Some(&q.question),
             edns: q.edns,
             rcode,
+            max_len: q.len,
         },
         our_payload,
     );

@@ -48,4 +48,8 @@ pub struct Stats {
     pub dropped: u64,
     /// Queries dropped or slipped by the rate limiter.
     pub rate_limited: u64,
+    /// ANY queries answered with the RFC 8482 HINFO record.
+    pub any_minimal: u64,
+    /// Client retransmissions of a query still waiting (answered once, not added again).
+    pub retransmits: u64,
 }

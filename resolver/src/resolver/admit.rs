@@ -75,6 +75,7 @@ impl Resolver {
                 question: question.as_ref(),
                 edns: None,
                 rcode,
+                max_len: query.len(),
             },
             self.cfg.edns_udp_size,
         );

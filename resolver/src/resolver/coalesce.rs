@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::{Pending, Resolver, Waiter};
 use crate::cache::CacheKeyRef;
 use crate::config::Overload;
-use crate::event::{ClientInfo, DropReason, QueryOutcome, QueryToken, ServFailReason};
+use crate::event::{ClientInfo, DropReason, QueryOutcome, QueryToken, ServFailReason, Transport};
 use crate::query::ClientQuery;
 
 impl Resolver {
@@ -53,8 +53,12 @@ impl Resolver {
         QueryOutcome::Pending(token)
     }
 
-    /// Joins the outstanding resolution `token` (a retransmission of a waiting query is
-    /// not added twice).
+    /// Joins the outstanding resolution `token`. A retransmission of a waiting query (same
+    /// client address, port and transport, same ID; the question is the same by the key) is
+    /// never added twice: with the same routing token it is the same query asked again
+    /// (`Pending`); over UDP with another token it is a new datagram whose answer goes to the
+    /// first copy's route (`Dropped(Retransmit)`: the daemon keeps no route for it). Over
+    /// TCP each message still gets its answer (a dropped TCP query ends the connection).
     fn join(
         &mut self,
         token: QueryToken,
@@ -63,12 +67,19 @@ impl Resolver {
         out: &mut Vec<u8>,
     ) -> QueryOutcome {
         if let Some(p) = self.pending.get_mut(&token) {
-            let retransmit = p
-                .waiters
-                .iter()
-                .any(|w| w.client == client && w.query.id == q.id);
-            if retransmit {
-                return QueryOutcome::Pending(token);
+            let first = p.waiters.iter().find(|w| {
+                w.client.addr == client.addr
+                    && w.client.transport == client.transport
+                    && w.query.id == q.id
+            });
+            if let Some(w) = first {
+                if w.client == client {
+                    return QueryOutcome::Pending(token);
+                }
+                if client.transport == Transport::Udp {
+                    self.stats.retransmits += 1;
+                    return self.drop_query(DropReason::Retransmit);
+                }
             }
             if p.waiters.len() < self.cfg.max_waiters {
                 p.waiters.push(Waiter { client, query: q });

@@ -12,6 +12,7 @@
 //! | `admit` | header sanity, rate limit, allow list |
 //! | `parse` | full query vetting; FORMERR / NOTIMP / BADVERS answers |
 //! | `local_answer` | hosts, config and run-time records |
+//! | `any` | QTYPE ANY answered minimally (RFC 8482), never forwarded |
 //! | `cached` | fresh cache hits; stale data or SERVFAIL when there is no upstream |
 //! | `coalesce` | join an outstanding resolution of the same question, or start one |
 //! | `attempt` | upstream attempts: IDs, query building, failover order, probes |
@@ -47,6 +48,7 @@ use crate::upstream::{HealthConfig, Upstreams};
 use crate::wire::RawQuestion;
 
 mod admit;
+mod any;
 mod attempt;
 mod cached;
 mod coalesce;
@@ -243,10 +245,11 @@ impl Resolver {
     ) -> Stage<QueryOutcome> {
         self.admit(now, client, query, out)?;
         let q = self.parse(query, client.transport, out)?;
-        let limit = q.size_limit(self.cfg.max_udp_response);
+        let limit = any::any_limit(&q, q.size_limit(self.cfg.max_udp_response));
         // The lower-cased name on the stack: a cache hit allocates nothing for it.
         let qname = q.question.qname.lowered();
         self.answer_local(&q, &qname, limit, out)?;
+        self.answer_any(&q, limit, out)?;
         let key = CacheKeyRef {
             qname: &qname,
             qtype: q.question.qtype,

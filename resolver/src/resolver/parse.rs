@@ -41,6 +41,7 @@ impl Resolver {
                         question: question.as_deref(),
                         edns,
                         rcode: code,
+                        max_len: query.len(),
                     },
                     self.cfg.edns_udp_size,
                 );

@@ -18,6 +18,7 @@ use crate::{
     UpstreamTransmit,
 };
 
+mod abuse;
 mod alloc;
 mod budget;
 mod local;

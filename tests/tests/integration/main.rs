@@ -4,6 +4,7 @@
 mod budgets;
 mod core;
 mod dns;
+mod dns_abuse;
 mod fate;
 mod host;
 mod identity;

@@ -93,6 +93,8 @@ impl DnsNs {
             "cache_hits": s.cache_hits,
             "cache_misses": s.cache_misses,
             "local_answers": s.local_answers,
+            "any_minimal": s.any_minimal,
+            "retransmits": s.retransmits,
             "stale_answers": s.stale_answers,
             "upstream_answers": s.upstream_answers,
             "coalesced": s.coalesced,

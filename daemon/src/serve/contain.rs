@@ -94,6 +94,28 @@ impl<F: Future> Future for Contained<F> {
     }
 }
 
+/// Spawns a service's background task (upstream sockets and attempts, the liveness loop, a
+/// sweep) so that a panic in it ends only that task and is logged once with the namespace:
+/// tokio alone would leave it in a `JoinHandle` nobody reads. `on_panic` runs after the log,
+/// for a task whose owner must forget it (the DNS driver).
+pub(crate) fn spawn_logged<F>(
+    netns: &str,
+    what: &'static str,
+    fut: F,
+    on_panic: impl FnOnce() + Send + 'static,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let netns = netns.to_owned();
+    tokio::spawn(async move {
+        if let Err(msg) = contained(fut).await {
+            tracing::error!(netns = %netns, task = what, panic = %msg, "background task panicked; it ended alone");
+            on_panic();
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +130,21 @@ mod tests {
         let msg = r.expect_err("panicked");
         assert!(msg.starts_with("here (at "), "{msg}");
         assert!(msg.contains("contain.rs"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn spawn_logged_survives_a_panic_and_runs_on_panic() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let h = spawn_logged(
+            "a",
+            "test",
+            async { panic!("in the background") },
+            move || {
+                let _ = tx.send(());
+            },
+        );
+        assert!(h.await.is_ok(), "the panic stays inside the task");
+        assert!(rx.await.is_ok(), "on_panic ran");
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::upstream::upstream_batch;
 use super::{DnsNs, Inner, tcp};
-use crate::serve::NsInfo;
+use crate::serve::{NsInfo, contain};
 
 /// What the driver must do before it can wait.
 #[derive(Debug)]
@@ -40,12 +40,12 @@ async fn driver(weak: Weak<DnsNs>, ns: Arc<NsInfo>, wake: Arc<Notify>, stop: Can
         let w = this.take_work();
         drop(this);
         for t in w.tcp_jobs {
-            tokio::spawn(tcp::upstream_attempt(
-                weak.clone(),
-                Arc::clone(&ns),
-                stop.clone(),
-                t,
-            ));
+            contain::spawn_logged(
+                &ns.name,
+                "dns tcp upstream attempt",
+                tcp::upstream_attempt(weak.clone(), Arc::clone(&ns), stop.clone(), t),
+                || {},
+            );
         }
         if w.make4 > 0 || w.make6 > 0 {
             for (n, v6) in [(w.make4, false), (w.make6, true)] {
@@ -99,12 +99,24 @@ impl DnsNs {
             return;
         }
         g.driver = true;
-        tokio::spawn(driver(
-            self.me.clone(),
-            Arc::clone(&self.ns),
-            Arc::clone(&self.wake),
-            self.stop.clone(),
-        ));
+        // A panicking driver must not leave `g.driver` set (nothing would ever start it again):
+        // its upstream state is dropped as when it stops, and the next query starts a new one.
+        let weak = self.me.clone();
+        contain::spawn_logged(
+            &self.ns.name,
+            "dns driver",
+            driver(
+                self.me.clone(),
+                Arc::clone(&self.ns),
+                Arc::clone(&self.wake),
+                self.stop.clone(),
+            ),
+            move || {
+                if let Some(this) = weak.upgrade() {
+                    this.driver_stopped();
+                }
+            },
+        );
     }
 
     /// What the driver must do now, taken under the lock.

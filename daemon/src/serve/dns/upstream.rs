@@ -93,13 +93,12 @@ impl DnsNs {
                         ids: vec![(t.dns_id, until)],
                     },
                 );
-                tokio::spawn(upstream_socket(
-                    self.me.clone(),
-                    key,
-                    sock,
-                    until,
-                    self.stop.clone(),
-                ));
+                crate::serve::contain::spawn_logged(
+                    &self.ns.name,
+                    "dns upstream socket",
+                    upstream_socket(self.me.clone(), key, sock, until, self.stop.clone()),
+                    || {},
+                );
             }
             Err(e) => {
                 tracing::debug!(netns = %self.ns.name, upstream = %t.upstream, error = %e, "dns: upstream send failed");

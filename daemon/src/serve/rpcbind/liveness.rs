@@ -31,12 +31,18 @@ impl RpcbindNs {
             (true, false) => {
                 let weak = Arc::downgrade(self);
                 let cancel = self.ns.cancel.clone();
-                *task = Some(tokio::spawn(async move {
+                let fut = async move {
                     tokio::select! {
                         () = cancel.cancelled() => {}
                         () = prune_loop(weak) => {}
                     }
-                }));
+                };
+                *task = Some(crate::serve::contain::spawn_logged(
+                    &self.ns.name,
+                    "rpcbind liveness",
+                    fut,
+                    || {},
+                ));
             }
             (false, true) => {
                 if let Some(t) = task.take() {

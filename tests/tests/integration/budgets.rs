@@ -12,30 +12,15 @@ use nsaux_tests::daemon::{Daemon, wait_for};
 use nsaux_tests::env::{require, require_root};
 use nsaux_tests::netns::TestNetns;
 use nsaux_tests::rpc::{
-    self, Cred, PMAP, Reply, call, connect_abstract, lo111, rpcb, stream_call, udp_call,
+    self, Cred, PMAP, Reply, call, connect_abstract, rpcb, stream_call, wait_portmapper_udp,
 };
 use serde_json::Value;
 
 const ABSTRACT: &str = "/run/rpcbind.sock";
 
-/// Waits until the portmapper answers NULL over UDP in `ns`.
+/// Waits until the portmapper answers NULL over loopback UDP in `ns`.
 fn wait_up(ns: &TestNetns) -> anyhow::Result<()> {
-    wait_for(
-        &format!("portmapper in {}", ns.name),
-        Duration::from_secs(5),
-        || {
-            ns.run_in(|| {
-                udp_call(
-                    lo111(),
-                    &call(1, PMAP, 2, 0, Cred::None, &[]),
-                    Duration::from_millis(200),
-                )
-            })
-            .ok()
-            .flatten()
-            .map(|_| ())
-        },
-    )
+    wait_portmapper_udp(ns, &format!("portmapper in {}", ns.name))
 }
 
 /// A v4 SET over the abstract socket: the reply, or `None` when none came within 2 s.

@@ -18,6 +18,7 @@ use nsaux_tests::env::{require, require_root};
 use nsaux_tests::netns::{TestNetns, udp_exchange, veth};
 use nsaux_tests::rpc::{
     self, Cred, PMAP, Reply, call, lo111, parse_reply, pmap, rpcb, stream_call, udp_call,
+    wait_portmapper_udp,
 };
 
 const ON: &str = "[rpcbind]\nenabled = true\n";
@@ -25,18 +26,7 @@ const AUTH_TOOWEAK: u32 = 5;
 
 /// Waits until the portmapper answers NULL over loopback UDP in `ns`.
 fn wait_up(ns: &TestNetns) -> anyhow::Result<()> {
-    wait_for("portmapper", Duration::from_secs(5), || {
-        ns.run_in(|| {
-            udp_call(
-                lo111(),
-                &call(1, PMAP, 2, 0, Cred::None, &[]),
-                Duration::from_millis(200),
-            )
-        })
-        .ok()
-        .flatten()
-        .map(|_| ())
-    })
+    wait_portmapper_udp(ns, &format!("portmapper in {}", ns.name))
 }
 
 /// A SET over loopback UDP from an unprivileged port, as a local user's program makes it.

@@ -363,3 +363,21 @@ pub fn wait_for<T>(
 pub fn shell_path(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// The portmapper journal files under a daemon's state directory `dir` (any depth): tests
+/// check what was written, replayed and swept.
+pub fn journal_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "journal") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

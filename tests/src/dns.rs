@@ -202,3 +202,29 @@ pub fn section(dig_out: &str, name: &str) -> Vec<(String, u32, String, String)> 
     }
     v
 }
+
+/// A fake upstream's answer to query `q`: its ID and question echoed, NOERROR, one A record
+/// `ip` (TTL 300); `None` for a query it cannot parse.
+pub fn answer_a(q: &[u8], ip: [u8; 4]) -> Option<Vec<u8>> {
+    let mut i = 12;
+    loop {
+        let len = usize::from(*q.get(i)?);
+        i += 1;
+        if len == 0 {
+            break;
+        }
+        if len >= 0xc0 {
+            return None;
+        }
+        i += len;
+    }
+    let qend = i + 4;
+    let question = q.get(12..qend)?;
+    let mut r = Vec::with_capacity(qend + 16);
+    r.extend_from_slice(&q[..2]);
+    r.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]); // QR RD RA, 1 question, 1 answer
+    r.extend_from_slice(question);
+    r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0x01, 0x2c, 0, 4]);
+    r.extend_from_slice(&ip);
+    Some(r)
+}

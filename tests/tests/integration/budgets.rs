@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use nsaux_tests::daemon::{Daemon, wait_for};
+use nsaux_tests::daemon::{Daemon, journal_files, wait_for};
 use nsaux_tests::env::{require, require_root};
 use nsaux_tests::netns::TestNetns;
 use nsaux_tests::rpc::{
@@ -73,26 +73,9 @@ fn rpcbind_status(d: &Daemon, name: &str) -> anyhow::Result<Value> {
     Ok(ns["services"]["rpcbind"]["status"].clone())
 }
 
-/// Journal files under `dir`.
-fn journals(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "journal") {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 /// The journal of the namespace whose file mentions `prog`.
 fn journal_with(dir: &Path, prog: u32) -> Option<PathBuf> {
-    journals(dir)
+    journal_files(dir)
         .into_iter()
         .find(|j| std::fs::read_to_string(j).is_ok_and(|t| t.contains(&format!(",{prog},"))))
 }

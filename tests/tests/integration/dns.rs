@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nsaux_tests::daemon::{Daemon, wait_for};
-use nsaux_tests::dns::{Server, dig, section, status};
+use nsaux_tests::dns::{Server, answer_a, dig, section, status};
 use nsaux_tests::env::require;
 use nsaux_tests::netns::{TestNetns, veth};
 use nsaux_tests::stream::{ReadEnd, read_end};
@@ -814,31 +814,6 @@ impl Drop for Recorder {
             let _ = t.join();
         }
     }
-}
-
-/// The answer to query `q`: its ID and question echoed, NOERROR, one A record `ip`.
-fn answer_a(q: &[u8], ip: [u8; 4]) -> Option<Vec<u8>> {
-    let mut i = 12;
-    loop {
-        let len = usize::from(*q.get(i)?);
-        i += 1;
-        if len == 0 {
-            break;
-        }
-        if len >= 0xc0 {
-            return None;
-        }
-        i += len;
-    }
-    let qend = i + 4;
-    let question = q.get(12..qend)?;
-    let mut r = Vec::with_capacity(qend + 16);
-    r.extend_from_slice(&q[..2]);
-    r.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]); // QR RD RA, 1 question, 1 answer
-    r.extend_from_slice(question);
-    r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0x01, 0x2c, 0, 4]);
-    r.extend_from_slice(&ip);
-    Some(r)
 }
 
 /// Fails unless `v` (values in the order they were sent) looks drawn at random from a range of

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nsaux_tests::daemon::{Daemon, wait_for};
-use nsaux_tests::dns::{Server, dig, section, status};
+use nsaux_tests::dns::{Server, answer_a, dig, section, status};
 use nsaux_tests::env::require;
 use nsaux_tests::netns::{TestNetns, veth};
 
@@ -277,7 +277,7 @@ impl SlowUpstream {
             let mut buf = [0u8; 1500];
             while !stop2.load(Ordering::Relaxed) {
                 if let Ok((n, peer)) = sock.recv_from(&mut buf)
-                    && let Some(reply) = answer_a(&buf[..n])
+                    && let Some(reply) = answer_a(&buf[..n], [10, 11, 0, 1])
                 {
                     seen2.fetch_add(1, Ordering::Relaxed);
                     due.push((Instant::now() + delay, reply, peer));
@@ -304,28 +304,6 @@ impl Drop for SlowUpstream {
             let _ = t.join();
         }
     }
-}
-
-/// The answer to query `q`: its ID and question echoed, NOERROR, one A record 10.11.0.1.
-fn answer_a(q: &[u8]) -> Option<Vec<u8>> {
-    let mut i = 12;
-    loop {
-        let len = usize::from(*q.get(i)?);
-        i += 1;
-        if len == 0 {
-            break;
-        }
-        if len >= 0xc0 {
-            return None;
-        }
-        i += len;
-    }
-    let question = q.get(12..i + 4)?;
-    let mut r = q.get(..2)?.to_vec();
-    r.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]);
-    r.extend_from_slice(question);
-    r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0x01, 0x2c, 0, 4, 10, 11, 0, 1]);
-    Some(r)
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use nsaux_tests::daemon::{Daemon, wait_for};
+use nsaux_tests::daemon::{Daemon, journal_files, wait_for};
 use nsaux_tests::env::{require, require_root};
 use nsaux_tests::netns::{TestNetns, veth};
 use nsaux_tests::rpc::{
@@ -703,7 +703,7 @@ fn kill9_under_load_loses_no_acknowledged_registration() -> anyhow::Result<()> {
         acked.len()
     );
     // Damage the journal tail the way a torn write would: a half line at the end.
-    let journals: Vec<_> = walk(&d.state_dir());
+    let journals: Vec<_> = journal_files(&d.state_dir());
     assert_eq!(journals.len(), 2, "{journals:?}");
     for j in &journals {
         let mut f = std::fs::OpenOptions::new().append(true).open(j)?;
@@ -743,30 +743,13 @@ fn kill9_under_load_loses_no_acknowledged_registration() -> anyhow::Result<()> {
         d.ns("durable").ok().flatten().is_none().then_some(())
     })?;
     wait_for("journal deleted", Duration::from_secs(5), || {
-        (walk(&d.state_dir()).len() == 1).then_some(())
+        (journal_files(&d.state_dir()).len() == 1).then_some(())
     })?;
     let again = d.netns("durable")?;
     wait_up(&again)?;
     let rows = ctl_rows(&d, "durable")?;
     assert!(rows.iter().all(|r| r.0 == u64::from(PMAP)), "{rows:?}");
     Ok(())
-}
-
-/// Journal files under the state directory.
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "journal") {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[test]
@@ -1370,7 +1353,7 @@ fn failed_journal_write_is_not_acknowledged_and_service_continues() -> anyhow::R
     assert_eq!(r.as_ref().and_then(rpc::result_u32), Some(1));
     // Its journal now exists; a directory in its place makes every append fail (EISDIR), even
     // for root, whom file modes do not stop.
-    let journals = walk(&d.state_dir());
+    let journals = journal_files(&d.state_dir());
     assert_eq!(journals.len(), 1, "{journals:?}");
     let journal = journals[0].clone();
     std::fs::remove_file(&journal)?;
@@ -1498,7 +1481,7 @@ fn failed_journal_write_of_unset_is_not_acknowledged_and_replay_matches() -> any
     let ctl_before = ctl_rows(&d, "junset")?;
     assert!(has_prog(&ctl_before, 441_002), "{ctl_before:?}");
     // Break the journal (a directory in its place: every write fails, even for root).
-    let journals = walk(&d.state_dir());
+    let journals = journal_files(&d.state_dir());
     assert_eq!(journals.len(), 1, "{journals:?}");
     let journal = journals[0].clone();
     std::fs::remove_file(&journal)?;
@@ -1599,7 +1582,7 @@ fn failed_journal_write_of_a_liveness_removal_keeps_the_registration() -> anyhow
         ))
     })??;
     assert_eq!(r.as_ref().and_then(rpc::result_u32), Some(1));
-    let journals = walk(&d.state_dir());
+    let journals = journal_files(&d.state_dir());
     assert_eq!(journals.len(), 1, "{journals:?}");
     let journal = journals[0].clone();
     std::fs::remove_file(&journal)?;
@@ -1653,7 +1636,7 @@ fn journals_of_namespaces_gone_while_down_are_swept() -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("no id for {name}"))
     };
     let journal_of = |id: u64| {
-        walk(&d.state_dir()).into_iter().find(|p| {
+        journal_files(&d.state_dir()).into_iter().find(|p| {
             p.file_name()
                 .is_some_and(|f| *f == *format!("{id}.journal"))
         })

@@ -55,6 +55,7 @@ mod config;
 mod error;
 mod event;
 mod hosts;
+mod hosts_table;
 mod local;
 mod query;
 mod ratelimit;
@@ -73,6 +74,7 @@ pub use event::{
     ServFailReason, Transport, UpstreamOutcome, UpstreamTransmit,
 };
 pub use hosts::{HostsEntry, parse_hosts};
+pub use hosts_table::{HostsBuilder, HostsTable};
 pub use ratelimit::RateLimitConfig;
 pub use resolv_conf::{ResolvConf, ResolvOption, parse_resolv_conf};
 pub use resolver::{Resolver, UpstreamStatus};

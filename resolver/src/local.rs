@@ -4,21 +4,18 @@
 //! Why a separate store: a VS needs its own names to resolve even when upstreams are down,
 //! and local answers must never be cached or mixed with upstream data.
 
-use hashbrown::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use hickory_proto::rr::Name;
 
 use crate::error::Error;
-use crate::hosts::parse_hosts;
+use crate::hosts_table::{HostsBuilder, HostsTable, LocalIndex};
 use crate::response::LocalData;
 use crate::wire::{self, CLASS_IN, TYPE_A, TYPE_AAAA, TYPE_ANY, TYPE_PTR};
 
 /// Where a record came from; each source is replaced or edited on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Source {
-    /// The namespace's hosts file (`set_hosts` replaces all of these).
-    Hosts,
     /// Static configuration.
     Config,
     /// Added at run time.
@@ -52,15 +49,13 @@ pub(crate) enum LocalAnswer {
 /// The local record store with derived forward and reverse indexes.
 #[derive(Debug, Default)]
 pub(crate) struct LocalRecords {
-    /// All records in insertion order (hosts order gives the canonical name first).
+    /// Configured and run-time records in insertion order (the hosts file is kept apart).
     recs: Vec<Rec>,
-    /// Lower-cased name → addresses.
-    forward: HashMap<Vec<u8>, Vec<IpAddr>>,
-    /// Lower-cased reverse name → PTR targets.
-    reverse: HashMap<Vec<u8>, Vec<Vec<u8>>>,
-    /// Every local name and all its ancestors inside local domains (empty non-terminals
-    /// answer NODATA, not NXDOMAIN: RFC 8020).
-    existing: HashSet<Vec<u8>>,
+    /// Indexes over `recs`.
+    own: LocalIndex,
+    /// The namespace's hosts file, parsed and indexed (possibly elsewhere: see
+    /// [`HostsTable`]).
+    hosts: HostsTable,
     /// Lower-cased local domains: names at or below them are never forwarded.
     domains: Vec<Vec<u8>>,
 }
@@ -80,12 +75,12 @@ pub(crate) fn name_wire(name: &str) -> Result<Vec<u8>, Error> {
 }
 
 /// Whether wire name `name` equals or lies below wire name `zone` (both lower-cased).
-fn is_subdomain(name: &[u8], zone: &[u8]) -> bool {
+pub(crate) fn is_subdomain(name: &[u8], zone: &[u8]) -> bool {
     suffixes(name).any(|s| s == zone)
 }
 
 /// Iterates a wire name and each of its ancestors (down to the root `\0`).
-fn suffixes(name: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn suffixes(name: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut pos = Some(0usize);
     std::iter::from_fn(move || {
         let p = pos?;
@@ -149,48 +144,42 @@ impl LocalRecords {
 
     /// Replaces all hosts-file records with those in `text`; returns the bad lines/names.
     pub(crate) fn set_hosts(&mut self, text: &str) -> Vec<Error> {
-        self.recs.retain(|r| r.source != Source::Hosts);
-        let (entries, mut errors) = parse_hosts(text);
-        for e in entries {
-            for n in &e.names {
-                match name_wire(n) {
-                    Ok(w) => self.push(w, e.addr, Source::Hosts),
-                    Err(err) => errors.push(err),
-                }
-            }
-        }
-        self.rebuild();
+        let (table, errors) = self.hosts_builder().build(text);
+        self.install_hosts(table);
         errors
+    }
+
+    /// What a hosts table for this store is built with.
+    pub(crate) fn hosts_builder(&self) -> HostsBuilder {
+        HostsBuilder {
+            domains: self.domains.clone(),
+        }
+    }
+
+    /// Installs a hosts table built elsewhere (re-indexed here only if it was built under
+    /// other local domains).
+    pub(crate) fn install_hosts(&mut self, table: HostsTable) {
+        let mut table = table;
+        if table.domains != self.domains {
+            table.index.existing =
+                LocalIndex::existing_under(table.index.forward.keys(), &self.domains);
+            table.domains.clone_from(&self.domains);
+        }
+        self.hosts = table;
     }
 
     /// Number of forward records.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.recs.len()
+        self.recs.len() + self.hosts.records
     }
 
-    /// Recomputes the indexes.
+    /// Recomputes the indexes of the configured and run-time records.
     fn rebuild(&mut self) {
-        self.forward.clear();
-        self.reverse.clear();
-        self.existing.clear();
-        for r in &self.recs {
-            let lower = wire::lower_wire_name(&r.name);
-            let addrs = self.forward.entry(lower.clone()).or_default();
-            if !addrs.contains(&r.addr) {
-                addrs.push(r.addr);
-            }
-            let rev = wire::lower_wire_name(&wire::name_to_wire(&Name::from(r.addr)));
-            let targets = self.reverse.entry(rev).or_default();
-            if !targets.iter().any(|t| t.eq_ignore_ascii_case(&r.name)) {
-                targets.push(r.name.clone());
-            }
-            for s in suffixes(&lower) {
-                if self.domains.iter().any(|d| is_subdomain(s, d)) {
-                    self.existing.insert(s.to_vec());
-                }
-            }
-        }
+        self.own = LocalIndex::build(
+            self.recs.iter().map(|r| (r.name.as_slice(), r.addr)),
+            &self.domains,
+        );
     }
 
     /// Answers a question if it is local. `qname` is lower-cased wire.
@@ -198,7 +187,17 @@ impl LocalRecords {
         if qclass != CLASS_IN {
             return LocalAnswer::NotLocal;
         }
-        if let Some(addrs) = self.forward.get(qname) {
+        let own = self.own.forward.get(qname);
+        let hosts = self.hosts.index.forward.get(qname);
+        if own.is_some() || hosts.is_some() {
+            let own = own.map_or(&[][..], Vec::as_slice);
+            let hosts = hosts.map_or(&[][..], Vec::as_slice);
+            // Configured and run-time records first, then the hosts file's.
+            let addrs: Vec<IpAddr> = own
+                .iter()
+                .chain(hosts.iter().filter(|a| !own.contains(a)))
+                .copied()
+                .collect();
             // ANY gets one RRset (RFC 8482 §4.1): the A records, or the AAAA ones if none.
             let any_v4 = addrs.iter().any(IpAddr::is_ipv4);
             let data: Vec<LocalData> = addrs
@@ -217,15 +216,31 @@ impl LocalRecords {
                 LocalAnswer::Data(data)
             };
         }
-        if let Some(targets) = self.reverse.get(qname) {
+        let own = self.own.reverse.get(qname);
+        let hosts = self.hosts.index.reverse.get(qname);
+        if own.is_some() || hosts.is_some() {
+            let own = own.map_or(&[][..], Vec::as_slice);
+            let hosts = hosts.map_or(&[][..], Vec::as_slice);
             return if qtype == TYPE_PTR || qtype == TYPE_ANY {
-                LocalAnswer::Data(targets.iter().cloned().map(LocalData::Ptr).collect())
+                let fresh = hosts
+                    .iter()
+                    .filter(|t| !own.iter().any(|o| o.eq_ignore_ascii_case(t)));
+                LocalAnswer::Data(
+                    own.iter()
+                        .chain(fresh)
+                        .cloned()
+                        .map(LocalData::Ptr)
+                        .collect(),
+                )
             } else {
                 LocalAnswer::NoData
             };
         }
         if self.domains.iter().any(|d| is_subdomain(qname, d)) {
-            return if self.existing.contains(qname) || self.domains.iter().any(|d| d == qname) {
+            return if self.own.existing.contains(qname)
+                || self.hosts.index.existing.contains(qname)
+                || self.domains.iter().any(|d| d == qname)
+            {
                 LocalAnswer::NoData
             } else {
                 LocalAnswer::NxDomain

@@ -287,6 +287,19 @@ impl Resolver {
         self.local.set_hosts(text)
     }
 
+    /// What a [`HostsTable`](crate::HostsTable) for this resolver is built with: the daemon
+    /// builds big tables away from its event loop and installs them with
+    /// [`Resolver::install_hosts`].
+    pub fn hosts_builder(&self) -> crate::HostsBuilder {
+        self.local.hosts_builder()
+    }
+
+    /// Replaces the hosts-file records with a table built by [`Resolver::hosts_builder`]
+    /// (a move; re-indexed only if the local domains changed in between).
+    pub fn install_hosts(&mut self, table: crate::HostsTable) {
+        self.local.install_hosts(table);
+    }
+
     /// Empties the cache (e.g. after upstreams change or on operator request).
     pub fn flush(&mut self) {
         self.cache.flush();

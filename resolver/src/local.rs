@@ -145,7 +145,7 @@ impl LocalRecords {
     /// Replaces all hosts-file records with those in `text`; returns the bad lines/names.
     pub(crate) fn set_hosts(&mut self, text: &str) -> Vec<Error> {
         let (table, errors) = self.hosts_builder().build(text);
-        self.install_hosts(table);
+        drop(self.install_hosts(table));
         errors
     }
 
@@ -158,14 +158,14 @@ impl LocalRecords {
 
     /// Installs a hosts table built elsewhere (re-indexed here only if it was built under
     /// other local domains).
-    pub(crate) fn install_hosts(&mut self, table: HostsTable) {
+    pub(crate) fn install_hosts(&mut self, table: HostsTable) -> HostsTable {
         let mut table = table;
         if table.domains != self.domains {
             table.index.existing =
                 LocalIndex::existing_under(table.index.forward.keys(), &self.domains);
             table.domains.clone_from(&self.domains);
         }
-        self.hosts = table;
+        std::mem::replace(&mut self.hosts, table)
     }
 
     /// Number of forward records.

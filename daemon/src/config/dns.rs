@@ -112,6 +112,18 @@ pub(crate) struct DnsConfig {
     pub(crate) netns_etc_dir: PathBuf,
     /// Read upstreams from `NETNS_ETC_DIR/NAME/resolv.conf` when `upstreams` is empty.
     pub(crate) resolv_conf: bool,
+    /// File name, inside `NETNS_ETC_DIR/NAME/`, of nsaux's own upstream list (one address
+    /// per line): where upstreams come from once programs' resolv.conf names nsaux itself.
+    /// Empty: not looked for.
+    #[serde(deserialize_with = "de_file_name")]
+    pub(crate) upstreams_file: String,
+    /// The host namespace's resolver configuration (the host has no `NETNS_ETC_DIR/host/`).
+    #[serde(deserialize_with = "de_absolute")]
+    pub(crate) host_resolv_conf: PathBuf,
+    /// systemd-resolved's list of real upstreams, used for the host namespace when
+    /// `host_resolv_conf` names only resolved's stub (127.0.0.53).
+    #[serde(deserialize_with = "de_absolute")]
+    pub(crate) host_resolved_conf: PathBuf,
     /// Answer names from `NETNS_ETC_DIR/NAME/hosts` locally.
     pub(crate) hosts_file: bool,
     /// Clients allowed besides loopback (and the namespace's own subnets, see
@@ -175,6 +187,9 @@ impl Default for DnsConfig {
             upstreams: Vec::new(),
             netns_etc_dir: PathBuf::from("/etc/netns"),
             resolv_conf: true,
+            upstreams_file: "nsaux-upstreams".to_owned(),
+            host_resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            host_resolved_conf: PathBuf::from("/run/systemd/resolve/resolv.conf"),
             hosts_file: true,
             allow: Vec::new(),
             allow_own_subnets: true,
@@ -196,6 +211,54 @@ impl Default for DnsConfig {
             tcp_max_local_connections: 64,
             tcp_max_connections_per_peer: 16,
             tcp_record_timeout: 10,
+        }
+    }
+}
+
+/// `upstreams_file`: empty, or one plain file name (it lives in each namespace's directory).
+fn de_file_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.is_empty() || (!s.contains('/') && s != "." && s != ".." && !s.contains('\0')) {
+        Ok(s)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{s:?} is not a file name (no '/', not '.' or '..')"
+        )))
+    }
+}
+
+/// A path the daemon reads whatever its working directory: absolute only.
+fn de_absolute<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    let p = PathBuf::deserialize(d)?;
+    if p.is_absolute() {
+        Ok(p)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{} is not an absolute path",
+            p.display()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod wiring_tests {
+    use crate::config::Config;
+
+    #[test]
+    fn upstream_file_keys_are_validated() {
+        for bad in [
+            "[dns]\nupstreams_file = \"../x\"\n",
+            "[dns]\nupstreams_file = \"..\"\n",
+            "[dns]\nhost_resolv_conf = \"resolv.conf\"\n",
+            "[dns]\nhost_resolved_conf = \"\"\n",
+        ] {
+            assert!(Config::from_toml(bad, None).is_err(), "{bad}");
+        }
+        for good in [
+            "[dns]\nupstreams_file = \"\"\n",
+            "[dns]\nupstreams_file = \"upstreams\"\nhost_resolv_conf = \"/tmp/r\"\n",
+        ] {
+            assert!(Config::from_toml(good, None).is_ok(), "{good}");
         }
     }
 }

@@ -24,7 +24,7 @@ mod limits;
 mod services;
 mod slots;
 
-pub(crate) use dns::DnsConfig;
+pub(crate) use dns::{DnsConfig, UpstreamAddr};
 pub(crate) use services::{IdentConfig, NtpConfig, RpcbindConfig, ServicesConfig};
 
 use std::collections::HashMap;

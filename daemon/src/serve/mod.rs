@@ -105,6 +105,9 @@ pub(crate) struct NsInfo {
     pub(crate) fd: Arc<OwnedFd>,
     /// Creates sockets inside a namespace on the daemon's namespace thread.
     pub(crate) factory: SocketFactory,
+    /// The daemon's own namespace (`host_netns`): its DNS upstreams come from the host's
+    /// resolver configuration, not from `NETNS_ETC_DIR/NAME/`.
+    pub(crate) is_host: bool,
 }
 
 impl NsInfo {

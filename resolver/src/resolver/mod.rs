@@ -295,9 +295,10 @@ impl Resolver {
     }
 
     /// Replaces the hosts-file records with a table built by [`Resolver::hosts_builder`]
-    /// (a move; re-indexed only if the local domains changed in between).
-    pub fn install_hosts(&mut self, table: crate::HostsTable) {
-        self.local.install_hosts(table);
+    /// (a move; re-indexed only if the local domains changed in between). Returns the table
+    /// it replaces, so the caller chooses where a big one is freed.
+    pub fn install_hosts(&mut self, table: crate::HostsTable) -> crate::HostsTable {
+        self.local.install_hosts(table)
     }
 
     /// Empties the cache (e.g. after upstreams change or on operator request).

@@ -33,6 +33,7 @@
 //! | `driver` | the per-namespace task: timer, spare batches, TCP attempts |
 //! | `tcp` | DNS over TCP: client connections and upstream TCP exchanges |
 //! | `sources` | resolv.conf, hosts and own subnets |
+//! | `upstream_files` | which file gives a namespace's upstreams (own list, resolv.conf, host's) |
 //! | `watched` | a file re-read only when it changed |
 //! | `budget` | the cache under the daemon's memory ceiling |
 //! | `settings` | config → resolver config, and reloads |
@@ -46,6 +47,7 @@ mod settings;
 mod sources;
 mod tcp;
 mod upstream;
+mod upstream_files;
 mod watched;
 
 use std::collections::HashMap;
@@ -61,6 +63,7 @@ use tokio_util::sync::CancellationToken;
 use self::pump::{Held, Route, Verdict};
 use self::settings::resolver_config;
 use self::upstream::UpSock;
+use self::upstream_files::UpstreamFiles;
 use self::watched::Watched;
 use super::{
     ConnFuture, Connection, Datagram, ListenerSpec, NsInfo, NsService, Replies, ReplyTo,
@@ -88,6 +91,7 @@ impl ServiceKind for Dns {
     ) -> anyhow::Result<Arc<dyn NsService>> {
         let svc = DnsNs::new(ns, &cfg.dns)?;
         svc.refresh_subnets();
+        svc.check_sources(&mut svc.lock(), Instant::now());
         Ok(svc)
     }
 }
@@ -119,12 +123,16 @@ struct Inner {
     tcp_jobs: Vec<UpstreamTransmit>,
     /// The driver task runs.
     driver: bool,
-    /// `ETC/NAME/resolv.conf`, when upstreams come from it.
-    resolv: Option<Watched>,
+    /// The files upstreams come from, when the config names none.
+    files: Option<UpstreamFiles>,
     /// `ETC/NAME/hosts`.
     hosts: Option<Watched>,
-    /// Earliest time the files are checked again.
-    next_file_check: Instant,
+    /// A big hosts file is being loaded on a blocking thread.
+    hosts_loading: bool,
+    /// Bumped when the sources are set up again: a load started before is dropped.
+    hosts_gen: u64,
+    /// The receive time of the batch whose queries last checked the files.
+    last_file_check: Option<Instant>,
     /// The upstreams in use and where they came from.
     upstreams: Vec<SocketAddr>,
     upstream_source: String,
@@ -189,9 +197,11 @@ impl DnsNs {
             backlog: Vec::new(),
             tcp_jobs: Vec::new(),
             driver: false,
-            resolv: None,
+            files: None,
             hosts: None,
-            next_file_check: now,
+            hosts_loading: false,
+            hosts_gen: 0,
+            last_file_check: None,
             upstreams: Vec::new(),
             upstream_source: String::new(),
             warned_no_upstreams: false,

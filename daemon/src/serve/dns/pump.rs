@@ -91,6 +91,8 @@ impl DnsNs {
         route: impl FnOnce(Instant) -> Route,
     ) -> Verdict {
         let mut g = self.lock();
+        // Edits of resolv.conf, the upstream list or hosts count from the next query on.
+        self.check_sources(&mut g, now);
         g.next_client = g.next_client.wrapping_add(1);
         let client = ClientInfo {
             addr,
@@ -121,10 +123,6 @@ impl DnsNs {
             }
             QueryOutcome::Pending(_) => {
                 g.routes.insert(client.token, route(now));
-                if now >= g.next_file_check {
-                    let cfg = self.cfg();
-                    g.check_files(&self.ns, &cfg, now, false);
-                }
                 self.pump(&mut g, now);
                 Verdict::Deferred
             }
@@ -133,8 +131,8 @@ impl DnsNs {
         }
     }
 
-    /// Hands one query to the resolver. Without upstreams, resolv.conf is re-read at once
-    /// (it may just have been written) and the query asked again if that found some.
+    /// Hands one query to the resolver (the files were checked for this batch already);
+    /// says once that there are no upstreams.
     fn ask(
         &self,
         g: &mut Inner,
@@ -146,10 +144,6 @@ impl DnsNs {
         let outcome = g.resolver.handle_query(now, client, query, out);
         if outcome != QueryOutcome::Answered(AnswerKind::ServFail(ServFailReason::NoUpstreams)) {
             return outcome;
-        }
-        let cfg = self.cfg();
-        if g.check_files(&self.ns, &cfg, now, true) && !g.upstreams.is_empty() {
-            return g.resolver.handle_query(now, client, query, out);
         }
         if !g.warned_no_upstreams {
             g.warned_no_upstreams = true;

@@ -74,6 +74,9 @@ fn core_settings(c: &DnsConfig) -> DnsConfig {
         upstreams: Vec::new(),
         netns_etc_dir: std::path::PathBuf::new(),
         resolv_conf: true,
+        upstreams_file: String::new(),
+        host_resolv_conf: std::path::PathBuf::new(),
+        host_resolved_conf: std::path::PathBuf::new(),
         hosts_file: true,
         allow: Vec::new(),
         allow_own_subnets: true,
@@ -119,6 +122,7 @@ impl DnsNs {
             g.set_sources(&self.ns, &new);
         }
         *crate::lock::write(&self.cfg) = new;
+        self.check_sources(&mut self.lock(), std::time::Instant::now());
         Ok(())
     }
 }

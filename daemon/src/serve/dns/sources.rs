@@ -1,26 +1,33 @@
-//! Where a namespace's DNS data comes from: upstreams (the config, or the namespace's
-//! resolv.conf), its hosts file, and its own subnets (the default allow list).
+//! Where a namespace's DNS data comes from: upstreams (the config, or the files of
+//! `upstream_files`), its hosts file, and its own subnets (the default allow list).
 //!
-//! Why checked lazily: the files are looked at only on queries that need an upstream (at
-//! most once a second) or when no upstream is known, and the subnets only when a client is
-//! refused, so an idle namespace costs nothing.
+//! Why checked per batch: an edit of a file must be seen by the very next query, so the files
+//! are `stat`ed once per batch of received queries, before any of them is answered (an idle
+//! namespace costs nothing). What changed is read at once when small; a hosts file larger
+//! than [`HOSTS_INLINE_BYTES`] is read, parsed and indexed on a blocking thread and swapped in
+//! whole when ready, the old table answering meanwhile, so a 100,000-line file never stalls
+//! the event loop (or any other namespace). The subnets are re-read only when a client is
+//! refused.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nsaux_resolver::Cidr;
+use nsaux_resolver::{Cidr, Error, HostsTable};
 
 use super::settings::allow_list;
-use super::watched::Watched;
+use super::upstream_files::UpstreamFiles;
+use super::watched::{MAX_FILE_BYTES, Watched, load};
 use super::{DnsNs, Inner};
 use crate::config::DnsConfig;
 use crate::serve::NsInfo;
 
-/// How often, at most, the namespace's resolv.conf and hosts are checked for changes (only on
-/// queries that need an upstream).
-const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Hosts files up to this size are read, parsed and installed in the query path (about
+/// 2,000 lines: well under a millisecond); larger ones on a blocking thread.
+const HOSTS_INLINE_BYTES: u64 = 64 << 10;
+/// A replaced hosts table with more records than this is freed on a blocking thread.
+const FREE_OFF_LOOP_RECORDS: usize = 10_000;
 /// How often, at most, a refused client makes us re-read the namespace's own subnets.
 pub(super) const SUBNET_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -87,26 +94,29 @@ fn own_subnets() -> io::Result<Vec<Cidr>> {
 }
 
 impl Inner {
-    /// Sets up where upstreams and hosts come from (construction and reconfiguration).
+    /// Sets up where upstreams and hosts come from (construction and reconfiguration); the
+    /// files are read by the next [`DnsNs::check_sources`].
     pub(super) fn set_sources(&mut self, ns: &NsInfo, c: &DnsConfig) {
         let dir = c.netns_etc_dir.join(&ns.name);
-        self.resolv = (c.upstreams.is_empty() && c.resolv_conf)
-            .then(|| Watched::new(dir.join("resolv.conf")));
+        self.files = UpstreamFiles::new(ns, c);
         let had_hosts = self.hosts.is_some();
         self.hosts = c.hosts_file.then(|| Watched::new(dir.join("hosts")));
+        // A load in flight belongs to the old setup: its result is dropped.
+        self.hosts_gen = self.hosts_gen.wrapping_add(1);
+        self.hosts_loading = false;
         if had_hosts && self.hosts.is_none() {
-            let _ = self.resolver.set_hosts("");
+            free(self.resolver.install_hosts(HostsTable::default()));
         }
         if !c.upstreams.is_empty() {
             let list: Vec<SocketAddr> = c.upstreams.iter().map(|u| u.0).collect();
             self.apply_upstreams(ns, list, "config".into());
-        } else if self.resolv.is_none() {
+        } else if self.files.is_none() {
             self.apply_upstreams(ns, Vec::new(), "none".into());
         }
-        self.check_files(ns, c, Instant::now(), true);
+        self.last_file_check = None;
     }
 
-    /// Installs a new upstream list (from the config, resolv.conf, or none) and says so.
+    /// Installs a new upstream list (from the config, a file, or none) and says so.
     fn apply_upstreams(&mut self, ns: &NsInfo, list: Vec<SocketAddr>, source: String) {
         if list == self.upstreams && source == self.upstream_source {
             return;
@@ -123,93 +133,104 @@ impl Inner {
         self.upstreams = list;
         self.upstream_source = source;
     }
+}
 
-    /// Re-reads resolv.conf and hosts if they changed (at most once per
-    /// `FILE_CHECK_INTERVAL` unless `force`); true when upstreams changed.
-    pub(super) fn check_files(
-        &mut self,
-        ns: &NsInfo,
-        c: &DnsConfig,
-        now: Instant,
-        force: bool,
-    ) -> bool {
-        if !force && now < self.next_file_check {
-            return false;
+impl DnsNs {
+    /// Sees file edits before a batch of queries is answered: called with the batch's
+    /// receive time, it checks once per distinct `now` (all datagrams of a batch share one).
+    pub(super) fn check_sources(&self, g: &mut Inner, now: Instant) {
+        if g.last_file_check == Some(now) {
+            return;
         }
-        self.next_file_check = now + FILE_CHECK_INTERVAL;
-        let mut changed = false;
-        if let Some(w) = &mut self.resolv
-            && let Some(text) = w.changed()
-        {
-            let path = w.path.display().to_string();
-            let list = resolv_conf_upstreams(ns, c, text.as_deref().unwrap_or(""));
-            let source = if text.is_some() {
-                path
-            } else {
-                format!("{path} (absent)")
+        g.last_file_check = Some(now);
+        self.check_upstream_files(g);
+        self.check_hosts(g);
+    }
+
+    /// Re-reads the upstream files that changed and installs what they now say; warns when
+    /// the only nameserver named is nsaux itself.
+    fn check_upstream_files(&self, g: &mut Inner) {
+        let Some(files) = &mut g.files else {
+            return;
+        };
+        if !files.poll() {
+            return;
+        }
+        let cfg = self.cfg();
+        let choice = files.choose(&self.ns, &cfg);
+        if choice.only_self {
+            let own = files
+                .own_path()
+                .unwrap_or_else(|| "dns.upstreams".to_owned());
+            tracing::warn!(netns = %self.ns.name, file = %choice.source, upstreams_file = %own,
+                "dns: the namespace's resolv.conf names only nsaux itself, so nsaux has no upstream to forward to; \
+                 write the real servers to the upstreams file (one address per line) or set dns.upstreams");
+        }
+        g.apply_upstreams(&self.ns, choice.list, choice.source);
+    }
+
+    /// Re-reads the hosts file if it changed: at once when small, else on a blocking thread
+    /// (one load at a time; a change during it is seen by the first check after it).
+    fn check_hosts(&self, g: &mut Inner) {
+        if g.hosts_loading {
+            return;
+        }
+        let Some(w) = &mut g.hosts else {
+            return;
+        };
+        let Some(stamp) = w.poll() else {
+            return;
+        };
+        let builder = g.resolver.hosts_builder();
+        let big = stamp.is_some_and(|s| s.len() > HOSTS_INLINE_BYTES);
+        let runtime = tokio::runtime::Handle::try_current();
+        let (true, Ok(rt)) = (big, runtime) else {
+            let (text, stamp) = load(&w.path, MAX_FILE_BYTES);
+            w.record(stamp);
+            let (table, errors) = builder.build(text.as_deref().unwrap_or(""));
+            log_skipped(&self.ns.name, &errors);
+            free(g.resolver.install_hosts(table));
+            return;
+        };
+        g.hosts_loading = true;
+        let (generation, path, weak) = (g.hosts_gen, w.path.clone(), self.me.clone());
+        rt.spawn_blocking(move || {
+            let (text, stamp) = load(&path, MAX_FILE_BYTES);
+            let (table, errors) = builder.build(text.as_deref().unwrap_or(""));
+            let Some(me) = weak.upgrade() else {
+                return;
             };
-            changed = list != self.upstreams;
-            self.apply_upstreams(ns, list, source);
-        }
-        if let Some(w) = &mut self.hosts
-            && let Some(text) = w.changed()
-        {
-            for e in self.resolver.set_hosts(text.as_deref().unwrap_or("")) {
-                tracing::debug!(netns = %ns.name, error = %e, "dns: hosts entry skipped");
-            }
-        }
-        changed
+            log_skipped(&me.ns.name, &errors);
+            let records = table.records();
+            let old = {
+                let mut g = me.lock();
+                if g.hosts_gen != generation {
+                    return;
+                }
+                g.hosts_loading = false;
+                if let Some(w) = &mut g.hosts {
+                    w.record(stamp);
+                }
+                g.resolver.install_hosts(table)
+            };
+            drop(old);
+            tracing::debug!(netns = %me.ns.name, records, "dns: hosts file loaded off the event loop");
+        });
     }
 }
 
-/// The upstreams a resolv.conf names, minus entries that are this endpoint. Skipped lines
-/// are logged, not fatal.
-fn resolv_conf_upstreams(ns: &NsInfo, c: &DnsConfig, text: &str) -> Vec<SocketAddr> {
-    let (conf, skipped) = nsaux_resolver::parse_resolv_conf(text);
-    for e in skipped {
-        tracing::debug!(netns = %ns.name, error = %e, "dns: resolv.conf line skipped");
+/// Logs the hosts lines and names that were skipped.
+fn log_skipped(ns: &str, errors: &[Error]) {
+    for e in errors.iter().take(20) {
+        tracing::debug!(netns = %ns, error = %e, "dns: hosts entry skipped");
     }
-    conf.nameservers
-        .into_iter()
-        .map(|ip| SocketAddr::new(ip, 53))
-        .filter(|up| {
-            let me = is_self(*up, &c.addresses, c.port);
-            if me {
-                tracing::debug!(netns = %ns.name, upstream = %up, "dns: skipping resolv.conf entry that is this endpoint");
-            }
-            !me
-        })
-        .collect()
 }
 
-/// Whether an upstream `up` is this endpoint itself (a resolv.conf written for clients of the
-/// namespace usually names it): forwarding to ourselves would loop.
-fn is_self(up: SocketAddr, listen: &[IpAddr], port: u16) -> bool {
-    if up.port() != port {
-        return false;
-    }
-    listen.iter().any(|l| {
-        *l == up.ip()
-            || (l.is_unspecified() && l.is_ipv4() == up.is_ipv4() && up.ip().is_loopback())
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn self_entries_are_recognised() {
-        let listen: Vec<IpAddr> = vec![[127, 0, 0, 53].into()];
-        assert!(is_self("127.0.0.53:53".parse().expect("addr"), &listen, 53));
-        assert!(!is_self("127.0.0.1:53".parse().expect("addr"), &listen, 53));
-        assert!(!is_self(
-            "127.0.0.53:5353".parse().expect("addr"),
-            &listen,
-            53
-        ));
-        let any: Vec<IpAddr> = vec![[0, 0, 0, 0].into()];
-        assert!(is_self("127.0.0.1:53".parse().expect("addr"), &any, 53));
-        assert!(!is_self("10.0.0.1:53".parse().expect("addr"), &any, 53));
+/// Frees a replaced hosts table, on a blocking thread when it is big.
+fn free(old: HostsTable) {
+    if old.records() > FREE_OFF_LOOP_RECORDS
+        && let Ok(rt) = tokio::runtime::Handle::try_current()
+    {
+        rt.spawn_blocking(move || drop(old));
     }
 }

@@ -9,11 +9,10 @@
 use std::net::IpAddr;
 
 use hashbrown::{HashMap, HashSet};
-use hickory_proto::rr::Name;
 
 use crate::error::Error;
 use crate::hosts::parse_hosts;
-use crate::local::{is_subdomain, name_wire, suffixes};
+use crate::local::{is_subdomain, name_wire, reverse_wire, suffixes};
 use crate::wire;
 
 /// Forward, reverse and existence indexes over a set of local records.
@@ -46,9 +45,7 @@ impl LocalIndex {
             if reverse_seen.insert((addr, lower.clone())) {
                 let rev = reverse_names
                     .entry(addr)
-                    .or_insert_with(|| {
-                        wire::lower_wire_name(&wire::name_to_wire(&Name::from(addr)))
-                    })
+                    .or_insert_with(|| reverse_wire(addr))
                     .clone();
                 ix.reverse.entry(rev).or_default().push(name.to_vec());
             }
@@ -139,12 +136,14 @@ impl HostsTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_proto::rr::Name;
     use std::fmt::Write as _;
     use std::time::Instant;
 
     /// 100,000 lines, every one a duplicate of another and half of them naming one address
-    /// (the shape of an ad-blocking hosts file): linear, so well under a second even in a
-    /// debug build on a loaded machine (about 8 s there; quadratic would be minutes) (timing targets live in the benches).
+    /// (the shape of an ad-blocking hosts file): linear, so seconds at most even in a
+    /// debug build on a loaded machine (about 1 s there; quadratic would be minutes; timing
+    /// targets live in the benches).
     #[test]
     // The test times itself; the code under test reads no clock.
     #[allow(clippy::disallowed_methods)]

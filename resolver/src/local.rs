@@ -67,11 +67,65 @@ pub(crate) fn name_wire(name: &str) -> Result<Vec<u8>, Error> {
     if trimmed.is_empty() || trimmed.contains(char::is_whitespace) {
         return Err(bad());
     }
+    if let Some(w) = plain_name_wire(trimmed) {
+        return Ok(w);
+    }
     let parsed = Name::from_ascii(trimmed).map_err(|_| bad())?;
     if parsed.is_root() {
         return Err(bad());
     }
     Ok(wire::name_to_wire(&parsed))
+}
+
+/// The wire form of a plain host name (letters, digits, `-` but not first, `_`, dots
+/// between non-empty labels), built without the general parser: a hosts file has hundreds of thousands of
+/// them. `None` for anything else, which goes through the general parser.
+fn plain_name_wire(name: &str) -> Option<Vec<u8>> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() || name.len() > 250 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(name.len() + 2);
+    for label in name.split('.') {
+        let ok = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+        let first_ok = label.bytes().next().is_some_and(|b| b != b'-');
+        if !first_ok || label.len() > 63 || !label.bytes().all(ok) {
+            return None;
+        }
+        out.push(u8::try_from(label.len()).ok()?);
+        out.extend_from_slice(label.as_bytes());
+    }
+    out.push(0);
+    Some(out)
+}
+
+/// The lower-cased wire reverse name of `addr` (`in-addr.arpa` / `ip6.arpa`), built
+/// directly: a hosts file may hold a hundred thousand addresses.
+pub(crate) fn reverse_wire(addr: IpAddr) -> Vec<u8> {
+    let mut out = Vec::with_capacity(74);
+    let mut label = |s: &[u8]| {
+        out.push(u8::try_from(s.len()).unwrap_or(0));
+        out.extend_from_slice(s);
+    };
+    match addr {
+        IpAddr::V4(a) => {
+            for b in a.octets().iter().rev() {
+                label(b.to_string().as_bytes());
+            }
+            label(b"in-addr");
+        }
+        IpAddr::V6(a) => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            for b in a.octets().iter().rev() {
+                label(&[HEX[usize::from(b & 15)]]);
+                label(&[HEX[usize::from(b >> 4)]]);
+            }
+            label(b"ip6");
+        }
+    }
+    label(b"arpa");
+    out.push(0);
+    out
 }
 
 /// Whether wire name `name` equals or lies below wire name `zone` (both lower-cased).
@@ -256,6 +310,40 @@ mod tests {
 
     fn w(s: &str) -> Vec<u8> {
         wire::lower_wire_name(&name_wire(s).expect("name"))
+    }
+
+    #[test]
+    fn fast_paths_agree_with_the_general_parser() {
+        for n in [
+            "box",
+            "Box.LAN",
+            "a-b_c.d9.",
+            "-x.lan",
+            "x..y",
+            "a.b\\.c",
+            "ünï.lan",
+            ".",
+        ] {
+            let general = Name::from_ascii(n)
+                .ok()
+                .filter(|p| !p.is_root())
+                .map(|p| wire::name_to_wire(&p));
+            if let Some(fast) = plain_name_wire(n) {
+                assert_eq!(Some(fast), general, "{n}");
+            }
+        }
+        assert!(plain_name_wire("x..y").is_none());
+        for a in [
+            "10.0.0.5",
+            "0.0.0.0",
+            "255.1.20.3",
+            "fd00::5",
+            "2001:db8::abcd:1",
+        ] {
+            let ip: IpAddr = a.parse().expect("ip");
+            let general = wire::lower_wire_name(&wire::name_to_wire(&Name::from(ip)));
+            assert_eq!(reverse_wire(ip), general, "{a}");
+        }
     }
 
     #[test]

@@ -210,6 +210,7 @@ impl Manager {
             cancel: CancellationToken::new(),
             fd: Arc::clone(&fd),
             factory: self.factory.clone(),
+            share: crate::serve::share::NsShare::default(),
         });
         if let Some((source, _)) = sources.first() {
             tracing::info!(netns = %info.name, id = %cookie, %source, "namespace appeared");

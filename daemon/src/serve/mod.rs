@@ -13,6 +13,7 @@ pub(crate) mod fault;
 pub(crate) mod ident;
 pub(crate) mod ntp;
 pub(crate) mod rpcbind;
+pub(crate) mod share;
 pub(crate) mod slots;
 pub(crate) mod stream;
 pub(crate) mod udp;
@@ -105,6 +106,8 @@ pub(crate) struct NsInfo {
     pub(crate) fd: Arc<OwnedFd>,
     /// Creates sockets inside a namespace on the daemon's namespace thread.
     pub(crate) factory: SocketFactory,
+    /// Its share of the event loop, drawn on by all its UDP sockets (see [`share`]).
+    pub(crate) share: share::NsShare,
 }
 
 impl NsInfo {

@@ -13,6 +13,11 @@
 //! address leave as one UDP GSO send (see [`SendBatch::send`]): the peer gets separate
 //! datagrams, the stack routes and delivers them as one packet up to the peer's socket, which
 //! roughly halves the CPU per answer when a client keeps several requests in flight.
+//!
+//! A turn reads no more than the namespace's share of the round grants (one batch per namespace
+//! per round, split between its busy sockets; see [`super::share`]), and a socket with datagrams
+//! left gives the loop up until the next round: a quiet namespace waits for about one batch of
+//! each busy namespace, not one per busy socket.
 
 use std::cell::RefCell;
 use std::io;
@@ -75,7 +80,13 @@ async fn serve(
         let grant = share.grant();
         if grant == 0 {
             // The namespace has had its share of this round: the rest waits in the socket's
-            // queue (or is dropped there by the kernel) while others are served.
+            // queue (or is dropped there by the kernel) while others are served. Counted as
+            // backlogged, so next round the share is split with this socket too and a sibling
+            // that is polled first cannot take it all, round after round.
+            if !*backlogged {
+                *backlogged = true;
+                share.set_backlogged(true);
+            }
             super::share::yield_round().await;
             continue;
         }

@@ -5,6 +5,7 @@ mod budgets;
 mod core;
 mod dns;
 mod dns_abuse;
+mod fairness;
 mod fate;
 mod host;
 mod identity;

@@ -128,7 +128,8 @@ async fn serve(
     }
 }
 
-/// Receives up to `max` datagrams (one batch at most), hands each datagram to the service and sends the replies in one go.
+/// Receives up to `max` datagrams (one batch at most), hands each to the service and sends the
+/// replies in one go.
 /// A panic in the service stops the batch (its replies so far still leave) and sets `exit`.
 fn handle_batch(
     ep: &Arc<UdpEndpoint>,

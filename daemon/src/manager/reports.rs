@@ -39,6 +39,7 @@ impl Manager {
             "listeners_failed": failed,
             "memory_accounted_bytes": crate::budget::total(),
             "memory_max_bytes": crate::budget::ceiling(),
+            "udp_dropped": self.namespaces.values().map(|e| e.info.share.dropped()).fold(0, u64::saturating_add),
         })
     }
 
@@ -60,6 +61,7 @@ impl Manager {
                     "aliases": e.sources.iter().skip(1).map(|(s, _)| format!("{} ({s})", s.name())).collect::<Vec<_>>(),
                     "since": unix_secs(e.since),
                     "services": services,
+                    "udp": e.info.share.report(),
                 })
             })
             .collect();

@@ -211,6 +211,7 @@ impl Manager {
             fd: Arc::clone(&fd),
             factory: self.factory.clone(),
             is_host: sources.iter().any(|(s, _)| matches!(s, Source::Host)),
+            share: crate::serve::share::NsShare::default(),
         });
         if let Some((source, _)) = sources.first() {
             tracing::info!(netns = %info.name, id = %cookie, %source, "namespace appeared");

@@ -13,6 +13,7 @@ pub(crate) mod fault;
 pub(crate) mod ident;
 pub(crate) mod ntp;
 pub(crate) mod rpcbind;
+pub(crate) mod share;
 pub(crate) mod slots;
 pub(crate) mod stream;
 pub(crate) mod udp;
@@ -108,6 +109,8 @@ pub(crate) struct NsInfo {
     /// The daemon's own namespace (`host_netns`): its DNS upstreams come from the host's
     /// resolver configuration, not from `NETNS_ETC_DIR/NAME/`.
     pub(crate) is_host: bool,
+    /// Its share of the event loop, drawn on by all its UDP sockets (see [`share`]).
+    pub(crate) share: share::NsShare,
 }
 
 impl NsInfo {

@@ -13,6 +13,11 @@
 //! address leave as one UDP GSO send (see [`SendBatch::send`]): the peer gets separate
 //! datagrams, the stack routes and delivers them as one packet up to the peer's socket, which
 //! roughly halves the CPU per answer when a client keeps several requests in flight.
+//!
+//! A turn reads no more than the namespace's share of the round grants (one batch per namespace
+//! per round, split between its busy sockets; see [`super::share`]), and a socket with datagrams
+//! left gives the loop up until the next round: a quiet namespace waits for about one batch of
+//! each busy namespace, not one per busy socket.
 
 use std::cell::RefCell;
 use std::io;
@@ -26,9 +31,6 @@ use tokio::io::Interest;
 use super::contain::{self, ListenerExit};
 use super::{Datagram, NsService, Replies, UdpEndpoint};
 use crate::sys::udp::{BATCH, Outgoing, RecvBatch, SendBatch};
-
-/// Datagrams handled per wakeup before yielding, so one busy namespace cannot starve others.
-const BUDGET: usize = 4 * BATCH;
 
 /// Per-thread batch state: receive slots, reply buffers and the send batch.
 #[derive(Debug)]
@@ -47,57 +49,92 @@ thread_local! {
 
 /// Serves one UDP socket until the task is dropped, the socket fails, or the service panics
 /// (caught per datagram; the manager then rebuilds the service for this namespace).
+///
+/// Each turn reads at most what the namespace's share grants (see [`super::share`]): one
+/// batch or less, then the task yields the loop for a round if datagrams are left queued.
 pub(crate) async fn run(ep: Arc<UdpEndpoint>, service: Arc<dyn NsService>) -> ListenerExit {
+    let share = &ep.ns.share;
+    share.register(&ep);
+    let mut backlogged = false;
+    let exit = serve(&ep, service.as_ref(), &mut backlogged).await;
+    if backlogged {
+        share.set_backlogged(false);
+    }
+    share.unregister(&ep);
+    exit
+}
+
+async fn serve(
+    ep: &Arc<UdpEndpoint>,
+    service: &dyn NsService,
+    backlogged: &mut bool,
+) -> ListenerExit {
+    let share = &ep.ns.share;
     let mut exit = None;
     loop {
-        if let Err(e) = ep.sock.readable().await {
+        // A backlogged socket still has its readiness set (it was never cleared).
+        if !*backlogged && let Err(e) = ep.sock.readable().await {
             tracing::error!(netns = %ep.ns.name, addr = %ep.bound, error = %e, "udp socket failed");
             return ListenerExit::Ended(format!("socket failed: {e}"));
         }
-        let mut handled = 0;
-        while handled < BUDGET {
-            if let Some(exit) = exit.take() {
-                return exit;
+        let grant = share.grant();
+        if grant == 0 {
+            // The namespace has had its share of this round: the rest waits in the socket's
+            // queue (or is dropped there by the kernel) while others are served. Counted as
+            // backlogged, so next round the share is split with this socket too and a sibling
+            // that is polled first cannot take it all, round after round.
+            if !*backlogged {
+                *backlogged = true;
+                share.set_backlogged(true);
             }
-            let mut got = 0;
-            // A short batch means the queue is empty: report WouldBlock so `try_io` clears the
-            // readiness now instead of after one more (empty) `recvmmsg`. That is race-free:
-            // tokio clears only the readiness it saw before the call, so a datagram that
-            // arrived meanwhile keeps the socket readable.
-            let r = ep.sock.try_io(Interest::READABLE, || {
-                got = handle_batch(&ep, service.as_ref(), &mut exit)?;
-                if got < BATCH {
-                    Err(io::ErrorKind::WouldBlock.into())
-                } else {
-                    Ok(())
-                }
-            });
-            handled += got;
-            match r {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    // ICMP errors from earlier sends surface here (ECONNREFUSED); they concern
-                    // one peer, not the socket.
-                    tracing::trace!(netns = %ep.ns.name, addr = %ep.bound, error = %e, "udp receive error");
-                    handled += 1;
-                }
-            }
+            super::share::yield_round().await;
+            continue;
         }
+        let mut got = 0;
+        // A short batch means the queue is empty: report WouldBlock so `try_io` clears the
+        // readiness now instead of after one more (empty) `recvmmsg`. That is race-free:
+        // tokio clears only the readiness it saw before the call, so a datagram that
+        // arrived meanwhile keeps the socket readable.
+        let r = ep.sock.try_io(Interest::READABLE, || {
+            got = handle_batch(ep, service, grant, &mut exit)?;
+            if got < grant {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(())
+            }
+        });
+        let drained = match r {
+            Ok(()) => false,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
+            Err(e) => {
+                // ICMP errors from earlier sends surface here (ECONNREFUSED); they concern
+                // one peer, not the socket.
+                tracing::trace!(netns = %ep.ns.name, addr = %ep.bound, error = %e, "udp receive error");
+                got += 1;
+                false
+            }
+        };
+        share.charge(got);
         if let Some(exit) = exit.take() {
             return exit;
         }
-        if handled >= BUDGET {
-            tokio::task::yield_now().await;
+        if *backlogged == drained {
+            *backlogged = !drained;
+            share.set_backlogged(*backlogged);
+        }
+        if !drained {
+            super::share::yield_round().await;
         }
     }
 }
 
-/// Receives one batch, hands each datagram to the service and sends the replies in one go.
+/// Receives up to `max` datagrams (one batch at most), hands each to the service and sends the
+/// replies in one go.
 /// A panic in the service stops the batch (its replies so far still leave) and sets `exit`.
 fn handle_batch(
     ep: &Arc<UdpEndpoint>,
     service: &dyn NsService,
+    max: usize,
     exit: &mut Option<ListenerExit>,
 ) -> io::Result<usize> {
     BATCHES.with(|cell| {
@@ -111,9 +148,9 @@ fn handle_batch(
         });
         let Batches { rx, tx, replies } = &mut **b;
         let n = if ep.control {
-            rx.recv(ep.sock.as_fd())?
+            rx.recv(ep.sock.as_fd(), max)?
         } else {
-            rx.recv_plain(ep.sock.as_fd())?
+            rx.recv_plain(ep.sock.as_fd(), max)?
         };
         let received = Instant::now();
         let wall = SystemTime::now();

@@ -6,6 +6,7 @@ mod core;
 mod dns;
 mod dns_abuse;
 mod dns_sources;
+mod fairness;
 mod fate;
 mod host;
 mod identity;

@@ -87,6 +87,14 @@ struct KernelCache {
     error: Option<String>,
 }
 
+thread_local! {
+    /// The kernel clock reading, cached per runtime thread rather than behind one lock shared
+    /// by every namespace: with `worker_threads = N`, NTP answers in namespaces served by
+    /// different workers then share nothing on the hot path (one `adjtimex` per thread per
+    /// [`KERNEL_MAX_AGE`] costs nothing).
+    static KERNEL: std::cell::RefCell<KernelCache> = std::cell::RefCell::new(KernelCache::default());
+}
+
 /// State shared by every namespace: the clock is global, and so is the local NTP daemon.
 #[derive(Debug)]
 struct Shared {
@@ -94,7 +102,6 @@ struct Shared {
     epoch: Instant,
     /// Measured once at start.
     precision: i8,
-    kernel: Mutex<KernelCache>,
     /// Copies of local NTP daemons' references.
     references: Arc<References>,
 }
@@ -103,41 +110,45 @@ impl Shared {
     /// The kernel clock state, read at most once per [`KERNEL_MAX_AGE`]. A failed read counts
     /// as "unsynchronised": never claim a sync we cannot see.
     fn kernel(&self, now: Instant) -> (KernelTimex, Option<String>) {
-        let mut k = lock(&self.kernel);
-        let fresh = k
-            .read_at
-            .is_some_and(|t| now.saturating_duration_since(t) < KERNEL_MAX_AGE);
-        if !fresh {
-            match sys::clock::read_kernel_timex() {
-                Ok(t) => {
-                    k.timex = KernelTimex {
-                        status: t.status,
-                        maxerror: t.maxerror,
-                        esterror: t.esterror,
-                    };
-                    k.error = None;
-                }
-                Err(e) => {
-                    if k.error.is_none() {
-                        tracing::warn!(error = %e, "adjtimex failed; serving as unsynchronised");
-                    }
-                    k.timex = KernelTimex {
-                        status: nsaux_ntpshim::clock::STA_UNSYNC,
-                        maxerror: i64::try_from(nsaux_ntpshim::clock::UNSYNC_MAXERROR_US)
-                            .unwrap_or(i64::MAX),
-                        esterror: 0,
-                    };
-                    k.error = Some(e.to_string());
-                }
-            }
-            k.read_at = Some(now);
-        }
-        (k.timex, k.error.clone())
+        KERNEL.with(|k| refresh_kernel(&mut k.borrow_mut(), now))
     }
 }
 
-/// The NTP service kind. Holds what all namespaces share: the precision and the caches of the
-/// kernel clock state and of copied references.
+/// Re-reads the kernel clock state into `k` if it is older than [`KERNEL_MAX_AGE`].
+fn refresh_kernel(k: &mut KernelCache, now: Instant) -> (KernelTimex, Option<String>) {
+    let fresh = k
+        .read_at
+        .is_some_and(|t| now.saturating_duration_since(t) < KERNEL_MAX_AGE);
+    if !fresh {
+        match sys::clock::read_kernel_timex() {
+            Ok(t) => {
+                k.timex = KernelTimex {
+                    status: t.status,
+                    maxerror: t.maxerror,
+                    esterror: t.esterror,
+                };
+                k.error = None;
+            }
+            Err(e) => {
+                if k.error.is_none() {
+                    tracing::warn!(error = %e, "adjtimex failed; serving as unsynchronised");
+                }
+                k.timex = KernelTimex {
+                    status: nsaux_ntpshim::clock::STA_UNSYNC,
+                    maxerror: i64::try_from(nsaux_ntpshim::clock::UNSYNC_MAXERROR_US)
+                        .unwrap_or(i64::MAX),
+                    esterror: 0,
+                };
+                k.error = Some(e.to_string());
+            }
+        }
+        k.read_at = Some(now);
+    }
+    (k.timex, k.error.clone())
+}
+
+/// The NTP service kind. Holds what all namespaces share: the precision and the cache of
+/// copied references (the kernel clock state is cached per thread, see `KERNEL`).
 #[derive(Debug)]
 pub(crate) struct Ntp {
     shared: Arc<Shared>,
@@ -151,7 +162,6 @@ impl Ntp {
             shared: Arc::new(Shared {
                 epoch,
                 precision: measure_precision(),
-                kernel: Mutex::default(),
                 references: Arc::new(References::new(epoch)),
             }),
         }

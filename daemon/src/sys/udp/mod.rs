@@ -107,6 +107,42 @@ fn gso_supported(fd: BorrowedFd<'_>) -> bool {
     })
 }
 
+/// `SO_MEMINFO` (Linux 4.6); libc exports the value only for some architectures. 55 on every
+/// architecture but mips and sparc, which nsaux does not build for.
+const SO_MEMINFO: libc::c_int = 55;
+
+/// How many datagrams the kernel has dropped on this socket since it was opened (receive queue
+/// full, or the socket's memory limit): the `SK_MEMINFO_DROPS` counter of `SO_MEMINFO`. This is
+/// the cheap end of overload shedding: the loop reads no more than a namespace's share and the
+/// kernel drops the rest; this counter is how `ns list` shows it per namespace. Read on demand
+/// (a report), never per datagram.
+pub(crate) fn drops(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut info = [0u32; 9];
+    let mut len = size_of::<[u32; 9]>() as libc::socklen_t;
+    // SAFETY: valid fd, pointer to a live array of the length passed in `len`; the kernel
+    // writes at most `len` bytes and updates `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &raw mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let idx = libc::SK_MEMINFO_DROPS as usize;
+    if (len as usize) < (idx + 1) * size_of::<u32>() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "SO_MEMINFO without a drop counter",
+        ));
+    }
+    Ok(u64::from(info[idx]))
+}
+
 fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match libc::c_int::from(storage.ss_family) {
         libc::AF_INET => {

@@ -25,7 +25,7 @@ fn batch_receive_and_reply_keep_per_datagram_metadata() {
     }
     std::thread::sleep(std::time::Duration::from_millis(50));
     let mut rx = RecvBatch::new();
-    let n = rx.recv(server.as_fd()).expect("recvmmsg");
+    let n = rx.recv(server.as_fd(), BATCH).expect("recvmmsg");
     assert_eq!(n, 3);
     let mut replies = Vec::new();
     for i in 0..n {
@@ -37,7 +37,9 @@ fn batch_receive_and_reply_keep_per_datagram_metadata() {
     }
     assert_eq!(replies[1].1.local, Some(IpAddr::from([127, 0, 0, 2])));
     assert!(rx.get(3).is_none());
-    assert!(matches!(rx.recv(server.as_fd()), Err(e) if e.kind() == io::ErrorKind::WouldBlock));
+    assert!(
+        matches!(rx.recv(server.as_fd(), BATCH), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    );
     let mut tx = SendBatch::new();
     let items = replies.iter().map(|(d, m)| Outgoing {
         payload: d,
@@ -67,7 +69,7 @@ fn batch_receive_and_reply_keep_per_datagram_metadata() {
         .send_to(&[7; 100], SocketAddr::from(([127, 0, 0, 2], port)))
         .expect("send");
     std::thread::sleep(std::time::Duration::from_millis(50));
-    assert_eq!(rx.recv(server.as_fd()).expect("recvmmsg"), 1);
+    assert_eq!(rx.recv(server.as_fd(), BATCH).expect("recvmmsg"), 1);
     let (meta, data) = rx.get(0).expect("datagram");
     assert_eq!(data, &[7; 100][..]);
     assert_eq!(meta.peer, other.local_addr().expect("addr"));
@@ -93,9 +95,9 @@ fn long_datagrams_arrive_whole_between_short_ones() {
         std::thread::sleep(std::time::Duration::from_millis(50));
         let mut rx = RecvBatch::new();
         let n = if plain {
-            rx.recv_plain(server.as_fd()).expect("recvfrom")
+            rx.recv_plain(server.as_fd(), BATCH).expect("recvfrom")
         } else {
-            rx.recv(server.as_fd()).expect("recvmmsg")
+            rx.recv(server.as_fd(), BATCH).expect("recvmmsg")
         };
         assert_eq!(n, lens.len(), "plain: {plain}");
         for (i, want) in payloads.iter().enumerate() {
@@ -105,9 +107,9 @@ fn long_datagrams_arrive_whole_between_short_ones() {
             assert_eq!(data, &want[..], "datagram {i} ({} bytes)", want.len());
         }
         let empty = if plain {
-            rx.recv_plain(server.as_fd())
+            rx.recv_plain(server.as_fd(), BATCH)
         } else {
-            rx.recv(server.as_fd())
+            rx.recv(server.as_fd(), BATCH)
         };
         assert!(matches!(empty, Err(e) if e.kind() == io::ErrorKind::WouldBlock));
     }
@@ -198,4 +200,27 @@ fn segmented_sends_arrive_whole_and_in_order() {
             "one reply per datagram"
         );
     }
+}
+
+#[test]
+fn receive_takes_no_more_than_asked_and_the_kernel_counts_what_it_drops() {
+    let server = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = server.local_addr().expect("addr");
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    assert_eq!(drops(server.as_fd()).expect("meminfo"), 0);
+    for _ in 0..5 {
+        client.send_to(b"hello", addr).expect("send");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mut rx = RecvBatch::new();
+    assert_eq!(rx.recv(server.as_fd(), 2).expect("recvmmsg"), 2);
+    assert_eq!(rx.recv_plain(server.as_fd(), 2).expect("recvfrom"), 2);
+    assert_eq!(rx.recv(server.as_fd(), BATCH).expect("recvmmsg"), 1);
+    // Overflow the receive queue: the kernel drops and counts.
+    let payload = vec![0u8; 60_000];
+    for _ in 0..200 {
+        let _ = client.send_to(&payload, addr);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert!(drops(server.as_fd()).expect("meminfo") > 0);
 }

@@ -1,0 +1,173 @@
+//! Each namespace's fair share of the event loop, and what it shed when it wanted more.
+//!
+//! Every UDP socket is a task of its own, and tokio serves ready tasks in turn, so left alone a
+//! namespace with three busy sockets gets three turns for every one of a namespace with one,
+//! and a quiet namespace's datagram waits behind a full batch of every busy socket. Here the
+//! turn belongs to the namespace: per scheduler *round* a namespace may read [`QUANTUM`]
+//! datagrams in total, split between its backlogged sockets, and a socket whose namespace has
+//! spent its share gives up its turn without reading. A quiet namespace's datagram then waits
+//! for about one quantum of each busy namespace's work, however many sockets those flood.
+//!
+//! A round is one pass of the scheduler over its ready tasks. tokio's `yield_now` defers the
+//! waker until the I/O driver has been polled, so a task coming back from it knows a round has
+//! passed; [`yield_round`] then advances the round counter, and every namespace's share is
+//! refilled lazily on its next turn. Datagrams woken by that driver poll are queued before the
+//! deferred (busy) tasks, which favours sockets that were idle. Sharing is work-conserving: a
+//! namespace alone on the loop gets every round to itself.
+//!
+//! What a busy namespace does not read stays in its socket's receive queue; when that is full
+//! the kernel drops the excess there, at no cost to the loop, and counts it per socket. The
+//! counts of a namespace's sockets (and of those it closed) make its `dropped` figure in
+//! `nsauxctl ns list`; `deferred` counts the turns it gave up because its share was spent.
+//!
+//! The counters are relaxed atomics: with several worker threads a namespace's sockets may
+//! race on a refill and take a little more than one quantum in a round, which is harmless.
+
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Weak};
+
+use super::UdpEndpoint;
+use crate::lock::lock;
+use crate::sys::udp::BATCH;
+
+/// Datagrams a namespace may read per round, across all its sockets: one receive batch, so a
+/// quiet namespace waits for about one batch of each busy one.
+pub(crate) const QUANTUM: usize = BATCH;
+
+/// The smallest read a backlogged socket is granted, so a namespace with many busy sockets
+/// still reads several datagrams per system call.
+const MIN_GRANT: usize = 4;
+
+/// Scheduler rounds seen so far (see [`yield_round`]); a namespace's share is per round.
+static ROUND: AtomicU64 = AtomicU64::new(0);
+
+/// Gives up the turn until the scheduler has polled the I/O driver (and run the tasks that
+/// became ready meanwhile), then counts the round as passed. What every busy socket awaits
+/// between its turns.
+pub(crate) async fn yield_round() {
+    let seen = ROUND.load(Relaxed);
+    tokio::task::yield_now().await;
+    if ROUND.load(Relaxed) <= seen {
+        ROUND.fetch_max(seen + 1, Relaxed);
+    }
+}
+
+/// One namespace's share of the loop, shared by all its UDP sockets (lives in its `NsInfo`).
+#[derive(Debug, Default)]
+pub(crate) struct NsShare {
+    /// The round `spent` counts for.
+    round: AtomicU64,
+    /// Datagrams read in `round`.
+    spent: AtomicUsize,
+    /// Sockets of the namespace whose last turn left datagrams queued.
+    backlogged: AtomicUsize,
+    /// Turns given up because the share was spent.
+    deferred: AtomicU64,
+    /// The namespace's open UDP sockets, to read their kernel drop counters for a report.
+    sockets: Mutex<Vec<Weak<UdpEndpoint>>>,
+    /// Drops counted on sockets that have since closed.
+    closed_drops: AtomicU64,
+}
+
+impl NsShare {
+    /// How many datagrams the socket whose turn it is may read now; 0: the namespace has spent
+    /// its share of this round and the socket should [`yield_round`] without reading.
+    pub(crate) fn grant(&self) -> usize {
+        self.grant_in(ROUND.load(Relaxed))
+    }
+
+    fn grant_in(&self, round: u64) -> usize {
+        if self.round.load(Relaxed) != round {
+            self.round.store(round, Relaxed);
+            self.spent.store(0, Relaxed);
+        }
+        let left = QUANTUM.saturating_sub(self.spent.load(Relaxed));
+        if left == 0 {
+            self.deferred.fetch_add(1, Relaxed);
+            return 0;
+        }
+        let busy = self.backlogged.load(Relaxed).max(1);
+        left.min(QUANTUM.div_ceil(busy).max(MIN_GRANT))
+    }
+
+    /// Counts `n` datagrams read against this round's share.
+    pub(crate) fn charge(&self, n: usize) {
+        self.spent.fetch_add(n, Relaxed);
+    }
+
+    /// A socket's queue went from drained to backlogged (`true`) or back: its siblings' grants
+    /// shrink or grow so the namespace's total per round stays one quantum.
+    pub(crate) fn set_backlogged(&self, now: bool) {
+        if now {
+            self.backlogged.fetch_add(1, Relaxed);
+        } else {
+            let _ = self
+                .backlogged
+                .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+        }
+    }
+
+    /// Adds a socket whose kernel drops count for this namespace.
+    pub(crate) fn register(&self, ep: &Arc<UdpEndpoint>) {
+        let mut v = lock(&self.sockets);
+        v.retain(|w| w.strong_count() > 0);
+        v.push(Arc::downgrade(ep));
+    }
+
+    /// A socket's loop ends: keep its drops in the namespace's total.
+    pub(crate) fn unregister(&self, ep: &Arc<UdpEndpoint>) {
+        if let Ok(n) = crate::sys::udp::drops(ep.sock.as_fd()) {
+            self.closed_drops.fetch_add(n, Relaxed);
+        }
+        lock(&self.sockets).retain(|w| w.strong_count() > 0 && !w.ptr_eq(&Arc::downgrade(ep)));
+    }
+
+    /// Datagrams the kernel dropped on this namespace's UDP sockets (open and closed).
+    pub(crate) fn dropped(&self) -> u64 {
+        let open: Vec<Arc<UdpEndpoint>> = lock(&self.sockets)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        open.iter()
+            .filter_map(|ep| crate::sys::udp::drops(ep.sock.as_fd()).ok())
+            .fold(self.closed_drops.load(Relaxed), u64::saturating_add)
+    }
+
+    /// For `ns list`: what the namespace shed under load.
+    pub(crate) fn report(&self) -> serde_json::Value {
+        serde_json::json!({
+            "dropped": self.dropped(),
+            "deferred": self.deferred.load(Relaxed),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespace_gets_one_quantum_per_round_split_between_its_busy_sockets() {
+        let s = NsShare::default();
+        assert_eq!(s.grant_in(7), QUANTUM);
+        s.set_backlogged(true);
+        s.set_backlogged(true);
+        let g = s.grant_in(7);
+        assert_eq!(g, QUANTUM / 2);
+        s.charge(g);
+        assert_eq!(s.grant_in(7), QUANTUM - g);
+        s.charge(QUANTUM - g);
+        assert_eq!(s.grant_in(7), 0);
+        assert_eq!(s.deferred.load(Relaxed), 1);
+        s.set_backlogged(false);
+        s.set_backlogged(false);
+        s.set_backlogged(false);
+        assert_eq!(s.backlogged.load(Relaxed), 0);
+        // Many busy sockets still read a few datagrams per call.
+        for _ in 0..100 {
+            s.set_backlogged(true);
+        }
+        assert_eq!(s.grant_in(8), MIN_GRANT);
+    }
+}

@@ -1,0 +1,592 @@
+//! Tenant isolation benchmark (issue 11): what a flood into namespace A costs namespace B.
+//!
+//! `cargo bench -p nsaux-tests --bench isolation` (root; needs chronyd, rpcbind, unbound). Not a
+//! timed test: it prints two tables and fails only if B never answers at all.
+//!
+//! * Servers, side by side in one run: nsauxd serving A and B (NTP, DNS on 127.0.0.53 forwarding
+//!   to an origin unbound in a third namespace behind a veth, the portmapper), every build of
+//!   `nsaux_tests::bench::builds` (`NSAUX_BENCH_BASELINE` adds one); and the stock daemons in
+//!   namespaces of their own: chronyd in A and in B, rpcbind and a 1-thread unbound (same kind
+//!   of origin) in A. The kernel's CPU scheduler shares the machine between those processes;
+//!   nsauxd has to do it inside its one loop.
+//! * Load, from Rust threads inside A (closed loop, `WINDOW` requests in flight per socket):
+//!   `flood3` = NTP + DNS cache hits + rpcbind GETPORT at once; `junk` = undecodable 8-byte
+//!   datagrams to all three ports as fast as one thread sends (open loop); `dns-miss` = DNS
+//!   queries for names never asked before (each a cache miss forwarded upstream).
+//! * Probe, from inside B: one NTP request in flight for `PROBE` (timeout `PROBE_TIMEOUT`,
+//!   counted lost); B's answers/s, p50, p99 and losses, and A's answers/s (junk: datagrams
+//!   sent/s). `idle` is the probe with nothing else running.
+//! * Second table: A's 100,000-line hosts file rewritten every second (so A's resolver reloads
+//!   it) while B is probed; B's p99 against its idle figure.
+//!
+//! * Third table: nsauxd (this build) with `worker_threads` = 1 and 2, NTP floods into
+//!   `SPREAD` namespaces at once: total answers/s and the daemon's CPU per answer, to see that
+//!   answers/s grow with workers up to the machine's cores (nothing serialises).
+//!
+//! `NSAUX_ISOLATION_SECS` (default 3) sets the probe time of one scenario.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use nix::sys::socket::{setsockopt, sockopt};
+use nsaux_tests::bench::{builds, percentile, print_table};
+use nsaux_tests::daemon::wait_for;
+use nsaux_tests::dns::Server;
+use nsaux_tests::netns::{TestNetns, in_netns_file, udp_exchange, veth};
+use nsaux_tests::rpc::{Cred, PMAP, call, pmap, spawn_stock_rpcbind, wait_portmapper_udp};
+
+const WINDOW: u64 = 256;
+const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
+const NTP: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 123);
+const RPC: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 111);
+const DNS: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 53)),
+    53,
+);
+const ORIGIN_ZONE: &str = "  local-zone: \".\" refuse\n  local-zone: \"benchzone.\" static\n  \
+    local-data: \"benchzone. 3600 IN SOA ns.benchzone. admin.benchzone. 1 3600 600 86400 30\"\n  \
+    local-data: \"www.benchzone. 3600 IN A 10.0.0.1\"\n";
+const HOSTS_LINES: usize = 100_000;
+/// Namespaces flooded at once in the worker table.
+const SPREAD: usize = 4;
+
+fn probe_time() -> Duration {
+    let secs = std::env::var("NSAUX_ISOLATION_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3u64);
+    Duration::from_secs(secs.max(1))
+}
+
+fn ntp_request(tx: u64) -> Vec<u8> {
+    let mut p = vec![0u8; 48];
+    p[0] = 0x23; // v4, mode 3
+    p[40..48].copy_from_slice(&tx.to_be_bytes());
+    p
+}
+
+fn dns_query(id: u64, name: &str) -> Vec<u8> {
+    let mut q = Vec::with_capacity(64);
+    q.extend_from_slice(&(id as u16).to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+fn getport(xid: u64) -> Vec<u8> {
+    call(xid as u32, PMAP, 2, 3, Cred::None, &pmap(PMAP, 2, 17, 0))
+}
+
+/// A flood into A: what it sends, where.
+#[derive(Debug, Clone, Copy)]
+enum Flood {
+    Ntp,
+    DnsHit,
+    DnsMiss,
+    Getport,
+    Junk,
+}
+
+impl Flood {
+    fn target(self) -> SocketAddr {
+        match self {
+            Self::Ntp => NTP,
+            Self::DnsHit | Self::DnsMiss => DNS,
+            Self::Getport => RPC,
+            Self::Junk => NTP,
+        }
+    }
+
+    fn request(self, n: u64, salt: u64) -> Vec<u8> {
+        match self {
+            Self::Ntp => ntp_request(n),
+            Self::DnsHit => dns_query(n, "www.benchzone"),
+            Self::DnsMiss => dns_query(n, &format!("m{salt}x{n}.benchzone")),
+            Self::Getport => getport(n),
+            Self::Junk => vec![0xff; 8],
+        }
+    }
+}
+
+/// A client socket with a receive buffer large enough for a full window of answers.
+fn client_socket(to: SocketAddr) -> anyhow::Result<UdpSocket> {
+    let s = UdpSocket::bind("127.0.0.1:0")?;
+    setsockopt(&s, sockopt::RcvBufForce, &(4 << 20))?;
+    s.connect(to)?;
+    Ok(s)
+}
+
+/// Closed loop (or, for junk, open loop) from inside the current namespace until `stop`;
+/// returns answers (junk: datagrams sent).
+fn flood(kind: Flood, stop: &AtomicBool) -> anyhow::Result<u64> {
+    // Names never asked before in this run: the DNS miss flood misses every time.
+    let salt = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    if let Flood::Junk = kind {
+        let s = UdpSocket::bind("127.0.0.1:0")?;
+        s.set_nonblocking(true)?;
+        let mut sent = 0u64;
+        let targets = [NTP, DNS, RPC];
+        while !stop.load(Ordering::Relaxed) {
+            for _ in 0..256 {
+                if s.send_to(&[0xff; 8], targets[(sent % 3) as usize]).is_ok() {
+                    sent += 1;
+                }
+            }
+        }
+        return Ok(sent);
+    }
+    let s = client_socket(kind.target())?;
+    s.set_read_timeout(Some(Duration::from_millis(20)))?;
+    let (mut n, mut answers, mut in_flight) = (0u64, 0u64, 0u64);
+    let mut buf = [0u8; 2048];
+    while !stop.load(Ordering::Relaxed) {
+        while in_flight < WINDOW {
+            match s.send(&kind.request(n, salt)) {
+                Ok(_) => {
+                    n += 1;
+                    in_flight += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        match s.recv(&mut buf) {
+            Ok(_) => {
+                answers += 1;
+                in_flight = in_flight.saturating_sub(1);
+            }
+            // Lost somewhere (a queue overflowed): start a fresh window.
+            Err(_) => in_flight = 0,
+        }
+    }
+    Ok(answers)
+}
+
+/// B's figures for one scenario.
+#[derive(Debug, Default)]
+struct Probe {
+    rtts: Vec<Duration>,
+    lost: u64,
+    elapsed: Duration,
+}
+
+/// One NTP request in flight from inside the current namespace for `time`.
+fn probe(time: Duration) -> anyhow::Result<Probe> {
+    let s = client_socket(NTP)?;
+    s.set_read_timeout(Some(PROBE_TIMEOUT))?;
+    let mut p = Probe::default();
+    let mut buf = [0u8; 512];
+    let start = Instant::now();
+    let mut tx = 1u64;
+    while start.elapsed() < time {
+        tx += 1;
+        let t0 = Instant::now();
+        s.send(&ntp_request(tx))?;
+        loop {
+            match s.recv(&mut buf) {
+                // The answer to this request (its origin stamp is our transmit stamp).
+                Ok(48) if buf[24..32] == tx.to_be_bytes() => {
+                    p.rtts.push(t0.elapsed());
+                    break;
+                }
+                Ok(_) if t0.elapsed() < PROBE_TIMEOUT => {}
+                _ => {
+                    p.lost += 1;
+                    break;
+                }
+            }
+        }
+    }
+    p.elapsed = start.elapsed();
+    Ok(p)
+}
+
+/// The namespaces one server setup serves, and the pid(s) to watch.
+struct Setup {
+    label: &'static str,
+    a: PathBuf,
+    b: PathBuf,
+}
+
+/// Runs `floods` in A while B is probed; returns B's figures and A's answers/s.
+fn scenario(s: &Setup, floods: &[Flood], time: Duration) -> anyhow::Result<(Probe, f64)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let handles: Vec<JoinHandle<anyhow::Result<u64>>> = floods
+        .iter()
+        .map(|&kind| {
+            let stop = Arc::clone(&stop);
+            let a = s.a.clone();
+            std::thread::spawn(move || in_netns_file(&a, move || flood(kind, &stop))?)
+        })
+        .collect();
+    if !floods.is_empty() {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let p = in_netns_file(&s.b, move || probe(time));
+    stop.store(true, Ordering::Relaxed);
+    let mut a_total = 0u64;
+    for h in handles {
+        a_total += h.join().map_err(|_| anyhow::anyhow!("flood panicked"))??;
+    }
+    let a_rate = a_total as f64 / started.elapsed().as_secs_f64();
+    Ok((p??, a_rate))
+}
+
+fn row(scenario: &str, label: &str, p: &Probe, a_rate: Option<f64>) -> Vec<String> {
+    let us = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6);
+    vec![
+        scenario.to_owned(),
+        label.to_owned(),
+        format!(
+            "{:.0}",
+            p.rtts.len() as f64 / p.elapsed.as_secs_f64().max(1e-9)
+        ),
+        us(percentile(&p.rtts, 50.0)),
+        us(percentile(&p.rtts, 99.0)),
+        p.lost.to_string(),
+        a_rate.map_or_else(|| "-".to_owned(), |r| format!("{r:.0}")),
+    ]
+}
+
+/// An unbound origin for `benchzone.` in a namespace of its own, behind a veth from `a`.
+fn origin(dir: &Path, a: &TestNetns, name: &str, net: u8) -> anyhow::Result<(TestNetns, Server)> {
+    let o = TestNetns::create(dir, name)?;
+    veth(
+        a,
+        &format!("o{net}a"),
+        &format!("10.{net}.0.1/24"),
+        &o,
+        &format!("o{net}b"),
+        &format!("10.{net}.0.2/24"),
+    )?;
+    let server = Server::unbound(&o, &format!("10.{net}.0.2"), ORIGIN_ZONE)?;
+    Ok((o, server))
+}
+
+/// chronyd as an NTP server (`local stratum 10`, never touching the clock), files in a
+/// temporary directory; killed by its own pid when dropped.
+struct Chronyd {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Chronyd {
+    fn start(ns: &TestNetns) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().display().to_string();
+        let conf = dir.path().join("chrony.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port 123\nlocal stratum 10\nallow\ncmdport 0\nbindcmdaddress /\npidfile {p}/chronyd.pid\n\
+                 driftfile {p}/drift\ndumpdir {p}\nntsdumpdir {p}\n"
+            ),
+        )?;
+        let child = ns
+            .command("chronyd")
+            .args(["-x", "-d", "-u", "root", "-f"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting chronyd")?;
+        Ok(Self { child, _dir: dir })
+    }
+}
+
+impl Drop for Chronyd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A child process killed by its own pid when dropped (stock rpcbind).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_ntp(ns: &Path, what: &str) -> anyhow::Result<()> {
+    let ns = ns.to_owned();
+    wait_for(what, Duration::from_secs(10), || {
+        in_netns_file(&ns, || {
+            udp_exchange(NTP, &ntp_request(1), Duration::from_millis(200))
+        })
+        .ok()
+        .and_then(Result::ok)
+        .flatten()
+    })
+    .map(|_| ())
+}
+
+fn wait_dns(ns: &Path, what: &str) -> anyhow::Result<()> {
+    let ns = ns.to_owned();
+    wait_for(what, Duration::from_secs(10), || {
+        in_netns_file(&ns, || {
+            udp_exchange(
+                DNS,
+                &dns_query(7, "www.benchzone"),
+                Duration::from_millis(500),
+            )
+        })
+        .ok()
+        .and_then(Result::ok)
+        .flatten()
+        // An answer with one record.
+        .filter(|(b, _)| b.len() > 12 && b[7] == 1)
+    })
+    .map(|_| ())
+}
+
+fn hosts_file(version: usize) -> String {
+    let mut s = String::with_capacity(HOSTS_LINES * 28);
+    for i in 0..HOSTS_LINES {
+        s.push_str(&format!(
+            "10.{}.{}.{} h{i}.lan\n",
+            i >> 16,
+            (i >> 8) & 255,
+            i & 255
+        ));
+    }
+    s.push_str(&format!("# version {version}\n"));
+    s
+}
+
+fn main() -> anyhow::Result<()> {
+    if !nsaux_tests::env::require_root("bench isolation")
+        || !nsaux_tests::env::require("bench isolation", &["chronyd", "rpcbind", "unbound"])
+    {
+        return Ok(());
+    }
+    nsaux_tests::bench::build_release_daemon()?;
+    let time = probe_time();
+    let tmp = tempfile::tempdir()?;
+    let etc = tmp.path().join("etc");
+
+    // nsauxd builds, each serving its own A and B, A forwarding to its own origin.
+    let mut nsauxds = Vec::new();
+    for (i, b) in builds()?.into_iter().enumerate() {
+        let net = 80 + u8::try_from(i).unwrap_or(0);
+        let etc_b = etc.join(format!("build{i}"));
+        std::fs::create_dir_all(etc_b.join("A"))?;
+        std::fs::write(etc_b.join("A/hosts"), "10.0.0.9 seed.lan\n")?;
+        let config = format!(
+            "[ntp]\nstratum = 10\nlocal_stratum = 10\nrate_limit = {{ enabled = false }}\n\
+             [dns]\nupstreams = [\"10.{net}.0.2\"]\nnetns_etc_dir = \"{}\"\n",
+            etc_b.display()
+        );
+        let d = b.start(&config)?;
+        let a = d.netns("A")?;
+        let bns = d.netns("B")?;
+        let odir = tmp.path().join(format!("origin{i}"));
+        std::fs::create_dir_all(&odir)?;
+        let (o, server) = origin(&odir, &a, "O", net)?;
+        nsauxds.push((b.label, d, a, bns, o, server, etc_b));
+    }
+    // Stock daemons in namespaces nsauxd never sees.
+    let sdir = tmp.path().join("stock");
+    std::fs::create_dir_all(&sdir)?;
+    let sa = TestNetns::create(&sdir, "SA")?;
+    let sb = TestNetns::create(&sdir, "SB")?;
+    let (_so, _sorigin) = origin(&sdir, &sa, "SO", 90)?;
+    let _chrony_a = Chronyd::start(&sa)?;
+    let _chrony_b = Chronyd::start(&sb)?;
+    let _rpcbind = Killed(spawn_stock_rpcbind(&sa)?);
+    let fwd = "  do-not-query-localhost: no\n  access-control: 127.0.0.0/8 allow\n\
+         forward-zone:\n  name: \".\"\n  forward-addr: 10.90.0.2\n";
+    let _unbound = Server::unbound(&sa, "127.0.0.53", fwd)?;
+
+    let mut setups: Vec<Setup> = nsauxds
+        .iter()
+        .map(|(label, _, a, b, ..)| Setup {
+            label,
+            a: a.path.clone(),
+            b: b.path.clone(),
+        })
+        .collect();
+    setups.push(Setup {
+        label: "stock daemons",
+        a: sa.path.clone(),
+        b: sb.path.clone(),
+    });
+    for s in &setups {
+        wait_ntp(&s.a, &format!("{}: NTP in A", s.label))?;
+        wait_ntp(&s.b, &format!("{}: NTP in B", s.label))?;
+        wait_dns(&s.a, &format!("{}: DNS in A", s.label))?;
+    }
+    wait_portmapper_udp(&sa, "stock rpcbind")?;
+    for (label, _, a, ..) in &nsauxds {
+        wait_portmapper_udp(a, label)?;
+    }
+
+    let scenarios: [(&str, &[Flood]); 4] = [
+        ("idle", &[]),
+        ("flood3", &[Flood::Ntp, Flood::DnsHit, Flood::Getport]),
+        ("junk", &[Flood::Junk]),
+        ("dns-miss", &[Flood::DnsMiss]),
+    ];
+    let mut rows = Vec::new();
+    let mut answered = 0;
+    for (name, floods) in scenarios {
+        for s in &setups {
+            let (p, a_rate) = scenario(s, floods, time)?;
+            answered += p.rtts.len();
+            rows.push(row(
+                name,
+                s.label,
+                &p,
+                (!floods.is_empty()).then_some(a_rate),
+            ));
+        }
+    }
+    for (label, d, ..) in &nsauxds {
+        if let Some(ns) = d.ns("A")? {
+            println!("{label}: A shed {}", ns["udp"]);
+        }
+    }
+    println!(
+        "\nB probed with 1 NTP request in flight while A is flooded ({} s each):\n",
+        time.as_secs()
+    );
+    print_table(
+        &[
+            "scenario",
+            "server",
+            "B answers/s",
+            "B p50",
+            "B p99",
+            "B lost",
+            "A answers/s",
+        ],
+        &rows,
+    );
+
+    // Second table: A's hosts file (100,000 lines) rewritten every second while B is probed.
+    let mut rows = Vec::new();
+    for (label, _, _, b, _, _, etc_b) in &nsauxds {
+        let idle = in_netns_file(&b.path, move || probe(time))??;
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let stop = Arc::clone(&stop);
+            let path = etc_b.join("A/hosts");
+            let texts = [hosts_file(0), hosts_file(1)];
+            std::thread::spawn(move || -> anyhow::Result<u64> {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let tmp = path.with_extension("new");
+                    std::fs::write(&tmp, &texts[(n % 2) as usize])?;
+                    std::fs::rename(&tmp, &path)?;
+                    n += 1;
+                    std::thread::sleep(Duration::from_millis(1000));
+                }
+                Ok(n)
+            })
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        let busy = in_netns_file(&b.path, move || probe(time))??;
+        stop.store(true, Ordering::Relaxed);
+        let writes = writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("writer panicked"))??;
+        answered += busy.rtts.len();
+        let ratio = percentile(&busy.rtts, 99.0).as_secs_f64()
+            / percentile(&idle.rtts, 99.0).as_secs_f64().max(1e-9);
+        let mut r = row("hosts reload", label, &busy, None);
+        r[6] = format!("{writes} rewrites, p99 {ratio:.1}x idle");
+        rows.push(row("idle", label, &idle, None));
+        rows.push(r);
+    }
+    println!("\nB probed while A's {HOSTS_LINES}-line hosts file is rewritten every second:\n");
+    print_table(
+        &[
+            "scenario",
+            "server",
+            "B answers/s",
+            "B p50",
+            "B p99",
+            "B lost",
+            "A",
+        ],
+        &rows,
+    );
+    if answered == 0 {
+        bail!("B never answered");
+    }
+    workers(time)
+}
+
+/// NTP floods into [`SPREAD`] namespaces of one daemon, for `worker_threads` = 1 and 2.
+fn workers(time: Duration) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut rows = Vec::new();
+    for n in [1usize, 2] {
+        let config = format!(
+            "worker_threads = {n}
+[ntp]
+stratum = 10
+local_stratum = 10
+             rate_limit = {{ enabled = false }}
+[dns]
+enabled = false
+[rpcbind]
+enabled = false
+"
+        );
+        let d = nsaux_tests::daemon::Daemon::start(&config)?;
+        let spaces = (0..SPREAD)
+            .map(|i| d.netns(&format!("W{i}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for ns in &spaces {
+            wait_ntp(&ns.path, "NTP in a worker-table namespace")?;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let cpu0 = nsaux_tests::bench::cpu_ns(d.pid());
+        let started = Instant::now();
+        let handles: Vec<JoinHandle<anyhow::Result<u64>>> = spaces
+            .iter()
+            .map(|ns| {
+                let stop = Arc::clone(&stop);
+                let path = ns.path.clone();
+                std::thread::spawn(move || in_netns_file(&path, move || flood(Flood::Ntp, &stop))?)
+            })
+            .collect();
+        std::thread::sleep(time);
+        stop.store(true, Ordering::Relaxed);
+        let mut answers = 0u64;
+        for h in handles {
+            answers += h.join().map_err(|_| anyhow::anyhow!("flood panicked"))??;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let cpu = nsaux_tests::bench::cpu_ns(d.pid()).saturating_sub(cpu0);
+        rows.push(vec![
+            n.to_string(),
+            format!("{:.0}", answers as f64 / secs),
+            format!("{:.2} µs", cpu as f64 / 1000.0 / answers.max(1) as f64),
+            format!("{:.2}", cpu as f64 / 1e9 / secs),
+        ]);
+    }
+    println!("\nnsauxd, NTP floods into {SPREAD} namespaces at once ({cores} cores):\n");
+    print_table(
+        &["worker_threads", "answers/s", "CPU / answer", "CPUs busy"],
+        &rows,
+    );
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! Issue 11, a fair share of the one event loop: a remote host behind a veth floods one
+//! namespace's NTP, DNS and portmapper (closed loop, many requests in flight, plus undecodable
+//! junk), bounded in time and count, while real clients (`ntpdig`, `dig`, `rpcinfo`) in another
+//! namespace served by the same daemon keep getting answers within a generous bound. Timing
+//! targets live in `cargo bench --bench isolation`, not here.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use nsaux_tests::daemon::{Daemon, wait_for};
+use nsaux_tests::dns::{dig, section};
+use nsaux_tests::env::require;
+use nsaux_tests::netns::{TestNetns, veth};
+use nsaux_tests::rpc::{Cred, PMAP, call, pmap, wait_portmapper_udp};
+
+const CONFIG: &str = "[ntp]\nstratum = 10\nlocal_stratum = 10\nrate_limit = { enabled = false }\n\
+    [dns]\naddresses = [\"127.0.0.53\", \"10.0.0.5\"]\nlocal_domains = [\"lan\"]\n\
+    records = [{ name = \"probe.lan\", addr = \"10.9.9.9\" }]\n";
+const TARGET: [u8; 4] = [10, 0, 0, 5];
+/// Each flood stops after this long or this many requests, whichever comes first.
+const FLOOD_TIME: Duration = Duration::from_secs(8);
+const FLOOD_MAX: u64 = 3_000_000;
+const WINDOW: u64 = 256;
+/// What a real client's exchange may take while the other namespace is flooded: generous
+/// (each tool's own timeout is 2 s), so a loaded test machine does not fail it.
+const BOUND: Duration = Duration::from_secs(3);
+
+fn dns_query(id: u16) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    q.extend_from_slice(b"\x05probe\x03lan\x00\x00\x01\x00\x01");
+    q
+}
+
+fn ntp_request(tx: u64) -> Vec<u8> {
+    let mut p = vec![0u8; 48];
+    p[0] = 0x23;
+    p[40..48].copy_from_slice(&tx.to_be_bytes());
+    p
+}
+
+/// A closed-loop flood (`port` 0: open-loop junk to all three ports) from the current
+/// namespace; returns the answers it got (junk: datagrams sent).
+fn flood(port: u16, stop: &AtomicBool) -> anyhow::Result<u64> {
+    let start = Instant::now();
+    let s = UdpSocket::bind("0.0.0.0:0")?;
+    let (mut n, mut answers, mut in_flight) = (0u64, 0u64, 0u64);
+    let over =
+        |n: u64| stop.load(Ordering::Relaxed) || start.elapsed() > FLOOD_TIME || n >= FLOOD_MAX;
+    if port == 0 {
+        s.set_nonblocking(true)?;
+        while !over(n) {
+            let to = SocketAddr::from((TARGET, [123, 53, 111][(n % 3) as usize]));
+            let _ = s.send_to(&[0xff; 8], to);
+            n += 1;
+        }
+        return Ok(n);
+    }
+    s.connect(SocketAddr::from((TARGET, port)))?;
+    s.set_read_timeout(Some(Duration::from_millis(20)))?;
+    let mut buf = [0u8; 2048];
+    while !over(n) {
+        while in_flight < WINDOW {
+            let req = match port {
+                123 => ntp_request(n),
+                53 => dns_query(n as u16),
+                _ => call(n as u32, PMAP, 2, 3, Cred::None, &pmap(PMAP, 2, 17, 0)),
+            };
+            if s.send(&req).is_err() {
+                break;
+            }
+            n += 1;
+            in_flight += 1;
+        }
+        match s.recv(&mut buf) {
+            Ok(_) => {
+                answers += 1;
+                in_flight = in_flight.saturating_sub(1);
+            }
+            Err(_) => in_flight = 0,
+        }
+    }
+    Ok(answers)
+}
+
+/// Runs `script` in `ns`, checks it succeeds within [`BOUND`] and returns its stdout.
+fn timed(ns: &TestNetns, script: &str) -> anyhow::Result<String> {
+    let t0 = Instant::now();
+    let out = ns.sh(script)?;
+    let took = t0.elapsed();
+    assert!(
+        took < BOUND,
+        "{script:?} took {took:?} while another namespace was flooded"
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn a_flooded_namespace_leaves_the_others_answering() -> anyhow::Result<()> {
+    let name = "a_flooded_namespace_leaves_the_others_answering";
+    if !require(name, &["ntpdig", "dig", "rpcinfo"]) {
+        return Ok(());
+    }
+    let d = Daemon::start(CONFIG)?;
+    let flooded = d.netns("fa-flooded")?;
+    let quiet = d.netns("fa-quiet")?;
+    let far_dir = tempfile::tempdir()?;
+    let far = TestNetns::create(far_dir.path(), "fa-far")?;
+    veth(&flooded, "fa0", "10.0.0.5/24", &far, "fa1", "10.0.0.9/24")?;
+    for ns in [&flooded, &quiet] {
+        wait_portmapper_udp(ns, &format!("portmapper in {}", ns.name))?;
+        wait_for("dns answers", Duration::from_secs(5), || {
+            dig(ns, "@127.0.0.53 probe.lan A")
+                .ok()
+                .filter(|o| section(o, "ANSWER").len() == 1)
+        })?;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let floods: Vec<_> = [123u16, 53, 111, 0]
+        .into_iter()
+        .map(|port| {
+            let stop = Arc::clone(&stop);
+            let far = far.path.clone();
+            std::thread::spawn(move || {
+                nsaux_tests::netns::in_netns_file(&far, move || flood(port, &stop))?
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let checks = (|| -> anyhow::Result<()> {
+        for _ in 0..3 {
+            let out = timed(&quiet, "ntpdig -j -t 2 127.0.0.1")?;
+            let v: serde_json::Value = serde_json::from_str(out.trim())
+                .map_err(|e| anyhow::anyhow!("ntpdig output {out:?}: {e}"))?;
+            assert_eq!(v["stratum"].as_u64(), Some(10), "ntpdig: {v}");
+            let out = timed(&quiet, "dig +time=2 +tries=1 @127.0.0.53 probe.lan A")?;
+            let answer = section(&out, "ANSWER");
+            assert_eq!(
+                answer.first().map(|r| r.3.as_str()),
+                Some("10.9.9.9"),
+                "{out}"
+            );
+            let out = timed(&quiet, "rpcinfo -u 127.0.0.1 100000 2")?;
+            assert!(out.contains("ready and waiting"), "rpcinfo: {out}");
+        }
+        Ok(())
+    })();
+    stop.store(true, Ordering::Relaxed);
+    let mut got = Vec::new();
+    for f in floods {
+        got.push(f.join().map_err(|_| anyhow::anyhow!("flood panicked"))??);
+    }
+    checks?;
+    // The floods really ran: the flooded namespace answered them too.
+    for (what, n) in ["ntp", "dns", "getport"].iter().zip(&got) {
+        assert!(*n > 1000, "{what} flood got only {n} answers");
+    }
+    // The shedding counters are reported per namespace; the quiet one shed nothing.
+    let ns = d
+        .ns("fa-quiet")?
+        .ok_or_else(|| anyhow::anyhow!("fa-quiet not listed"))?;
+    assert_eq!(ns["udp"]["dropped"].as_u64(), Some(0), "{ns}");
+    let ns = d
+        .ns("fa-flooded")?
+        .ok_or_else(|| anyhow::anyhow!("fa-flooded not listed"))?;
+    assert!(ns["udp"]["deferred"].is_u64(), "{ns}");
+    assert!(ns["udp"]["dropped"].is_u64(), "{ns}");
+    Ok(())
+}

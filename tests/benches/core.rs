@@ -8,8 +8,10 @@
 //! so the per-namespace figure covers the core plus one small service's sockets and tasks.
 //!
 //! A second table gives what a namespace costs with the product services all on (portmapper,
-//! DNS, NTP; `ident` is a diagnostic and stays off): RSS growth and fds per namespace over
-//! `NSAUX_BENCH_ALL_SIZE` namespaces (default 1,000, capped to the fd limit).
+//! DNS, NTP; `ident` is a diagnostic and stays off), over each of `NSAUX_BENCH_ALL_SIZES`
+//! namespaces (default 1,000 and 2,000, capped to the fd limit): RSS growth and fds per
+//! namespace, created -> all three answering (p50/p99), idle CPU, a restarted daemon's time
+//! from start to all namespaces served on all three, and deleted -> fds released (p50/p99).
 //!
 //! `NSAUX_BENCH_BASELINE=path` (see `nsaux_tests::bench::builds`) measures another nsauxd
 //! build too, in the same run, as row `nsauxd (baseline)` after `nsauxd` at every size and in
@@ -33,19 +35,21 @@ const CONFIG: &str = "[ident]\nenabled = true\n\n[dns]\nenabled = false\n\n[ntp]
 fn all_services_config(etc: &Path) -> String {
     format!(
         "[ident]\nenabled = false\n\n[rpcbind]\nenabled = true\n\n[ntp]\nenabled = true\n\n\
-         [dns]\nenabled = true\nnetns_etc_dir = \"{}\"\n",
+         [dns]\nenabled = true\nnetns_etc_dir = \"{}\"\nlocal_domains = [\"lan\"]\n\
+         records = [{{ name = \"c.lan\", addr = \"10.0.0.9\" }}]\n",
         etc.display()
     )
 }
 /// An upper bound of the fds a namespace costs with every product service on (for sizing to
-/// the fd limit; the bench prints the measured figure).
-const FDS_PER_NS_ALL: usize = 16;
+/// the fd limit; the bench prints the measured figure), room for a DNS upstream socket left.
+const FDS_PER_NS_ALL: usize = 7;
 const IDENT: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
     std::net::Ipv4Addr::LOCALHOST,
     7867,
 ));
-/// Sockets plus the namespace fd the daemon holds per namespace with `ident` on.
-const FDS_PER_NS: usize = 5;
+/// Sockets the daemon holds per namespace with `ident` on (the namespace itself is held by
+/// one of them, not by its file).
+const FDS_PER_NS: usize = 4;
 /// Deletions timed per size (timing needs an fd count per poll, which grows with N).
 const DELETE_SAMPLES: usize = 100;
 
@@ -170,35 +174,102 @@ fn run(build: &Build, n: usize) -> anyhow::Result<Row> {
     })
 }
 
-/// RSS growth and fds per namespace with the product services on, over `n` namespaces.
-fn run_all_services(build: &Build, n: usize) -> anyhow::Result<(f64, f64)> {
-    let etc = tempfile::tempdir()?;
-    let d = build.start(&all_services_config(etc.path()))?;
-    let pid = d.pid();
-    std::thread::sleep(Duration::from_millis(200));
-    let rss0 = rss_kib(pid);
-    let fds0 = d.fd_count();
-    let dir = d.netns_dir();
+/// What a namespace costs with the product services on, over `n` namespaces.
+struct AllRow {
+    n: usize,
+    rss_per_ns_kib: f64,
+    fds_per_ns: f64,
+    /// Created -> portmapper, DNS and NTP all answering.
+    up_p50: Duration,
+    up_p99: Duration,
+    idle_cpu: Duration,
+    /// Daemon started with the `n` namespaces present -> all of them served (all three).
+    start_all: Duration,
+    /// Deleted -> every fd of the namespace released.
+    del_p50: Duration,
+    del_p99: Duration,
+}
+
+/// The three product services' addresses inside a namespace and a request each: portmapper
+/// NULL, DNS `c.lan` A (a configured record), NTP client request.
+fn service_probes() -> [(SocketAddr, Vec<u8>); 3] {
+    let rpc_null = [
+        0u32, 0, 2, 100_000, 2, 0, 0, 0, 0, 0, // xid, CALL, rpcvers, prog, vers, proc, creds
+    ]
+    .iter()
+    .flat_map(|w| w.to_be_bytes())
+    .collect();
+    let mut dns = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    dns.extend_from_slice(b"\x01c\x03lan\x00\x00\x01\x00\x01");
+    let mut ntp = vec![0u8; 48];
+    ntp[0] = 0x23;
+    [
+        (SocketAddr::from(([127, 0, 0, 1], 111)), rpc_null),
+        (SocketAddr::from(([127, 0, 0, 53], 53)), dns),
+        (SocketAddr::from(([127, 0, 0, 1], 123)), ntp),
+    ]
+}
+
+/// Polls all three services from the calling thread's namespace until each has answered
+/// (50 µs sleeps, as [`probe`]).
+fn probe_all(deadline: Instant) -> anyhow::Result<()> {
+    let mut pending: Vec<(UdpSocket, SocketAddr, Vec<u8>)> = Vec::new();
+    for (to, q) in service_probes() {
+        let sock = UdpSocket::bind("127.0.0.1:0")?;
+        sock.set_nonblocking(true)?;
+        pending.push((sock, to, q));
+    }
+    let mut buf = [0u8; 1024];
+    while !pending.is_empty() {
+        for (sock, to, q) in &pending {
+            sock.send_to(q, *to)?;
+        }
+        for _ in 0..4 {
+            std::thread::sleep(Duration::from_micros(50));
+            pending.retain(|(sock, _, _)| sock.recv_from(&mut buf).is_err());
+            if pending.is_empty() {
+                break;
+            }
+        }
+        anyhow::ensure!(Instant::now() < deadline, "namespace not served within 5 s");
+    }
+    Ok(())
+}
+
+/// Runs `f` inside each namespace file `names` of `dir` in turn, on one thread that returns
+/// home after each.
+fn in_each(
+    dir: &Path,
+    names: Vec<String>,
+    f: impl Fn(&str) -> anyhow::Result<()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let dir = dir.to_path_buf();
     std::thread::spawn(move || -> anyhow::Result<()> {
         let home = File::open("/proc/thread-self/ns/net")?;
-        for i in 0..n {
-            nsaux_tests::netns::create_on_this_thread(&dir, &format!("a{i}"))?;
+        for name in names {
+            let ns = File::open(dir.join(&name))?;
+            setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).context("setns")?;
+            let r = f(&name);
             setns(home.as_fd(), CloneFlags::CLONE_NEWNET).context("setns home")?;
+            r?;
         }
         Ok(())
     })
     .join()
-    .map_err(|_| anyhow::anyhow!("creator thread panicked"))??;
-    // Wait until the fd count has stopped growing (listeners come up asynchronously). Not by
-    // polling `ns list`: a 1,000-entry answer is built in the daemon's heap and would be
-    // counted as per-namespace memory.
+    .map_err(|_| anyhow::anyhow!("prober thread panicked"))?
+}
+
+/// Waits until the daemon's fd count stops changing (listeners come up asynchronously), at
+/// least `floor`. Not by polling `ns list`: a 1,000-entry answer is built in the daemon's heap
+/// and would be counted as per-namespace memory.
+fn settled_fds(d: &nsaux_tests::daemon::Daemon, floor: usize) -> anyhow::Result<usize> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut last = d.fd_count();
     loop {
         std::thread::sleep(Duration::from_secs(1));
         let now = d.fd_count();
-        if now == last && now > fds0 + n {
-            break;
+        if now == last && now > floor {
+            return Ok(now);
         }
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -206,8 +277,39 @@ fn run_all_services(build: &Build, n: usize) -> anyhow::Result<(f64, f64)> {
         );
         last = now;
     }
+}
+
+/// RSS growth, fds, lifecycle latencies and idle CPU per namespace with the product services
+/// on, over `n` namespaces.
+fn run_all_services(build: &Build, n: usize) -> anyhow::Result<AllRow> {
+    let etc = tempfile::tempdir()?;
+    let mut d = build.start(&all_services_config(etc.path()))?;
+    let pid = d.pid();
+    std::thread::sleep(Duration::from_millis(200));
+    let rss0 = rss_kib(pid);
+    let fds0 = d.fd_count();
+    let dir = d.netns_dir();
+    let dir2 = dir.clone();
+    let up: Vec<Duration> = std::thread::spawn(move || -> anyhow::Result<Vec<Duration>> {
+        let home = File::open("/proc/thread-self/ns/net")?;
+        let mut lat = Vec::with_capacity(n);
+        for i in 0..n {
+            nsaux_tests::netns::create_on_this_thread(&dir2, &format!("a{i}"))?;
+            let t0 = Instant::now();
+            probe_all(t0 + Duration::from_secs(5)).with_context(|| format!("namespace a{i}"))?;
+            lat.push(t0.elapsed());
+            setns(home.as_fd(), CloneFlags::CLONE_NEWNET).context("setns home")?;
+        }
+        Ok(lat)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("creator thread panicked"))??;
+    let fds_n = settled_fds(&d, fds0 + n)?;
     let rss = rss_kib(pid).saturating_sub(rss0) as f64 / n as f64;
-    let fds = last.saturating_sub(fds0) as f64 / n as f64;
+    let fds = fds_n.saturating_sub(fds0) as f64 / n as f64;
+    let cpu0 = cpu_time(pid);
+    std::thread::sleep(Duration::from_secs(10));
+    let idle_cpu = cpu_time(pid).saturating_sub(cpu0);
     // Only now check that every service is up everywhere (the figures are of a served set).
     let list = d.ns_list()?;
     anyhow::ensure!(list.len() == n, "{} namespaces listed of {n}", list.len());
@@ -220,7 +322,45 @@ fn run_all_services(build: &Build, n: usize) -> anyhow::Result<(f64, f64)> {
             );
         }
     }
-    Ok((rss, fds))
+    // Started with all of them present: from the start to the last one answering on all
+    // three services (probed in creation order; an upper bound, probing included).
+    d.stop()?;
+    let t0 = Instant::now();
+    d.restart()?;
+    let names: Vec<String> = (0..n).map(|i| format!("a{i}")).collect();
+    in_each(&dir, names, |name| {
+        probe_all(Instant::now() + Duration::from_secs(10)).with_context(|| name.to_owned())
+    })?;
+    let start_all = t0.elapsed();
+    settled_fds(&d, n)?;
+    // A namespace's fds as measured above, whole.
+    let per_ns = (fds.floor() as usize).max(1);
+    // Delete: time a sample one by one (until its fds are gone), then the rest in bulk.
+    let mut del = Vec::new();
+    for i in 0..n {
+        let path = dir.join(format!("a{i}"));
+        let before = d.fd_count();
+        let t0 = Instant::now();
+        umount2(&path, MntFlags::MNT_DETACH)?;
+        std::fs::remove_file(&path)?;
+        if i < DELETE_SAMPLES {
+            wait_for("fds released", Duration::from_secs(10), || {
+                (d.fd_count() + per_ns <= before).then_some(())
+            })?;
+            del.push(t0.elapsed());
+        }
+    }
+    Ok(AllRow {
+        n,
+        rss_per_ns_kib: rss,
+        fds_per_ns: fds,
+        up_p50: percentile(&up, 50.0),
+        up_p99: percentile(&up, 99.0),
+        idle_cpu,
+        start_all,
+        del_p50: percentile(&del, 50.0),
+        del_p99: percentile(&del, 99.0),
+    })
 }
 
 fn ms(d: Duration) -> String {
@@ -254,19 +394,24 @@ fn main() -> anyhow::Result<()> {
         })
         .collect();
     let fit_all = usize::try_from(hard.saturating_sub(200)).unwrap_or(usize::MAX) / FDS_PER_NS_ALL;
-    let all_n = std::env::var("NSAUX_BENCH_ALL_SIZE")
+    let all_sizes: Vec<usize> = std::env::var("NSAUX_BENCH_ALL_SIZES")
         .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(1_000usize);
-    let all_n = if all_n > fit_all {
-        notes.push(format!(
-            "all services: {all_n} namespaces may need {} fds; the fd hard limit here is {hard}: measured {fit_all} instead",
-            all_n * FDS_PER_NS_ALL
-        ));
-        fit_all
-    } else {
-        all_n
-    };
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1_000, 2_000]);
+    let all_sizes: Vec<usize> = all_sizes
+        .into_iter()
+        .map(|n| {
+            if n > fit_all {
+                notes.push(format!(
+                    "all services: {n} namespaces may need {} fds; the fd hard limit here is {hard}: measured {fit_all} instead",
+                    n * FDS_PER_NS_ALL
+                ));
+                fit_all
+            } else {
+                n
+            }
+        })
+        .collect();
     let builds = builds()?;
     let mut rows = Vec::new();
     for n in sizes {
@@ -303,22 +448,41 @@ fn main() -> anyhow::Result<()> {
         &rows,
     );
     let mut all_rows = Vec::new();
-    for b in &builds {
-        eprintln!(
-            "core bench: {} {all_n} namespaces, all product services on ...",
-            b.label
-        );
-        let (rss_all, fds_all) = run_all_services(b, all_n)?;
-        all_rows.push(vec![
-            b.label.to_owned(),
-            all_n.to_string(),
-            format!("{rss_all:.1} KiB"),
-            format!("{fds_all:.1}"),
-        ]);
+    for &all_n in &all_sizes {
+        for b in &builds {
+            eprintln!(
+                "core bench: {} {all_n} namespaces, all product services on ...",
+                b.label
+            );
+            let r = run_all_services(b, all_n)?;
+            all_rows.push(vec![
+                b.label.to_owned(),
+                r.n.to_string(),
+                format!("{:.1} KiB", r.rss_per_ns_kib),
+                format!("{:.2}", r.fds_per_ns),
+                ms(r.up_p50),
+                ms(r.up_p99),
+                format!("{} ms", r.idle_cpu.as_millis()),
+                ms(r.start_all),
+                ms(r.del_p50),
+                ms(r.del_p99),
+            ]);
+        }
     }
     println!("\nnsauxd with the portmapper, DNS and NTP on (ident off)");
     print_table(
-        &["daemon", "namespaces", "RSS / netns", "fds / netns"],
+        &[
+            "daemon",
+            "namespaces",
+            "RSS / netns",
+            "fds / netns",
+            "up (all 3) p50",
+            "up (all 3) p99",
+            "idle CPU 10 s",
+            "start -> all served",
+            "release p50",
+            "release p99",
+        ],
         &all_rows,
     );
     for n in notes {

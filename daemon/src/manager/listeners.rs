@@ -78,6 +78,9 @@ pub(super) struct ServiceSlot {
     pub(super) last_panic: Option<Instant>,
     /// Dropped after a panic and waiting for its rebuild (`ns list` says `restarting`).
     pub(super) rebuild_pending: bool,
+    /// Dual-stack specs whose socket failed to bind: this instance listens on their two
+    /// halves instead (see `manager::dual`).
+    pub(super) split: BTreeSet<ListenerSpec>,
 }
 
 impl ServiceSlot {
@@ -89,6 +92,7 @@ impl ServiceSlot {
             panics: 0,
             last_panic: None,
             rebuild_pending: false,
+            split: BTreeSet::new(),
         }
     }
 }
@@ -124,13 +128,17 @@ fn create_listener(spec: &ListenerSpec) -> io::Result<RawListener> {
         ListenerSpec::Udp {
             addr,
             rx_timestamps,
+            dual_stack,
         } => RawListener::Udp(factory::bind_udp(
             *addr,
             UdpOptions {
                 rx_timestamps: *rx_timestamps,
+                dual_stack: *dual_stack,
             },
         )?),
-        ListenerSpec::Tcp { addr } => RawListener::Tcp(factory::bind_tcp(*addr)?),
+        ListenerSpec::Tcp { addr, dual_stack } => {
+            RawListener::Tcp(factory::bind_tcp(*addr, *dual_stack)?)
+        }
         ListenerSpec::UnixAbstract { name } => {
             RawListener::Unix(factory::bind_unix_abstract(name)?)
         }
@@ -196,7 +204,11 @@ impl Manager {
                 to_close.extend(std::mem::take(&mut slot.listeners).into_values());
                 continue;
             };
-            let desired: BTreeSet<ListenerSpec> = inst.listeners().into_iter().collect();
+            let mut wanted = inst.listeners();
+            if inst.dual_stack() {
+                wanted = super::dual::merge(wanted, &slot.split);
+            }
+            let desired: BTreeSet<ListenerSpec> = wanted.into_iter().collect();
             let stale: Vec<ListenerSpec> = slot
                 .listeners
                 .keys()
@@ -213,6 +225,9 @@ impl Manager {
                 }
             }
         }
+        if !to_close.is_empty() {
+            hold_file(entry);
+        }
         for l in to_close {
             l.close().await;
         }
@@ -224,18 +239,36 @@ impl Manager {
         }
     }
 
-    /// Creates listeners inside the namespace in one trip to the namespace thread.
+    /// Creates listeners inside the namespace in one trip to the namespace thread, and one
+    /// more for the halves of dual-stack sockets that could not be bound.
     async fn bind(&mut self, id: NetnsId, wanted: Vec<(&'static str, ListenerSpec)>) {
+        let mut wanted = wanted;
+        while !wanted.is_empty() {
+            wanted = self.bind_once(id, wanted).await;
+        }
+    }
+
+    /// One trip of [`Manager::bind`]; returns the halves of the dual-stack specs that failed.
+    async fn bind_once(
+        &mut self,
+        id: NetnsId,
+        wanted: Vec<(&'static str, ListenerSpec)>,
+    ) -> Vec<(&'static str, ListenerSpec)> {
+        let mut again = Vec::new();
         let Some(entry) = self.namespaces.get(&id) else {
-            return;
+            return again;
         };
         let specs: Vec<ListenerSpec> = wanted.iter().map(|(_, s)| s.clone()).collect();
-        let created = self
-            .factory
-            .run_in(Arc::clone(&entry.fd), move || {
-                Ok(specs.iter().map(create_listener).collect::<Vec<_>>())
-            })
-            .await;
+        let created = match entry.info.handle.open() {
+            Ok(fd) => {
+                self.factory
+                    .run_in(fd, move || {
+                        Ok(specs.iter().map(create_listener).collect::<Vec<_>>())
+                    })
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         let results: Vec<io::Result<RawListener>> = match created {
             Ok(r) => r,
             Err(e) => {
@@ -247,13 +280,21 @@ impl Manager {
             }
         };
         let Some(entry) = self.namespaces.get_mut(&id) else {
-            return;
+            return again;
         };
         for ((service, spec), result) in wanted.into_iter().zip(results) {
             let Some(slot) = entry.services.get_mut(service) else {
                 continue;
             };
             let Ok(inst) = &slot.instance else { continue };
+            if let (Err(e), Some(halves)) = (&result, super::dual::halves(&spec)) {
+                tracing::debug!(netns = %entry.info.name, service, listener = %spec, error = %e,
+                    "dual-stack socket failed; listening on each family apart");
+                slot.listeners.remove(&spec);
+                slot.split.insert(spec);
+                again.extend(halves.into_iter().map(|h| (service, h)));
+                continue;
+            }
             let restarts = match slot.listeners.get(&spec) {
                 Some(ListenerState::Failed { attempts, .. }) => attempts + 1,
                 _ => 0,
@@ -270,7 +311,10 @@ impl Manager {
             let state = match result
                 .and_then(|raw| start_listener(raw, &spec, &entry.info, inst, watch))
             {
-                Ok(task) => {
+                Ok((task, sock)) => {
+                    if let Some(sock) = sock {
+                        entry.info.handle.hold_socket(sock);
+                    }
                     tracing::debug!(netns = %entry.info.name, service, listener = %spec, "listening");
                     ListenerState::Up {
                         _task: task,
@@ -306,6 +350,7 @@ impl Manager {
             };
             slot.listeners.insert(spec, state);
         }
+        again
     }
 
     /// Binds a listener again after its backoff, unless it came up or went away meanwhile.
@@ -330,39 +375,61 @@ fn describe_bind_error(e: &io::Error, spec: &ListenerSpec, ns: &str) -> String {
     }
 }
 
+/// Lets the namespace handle hold the namespace by a file rather than a socket, before
+/// listeners close: a closed listener's socket (and port) must not stay alive in the handle.
+pub(super) fn hold_file(entry: &super::sources::NsEntry) {
+    if let Err(e) = entry.info.handle.hold_file() {
+        tracing::warn!(netns = %entry.info.name, error = %e,
+            "cannot open the namespace from its socket; the socket stays open meanwhile");
+    }
+}
+
+/// A socket shared with a listener task, which can hold its namespace (see `netns::handle`).
+type SharedSocket = Arc<dyn std::os::fd::AsFd + Send + Sync>;
+
+/// Hands a created socket to the runtime and starts its task; a UDP endpoint is also
+/// returned, to hold the namespace by.
 fn start_listener(
     raw: RawListener,
     spec: &ListenerSpec,
     ns: &Arc<NsInfo>,
     inst: &Arc<dyn NsService>,
     watch: super::supervise::Watch,
-) -> io::Result<TaskGuard> {
+) -> io::Result<(TaskGuard, Option<SharedSocket>)> {
     let ns = Arc::clone(ns);
     let inst = Arc::clone(inst);
+    let mut shared: Option<SharedSocket> = None;
     let guard = match raw {
         RawListener::Udp(s) => {
             let bound = s.local_addr().unwrap_or_else(|_| match spec {
                 ListenerSpec::Udp { addr, .. } => *addr,
                 _ => SocketAddr::from(([0, 0, 0, 0], 0)),
             });
-            let control = match spec {
+            let (control, dual_stack) = match spec {
                 ListenerSpec::Udp {
                     addr,
                     rx_timestamps,
-                } => factory::udp_has_control(
-                    *addr,
-                    UdpOptions {
-                        rx_timestamps: *rx_timestamps,
-                    },
+                    dual_stack,
+                } => (
+                    factory::udp_has_control(
+                        *addr,
+                        UdpOptions {
+                            rx_timestamps: *rx_timestamps,
+                            dual_stack: *dual_stack,
+                        },
+                    ),
+                    *dual_stack,
                 ),
-                _ => true,
+                _ => (true, false),
             };
             let ep = Arc::new(UdpEndpoint {
                 sock: tokio::net::UdpSocket::from_std(s)?,
                 bound,
+                dual_stack,
                 control,
                 ns,
             });
+            shared = Some(Arc::clone(&ep) as SharedSocket);
             watch.spawn(serve::udp::run(ep, inst))
         }
         RawListener::Tcp(l) => {
@@ -380,5 +447,5 @@ fn start_listener(
             })
         }
     };
-    Ok(guard)
+    Ok((guard, shared))
 }

@@ -12,6 +12,7 @@
 //! - `reports.rs` — what `status` and `ns list` show;
 //! - `supervise.rs` — listener tasks that end and services that panic: restart, rebuild, backoff.
 
+mod dual;
 mod listeners;
 mod reports;
 mod sources;

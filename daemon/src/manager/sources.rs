@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::listeners::{ServiceSlot, TaskGuard};
 use super::{Manager, ManagerMsg};
 use crate::control::Response;
+use crate::netns::handle::NsHandle;
 use crate::netns::tracker::FileId;
 use crate::netns::{NetnsId, Source};
 use crate::serve::NsInfo;
@@ -28,8 +29,6 @@ use crate::sys;
 pub(super) struct NsEntry {
     /// What services see of the namespace.
     pub(super) info: Arc<NsInfo>,
-    /// The namespace file, kept open for creating sockets inside it.
-    pub(super) fd: Arc<OwnedFd>,
     /// Every way we know this namespace; the first names it.
     pub(super) sources: Vec<(Source, Option<FileId>)>,
     /// When it appeared.
@@ -42,6 +41,8 @@ impl Drop for NsEntry {
     fn drop(&mut self) {
         // Ends connection tasks; listener tasks end through their guards.
         self.info.cancel.cancel();
+        // The handle may hold a listener's endpoint, which points back at the info.
+        self.info.handle.release();
     }
 }
 
@@ -49,6 +50,7 @@ impl NsEntry {
     /// Closes every socket held for the namespace and waits until they are closed.
     pub(super) async fn close(mut self) {
         self.info.cancel.cancel();
+        self.info.handle.release();
         for (_, slot) in std::mem::take(&mut self.services) {
             slot.close().await;
         }
@@ -208,7 +210,7 @@ impl Manager {
                 .ok()
                 .map(|st| (st.st_dev, st.st_ino)),
             cancel: CancellationToken::new(),
-            fd: Arc::clone(&fd),
+            handle: NsHandle::new(fd),
             factory: self.factory.clone(),
             is_host: sources.iter().any(|(s, _)| matches!(s, Source::Host)),
             share: crate::serve::share::NsShare::default(),
@@ -220,7 +222,6 @@ impl Manager {
             cookie,
             NsEntry {
                 info,
-                fd,
                 sources,
                 since,
                 services: BTreeMap::new(),
@@ -292,7 +293,20 @@ impl Manager {
             return;
         };
         let sources = std::mem::take(&mut old.sources);
-        let fd = Arc::clone(&old.fd);
+        let fd = match old.info.handle.open() {
+            Ok(fd) => fd,
+            Err(e) => {
+                // Out of fds: the namespace cannot be kept. Its sources are forgotten, so a
+                // directory rescan or a new attach brings it back.
+                tracing::error!(netns = %old.info.name, id = %id, error = %e,
+                    "cannot relabel the namespace (no handle on it); released");
+                for (s, _) in &sources {
+                    self.sources.remove(s);
+                }
+                old.close().await;
+                return;
+            }
+        };
         let since = old.since;
         let old_name = old.info.name.clone();
         old.close().await;

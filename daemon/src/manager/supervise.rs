@@ -126,6 +126,7 @@ impl Manager {
             },
         );
         if let Some(old) = old {
+            super::listeners::hold_file(entry);
             old.close().await;
         }
         self.send_later(delay, ManagerMsg::Retry { id, service, spec });
@@ -154,6 +155,7 @@ impl Manager {
         let listeners = std::mem::take(&mut slot.listeners);
         tracing::warn!(netns = %entry.info.name, service, panics = slot.panics, retry_in = ?delay,
             "service dropped in this namespace after a panic; rebuilding it");
+        super::listeners::hold_file(entry);
         for (_, l) in listeners {
             l.close().await;
         }

@@ -107,9 +107,16 @@ impl SocketFactory {
 pub(crate) struct UdpOptions {
     /// Kernel receive timestamps (NTP needs them).
     pub(crate) rx_timestamps: bool,
+    /// An IPv6 socket that serves IPv4 too (`IPV6_V6ONLY` off).
+    pub(crate) dual_stack: bool,
 }
 
-fn new_ip_socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
+fn new_ip_socket(
+    addr: SocketAddr,
+    ty: Type,
+    proto: Protocol,
+    dual_stack: bool,
+) -> io::Result<Socket> {
     let domain = if addr.is_ipv4() {
         Domain::IPV4
     } else {
@@ -117,8 +124,10 @@ fn new_ip_socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Sock
     };
     let sock = Socket::new(domain, ty.cloexec(), Some(proto))?;
     if addr.is_ipv6() {
-        // Separate v4 and v6 sockets: each answers from its own family's address.
-        sock.set_only_v6(true)?;
+        // Separate v4 and v6 sockets unless asked for one serving both: IPv4 then arrives
+        // v4-mapped (the receive paths unmap it) and replies leave from the address queried
+        // all the same (pktinfo works for mapped addresses).
+        sock.set_only_v6(!dual_stack)?;
         sock.set_freebind_v6(true)?;
     } else {
         sock.set_freebind_v4(true)?;
@@ -137,7 +146,7 @@ fn new_ip_socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Sock
 /// address was up (lo still down in a fresh namespace) has no fixed source, and the kernel
 /// would otherwise pick one by route (127.0.0.1 for a socket on 127.0.0.53).
 pub(crate) fn bind_udp(addr: SocketAddr, opts: UdpOptions) -> io::Result<std::net::UdpSocket> {
-    let sock = new_ip_socket(addr, Type::DGRAM, Protocol::UDP)?;
+    let sock = new_ip_socket(addr, Type::DGRAM, Protocol::UDP, opts.dual_stack)?;
     if udp_wants_pktinfo(addr) {
         sys::udp::enable_pktinfo(sock.as_fd(), addr.is_ipv6())?;
     }
@@ -161,8 +170,8 @@ pub(crate) fn udp_has_control(addr: SocketAddr, opts: UdpOptions) -> bool {
 }
 
 /// Creates a listening TCP socket bound to `addr`. Call inside the target namespace.
-pub(crate) fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let sock = new_ip_socket(addr, Type::STREAM, Protocol::TCP)?;
+pub(crate) fn bind_tcp(addr: SocketAddr, dual_stack: bool) -> io::Result<std::net::TcpListener> {
+    let sock = new_ip_socket(addr, Type::STREAM, Protocol::TCP, dual_stack)?;
     sock.set_reuse_address(true)?;
     sock.bind(&addr.into())?;
     sock.listen(128)?;

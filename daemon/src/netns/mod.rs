@@ -7,6 +7,7 @@
 
 pub(crate) mod caller;
 pub(crate) mod factory;
+pub(crate) mod handle;
 pub(crate) mod tracker;
 
 use std::fmt;

@@ -22,7 +22,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ServicesConfig;
 use crate::netns::NetnsId;
 use crate::netns::factory::SocketFactory;
+use crate::netns::handle::NsHandle;
 
 /// Where a service listens inside a namespace. Also the key for keeping a socket across reloads:
 /// a listener whose spec did not change is never closed.
@@ -43,11 +44,16 @@ pub(crate) enum ListenerSpec {
         addr: SocketAddr,
         /// Ask for kernel receive timestamps.
         rx_timestamps: bool,
+        /// One `[::]` socket serving IPv4 too (`IPV6_V6ONLY` off), standing for a `0.0.0.0`
+        /// and a `[::]` listener: one fd instead of two (see `manager::dual`).
+        dual_stack: bool,
     },
     /// A TCP listener.
     Tcp {
         /// Bind address.
         addr: SocketAddr,
+        /// As for [`ListenerSpec::Udp`].
+        dual_stack: bool,
     },
     /// An abstract AF_LOCAL listener (`"\0name"`), scoped to the namespace.
     UnixAbstract {
@@ -67,10 +73,14 @@ impl ListenerSpec {
                 v.push(Self::Udp {
                     addr,
                     rx_timestamps: false,
+                    dual_stack: false,
                 });
             }
             if tcp {
-                v.push(Self::Tcp { addr });
+                v.push(Self::Tcp {
+                    addr,
+                    dual_stack: false,
+                });
             }
         }
         v
@@ -80,8 +90,12 @@ impl ListenerSpec {
 impl fmt::Display for ListenerSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Udp { addr, .. } => write!(f, "udp:{addr}"),
-            Self::Tcp { addr } => write!(f, "tcp:{addr}"),
+            Self::Udp {
+                addr, dual_stack, ..
+            } => write!(f, "udp:{addr}{}", if *dual_stack { "+v4" } else { "" }),
+            Self::Tcp { addr, dual_stack } => {
+                write!(f, "tcp:{addr}{}", if *dual_stack { "+v4" } else { "" })
+            }
             Self::UnixAbstract { name } => write!(f, "local:@{name}"),
         }
     }
@@ -101,9 +115,9 @@ pub(crate) struct NsInfo {
     /// Cancelled when the namespace goes: every task holding a socket in it must end then, or
     /// the namespace lives on as a zombie.
     pub(crate) cancel: CancellationToken,
-    /// The namespace file, kept so services can create sockets inside the namespace later
-    /// (e.g. DNS upstream queries). Released with the last `Arc<NsInfo>`.
-    pub(crate) fd: Arc<OwnedFd>,
+    /// The namespace, held by its file or by one of our sockets inside it, so services can
+    /// create sockets inside the namespace later (e.g. DNS upstream queries).
+    pub(crate) handle: NsHandle,
     /// Creates sockets inside a namespace on the daemon's namespace thread.
     pub(crate) factory: SocketFactory,
     /// The daemon's own namespace (`host_netns`): its DNS upstreams come from the host's
@@ -121,7 +135,8 @@ impl NsInfo {
         R: Send + 'static,
         F: FnOnce() -> io::Result<R> + Send + 'static,
     {
-        self.factory.run_in(Arc::clone(&self.fd), f).await
+        let fd = self.handle.open()?;
+        self.factory.run_in(fd, f).await
     }
 }
 
@@ -231,11 +246,19 @@ pub(crate) struct UdpEndpoint {
     pub(crate) sock: tokio::net::UdpSocket,
     /// The address it is bound to.
     pub(crate) bound: SocketAddr,
+    /// A `[::]` socket that serves IPv4 too (`IPV6_V6ONLY` off).
+    pub(crate) dual_stack: bool,
     /// Its datagrams carry control messages (pktinfo, timestamps); without, they are read
     /// with the cheaper plain receive.
     pub(crate) control: bool,
     /// The namespace it lives in.
     pub(crate) ns: Arc<NsInfo>,
+}
+
+impl AsFd for UdpEndpoint {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
 }
 
 impl UdpEndpoint {
@@ -336,6 +359,13 @@ pub(crate) trait NsService: Send + Sync + fmt::Debug + 'static {
     /// `None` gives each listener a table of its own with the default budget.
     fn slots(&self) -> Option<(Arc<slots::SlotTable>, slots::SlotBudget)> {
         None
+    }
+
+    /// Whether a `0.0.0.0` and a `[::]` listener on one port may be served by one dual-stack
+    /// socket: the service reads a v4-mapped peer as the IPv4 peer it is (the receive paths
+    /// unmap addresses), and answers from the address queried either way.
+    fn dual_stack(&self) -> bool {
+        false
     }
 
     /// The namespace is gone for good (not a daemon shutdown): drop durable state kept for it.

@@ -54,9 +54,10 @@ pub(crate) async fn run_tcp(
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                let peer = Peer::Ip(peer);
+                // A dual-stack listener gives IPv4 peers v4-mapped: services see them as IPv4.
+                let peer = Peer::Ip(crate::sys::unmap(peer));
                 let slot = admit(&ns, &service, &own, &peer);
-                let local = stream.local_addr().ok();
+                let local = stream.local_addr().ok().map(crate::sys::unmap);
                 let conn = Connection {
                     stream: Stream::Tcp(stream),
                     peer,

@@ -9,7 +9,10 @@
 pub(crate) mod asyncfd;
 pub(crate) mod clock;
 pub(crate) mod fdtable;
+mod mapped;
 pub(crate) mod netns;
 pub(crate) mod peer;
 pub(crate) mod pidfd;
 pub(crate) mod udp;
+
+pub(crate) use mapped::{unmap, unmap_ip};

@@ -57,3 +57,21 @@ pub(crate) fn current_netns_cookie() -> io::Result<u64> {
     let probe = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::DGRAM, None)?;
     socket_netns_cookie(&probe)
 }
+
+/// `SIOCGSKNS` from `<linux/sockios.h>` (Linux ≥ 4.9); libc does not export it.
+const SIOCGSKNS: libc::c_ulong = 0x894C;
+
+/// The network namespace a socket lives in, as a new (close-on-exec) namespace fd.
+///
+/// Lets the daemon hold no namespace file for a namespace it has a socket in: the fd is made
+/// when a namespace must be entered and closed right after (see `netns::handle`).
+pub(crate) fn socket_netns(sock: BorrowedFd<'_>) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: SIOCGSKNS reads no argument and returns a new fd or -1; a valid fd is passed.
+    let fd = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCGSKNS as _) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just opened this fd for us; nobody else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}

@@ -3,6 +3,7 @@
 
 mod budgets;
 mod core;
+mod cost;
 mod dns;
 mod dns_abuse;
 mod dns_sources;

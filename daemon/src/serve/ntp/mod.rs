@@ -350,6 +350,7 @@ impl NsService for NtpNs {
             .map(|ip| ListenerSpec::Udp {
                 addr: SocketAddr::new(*ip, st.cfg.port),
                 rx_timestamps: true,
+                dual_stack: false,
             })
             .collect()
     }
@@ -364,6 +365,11 @@ impl NsService for NtpNs {
         }
         st.cfg = cfg.ntp.clone();
         Ok(())
+    }
+
+    fn dual_stack(&self) -> bool {
+        // Nothing in an NTP answer depends on the transport's family.
+        true
     }
 
     fn on_datagram(&self, _ep: &Arc<UdpEndpoint>, d: &Datagram<'_>, out: &mut Replies) {

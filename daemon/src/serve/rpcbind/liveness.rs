@@ -59,7 +59,9 @@ impl RpcbindNs {
     fn prune_round(&self, max_misses: u32) -> Vec<Probe> {
         let ep = lock(&self.prune_ep).as_ref().and_then(Weak::upgrade);
         let sources = ProbeSources {
-            udp: ep.as_ref().is_some_and(|ep| ep.bound.is_ipv4()),
+            udp: ep
+                .as_ref()
+                .is_some_and(|ep| ep.bound.is_ipv4() || ep.dual_stack),
             udp6: ep.as_ref().is_some_and(|ep| ep.bound.is_ipv6()),
             tcp: true,
         };

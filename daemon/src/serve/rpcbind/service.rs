@@ -347,6 +347,12 @@ impl NsService for RpcbindNs {
         Box::pin(self.serve_conn(conn))
     }
 
+    fn dual_stack(&self) -> bool {
+        // The netid comes from the local address, which the receive paths unmap: a call over
+        // IPv4 on a `[::]` socket is a udp/tcp call, answered with IPv4 universal addresses.
+        true
+    }
+
     fn slots(&self) -> Option<(Arc<SlotTable>, SlotBudget)> {
         Some((Arc::clone(&self.slots), self.slot_budget()))
     }

@@ -38,7 +38,10 @@ pub(super) unsafe fn parse_cmsgs(hdr: &libc::msghdr, meta: &mut RecvMeta) {
                 }
                 (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
                     let info = std::ptr::read_unaligned(data.cast::<libc::in6_pktinfo>());
-                    meta.local = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                    // A dual-stack socket reports an IPv4 destination v4-mapped.
+                    meta.local = Some(crate::sys::unmap_ip(IpAddr::V6(Ipv6Addr::from(
+                        info.ipi6_addr.s6_addr,
+                    ))));
                     meta.ifindex = info.ipi6_ifindex;
                 }
                 (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {

@@ -156,12 +156,12 @@ fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
         libc::AF_INET6 => {
             // SAFETY: ss_family says this storage holds a sockaddr_in6, which fits in it.
             let sin6: &libc::sockaddr_in6 = unsafe { &*(std::ptr::from_ref(storage).cast()) };
-            Some(SocketAddr::V6(SocketAddrV6::new(
+            Some(crate::sys::unmap(SocketAddr::V6(SocketAddrV6::new(
                 Ipv6Addr::from(sin6.sin6_addr.s6_addr),
                 u16::from_be(sin6.sin6_port),
                 sin6.sin6_flowinfo,
                 sin6.sin6_scope_id,
-            )))
+            ))))
         }
         _ => None,
     }

@@ -225,7 +225,6 @@ fn main() -> anyhow::Result<()> {
             bail!("the dns_miss benchmark needs `{tool}`");
         }
     }
-    nsaux_tests::bench::build_release_daemon()?;
     let env = |key: &str| std::env::var(key).ok().and_then(|s| s.parse::<u64>().ok());
     let secs = env("NSAUX_DNS_MISS_SECS").unwrap_or(3).clamp(1, 60);
     let rounds = usize::try_from(env("NSAUX_DNS_MISS_ROUNDS").unwrap_or(5).clamp(1, 20))?;

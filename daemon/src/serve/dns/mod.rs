@@ -119,6 +119,11 @@ struct Inner {
     tcp_jobs: Vec<UpstreamTransmit>,
     /// The driver task runs.
     driver: bool,
+    /// The latest time the driver last said it would wake by (`None`: no timer). A miss
+    /// whose deadlines all come later needs no wakeup of the driver: under a stream of
+    /// misses, waking it per miss (a task switch and a timer re-armed) cost more than the
+    /// miss's own socket work.
+    armed: Option<Instant>,
     /// `ETC/NAME/resolv.conf`, when upstreams come from it.
     resolv: Option<Watched>,
     /// `ETC/NAME/hosts`.
@@ -189,6 +194,7 @@ impl DnsNs {
             backlog: Vec::new(),
             tcp_jobs: Vec::new(),
             driver: false,
+            armed: None,
             resolv: None,
             hosts: None,
             next_file_check: now,

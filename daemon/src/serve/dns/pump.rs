@@ -181,7 +181,7 @@ impl DnsNs {
                 break;
             }
         }
-        if sent {
+        if sent && g.driver_needed() {
             self.kick(g);
         }
     }

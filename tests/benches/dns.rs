@@ -7,7 +7,8 @@
 //!    same load generator (dnsperf, same flags, bounded in time) runs against each in turn,
 //!    for `ROUNDS` rounds so drift in machine load hits all alike; we print answers/s and the
 //!    server's CPU time per answer (exact on-CPU time of all its threads, from schedstat), per
-//!    round and in total, and the median of the per-round ratios to unbound.
+//!    round and in total, and the median of the per-round ratios to unbound. Once unpinned,
+//!    once with dnsperf and the server on different CPUs (`CpuMode`; issue 16), a table each.
 //! 2. Memory: nsauxd with only the resolver on, N namespaces (default 1,000) each answering
 //!    a local record (no cache entries); RSS growth / N.
 //!
@@ -31,7 +32,7 @@ use anyhow::{Context as _, bail};
 use nix::mount::{MntFlags, umount2};
 use nix::sched::{CloneFlags, setns};
 use nsaux_tests::bench::{
-    BASELINE_LABEL, Build, ab_summary, builds, cpu_ns, median, print_table, range, rss_kib,
+    BASELINE_LABEL, Build, CpuMode, ab_summary, builds, cpu_ns, median, print_table, range, rss_kib,
 };
 use nsaux_tests::daemon::wait_for;
 use nsaux_tests::dns::{Server, dig, section};
@@ -61,15 +62,30 @@ impl Run {
 /// The other services are off: each benchmark measures its own service.
 const OTHERS_OFF: &str = "[ntp]\nenabled = false\n[rpcbind]\nenabled = false\n";
 
-fn load(ns: &TestNetns, name: &str, pid: u32, secs: u64, data: &Path) -> anyhow::Result<Run> {
+fn load(
+    ns: &TestNetns,
+    name: &str,
+    pid: u32,
+    secs: u64,
+    data: &Path,
+    mode: CpuMode,
+) -> anyhow::Result<Run> {
+    mode.pin_server(pid)?;
     wait_for(&format!("{name} answers"), Duration::from_secs(10), || {
         dig(ns, "@127.0.0.53 www.benchzone A")
             .ok()
             .filter(|o| section(o, "ANSWER").len() == 1)
     })?;
     let cpu0 = cpu_ns(pid);
-    let out = ns
-        .command("dnsperf")
+    let taskset = mode.taskset_args();
+    let mut cmd = if taskset.is_empty() {
+        ns.command("dnsperf")
+    } else {
+        let mut c = ns.command("taskset");
+        c.args(&taskset).arg("dnsperf");
+        c
+    };
+    let out = cmd
         .args([
             "-s",
             "127.0.0.53",
@@ -130,8 +146,14 @@ impl Total {
 }
 
 /// Starts the servers side by side (each nsauxd build, dnsmasq and unbound, each in its own
-/// namespace with its own origin), then loads them in turn for `rounds` rounds.
-fn cache_hits(builds: &[Build], secs: u64, rounds: usize) -> anyhow::Result<Vec<Total>> {
+/// namespace with its own origin), then, in each CPU mode, loads them in turn for `rounds`
+/// rounds.
+fn cache_hits(
+    builds: &[Build],
+    secs: u64,
+    rounds: usize,
+    modes: &[CpuMode],
+) -> anyhow::Result<Vec<(CpuMode, Vec<Total>)>> {
     let tmp = tempfile::tempdir()?;
     let data = tmp.path().join("queries.txt");
     std::fs::write(&data, "www.benchzone A\n")?;
@@ -171,26 +193,35 @@ fn cache_hits(builds: &[Build], secs: u64, rounds: usize) -> anyhow::Result<Vec<
         .collect();
     servers.push(("dnsmasq", &dnsmasq_ns, dnsmasq.pid()));
     servers.push(("unbound", &unbound_ns, unbound.pid()));
-    let mut totals: Vec<Total> = servers
-        .iter()
-        .map(|(name, _, _)| Total {
-            name,
-            runs: Vec::new(),
-        })
-        .collect();
-    for round in 0..rounds {
-        for ((name, ns, pid), total) in servers.iter().zip(&mut totals) {
-            let run = load(ns, name, *pid, secs, &data)?;
-            eprintln!(
-                "  round {round} {name:<17} answers {:>8}  {:>7.0}/s  {:>5.2} µs/answer",
-                run.completed,
-                run.qps,
-                run.cpu_us()
-            );
-            total.runs.push(run);
+    let mut out = Vec::new();
+    for &mode in modes {
+        eprintln!("dns bench: {}", mode.label());
+        let mut totals: Vec<Total> = servers
+            .iter()
+            .map(|(name, _, _)| Total {
+                name,
+                runs: Vec::new(),
+            })
+            .collect();
+        for round in 0..rounds {
+            for ((name, ns, pid), total) in servers.iter().zip(&mut totals) {
+                let run = load(ns, name, *pid, secs, &data, mode)?;
+                eprintln!(
+                    "  round {round} {name:<17} answers {:>8}  {:>7.0}/s  {:>5.2} µs/answer",
+                    run.completed,
+                    run.qps,
+                    run.cpu_us()
+                );
+                total.runs.push(run);
+            }
         }
+        out.push((mode, totals));
     }
-    Ok(totals)
+    // Unpinned again, should anything run after.
+    for (_, _, pid) in &servers {
+        CpuMode::Unpinned.pin_server(*pid)?;
+    }
+    Ok(out)
 }
 
 /// A query for `probe.lan` A.
@@ -276,7 +307,31 @@ fn main() -> anyhow::Result<()> {
     let builds = builds()?;
 
     eprintln!("dns bench: cache hits, {rounds} rounds of {secs} s per server ...");
-    let hits = cache_hits(&builds, secs, rounds)?;
+    let hits = cache_hits(&builds, secs, rounds, &CpuMode::all())?;
+    let mut memory_rows = Vec::new();
+    for b in &builds {
+        eprintln!("dns bench: {} memory at {n} namespaces ...", b.label);
+        let (kib, fds) = memory(b, n)?;
+        memory_rows.push(vec![
+            b.label.to_owned(),
+            n.to_string(),
+            format!("{kib:.1} KiB"),
+            format!("{fds:.1}"),
+        ]);
+    }
+    for (mode, totals) in &hits {
+        print_hits(*mode, totals, secs, rounds);
+    }
+    println!("\nnsauxd with the resolver on (UDP+TCP on 127.0.0.53), no cache entries");
+    print_table(
+        &["daemon", "namespaces", "RSS / netns", "fds / netns"],
+        &memory_rows,
+    );
+    Ok(())
+}
+
+/// Prints the cache-hit table of one CPU mode, with the A/B line when a baseline ran.
+fn print_hits(mode: CpuMode, hits: &[Total], secs: u64, rounds: usize) {
     let unbound = hits.iter().find(|t| t.name == "unbound");
     let unbound_cpu = unbound.map_or(f64::NAN, Total::cpu_us);
     let rows: Vec<Vec<String>> = hits
@@ -302,20 +357,9 @@ fn main() -> anyhow::Result<()> {
             ]
         })
         .collect();
-    let mut memory_rows = Vec::new();
-    for b in &builds {
-        eprintln!("dns bench: {} memory at {n} namespaces ...", b.label);
-        let (kib, fds) = memory(b, n)?;
-        memory_rows.push(vec![
-            b.label.to_owned(),
-            n.to_string(),
-            format!("{kib:.1} KiB"),
-            format!("{fds:.1}"),
-        ]);
-    }
-
     println!(
-        "\nDNS cache hits: same name, dnsperf -c 4 -q 64 -l {secs}, {rounds} rounds, on loopback in a private namespace, {} CPUs",
+        "\nDNS cache hits, {}: same name, dnsperf -c 4 -q 64 -l {secs}, {rounds} rounds, on loopback in a private namespace, {} CPUs (target: nsauxd ≤ 0.60x unbound)",
+        mode.label(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     print_table(
@@ -345,10 +389,4 @@ fn main() -> anyhow::Result<()> {
             ab_summary("cache hits", new.cpu_us() / base.cpu_us(), &per_round)
         );
     }
-    println!("\nnsauxd with the resolver on (UDP+TCP on 127.0.0.53), no cache entries");
-    print_table(
-        &["daemon", "namespaces", "RSS / netns", "fds / netns"],
-        &memory_rows,
-    );
-    Ok(())
 }

@@ -19,13 +19,15 @@
 //! * `NSAUX_BENCH_BASELINE=path` (see `nsaux_tests::bench::builds`) adds another nsauxd build
 //!   in its own namespace, as row `nsauxd (baseline)`, loaded in turn with the others in every
 //!   round and compared with chronyd the same way.
+//! * Every scenario runs in each `CpuMode` (issue 16): unpinned, then with the load generator
+//!   and every thread of the server on different CPUs; a table each.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
-use nsaux_tests::bench::builds;
+use nsaux_tests::bench::{CpuMode, builds};
 use nsaux_tests::daemon::wait_for;
 use nsaux_tests::env::{require_root, require_tool};
 use nsaux_tests::netns::{TestNetns, in_netns_file, udp_exchange};
@@ -166,14 +168,19 @@ fn paced_load() -> anyhow::Result<Run> {
 }
 
 /// One measured run against the server with process `pid` in namespace file `ns`.
-fn measure(ns: &std::path::Path, pid: u32, paced: bool) -> anyhow::Result<(Run, u64, u64)> {
+fn measure(
+    ns: &std::path::Path,
+    pid: u32,
+    paced: bool,
+    mode: CpuMode,
+) -> anyhow::Result<(Run, u64, u64)> {
+    mode.pin_server(pid)?;
     let before = nsaux_tests::bench::cpu_ticks(pid)?;
     let before_ns = nsaux_tests::bench::cpu_ns(pid);
-    let run = if paced {
-        in_netns_file(ns, paced_load)??
-    } else {
-        in_netns_file(ns, load)??
-    };
+    let run = in_netns_file(ns, move || {
+        mode.pin_load_thread()?;
+        if paced { paced_load() } else { load() }
+    })??;
     let after = nsaux_tests::bench::cpu_ticks(pid)?;
     Ok((
         run,
@@ -260,59 +267,62 @@ fn main() -> anyhow::Result<()> {
     let chrony_i = servers.len() - 1;
     let tck = nsaux_tests::bench::clk_tck();
     let mut tables = Vec::new();
-    for (paced, label) in [
-        (
-            false,
-            format!(
-                "saturating: one client, {WINDOW} requests in flight, up to {REQUESTS} requests or {MAX_TIME:?}"
+    for mode in CpuMode::all() {
+        for (paced, label) in [
+            (
+                false,
+                format!(
+                    "saturating: one client, {WINDOW} requests in flight, up to {REQUESTS} requests or {MAX_TIME:?}"
+                ),
             ),
-        ),
-        (
-            true,
-            format!(
-                "paced: {PACED_RATE} requests/s from {PACED_CLIENTS} client sockets for {PACED_TIME:?}"
+            (
+                true,
+                format!(
+                    "paced: {PACED_RATE} requests/s from {PACED_CLIENTS} client sockets for {PACED_TIME:?}"
+                ),
             ),
-        ),
-    ] {
-        // NTP_BENCH=saturating|paced runs one scenario only (for profiling).
-        let only = std::env::var("NTP_BENCH").unwrap_or_default();
-        if !only.is_empty() && !label.starts_with(&only) {
-            continue;
-        }
-        println!("ntp bench, {label}, {ROUNDS} rounds");
-        let mut totals = vec![(0u64, 0u64, Duration::ZERO, 0u64, 0u64); servers.len()];
-        // Each server / chronyd in each round (exact CPU), for the median.
-        let mut round_ratios = vec![Vec::with_capacity(ROUNDS); servers.len()];
-        for round in 0..ROUNDS {
-            let mut per_answer_ns = vec![0f64; servers.len()];
-            for (i, (name, ns, pid)) in servers.iter().enumerate() {
-                let (run, ticks, ns) = measure(ns, *pid, paced)?;
-                let us = ticks as f64 * 1e6 / tck as f64;
-                println!(
-                    "  round {round} {name:<17} sent {:>7}  answers {:>7}  {:>8.0}/s  cpu {:>7.0} ms  {:>5.2} µs/answer  (schedstat {:>5.2})",
-                    run.sent,
-                    run.answers,
-                    run.answers as f64 / run.elapsed.as_secs_f64(),
-                    us / 1000.0,
-                    us / run.answers.max(1) as f64,
-                    ns as f64 / 1000.0 / run.answers.max(1) as f64
-                );
-                if run.answers == 0 {
-                    bail!("{name} did not answer");
+        ] {
+            // NTP_BENCH=saturating|paced runs one scenario only (for profiling).
+            let only = std::env::var("NTP_BENCH").unwrap_or_default();
+            if !only.is_empty() && !label.starts_with(&only) {
+                continue;
+            }
+            let label = format!("{label}, {}", mode.label());
+            println!("ntp bench, {label}, {ROUNDS} rounds");
+            let mut totals = vec![(0u64, 0u64, Duration::ZERO, 0u64, 0u64); servers.len()];
+            // Each server / chronyd in each round (exact CPU), for the median.
+            let mut round_ratios = vec![Vec::with_capacity(ROUNDS); servers.len()];
+            for round in 0..ROUNDS {
+                let mut per_answer_ns = vec![0f64; servers.len()];
+                for (i, (name, ns, pid)) in servers.iter().enumerate() {
+                    let (run, ticks, ns) = measure(ns, *pid, paced, mode)?;
+                    let us = ticks as f64 * 1e6 / tck as f64;
+                    println!(
+                        "  round {round} {name:<17} sent {:>7}  answers {:>7}  {:>8.0}/s  cpu {:>7.0} ms  {:>5.2} µs/answer  (schedstat {:>5.2})",
+                        run.sent,
+                        run.answers,
+                        run.answers as f64 / run.elapsed.as_secs_f64(),
+                        us / 1000.0,
+                        us / run.answers.max(1) as f64,
+                        ns as f64 / 1000.0 / run.answers.max(1) as f64
+                    );
+                    if run.answers == 0 {
+                        bail!("{name} did not answer");
+                    }
+                    per_answer_ns[i] = ns as f64 / run.answers.max(1) as f64;
+                    let t = &mut totals[i];
+                    t.0 += run.sent;
+                    t.1 += run.answers;
+                    t.2 += run.elapsed;
+                    t.3 += ticks;
+                    t.4 += ns;
                 }
-                per_answer_ns[i] = ns as f64 / run.answers.max(1) as f64;
-                let t = &mut totals[i];
-                t.0 += run.sent;
-                t.1 += run.answers;
-                t.2 += run.elapsed;
-                t.3 += ticks;
-                t.4 += ns;
+                for (ratios, ns) in round_ratios.iter_mut().zip(&per_answer_ns) {
+                    ratios.push(ns / per_answer_ns[chrony_i]);
+                }
             }
-            for (ratios, ns) in round_ratios.iter_mut().zip(&per_answer_ns) {
-                ratios.push(ns / per_answer_ns[chrony_i]);
-            }
+            tables.push((label, totals, round_ratios));
         }
-        tables.push((label, totals, round_ratios));
     }
     type Total = (u64, u64, Duration, u64, u64);
     let per_answer = |t: &Total| t.3 as f64 * 1e6 / tck as f64 / t.1.max(1) as f64;

@@ -210,3 +210,103 @@ pub fn print_table(head: &[&str], rows: &[Vec<String>]) {
         line(r.clone());
     }
 }
+
+/// Where a benchmark round puts the load generator and the server: the targets must
+/// hold both when the scheduler places them freely (often on one CPU, where a wakeup is a
+/// cheap context switch) and when they sit on different CPUs (each wakeup is a cross-CPU
+/// wakeup, and the server sees fewer requests per wakeup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuMode {
+    /// No pinning: every CPU the bench may use, for both.
+    Unpinned,
+    /// The load generator on CPU `load`, every thread of the server on CPU `server`.
+    Cross {
+        /// The load generator's CPU.
+        load: usize,
+        /// The server's CPU.
+        server: usize,
+    },
+}
+
+impl CpuMode {
+    /// The modes a bench runs: unpinned, and cross-CPU when at least two CPUs are allowed
+    /// (`NSAUX_BENCH_CPU_MODE=unpinned|cross` keeps one).
+    pub fn all() -> Vec<Self> {
+        let allowed = allowed_cpus();
+        let mut v = vec![Self::Unpinned];
+        if let [load, server, ..] = allowed[..] {
+            v.push(Self::Cross { load, server });
+        }
+        let only = std::env::var("NSAUX_BENCH_CPU_MODE").unwrap_or_default();
+        v.retain(|m| only.is_empty() || m.label().starts_with(&only));
+        v
+    }
+
+    /// Its label in tables.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Unpinned => "unpinned".to_owned(),
+            Self::Cross { load, server } => {
+                format!("cross-CPU (load on {load}, server on {server})")
+            }
+        }
+    }
+
+    /// Pins every thread of the server process `pid` for this mode (unpinned: all allowed CPUs).
+    pub fn pin_server(&self, pid: u32) -> anyhow::Result<()> {
+        match self {
+            Self::Unpinned => pin_process(pid, &allowed_cpus()),
+            Self::Cross { server, .. } => pin_process(pid, &[*server]),
+        }
+    }
+
+    /// Pins the calling thread (the load generator) for this mode.
+    pub fn pin_load_thread(&self) -> anyhow::Result<()> {
+        let cpus = match self {
+            Self::Unpinned => allowed_cpus(),
+            Self::Cross { load, .. } => vec![*load],
+        };
+        pin_thread(0, &cpus)
+    }
+
+    /// `taskset` arguments that run a load-generating program for this mode (empty: none).
+    pub fn taskset_args(&self) -> Vec<String> {
+        match self {
+            Self::Unpinned => Vec::new(),
+            Self::Cross { load, .. } => vec!["-c".to_owned(), load.to_string()],
+        }
+    }
+}
+
+/// The CPUs this process may run on (read once, before any pinning).
+fn allowed_cpus() -> Vec<usize> {
+    static ALLOWED: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
+    ALLOWED
+        .get_or_init(|| {
+            let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok();
+            (0..nix::sched::CpuSet::count())
+                .filter(|&c| set.as_ref().is_some_and(|s| s.is_set(c).unwrap_or(false)))
+                .collect()
+        })
+        .clone()
+}
+
+fn pin_thread(tid: i32, cpus: &[usize]) -> anyhow::Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    for &c in cpus {
+        set.set(c)?;
+    }
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(tid), &set)?;
+    Ok(())
+}
+
+/// Pins every thread of process `pid` to `cpus` (threads born later inherit their parent's).
+fn pin_process(pid: u32, cpus: &[usize]) -> anyhow::Result<()> {
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))?.flatten() {
+        if let Some(tid) = t.file_name().to_str().and_then(|s| s.parse().ok()) {
+            // A thread that ended meanwhile is no error.
+            let _ = pin_thread(tid, cpus);
+        }
+    }
+    Ok(())
+}

@@ -124,14 +124,16 @@ impl DnsNs {
         let mut g = self.lock();
         let spares = !g.spare4.is_empty() || !g.spare6.is_empty();
         let deadline = g.resolver.poll_timeout();
+        let deadline = match (deadline, spares.then_some(g.spares_until)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        g.armed = deadline;
         DriverWork {
             tcp_jobs: std::mem::take(&mut g.tcp_jobs),
             make4: g.take_want(false),
             make6: g.take_want(true),
-            deadline: match (deadline, spares.then_some(g.spares_until)) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            },
+            deadline,
         }
     }
 
@@ -149,6 +151,7 @@ impl DnsNs {
         g.tcp_jobs.clear();
         g.held.clear();
         g.driver = false;
+        g.armed = None;
     }
 
     /// The resolver's earliest deadline passed.
@@ -166,5 +169,21 @@ impl DnsNs {
         // pin an endpoint forever.
         g.routes
             .retain(|_, r| now.saturating_duration_since(r.since()) < limit);
+    }
+}
+
+impl Inner {
+    /// Whether the driver must look at new work now: it is not running, has TCP attempts to
+    /// start or spares to make, or the resolver's earliest deadline moved before the one
+    /// the driver sleeps until. Otherwise it wakes at `armed` anyway and sees the rest then.
+    pub(super) fn driver_needed(&self) -> bool {
+        if !self.driver || !self.tcp_jobs.is_empty() || self.want4 || self.want6 {
+            return true;
+        }
+        match (self.resolver.poll_timeout(), self.armed) {
+            (Some(next), Some(armed)) => next < armed,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
     }
 }

@@ -125,6 +125,11 @@ struct Inner {
     driver: bool,
     /// The files upstreams come from, when the config names none.
     files: Option<UpstreamFiles>,
+    /// The latest time the driver last said it would wake by (`None`: no timer). A miss
+    /// whose deadlines all come later needs no wakeup of the driver: under a stream of
+    /// misses, waking it per miss (a task switch and a timer re-armed) cost more than the
+    /// miss's own socket work.
+    armed: Option<Instant>,
     /// `ETC/NAME/hosts`.
     hosts: Option<Watched>,
     /// A big hosts file is being loaded on a blocking thread.
@@ -198,6 +203,7 @@ impl DnsNs {
             tcp_jobs: Vec::new(),
             driver: false,
             files: None,
+            armed: None,
             hosts: None,
             hosts_loading: false,
             hosts_gen: 0,

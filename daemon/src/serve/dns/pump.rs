@@ -175,7 +175,7 @@ impl DnsNs {
                 break;
             }
         }
-        if sent {
+        if sent && g.driver_needed() {
             self.kick(g);
         }
     }

@@ -19,9 +19,13 @@ use crate::serve::NsInfo;
 
 /// Upstream datagrams handled per wakeup before yielding.
 const UPSTREAM_BUDGET: usize = 64;
-/// Upstream UDP sockets made per trip into the namespace.
+/// Upstream UDP sockets made per trip into the namespace, at least.
 const SPARE_BATCH: usize = 8;
-/// When fewer spares than this are left after taking one, the next batch is made.
+/// At most: a busy namespace makes as many as it has sockets in flight (a trip into the
+/// namespace costs tens of µs, so a stream of misses must not pay one per few misses).
+const SPARE_BATCH_MAX: usize = 32;
+/// When fewer spares than this are left after taking one, the next batch is made (more
+/// when many sockets are in flight, so a batch arrives before the spares run out).
 const SPARE_LOW: usize = 2;
 /// Spare sockets unused this long are closed (an idle namespace holds no upstream socket).
 const SPARE_IDLE: Duration = Duration::from_secs(10);
@@ -71,7 +75,7 @@ impl DnsNs {
             g.want(v6);
             return;
         };
-        if spares.len() < SPARE_LOW {
+        if spares.len() < SPARE_LOW.max(g.socks.len() / 4) {
             g.want(v6);
         }
         g.spares_until = now + SPARE_IDLE;
@@ -202,6 +206,11 @@ fn read_replies(
                     && let Some(id) = nsaux_resolver::message_id(data)
                 {
                     entry.ids.retain(|(i, _)| *i != id);
+                    if entry.ids.is_empty() {
+                        // Its last attempt is answered and the socket closes: no read
+                        // that would only say "nothing more" (a syscall per miss).
+                        break;
+                    }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -239,7 +248,8 @@ impl Inner {
             .iter()
             .filter(|t| t.upstream.is_ipv6() == v6)
             .count();
-        (queued + SPARE_BATCH).min(MAX_UPSTREAM_SOCKETS)
+        let batch = (self.socks.len()).clamp(SPARE_BATCH, SPARE_BATCH_MAX);
+        (queued + batch).min(MAX_UPSTREAM_SOCKETS)
     }
 }
 
@@ -270,10 +280,12 @@ pub(super) fn upstream_batch(v6: bool, n: usize) -> io::Result<Vec<std::net::Udp
     Ok(v)
 }
 
-/// Sends one upstream datagram now. A direct `sendto` rather than tokio's `try_send_to`,
-/// which reports WouldBlock until the reactor has seen the new socket writable.
+/// Sends one upstream datagram now on a socket connected to `t.upstream`. A direct `send`
+/// rather than tokio's `try_send`, which reports WouldBlock until the reactor has seen the
+/// new socket writable; and no destination address, so the kernel uses the route cached at
+/// connect instead of looking it up again per datagram.
 fn send_upstream(s: &impl std::os::fd::AsFd, t: &UpstreamTransmit) -> io::Result<()> {
-    crate::sys::udp::send(s.as_fd(), &t.payload, t.upstream, None, 0).map(|_| ())
+    socket2::SockRef::from(s).send(&t.payload).map(|_| ())
 }
 
 /// Waits on one upstream UDP socket for its replies and its attempts' deadlines; ends (and

@@ -201,13 +201,15 @@ impl Manager {
         sources: Vec<(Source, Option<FileId>)>,
         since: SystemTime,
     ) {
+        let cancel = CancellationToken::new();
         let info = Arc::new(NsInfo {
             id: cookie,
+            metrics: crate::metrics::register(&name, &cancel),
             name,
             nsfs: nix::sys::stat::fstat(fd.as_fd())
                 .ok()
                 .map(|st| (st.st_dev, st.st_ino)),
-            cancel: CancellationToken::new(),
+            cancel,
             fd: Arc::clone(&fd),
             factory: self.factory.clone(),
         });

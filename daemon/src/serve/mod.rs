@@ -105,6 +105,9 @@ pub(crate) struct NsInfo {
     pub(crate) fd: Arc<OwnedFd>,
     /// Creates sockets inside a namespace on the daemon's namespace thread.
     pub(crate) factory: SocketFactory,
+    /// This namespace's counters for the metrics: here, not in a service, so they survive
+    /// reloads and service rebuilds (see `crate::metrics`).
+    pub(crate) metrics: Arc<crate::metrics::NsMetrics>,
 }
 
 impl NsInfo {

@@ -8,6 +8,7 @@ mod dns_abuse;
 mod fate;
 mod host;
 mod identity;
+mod metrics;
 mod ntp;
 mod reflection;
 mod rpcbind;

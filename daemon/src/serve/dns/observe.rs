@@ -153,7 +153,7 @@ impl DnsNs {
             _ => "generated",
         };
         tracing::info!(target: "nsaux::query", netns = %self.ns.name, %client, %name,
-            qtype = %type_name(qtype), rcode = %rcode_name(rcode), from,
+            qtype = %type_name(qtype), rcode = %rcode_name(rcode), from = %from,
             latency_ms = format_args!("{:.3}", latency.as_secs_f64() * 1e3), "dns query");
     }
 }

@@ -228,8 +228,12 @@ impl Journal {
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.path)?;
-        let len = f.metadata()?.len();
+            .open(&self.path)
+            .inspect_err(|_| crate::metrics::journal_failed())?;
+        let len = f
+            .metadata()
+            .inspect_err(|_| crate::metrics::journal_failed())?
+            .len();
         let written = f.write_all(&buf).inspect_err(|_| {
             let _ = f.set_len(len);
         });

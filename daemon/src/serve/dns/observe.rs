@@ -21,19 +21,25 @@ pub(super) struct Seen {
     down: Vec<(SocketAddr, bool)>,
 }
 
-/// `cur - prev`, or `cur` when the core was replaced (settings changed) and counts restarted.
+/// `cur - prev` (never negative, whatever the core did).
 fn delta(cur: u64, prev: u64) -> u64 {
-    cur.checked_sub(prev).unwrap_or(cur)
+    cur.saturating_sub(prev)
 }
 
 impl DnsNs {
     /// Copies what the core counted since the last call, and logs upstream transitions.
     pub(super) fn sync_metrics(&self, g: &mut Inner) {
         let s = g.resolver.stats();
-        let p = g.seen.stats;
-        if s == p {
+        if s == g.seen.stats {
             return;
         }
+        // A core replaced by a settings change counts from zero again (queries never fall
+        // otherwise): then everything it counted is new.
+        let p = if s.queries < g.seen.stats.queries {
+            Stats::default()
+        } else {
+            g.seen.stats
+        };
         let m = &self.ns.metrics;
         let answers = |s: &Stats| {
             s.local_answers

@@ -279,6 +279,7 @@ impl NsService for DnsNs {
     }
 
     fn status(&self) -> Value {
+        self.sync_now();
         self.status_json()
     }
 

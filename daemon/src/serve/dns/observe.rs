@@ -3,8 +3,9 @@
 //! query log (`[observe] query_log`).
 //!
 //! Why deltas of the core's own statistics: the core already counts every outcome exactly
-//! once (cache hits, misses, upstream failures); copying the difference after each query or
-//! pump keeps one definition of each number and adds no branch to the core's hot path.
+//! once (cache hits, misses, upstream failures); copying the difference after each pump,
+//! every [`SYNC_EVERY`] queries and before each scrape keeps one definition of each number
+//! and adds no branch to the core's hot path.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -19,7 +20,14 @@ use crate::metrics::C;
 pub(super) struct Seen {
     stats: Stats,
     down: Vec<(SocketAddr, bool)>,
+    /// Client queries since the last copy.
+    unsynced: u32,
 }
+
+/// Client queries between two copies on the query path: copying costs more than the answer's
+/// other bookkeeping, and every scrape copies first anyway (through `status`, which the
+/// observation socket's namespace list calls), so a scrape never sees stale counts.
+const SYNC_EVERY: u32 = 64;
 
 /// `cur - prev` (never negative, whatever the core did).
 fn delta(cur: u64, prev: u64) -> u64 {
@@ -29,6 +37,7 @@ fn delta(cur: u64, prev: u64) -> u64 {
 impl DnsNs {
     /// Copies what the core counted since the last call, and logs upstream transitions.
     pub(super) fn sync_metrics(&self, g: &mut Inner) {
+        g.seen.unsynced = 0;
         let s = g.resolver.stats();
         if s == g.seen.stats {
             return;
@@ -120,7 +129,13 @@ impl DnsNs {
         g.seen.down = now;
     }
 
-    /// After a client query: copies counters and logs an immediate answer when asked to.
+    /// Copies the counters now (before a scrape reads them).
+    pub(super) fn sync_now(&self) {
+        let mut g = self.lock();
+        self.sync_metrics(&mut g);
+    }
+
+    /// After a client query: copies counters now and then, and logs an immediate answer when asked to.
     pub(super) fn after_query(
         &self,
         g: &mut Inner,
@@ -128,7 +143,10 @@ impl DnsNs {
         reply: &[u8],
         outcome: QueryOutcome,
     ) {
-        self.sync_metrics(g);
+        g.seen.unsynced += 1;
+        if g.seen.unsynced >= SYNC_EVERY {
+            self.sync_metrics(g);
+        }
         if let QueryOutcome::Answered(kind) = outcome
             && self.ns.metrics.query_log()
         {

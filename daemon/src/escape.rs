@@ -30,7 +30,9 @@ fn needs_escape(c: char) -> bool {
 
 /// The daemon's log field formatter: like tracing-subscriber's default (`message` bare, others
 /// `name=value`), but every value goes through [`escape`], so no field (however it was
-/// recorded, `%`, `?` or plain) can break a log line or carry a terminal escape.
+/// recorded, `%`, `?` or plain) can break a log line or carry a terminal escape, and a value
+/// with a space (or an empty one) is quoted (see [`quote_value`]), so `key=value` pairs split
+/// on spaces stay pairs.
 pub(crate) fn log_fields()
 -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + Send + Sync + 'static {
     use tracing_subscriber::field::MakeExt as _;
@@ -39,15 +41,34 @@ pub(crate) fn log_fields()
         if field.name() == "message" {
             write!(w, "{}", escape(&text))
         } else {
-            write!(w, "{field}={}", escape(&text))
+            write!(w, "{field}={}", quote_value(&escape(&text)))
         }
     })
     .delimited(" ")
 }
 
+/// An escaped field value, in double quotes (inner `"` as `\"`) when it holds a space or is
+/// empty; values already recorded quoted (`?` of a string) are left as they are.
+pub(crate) fn quote_value(v: &str) -> Cow<'_, str> {
+    let already = v.len() >= 2 && v.starts_with('"') && v.ends_with('"');
+    if already || !(v.is_empty() || v.contains(' ')) {
+        return Cow::Borrowed(v);
+    }
+    Cow::Owned(format!("\"{}\"", v.replace('"', "\\\"")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_with_spaces_are_quoted() {
+        assert_eq!(quote_value("ns-a"), "ns-a");
+        assert_eq!(quote_value("a b"), "\"a b\"");
+        assert_eq!(quote_value(""), "\"\"");
+        assert_eq!(quote_value("say \"hi\" now"), "\"say \\\"hi\\\" now\"");
+        assert_eq!(quote_value("\"a b\""), "\"a b\"");
+    }
 
     #[test]
     fn plain_names_are_untouched_and_borrowed() {

@@ -22,6 +22,7 @@
 //! - `defaults` — default paths shared by both.
 //! - `budget` — the daemon-wide memory ceiling over the per-namespace tables.
 //! - `lock`, `seed` — the one poison-tolerant lock helper and the one seeding helper.
+//! - `metrics` — counters per namespace, the exposition and the read-only observation socket.
 //! - `escape` — untrusted text made safe for logs and tables (no forged lines, no terminal escapes).
 #![warn(missing_docs)]
 
@@ -33,6 +34,7 @@ mod defaults;
 mod escape;
 mod lock;
 mod manager;
+mod metrics;
 mod netns;
 mod ops;
 mod seed;

@@ -124,6 +124,11 @@ async fn run_daemon(args: DaemonArgs, source: ConfigSource, config: Config) -> a
     let _lock = crate::ops::InstanceLock::acquire(&args.runtime_dir)?;
     let control_path = args.runtime_dir.join(control::SOCKET_NAME);
     let listener = control::server::bind(&control_path)?;
+    let observe_socket = config.observe.socket(&args.runtime_dir);
+    let observe = match &observe_socket {
+        Some(cfg) => Some(crate::metrics::observe::bind(cfg)?),
+        None => None,
+    };
 
     let (tx, rx) = mpsc::unbounded_channel();
     let (call_tx, call_rx) = mpsc::unbounded_channel();
@@ -131,6 +136,8 @@ async fn run_daemon(args: DaemonArgs, source: ConfigSource, config: Config) -> a
     let manager = Manager::new(config, source, kinds, tx.clone(), args.runtime_dir.clone())
         .context("starting the namespace thread")?;
     let shutdown = CancellationToken::new();
+    let observe_task =
+        observe.map(|l| tokio::spawn(crate::metrics::observe::serve(l, call_tx.clone())));
     let control_task = tokio::spawn(control::server::serve(listener, call_tx));
     let manager_task = tokio::spawn(manager.run(rx, call_rx, shutdown.clone()));
 
@@ -152,9 +159,15 @@ async fn run_daemon(args: DaemonArgs, source: ConfigSource, config: Config) -> a
     tracing::info!("shutting down");
     crate::ops::notify(&[sd_notify::NotifyState::Stopping]);
     control_task.abort();
+    if let Some(t) = observe_task {
+        t.abort();
+    }
     shutdown.cancel();
     manager_task.await.context("manager task")??;
     let _ = std::fs::remove_file(&control_path);
+    if let Some(o) = observe_socket {
+        let _ = std::fs::remove_file(&o.path);
+    }
     Ok(())
 }
 

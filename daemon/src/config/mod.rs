@@ -21,10 +21,12 @@
 
 mod dns;
 mod limits;
+mod observe;
 mod services;
 mod slots;
 
 pub(crate) use dns::{DnsConfig, UpstreamAddr};
+pub(crate) use observe::{ObserveConfig, ObserveSocket};
 pub(crate) use services::{IdentConfig, NtpConfig, RpcbindConfig, ServicesConfig};
 
 use std::collections::HashMap;
@@ -68,6 +70,8 @@ struct FileConfig {
     netns: Vec<toml::Table>,
     #[serde(default)]
     limits: LimitsConfig,
+    #[serde(default)]
+    observe: observe::ObserveFile,
     #[serde(flatten)]
     _services: toml::Table,
 }
@@ -90,12 +94,13 @@ fn default_netns_dirs() -> Vec<PathBuf> {
 }
 
 /// Keys of the file that are daemon-wide (everything else is a service section).
-const DAEMON_KEYS: [&str; 5] = [
+const DAEMON_KEYS: [&str; 6] = [
     "host_netns",
     "netns_dirs",
     "worker_threads",
     "netns",
     "limits",
+    "observe",
 ];
 
 /// `[limits]`: budgets of the daemon as a whole (per-namespace budgets live in each service's
@@ -126,6 +131,8 @@ pub(crate) struct Config {
     pub(crate) worker_threads: usize,
     /// Daemon-wide budgets.
     pub(crate) limits: LimitsConfig,
+    /// The observation socket and opt-in per-namespace series and logs.
+    pub(crate) observe: ObserveConfig,
     /// Where it was read from (`None`: built-in defaults).
     pub(crate) path: Option<PathBuf>,
     base: toml::Table,
@@ -187,6 +194,7 @@ impl Config {
             worker_threads: default_worker_threads(),
             netns_dirs: default_netns_dirs(),
             limits: LimitsConfig::default(),
+            observe: ObserveConfig::default(),
             path: None,
             base: toml::Table::new(),
             overrides: Vec::new(),
@@ -224,6 +232,7 @@ impl Config {
             base.remove(k);
         }
         services_from(&base).map_err(invalid)?;
+        let observe = observe::resolve(file.observe).map_err(invalid)?;
         let mut overrides = Vec::new();
         for (i, mut table) in file.netns.into_iter().enumerate() {
             let at = format!("[[netns]] #{}", i + 1);
@@ -244,6 +253,7 @@ impl Config {
             worker_threads: file.worker_threads.clamp(1, 64),
             netns_dirs: file.netns_dirs,
             limits: file.limits,
+            observe,
             path: path.map(Path::to_path_buf),
             base,
             overrides,

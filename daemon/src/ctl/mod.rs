@@ -1,6 +1,7 @@
 //! `nsauxctl`: the command line that turns subcommands into control requests and prints the
 //! daemon's answers (as tables, or JSON with `--json`). The binary only calls [`ctl_main`].
 
+mod metrics;
 mod table;
 
 use std::path::PathBuf;
@@ -55,6 +56,9 @@ pub(crate) enum CtlCommand {
     /// NTP service.
     #[command(subcommand)]
     Ntp(NtpCommand),
+    /// Print the Prometheus metrics once (from the observation socket), or serve them over
+    /// HTTP with --listen as an unprivileged exporter.
+    Metrics(metrics::MetricsArgs),
     /// Check a configuration file offline.
     Validate {
         /// The file.
@@ -186,6 +190,7 @@ fn run_ctl(args: &CtlArgs) -> anyhow::Result<()> {
             );
             return Ok(());
         }
+        CtlCommand::Metrics(m) => return metrics::run(&args.runtime_dir, m),
         CtlCommand::Status => Request::Status,
         CtlCommand::Ns(NsCommand::List) => Request::NsList,
         CtlCommand::Attach(a) => Request::Attach {

@@ -140,6 +140,7 @@ impl Manager {
         Ok(Self {
             config: {
                 crate::budget::set_ceiling(config.limits.memory_max_bytes);
+                crate::metrics::configure(&config.observe);
                 Arc::new(config)
             },
             config_source,
@@ -244,6 +245,7 @@ impl Manager {
         let old_dirs = self.config.netns_dirs.clone();
         let old_host = self.config.host_netns;
         crate::budget::set_ceiling(config.limits.memory_max_bytes);
+        crate::metrics::configure(&config.observe);
         self.config = Arc::new(config);
         if self.config.netns_dirs != old_dirs
             && let Some(t) = &self.tracker
@@ -268,7 +270,10 @@ impl Manager {
             Request::NsList => Response::ok(self.ns_list()),
             Request::Reload => match self.reload().await {
                 Ok(()) => Response::ok(json!({ "reloaded": true })),
-                Err(e) => Response::err(format!("reload failed, old configuration kept: {e:#}")),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "nsauxctl reload failed; keeping the running configuration");
+                    Response::err(format!("reload failed, old configuration kept: {e:#}"))
+                }
             },
             Request::Attach { name, pid, path } => self.attach(name, pid, path).await,
             Request::Detach { name } => self.detach(&name).await,

@@ -203,13 +203,15 @@ impl Manager {
         sources: Vec<(Source, Option<FileId>)>,
         since: SystemTime,
     ) {
+        let cancel = CancellationToken::new();
         let info = Arc::new(NsInfo {
             id: cookie,
+            metrics: crate::metrics::register(&name, &cancel),
             name,
             nsfs: nix::sys::stat::fstat(fd.as_fd())
                 .ok()
                 .map(|st| (st.st_dev, st.st_ino)),
-            cancel: CancellationToken::new(),
+            cancel,
             handle: NsHandle::new(fd),
             factory: self.factory.clone(),
             is_host: sources.iter().any(|(s, _)| matches!(s, Source::Host)),

@@ -125,6 +125,9 @@ pub(crate) struct NsInfo {
     pub(crate) is_host: bool,
     /// Its share of the event loop, drawn on by all its UDP sockets (see [`share`]).
     pub(crate) share: share::NsShare,
+    /// This namespace's counters for the metrics: here, not in a service, so they survive
+    /// reloads and service rebuilds (see `crate::metrics`).
+    pub(crate) metrics: Arc<crate::metrics::NsMetrics>,
 }
 
 impl NsInfo {

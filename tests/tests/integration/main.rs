@@ -11,6 +11,7 @@ mod fairness;
 mod fate;
 mod host;
 mod identity;
+mod metrics;
 mod ntp;
 mod reflection;
 mod rpcbind;

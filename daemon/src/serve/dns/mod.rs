@@ -38,10 +38,12 @@
 //! | `budget` | the cache under the daemon's memory ceiling |
 //! | `settings` | config → resolver config, and reloads |
 //! | `control` | status and `nsauxctl dns` verbs |
+//! | `observe` | metrics from the core's counters, upstream transitions, query log |
 
 mod budget;
 mod control;
 mod driver;
+mod observe;
 mod pump;
 mod settings;
 mod sources;
@@ -154,6 +156,8 @@ struct Inner {
     runtime_records: Vec<(String, IpAddr)>,
     /// The cache's share of the daemon's memory ceiling.
     cache_budget: budget::CacheBudget,
+    /// What was last copied into the namespace's metrics.
+    seen: observe::Seen,
 }
 
 /// The DNS service in one namespace.
@@ -217,6 +221,7 @@ impl DnsNs {
             held: Vec::new(),
             runtime_records: Vec::new(),
             cache_budget: budget::CacheBudget::default(),
+            seen: observe::Seen::default(),
         };
         inner.set_sources(&ns, c);
         Ok(Arc::new_cyclic(|me| Self {
@@ -290,6 +295,7 @@ impl NsService for DnsNs {
     }
 
     fn status(&self) -> Value {
+        self.sync_now();
         self.status_json()
     }
 

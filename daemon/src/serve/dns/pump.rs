@@ -99,7 +99,9 @@ impl DnsNs {
             transport,
             token: g.next_client,
         };
-        match self.ask(&mut g, now, client, query, out) {
+        let outcome = self.ask(&mut g, now, client, query, out);
+        self.after_query(&mut g, client, out, outcome);
+        match outcome {
             QueryOutcome::Answered(AnswerKind::Refused) => {
                 let cfg = self.cfg();
                 if cfg.allow_own_subnets
@@ -178,6 +180,7 @@ impl DnsNs {
         if sent && g.driver_needed() {
             self.kick(g);
         }
+        self.sync_metrics(g);
     }
 
     /// Sends one deferred answer along the route its client left (gone routes: dropped).
@@ -185,6 +188,7 @@ impl DnsNs {
         let Some(route) = g.routes.remove(&a.client.token) else {
             return;
         };
+        self.on_deferred_answer(&a, route.since());
         match route {
             Route::Udp {
                 ep,

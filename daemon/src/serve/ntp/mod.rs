@@ -395,6 +395,7 @@ impl NsService for NtpNs {
             reply,
         );
         st.stats.record(&action);
+        self.ns.metrics.ntp(&action);
         self.account.set(
             st.server
                 .rate_limiter()

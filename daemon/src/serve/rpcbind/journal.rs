@@ -228,12 +228,17 @@ impl Journal {
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.path)?;
-        let len = f.metadata()?.len();
-        f.write_all(&buf).inspect_err(|_| {
+            .open(&self.path)
+            .inspect_err(|_| crate::metrics::journal_failed())?;
+        let len = f
+            .metadata()
+            .inspect_err(|_| crate::metrics::journal_failed())?
+            .len();
+        let written = f.write_all(&buf).inspect_err(|_| {
             let _ = f.set_len(len);
-        })?;
-        Ok(buf.len())
+        });
+        crate::metrics::journal(&written);
+        written.map(|()| buf.len())
     }
 
     /// Replaces the file with one line per live entry (temp file + rename, so a crash leaves
@@ -250,6 +255,7 @@ impl Journal {
         let written = File::create(&tmp)
             .and_then(|mut f| f.write_all(&buf))
             .and_then(|()| fs::rename(&tmp, &self.path));
+        crate::metrics::journal(&written);
         if written.is_err() {
             // The old file is untouched; only the half-made copy goes.
             let _ = fs::remove_file(&tmp);

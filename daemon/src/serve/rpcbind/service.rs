@@ -211,6 +211,7 @@ impl RpcbindNs {
                 "registration refused (FALSE): {cause}");
         }
         let mut send = outcome.should_reply();
+        self.ns.metrics.rpc_call(request, send);
         // Table changes already made, in order, kept to journal them or take them back.
         let mut applied = Vec::new();
         let mut forwards = Vec::new();

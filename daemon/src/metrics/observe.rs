@@ -1,0 +1,122 @@
+//! The observation socket: read-only, separate from the control socket, so an unprivileged
+//! exporter (`nsauxctl metrics --listen`, in a group given access) can read the counters
+//! without being able to change anything. A client connects and reads the exposition text
+//! until EOF; whatever it writes is ignored, and the socket accepts no requests at all.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixListener;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::config::ObserveSocket;
+use crate::control::{Call, Request};
+
+/// Scrapes served at once; more wait (a scrape is one snapshot and one write).
+const MAX_CLIENTS: usize = 4;
+
+/// Binds the observation socket with the configured mode and group. The caller holds the
+/// runtime-dir lock, so a stale socket file left by a crash can be removed safely.
+pub(crate) fn bind(cfg: &ObserveSocket) -> anyhow::Result<UnixListener> {
+    let path = &cfg.path;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing stale {}", path.display())),
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // Private until the group and mode are set.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let listener = UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener =
+        listener.with_context(|| format!("binding observation socket {}", path.display()))?;
+    if let Some(gid) = cfg.gid {
+        nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))
+            .with_context(|| format!("chgrp {} {}", gid, path.display()))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.mode))
+        .with_context(|| format!("chmod {:o} {}", cfg.mode, path.display()))?;
+    Ok(listener)
+}
+
+/// Serves scrapes until the task is dropped. `manager` answers the one read-only question
+/// the exposition needs from the daemon's state (the namespace list).
+pub(crate) async fn serve(listener: UnixListener, manager: mpsc::UnboundedSender<Call>) {
+    let permits = std::sync::Arc::new(Semaphore::new(MAX_CLIENTS));
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let Ok(permit) = std::sync::Arc::clone(&permits).acquire_owned().await else {
+            return;
+        };
+        let manager = manager.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let text = scrape(&manager).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                let _ = stream.write_all(text.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            })
+            .await;
+        });
+    }
+}
+
+/// One exposition: the counters plus namespaces by source and state.
+pub(crate) async fn scrape(manager: &mpsc::UnboundedSender<Call>) -> String {
+    let (reply, rx) = oneshot::channel();
+    let list = if manager
+        .send(Call {
+            request: Request::NsList,
+            reply,
+        })
+        .is_ok()
+    {
+        rx.await.ok().map(|r| r.data).unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    };
+    super::encode::text(super::snapshot(), namespace_counts(&list))
+}
+
+/// Counts `ns list` entries by source kind (`host`, `dir`, `pid`, `path`) and state.
+fn namespace_counts(list: &Value) -> super::encode::NsCounts {
+    let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for kind in ["host", "dir", "pid", "path"] {
+        for state in ["serving", "partial"] {
+            counts.insert((kind.into(), state.into()), 0);
+        }
+    }
+    for ns in list.as_array().into_iter().flatten() {
+        let source = ns["source"].as_str().unwrap_or("");
+        let kind = source.split(':').next().unwrap_or("").to_owned();
+        let all_up = ns["services"]
+            .as_object()
+            .is_none_or(|m| m.values().all(|s| s["state"] == "up"));
+        let state = if all_up { "serving" } else { "partial" };
+        *counts.entry((kind, state.into())).or_default() += 1;
+    }
+    counts.into_iter().collect()
+}
+
+/// Reads one exposition from the socket at `path` (what `nsauxctl metrics` does).
+pub(crate) fn read(path: &Path) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let mut s = std::os::unix::net::UnixStream::connect(path)
+        .with_context(|| format!("connecting to the observation socket {}", path.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(out)
+}

@@ -128,8 +128,9 @@ async fn run_daemon(args: DaemonArgs, source: ConfigSource, config: Config) -> a
     let (tx, rx) = mpsc::unbounded_channel();
     let (call_tx, call_rx) = mpsc::unbounded_channel();
     let kinds = service_kinds(&args, &config);
-    let manager = Manager::new(config, source, kinds, tx.clone(), args.runtime_dir.clone())
+    let mut manager = Manager::new(config, source, kinds, tx.clone(), args.runtime_dir.clone())
         .context("starting the namespace thread")?;
+    manager.remember_attachments_in(&args.state_dir);
     let shutdown = CancellationToken::new();
     let control_task = tokio::spawn(control::server::serve(listener, call_tx));
     let manager_task = tokio::spawn(manager.run(rx, call_rx, shutdown.clone()));

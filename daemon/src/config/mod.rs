@@ -20,11 +20,13 @@
 //! override deep-merged on top, in file order.
 
 mod dns;
+mod hooks;
 mod limits;
 mod services;
 mod slots;
 
 pub(crate) use dns::DnsConfig;
+pub(crate) use hooks::{HooksConfig, OnDaemonDown};
 pub(crate) use services::{IdentConfig, NtpConfig, RpcbindConfig, ServicesConfig};
 
 use std::collections::HashMap;
@@ -68,6 +70,8 @@ struct FileConfig {
     netns: Vec<toml::Table>,
     #[serde(default)]
     limits: LimitsConfig,
+    #[serde(default)]
+    hooks: HooksConfig,
     #[serde(flatten)]
     _services: toml::Table,
 }
@@ -90,12 +94,13 @@ fn default_netns_dirs() -> Vec<PathBuf> {
 }
 
 /// Keys of the file that are daemon-wide (everything else is a service section).
-const DAEMON_KEYS: [&str; 5] = [
+const DAEMON_KEYS: [&str; 6] = [
     "host_netns",
     "netns_dirs",
     "worker_threads",
     "netns",
     "limits",
+    "hooks",
 ];
 
 /// `[limits]`: budgets of the daemon as a whole (per-namespace budgets live in each service's
@@ -126,6 +131,8 @@ pub(crate) struct Config {
     pub(crate) worker_threads: usize,
     /// Daemon-wide budgets.
     pub(crate) limits: LimitsConfig,
+    /// How runtime hooks behave (read by the hooks, not the daemon).
+    pub(crate) hooks: HooksConfig,
     /// Where it was read from (`None`: built-in defaults).
     pub(crate) path: Option<PathBuf>,
     base: toml::Table,
@@ -187,6 +194,7 @@ impl Config {
             worker_threads: default_worker_threads(),
             netns_dirs: default_netns_dirs(),
             limits: LimitsConfig::default(),
+            hooks: HooksConfig::default(),
             path: None,
             base: toml::Table::new(),
             overrides: Vec::new(),
@@ -244,6 +252,7 @@ impl Config {
             worker_threads: file.worker_threads.clamp(1, 64),
             netns_dirs: file.netns_dirs,
             limits: file.limits,
+            hooks: file.hooks,
             path: path.map(Path::to_path_buf),
             base,
             overrides,

@@ -1,6 +1,7 @@
 //! `nsauxctl`: the command line that turns subcommands into control requests and prints the
 //! daemon's answers (as tables, or JSON with `--json`). The binary only calls [`ctl_main`].
 
+mod oci_hook;
 mod table;
 
 use std::path::PathBuf;
@@ -55,6 +56,9 @@ pub(crate) enum CtlCommand {
     /// NTP service.
     #[command(subcommand)]
     Ntp(NtpCommand),
+    /// OCI runtime hook: reads the container state on stdin; attaches at createRuntime,
+    /// detaches at poststop (see README, "Containers").
+    OciHook(oci_hook::OciHookArgs),
     /// Check a configuration file offline.
     Validate {
         /// The file.
@@ -186,14 +190,20 @@ fn run_ctl(args: &CtlArgs) -> anyhow::Result<()> {
             );
             return Ok(());
         }
+        CtlCommand::OciHook(a) => return oci_hook::run(&args.runtime_dir, a),
         CtlCommand::Status => Request::Status,
         CtlCommand::Ns(NsCommand::List) => Request::NsList,
         CtlCommand::Attach(a) => Request::Attach {
             name: a.name.clone(),
             pid: a.pid,
             path: a.path.clone(),
+            key: None,
+            origin: None,
         },
-        CtlCommand::Detach { name } => Request::Detach { name: name.clone() },
+        CtlCommand::Detach { name } => Request::Detach {
+            name: name.clone(),
+            key: None,
+        },
         CtlCommand::Reload => Request::Reload,
         CtlCommand::Rpc(RpcCommand::List(f)) => {
             service_request("rpcbind", "list", f.ns.clone(), Value::Null)

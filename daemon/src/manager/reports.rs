@@ -60,6 +60,7 @@ impl Manager {
                     "aliases": e.sources.iter().skip(1).map(|(s, _)| format!("{} ({s})", s.name())).collect::<Vec<_>>(),
                     "since": unix_secs(e.since),
                     "services": services,
+                    "attached": self.attach_info(e),
                 })
             })
             .collect();

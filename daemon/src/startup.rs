@@ -65,7 +65,10 @@ fn service_kinds(args: &DaemonArgs, config: &Config) -> Vec<Arc<dyn ServiceKind>
             Duration::from_secs(config.base_services().rpcbind.journal_sweep_delay_secs),
         )),
         Arc::new(Ntp::new()),
-        Arc::new(Dns),
+        Arc::new(Dns::persistent(
+            &args.state_dir,
+            Duration::from_secs(config.base_services().rpcbind.journal_sweep_delay_secs),
+        )),
     ]
 }
 

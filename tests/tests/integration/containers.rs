@@ -506,16 +506,19 @@ fn cni_plugin_chained_after_bridge_adds_checks_and_deletes() -> anyhow::Result<(
     Ok(())
 }
 
-/// Attach by pid and by path, register in both, `kill -9`, restart: both are back under their
-/// names and cookies with their registrations (kept past the journal sweep); one whose process
-/// died meanwhile is forgotten; the pid watch works again after the restart.
+/// Attach by pid and by path, register in both, add a DNS record, `kill -9`, restart: both are
+/// back under their names and cookies with their registrations (kept past the journal sweep)
+/// and the record; one whose process died meanwhile is forgotten; the pid watch works again
+/// after the restart.
 #[test]
 fn attachments_and_registrations_come_back_after_kill9() -> anyhow::Result<()> {
     let test = "attachments_and_registrations_come_back_after_kill9";
-    if !require(test, &["rpcinfo", "unshare"]) {
+    if !require(test, &["rpcinfo", "unshare", "dig"]) {
         return Ok(());
     }
-    let mut d = Daemon::start("[rpcbind]\njournal_sweep_delay_secs = 1\n")?;
+    let mut d = Daemon::start(
+        "[rpcbind]\njournal_sweep_delay_secs = 1\n[dns]\nlocal_domains = [\"lan\"]\n",
+    )?;
     let dir = tempfile::tempdir()?;
     let by_path = TestNetns::create(dir.path(), "p")?;
     let (mut sleeper, pid_ns) = spawn_in_new_netns()?;
@@ -533,6 +536,18 @@ fn attachments_and_registrations_come_back_after_kill9() -> anyhow::Result<()> {
     ctl_ok(&d, &["attach", "doomed", "--pid", &doomed.id().to_string()])?;
     register(&pid_ns, 300_001)?;
     register(&by_path.path, 300_002)?;
+    ctl_ok(
+        &d,
+        &["dns", "add", "--ns", "bypath", "keep.lan", "10.7.7.7"],
+    )?;
+    ctl_ok(
+        &d,
+        &["dns", "add", "--ns", "bypath", "gone.lan", "10.7.7.8"],
+    )?;
+    ctl_ok(
+        &d,
+        &["dns", "remove", "--ns", "bypath", "gone.lan", "10.7.7.8"],
+    )?;
     let id_of = |d: &Daemon, n: &str| d.ns(n).ok().flatten().map(|e| e["id"].clone());
     let before = (id_of(&d, "bypid"), id_of(&d, "bypath"));
     assert!(before.0.is_some() && before.1.is_some());
@@ -557,12 +572,30 @@ fn attachments_and_registrations_come_back_after_kill9() -> anyhow::Result<()> {
         "{}",
         rpcinfo(&by_path.path)
     );
-    assert_eq!(
-        journal_files(&d.state_dir()).len(),
-        2,
-        "{:?}",
-        journal_files(&d.state_dir())
-    );
+    let journals = journal_files(&d.state_dir());
+    let rpcbind = journals
+        .iter()
+        .filter(|p| p.components().any(|c| c.as_os_str() == "rpcbind"));
+    assert_eq!(rpcbind.count(), 2, "{journals:?}");
+    // The run-time DNS record is back; the removed one stays removed.
+    let dig = |name: &str| {
+        Command::new("nsenter")
+            .arg(format!("--net={}", by_path.path.display()))
+            .args([
+                "dig",
+                "+short",
+                "+time=1",
+                "+tries=1",
+                "@127.0.0.53",
+                name,
+                "A",
+            ])
+            .output()
+            .map(|o| text(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(dig("keep.lan"), "10.7.7.7");
+    assert_eq!(dig("gone.lan"), "");
     sleeper.kill()?;
     sleeper.wait()?;
     wait_for("pid watch after restart", Duration::from_secs(5), || {

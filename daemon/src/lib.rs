@@ -23,15 +23,19 @@
 //! - `budget` — the daemon-wide memory ceiling over the per-namespace tables.
 //! - `lock`, `seed` — the one poison-tolerant lock helper and the one seeding helper.
 //! - `metrics` — counters per namespace, the exposition and the read-only observation socket.
+//! - `hooks`, `cni` — what runtimes call: the OCI hook (`nsauxctl oci-hook`) and the CNI plugin
+//!   (`nsaux-cni`, entry point [`cni_main`]), attaching and detaching under a runtime's key.
 //! - `escape` — untrusted text made safe for logs and tables (no forged lines, no terminal escapes).
 #![warn(missing_docs)]
 
 mod budget;
+mod cni;
 mod config;
 mod control;
 mod ctl;
 mod defaults;
 mod escape;
+mod hooks;
 mod lock;
 mod manager;
 mod metrics;
@@ -42,5 +46,6 @@ mod serve;
 mod startup;
 mod sys;
 
+pub use cni::cni_main;
 pub use ctl::ctl_main;
 pub use startup::daemon_main;

@@ -65,7 +65,10 @@ fn service_kinds(args: &DaemonArgs, config: &Config) -> Vec<Arc<dyn ServiceKind>
             Duration::from_secs(config.base_services().rpcbind.journal_sweep_delay_secs),
         )),
         Arc::new(Ntp::new()),
-        Arc::new(Dns),
+        Arc::new(Dns::persistent(
+            &args.state_dir,
+            Duration::from_secs(config.base_services().rpcbind.journal_sweep_delay_secs),
+        )),
     ]
 }
 
@@ -133,8 +136,9 @@ async fn run_daemon(args: DaemonArgs, source: ConfigSource, config: Config) -> a
     let (tx, rx) = mpsc::unbounded_channel();
     let (call_tx, call_rx) = mpsc::unbounded_channel();
     let kinds = service_kinds(&args, &config);
-    let manager = Manager::new(config, source, kinds, tx.clone(), args.runtime_dir.clone())
+    let mut manager = Manager::new(config, source, kinds, tx.clone(), args.runtime_dir.clone())
         .context("starting the namespace thread")?;
+    manager.remember_attachments_in(&args.state_dir);
     let shutdown = CancellationToken::new();
     let observe_task =
         observe.map(|l| tokio::spawn(crate::metrics::observe::serve(l, call_tx.clone())));

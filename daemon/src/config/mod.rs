@@ -20,6 +20,7 @@
 //! override deep-merged on top, in file order.
 
 mod dns;
+mod hooks;
 mod limits;
 mod observe;
 mod services;
@@ -27,6 +28,7 @@ mod slots;
 
 pub(crate) use dns::{DnsConfig, UpstreamAddr};
 pub(crate) use observe::{ObserveConfig, ObserveSocket};
+pub(crate) use hooks::{HooksConfig, OnDaemonDown};
 pub(crate) use services::{IdentConfig, NtpConfig, RpcbindConfig, ServicesConfig};
 
 use std::collections::HashMap;
@@ -72,6 +74,7 @@ struct FileConfig {
     limits: LimitsConfig,
     #[serde(default)]
     observe: observe::ObserveFile,
+    hooks: HooksConfig,
     #[serde(flatten)]
     _services: toml::Table,
 }
@@ -94,13 +97,14 @@ fn default_netns_dirs() -> Vec<PathBuf> {
 }
 
 /// Keys of the file that are daemon-wide (everything else is a service section).
-const DAEMON_KEYS: [&str; 6] = [
+const DAEMON_KEYS: [&str; 7] = [
     "host_netns",
     "netns_dirs",
     "worker_threads",
     "netns",
     "limits",
     "observe",
+    "hooks",
 ];
 
 /// `[limits]`: budgets of the daemon as a whole (per-namespace budgets live in each service's
@@ -133,6 +137,8 @@ pub(crate) struct Config {
     pub(crate) limits: LimitsConfig,
     /// The observation socket and opt-in per-namespace series and logs.
     pub(crate) observe: ObserveConfig,
+    /// How runtime hooks behave (read by the hooks, not the daemon).
+    pub(crate) hooks: HooksConfig,
     /// Where it was read from (`None`: built-in defaults).
     pub(crate) path: Option<PathBuf>,
     base: toml::Table,
@@ -195,6 +201,7 @@ impl Config {
             netns_dirs: default_netns_dirs(),
             limits: LimitsConfig::default(),
             observe: ObserveConfig::default(),
+            hooks: HooksConfig::default(),
             path: None,
             base: toml::Table::new(),
             overrides: Vec::new(),
@@ -254,6 +261,7 @@ impl Config {
             netns_dirs: file.netns_dirs,
             limits: file.limits,
             observe,
+            hooks: file.hooks,
             path: path.map(Path::to_path_buf),
             base,
             overrides,

@@ -8,8 +8,8 @@
 //! |-----------|----------------------------------------|---------------------------------------|
 //! | `status`  | —                                      | daemon summary                        |
 //! | `ns_list` | —                                      | array of namespaces with services     |
-//! | `attach`  | `name`, and `pid` or `path`            | `{name, id, source}`                  |
-//! | `detach`  | `name`                                 | `{detached}`                          |
+//! | `attach`  | `name`, `pid` or `path`, `key`?, `origin`? | `{name, id, source}`              |
+//! | `detach`  | `name` or `key`                        | `{detached}`                          |
 //! | `reload`  | —                                      | `{reloaded: true}`                    |
 //! | `service` | `service`, `action`, `ns`?, `args`?    | `{NS_NAME: result, ...}`              |
 
@@ -46,11 +46,23 @@ pub(crate) enum Request {
         /// Or open this namespace file.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         path: Option<PathBuf>,
+        /// A runtime's own id for the attachment (`oci:ID`, `cni:...`): attaching the same key
+        /// again is a no-op, the name is made unique instead of refused, and `detach` by key
+        /// works after the runtime forgot the name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        /// Who attached (`ctl`, `hook`, `cni`), remembered across restarts for `ns list`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<String>,
     },
     /// Stop tracking an attached namespace.
     Detach {
         /// Its label.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
         name: String,
+        /// Or the key it was attached with; an unknown key is not an error (hooks retry).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
     },
     /// Re-read the configuration file.
     Reload,
@@ -126,7 +138,9 @@ mod tests {
             Request::Attach {
                 name: "a".into(),
                 pid: Some(7),
-                path: None
+                path: None,
+                key: None,
+                origin: None,
             }
         );
         assert_eq!(

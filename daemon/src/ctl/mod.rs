@@ -2,6 +2,7 @@
 //! daemon's answers (as tables, or JSON with `--json`). The binary only calls [`ctl_main`].
 
 mod metrics;
+mod oci_hook;
 mod table;
 
 use std::path::PathBuf;
@@ -59,6 +60,9 @@ pub(crate) enum CtlCommand {
     /// Print the Prometheus metrics once (from the observation socket), or serve them over
     /// HTTP with --listen as an unprivileged exporter.
     Metrics(metrics::MetricsArgs),
+    /// OCI runtime hook: reads the container state on stdin; attaches at createRuntime,
+    /// detaches at poststop (see README, "Containers").
+    OciHook(oci_hook::OciHookArgs),
     /// Check a configuration file offline.
     Validate {
         /// The file.
@@ -191,14 +195,20 @@ fn run_ctl(args: &CtlArgs) -> anyhow::Result<()> {
             return Ok(());
         }
         CtlCommand::Metrics(m) => return metrics::run(&args.runtime_dir, m),
+        CtlCommand::OciHook(a) => return oci_hook::run(&args.runtime_dir, a),
         CtlCommand::Status => Request::Status,
         CtlCommand::Ns(NsCommand::List) => Request::NsList,
         CtlCommand::Attach(a) => Request::Attach {
             name: a.name.clone(),
             pid: a.pid,
             path: a.path.clone(),
+            key: None,
+            origin: None,
         },
-        CtlCommand::Detach { name } => Request::Detach { name: name.clone() },
+        CtlCommand::Detach { name } => Request::Detach {
+            name: name.clone(),
+            key: None,
+        },
         CtlCommand::Reload => Request::Reload,
         CtlCommand::Rpc(RpcCommand::List(f)) => {
             service_request("rpcbind", "list", f.ns.clone(), Value::Null)

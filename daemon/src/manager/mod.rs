@@ -13,6 +13,7 @@
 //! - `supervise.rs` — listener tasks that end and services that panic: restart, rebuild, backoff.
 
 mod dual;
+mod attachments;
 mod listeners;
 mod reports;
 mod sources;
@@ -126,6 +127,10 @@ pub(crate) struct Manager {
     next_cookie_token: u64,
     started: Instant,
     runtime_dir: PathBuf,
+    /// Attached sources with what is remembered of them across restarts.
+    attached: HashMap<Source, sources::AttachMeta>,
+    /// Where attachments are remembered (`None`: the state directory is unusable).
+    store: Option<attachments::AttachStore>,
 }
 
 impl Manager {
@@ -155,7 +160,18 @@ impl Manager {
             next_cookie_token: 0,
             started: Instant::now(),
             runtime_dir,
+            attached: HashMap::new(),
+            store: None,
         })
+    }
+
+    /// Remembers attachments in `state_dir` and re-attaches those of an earlier run at start.
+    pub(crate) fn remember_attachments_in(&mut self, state_dir: &std::path::Path) {
+        match attachments::AttachStore::open(state_dir) {
+            Ok(s) => self.store = Some(s),
+            Err(e) => tracing::error!(state_dir = %state_dir.display(), error = %e,
+                "cannot remember attachments; attached namespaces will not survive a restart"),
+        }
     }
 
     /// Starts tracking and processes messages and control calls until `shutdown` fires; then
@@ -174,6 +190,7 @@ impl Manager {
         if self.config.host_netns {
             self.add_host().await;
         }
+        self.restore_attachments().await;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -275,8 +292,25 @@ impl Manager {
                     Response::err(format!("reload failed, old configuration kept: {e:#}"))
                 }
             },
-            Request::Attach { name, pid, path } => self.attach(name, pid, path).await,
-            Request::Detach { name } => self.detach(&name).await,
+            Request::Attach {
+                name,
+                pid,
+                path,
+                key,
+                origin,
+            } => {
+                let how = sources::AttachHow {
+                    key,
+                    origin: origin.unwrap_or_else(|| "ctl".into()),
+                    expect: None,
+                };
+                self.attach(name, pid, path, how).await
+            }
+            Request::Detach {
+                name,
+                key: Some(key),
+            } if name.is_empty() => self.detach_key(&key).await,
+            Request::Detach { name, .. } => self.detach(&name).await,
             Request::Service {
                 service,
                 action,

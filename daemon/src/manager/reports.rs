@@ -62,6 +62,7 @@ impl Manager {
                     "since": unix_secs(e.since),
                     "services": services,
                     "udp": e.info.share.report(),
+                    "attached": self.attach_info(e),
                 })
             })
             .collect();

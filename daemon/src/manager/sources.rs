@@ -260,6 +260,9 @@ impl Manager {
     /// is closed at once so the kernel can free it.
     pub(super) async fn remove_source(&mut self, source: &Source) {
         self.cookie_retries.remove(source);
+        if self.attached.remove(source).is_some() {
+            self.persist_attachments();
+        }
         let Some(id) = self.sources.remove(source) else {
             return;
         };
@@ -323,20 +326,34 @@ impl Manager {
         self.sources.keys().any(|s| s.name() == name)
     }
 
-    /// Tracks a namespace named on request (`nsauxctl attach`): by pid, watched until the
-    /// process exits, or by namespace file.
+    /// Tracks a namespace named on request (`nsauxctl attach`, a hook, the CNI plugin): by pid,
+    /// watched until the process exits, or by namespace file.
     pub(super) async fn attach(
         &mut self,
         name: String,
         pid: Option<u32>,
         path: Option<PathBuf>,
+        how: AttachHow,
     ) -> Response {
-        if name.is_empty() || name.contains('/') {
+        if name.is_empty() || name.contains('/') || name.len() > MAX_NAME {
             return Response::err(format!("invalid namespace name {name:?}"));
         }
-        if self.name_in_use(&name) {
-            return Response::err(format!("a namespace named {name:?} is already tracked"));
+        if let Some(key) = &how.key
+            && let Some((source, meta)) = self
+                .attached
+                .iter()
+                .find(|(_, m)| m.key.as_ref() == Some(key))
+        {
+            return Response::ok(json!({ "name": source.name(), "id": meta.cookie,
+                "source": source.to_string(), "already": true }));
         }
+        let name = if how.key.is_some() {
+            self.free_name(name)
+        } else if self.name_in_use(&name) {
+            return Response::err(format!("a namespace named {name:?} is already tracked"));
+        } else {
+            name
+        };
         let (source, ns_path, pidfd) = match (pid, path) {
             (Some(pid), None) => {
                 // The pidfd first: if the pid is reused after this, the pidfd still refers to the
@@ -385,6 +402,15 @@ impl Manager {
         let Some(id) = self.add_source(source.clone(), file.into(), None).await else {
             return Response::err(format!("{} is not a network namespace", ns_path.display()));
         };
+        if let Some(expect) = how.expect
+            && expect != id
+        {
+            self.remove_source(&source).await;
+            return Response::err(format!(
+                "{} is now another namespace (cookie {id}, was {expect})",
+                ns_path.display()
+            ));
+        }
         if let Some(pidfd) = pidfd {
             match watch_pid(pidfd, source.clone(), self.tx.clone()) {
                 Ok(guard) => {
@@ -396,6 +422,15 @@ impl Manager {
                 }
             }
         }
+        self.attached.insert(
+            source.clone(),
+            AttachMeta {
+                key: how.key,
+                origin: how.origin,
+                cookie: id,
+            },
+        );
+        self.persist_attachments();
         Response::ok(json!({ "name": source.name(), "id": id, "source": source.to_string() }))
     }
 
@@ -419,6 +454,125 @@ impl Manager {
         self.pid_watchers.remove(&source);
         self.remove_source(&source).await;
         Response::ok(json!({ "detached": name }))
+    }
+}
+
+/// Longest label an attach may give (a container id is 64 characters).
+const MAX_NAME: usize = 128;
+
+/// How an attach came and what it must match.
+#[derive(Debug)]
+pub(super) struct AttachHow {
+    /// The runtime's key for it (idempotent attach, detach by key).
+    pub(super) key: Option<String>,
+    /// Who attached (`ctl`, `hook`, `cni`).
+    pub(super) origin: String,
+    /// At a re-attach after restart: the cookie the namespace must still have.
+    pub(super) expect: Option<NetnsId>,
+}
+
+/// What is remembered of an attached source (see `attachments.rs`).
+#[derive(Debug, Clone)]
+pub(super) struct AttachMeta {
+    /// The runtime's key.
+    pub(super) key: Option<String>,
+    /// Who attached.
+    pub(super) origin: String,
+    /// The namespace's cookie.
+    pub(super) cookie: NetnsId,
+}
+
+impl Manager {
+    /// `wanted` when no source uses it, else `wanted-2`, `wanted-3`, ... (runtimes pick names
+    /// from ids and annotations and cannot know what is taken).
+    fn free_name(&self, wanted: String) -> String {
+        if !self.name_in_use(&wanted) {
+            return wanted;
+        }
+        (2u32..)
+            .map(|n| format!("{wanted}-{n}"))
+            .find(|n| !self.name_in_use(n))
+            .unwrap_or(wanted)
+    }
+
+    /// Detaches what was attached with `key`; an unknown key is success (a hook runs again, or
+    /// the process already exited and took its namespace with it).
+    pub(super) async fn detach_key(&mut self, key: &str) -> Response {
+        let found = self
+            .attached
+            .iter()
+            .find(|(_, m)| m.key.as_deref() == Some(key))
+            .map(|(s, _)| s.clone());
+        let Some(source) = found else {
+            return Response::ok(json!({ "detached": null }));
+        };
+        self.pid_watchers.remove(&source);
+        self.remove_source(&source).await;
+        Response::ok(json!({ "detached": source.name() }))
+    }
+
+    /// Who attached a namespace's sources and under which key, for `ns list` (the CNI plugin's
+    /// CHECK reads it).
+    pub(super) fn attach_info(&self, e: &NsEntry) -> Vec<serde_json::Value> {
+        e.sources
+            .iter()
+            .filter_map(|(s, _)| self.attached.get(s).map(|m| (s, m)))
+            .map(|(s, m)| json!({ "name": s.name(), "origin": m.origin, "key": m.key }))
+            .collect()
+    }
+
+    /// Writes the attachment list (a failure is logged: attachments then do not survive a
+    /// restart, but serving goes on).
+    fn persist_attachments(&self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let list: Vec<super::attachments::Remembered> = self
+            .attached
+            .iter()
+            .map(|(source, meta)| super::attachments::Remembered {
+                name: source.name().to_owned(),
+                cookie: meta.cookie.0,
+                pid: match source {
+                    Source::Pid { pid, .. } => Some(*pid),
+                    _ => None,
+                },
+                path: match source {
+                    Source::Path { path, .. } => Some(path.clone()),
+                    _ => None,
+                },
+                key: meta.key.clone(),
+                origin: meta.origin.clone(),
+            })
+            .collect();
+        if let Err(e) = store.save(&list) {
+            tracing::error!(error = %e, "cannot remember attachments; they will not survive a restart");
+        }
+    }
+
+    /// Re-attaches what an earlier run remembered, keeping only namespaces that still have
+    /// their cookie. Runs before the first control call, so the portmapper's journals of these
+    /// namespaces are replayed (and not swept).
+    pub(super) async fn restore_attachments(&mut self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let list = store.load();
+        for r in list {
+            let how = AttachHow {
+                key: r.key,
+                origin: r.origin,
+                expect: Some(NetnsId(r.cookie)),
+            };
+            let resp = self.attach(r.name.clone(), r.pid, r.path, how).await;
+            if resp.ok {
+                tracing::info!(netns = %r.name, id = r.cookie, "re-attached after restart");
+            } else {
+                tracing::info!(netns = %r.name, id = r.cookie, reason = resp.error.as_deref().unwrap_or(""),
+                    "remembered attachment is gone; forgotten");
+            }
+        }
+        self.persist_attachments();
     }
 }
 

@@ -2,6 +2,7 @@
 //! clients. Root is required; under `CI=true` nothing skips.
 
 mod budgets;
+mod containers;
 mod core;
 mod cost;
 mod dns;

@@ -1,5 +1,5 @@
 //! Operator views and verbs: the status line, and `nsauxctl dns stats | flush | add |
-//! remove`.
+//! remove` (run-time records are saved by `persist.rs`).
 //!
 //! Why apart from the query path: these only read or poke the resolver under the lock and
 //! shape JSON; nothing here runs per query.
@@ -47,6 +47,7 @@ impl DnsNs {
                         .map_err(|e| e.to_string())?;
                     if !g.runtime_records.contains(&(name.clone(), addr)) {
                         g.runtime_records.push((name.clone(), addr));
+                        self.save_records(&g.runtime_records);
                     }
                     tracing::info!(netns = %self.ns.name, %name, %addr, "dns: record added");
                     Ok(json!({ "added": name, "addr": addr.to_string() }))
@@ -55,8 +56,12 @@ impl DnsNs {
                         .resolver
                         .remove_record(&name, addr)
                         .map_err(|e| e.to_string())?;
+                    let before = g.runtime_records.len();
                     g.runtime_records
                         .retain(|(n, a)| !(n == &name && *a == addr));
+                    if g.runtime_records.len() != before {
+                        self.save_records(&g.runtime_records);
+                    }
                     if !existed {
                         return Err(format!("no run-time record {name} {addr}"));
                     }

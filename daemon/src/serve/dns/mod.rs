@@ -44,6 +44,7 @@ mod budget;
 mod control;
 mod driver;
 mod observe;
+mod persist;
 mod pump;
 mod settings;
 mod sources;
@@ -75,7 +76,22 @@ use crate::config::{DnsConfig, ServicesConfig};
 
 /// The DNS service kind.
 #[derive(Debug, Default)]
-pub(crate) struct Dns;
+pub(crate) struct Dns {
+    /// Where run-time records are saved (`None`: they do not survive a restart).
+    records: Option<Arc<persist::RecordDir>>,
+}
+
+impl Dns {
+    /// A DNS kind saving run-time records under `state_dir` (see `persist.rs`).
+    pub(crate) fn persistent(
+        state_dir: &std::path::Path,
+        sweep_delay: std::time::Duration,
+    ) -> Self {
+        Self {
+            records: persist::RecordDir::open(state_dir, sweep_delay),
+        }
+    }
+}
 
 impl ServiceKind for Dns {
     fn name(&self) -> &'static str {
@@ -86,12 +102,20 @@ impl ServiceKind for Dns {
         cfg.dns.enabled
     }
 
+    fn start(&self) {
+        if let Some(r) = &self.records {
+            r.start_sweep();
+        }
+    }
+
     fn instantiate(
         &self,
         ns: Arc<NsInfo>,
         cfg: &ServicesConfig,
     ) -> anyhow::Result<Arc<dyn NsService>> {
-        let svc = DnsNs::new(ns, &cfg.dns)?;
+        let records = self.records.as_ref().map(|r| r.file(ns.id));
+        let svc = DnsNs::new(ns, &cfg.dns, records)?;
+        svc.restore_records();
         svc.refresh_subnets();
         svc.check_sources(&mut svc.lock(), Instant::now());
         Ok(svc)
@@ -178,6 +202,8 @@ pub(crate) struct DnsNs {
     stop: CancellationToken,
     /// Client TCP connections of every listener of this namespace (budgets per class and peer).
     slots: Arc<crate::serve::slots::SlotTable>,
+    /// Where this namespace's run-time records are saved.
+    records: Option<persist::RecordFile>,
 }
 
 impl Drop for DnsNs {
@@ -188,7 +214,11 @@ impl Drop for DnsNs {
 
 impl DnsNs {
     /// A fresh instance: empty cache, sources set up, no task and no socket until needed.
-    fn new(ns: Arc<NsInfo>, c: &DnsConfig) -> anyhow::Result<Arc<Self>> {
+    fn new(
+        ns: Arc<NsInfo>,
+        c: &DnsConfig,
+        records: Option<persist::RecordFile>,
+    ) -> anyhow::Result<Arc<Self>> {
         let now = Instant::now();
         let resolver = Resolver::new(resolver_config(c, &[], &[]), crate::seed::random_bytes())
             .map_err(|e| anyhow::anyhow!("dns settings: {e}"))?;
@@ -232,6 +262,7 @@ impl DnsNs {
             inner: Mutex::new(inner),
             wake: Arc::new(Notify::new()),
             slots: crate::serve::slots::SlotTable::new(),
+            records,
         }))
     }
 
@@ -254,6 +285,12 @@ impl NsService for DnsNs {
 
     fn reconfigure(&self, cfg: &ServicesConfig) -> anyhow::Result<()> {
         self.reconfigure_dns(cfg)
+    }
+
+    fn namespace_gone(&self) {
+        if let Some(r) = &self.records {
+            r.gone();
+        }
     }
 
     fn on_datagram(&self, ep: &Arc<UdpEndpoint>, d: &Datagram<'_>, out: &mut Replies) {

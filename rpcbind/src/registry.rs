@@ -6,7 +6,7 @@
 
 use crate::context::SUPERUSER;
 use crate::types::Pmap;
-use crate::uaddr::uaddr_port;
+use crate::uaddr::{parse_uaddr, uaddr_port};
 
 /// IP protocol number of TCP, as v2 `pmap.prot` carries it.
 pub(crate) const IPPROTO_TCP: u32 = 6;
@@ -269,12 +269,19 @@ impl Registry {
         }
     }
 
-    /// The v2 view (`list_pml`): udp/tcp entries with a parsable port, in registration order.
+    /// The v2 view (`list_pml`): entries whose netid is exactly "udp" or "tcp" and whose uaddr
+    /// is an IPv4 universal address, in registration order. Why both: rpcbind's `add_pmaplist`
+    /// (rpcb_svc_com.c) copies a v3/v4 registration into the v2 list only for those two netids
+    /// (`strcmp`, case-sensitive) and only when `sscanf("%d.%d.%d.%d.%d.%d")` reads the address;
+    /// an entry restored from an older journal must not show up where rpcbind's would not.
     pub(crate) fn pmap_list(&self) -> Vec<Pmap> {
         self.entries
             .iter()
             .filter_map(|e| {
                 let prot = netid_to_prot(&e.netid)?;
+                if !parse_uaddr(&e.uaddr).is_some_and(|a| a.is_ipv4()) {
+                    return None;
+                }
                 let port = uaddr_port(&e.uaddr)?;
                 Some(Pmap {
                     prog: e.prog,
@@ -324,6 +331,25 @@ pub(crate) fn prot_to_netid(prot: u32) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn v2_view_keeps_only_ipv4_udp_and_tcp_entries_as_rpcbind() {
+        let mut r = Registry::new(16, usize::MAX);
+        for (vers, (netid, uaddr)) in (1..).zip([
+            ("udp", "0.0.0.0.8.1"),
+            ("udp", "::1.8.2"),
+            ("tcp6", "::.8.3"),
+            ("local", "/run/x.sock"),
+            ("tcp", "1.2.3.4.8.4"),
+        ]) {
+            assert!(matches!(
+                r.set(7, vers, netid, uaddr, "0"),
+                SetResult::Added(_)
+            ));
+        }
+        let ports: Vec<u32> = r.pmap_list().iter().map(|p| p.port).collect();
+        assert_eq!(ports, [0x801, 0x804]);
+    }
 
     #[test]
     fn set_semantics() {

@@ -2,6 +2,7 @@
 //! clients. Root is required; under `CI=true` nothing skips.
 
 mod budgets;
+mod conformance;
 mod core;
 mod dns;
 mod dns_abuse;

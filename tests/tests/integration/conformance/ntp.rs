@@ -12,7 +12,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use nsaux_tests::daemon::{Daemon, wait_for};
 use nsaux_tests::env::require;
-use nsaux_tests::netns::TestNetns;
+use nsaux_tests::netns::{TestNetns, veth};
 
 use super::judged::{Diff, check};
 
@@ -147,6 +147,36 @@ fn play(to: SocketAddr, cases: &[(String, Vec<u8>)]) -> anyhow::Result<Vec<Optio
         .collect())
 }
 
+/// Requests from port 123 of a remote namespace (a peer's port: NTPv1 from it is not a
+/// client's), each answered or not.
+fn from_port_123(
+    ns: &TestNetns,
+    bind: SocketAddr,
+    to: SocketAddr,
+    tx: u64,
+) -> anyhow::Result<Vec<Single>> {
+    ns.run_in(move || -> anyhow::Result<_> {
+        let s = UdpSocket::bind(bind)?;
+        s.set_read_timeout(Some(Duration::from_millis(300)))?;
+        let mut out = Vec::new();
+        for (i, (id, version, mode)) in [
+            ("v1-mode0", 1u8, 0u8),
+            ("v4-mode3", 4, 3),
+            ("v3-mode3", 3, 3),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let t = tx + (u64::try_from(i)? << 20);
+            s.send_to(&header(version, mode, t), to)?;
+            let mut b = vec![0u8; 2048];
+            let got = s.recv(&mut b).ok().map(|n| b[..n].to_vec());
+            out.push((format!("port123-{id}"), t, got));
+        }
+        Ok(out)
+    })?
+}
+
 /// An interleaved exchange as a chrony client with `xleave` makes it: a basic request, then
 /// one whose origin is the server's receive timestamp of the first answer and whose receive
 /// field is the client's receive time of it. Returns the second answer.
@@ -165,6 +195,9 @@ fn interleaved(to: SocketAddr, tx: u64) -> anyhow::Result<Option<Vec<u8>>> {
     s.send_to(&req, to)?;
     Ok(s.recv(&mut b).ok().map(|n| b[..n].to_vec()))
 }
+
+/// One side's answer to a case: id, the request's transmit timestamp, the answer.
+type Single = (String, u64, Option<Vec<u8>>);
 
 /// One compared case: id, the request's transmit timestamp, nsauxd's and chronyd's answers.
 type Row = (String, u64, Option<Vec<u8>>, Option<Vec<u8>>);
@@ -227,6 +260,23 @@ fn ntp_matches_chronyd() -> anyhow::Result<()> {
     let nsdir = tempfile::tempdir()?;
     let ours = d.netns("cfntp")?;
     let theirs = TestNetns::create(nsdir.path(), "cfchrony")?;
+    let client = TestNetns::create(nsdir.path(), "cfntpclient")?;
+    veth(
+        &client,
+        "cfn1",
+        "10.133.1.1/24",
+        &ours,
+        "cfs",
+        "10.133.1.2/24",
+    )?;
+    veth(
+        &client,
+        "cfn2",
+        "10.133.2.1/24",
+        &theirs,
+        "cfs",
+        "10.133.2.2/24",
+    )?;
     let _chrony = chronyd(&theirs)?;
     wait_stratum10(&ours, "nsauxd serves stratum 10")?;
     wait_stratum10(&theirs, "chronyd serves stratum 10")?;
@@ -251,6 +301,22 @@ fn ntp_matches_chronyd() -> anyhow::Result<()> {
         })
         .collect();
     rows.push(("v4-interleaved".into(), itx + (1 << 24), ia, ib));
+    let ptx = base + (1 << 41);
+    let pa = from_port_123(
+        &client,
+        "10.133.1.1:123".parse()?,
+        "10.133.1.2:123".parse()?,
+        ptx,
+    )?;
+    let pb = from_port_123(
+        &client,
+        "10.133.2.1:123".parse()?,
+        "10.133.2.2:123".parse()?,
+        ptx,
+    )?;
+    for ((id, tx, x), (_, _, y)) in pa.into_iter().zip(pb) {
+        rows.push((id, tx, x, y));
+    }
     let mut diffs = Vec::new();
     for (id, tx, x, y) in &rows {
         let (o, s) = (fields(x.as_deref(), *tx), fields(y.as_deref(), *tx));

@@ -134,7 +134,7 @@ fn play(to: SocketAddr, cases: &[(String, Vec<u8>)]) -> anyhow::Result<Vec<Optio
             Ok(s)
         })
         .collect::<anyhow::Result<_>>()?;
-    std::thread::sleep(Duration::from_millis(400));
+    std::thread::sleep(Duration::from_millis(1000));
     Ok(socks
         .iter()
         .map(|s| {
@@ -157,7 +157,7 @@ fn from_port_123(
 ) -> anyhow::Result<Vec<Single>> {
     ns.run_in(move || -> anyhow::Result<_> {
         let s = UdpSocket::bind(bind)?;
-        s.set_read_timeout(Some(Duration::from_millis(300)))?;
+        s.set_read_timeout(Some(Duration::from_millis(1000)))?;
         let mut out = Vec::new();
         for (i, (id, version, mode)) in [
             ("v1-mode0", 1u8, 0u8),
@@ -182,7 +182,7 @@ fn from_port_123(
 /// field is the client's receive time of it. Returns the second answer.
 fn interleaved(to: SocketAddr, tx: u64) -> anyhow::Result<Option<Vec<u8>>> {
     let s = UdpSocket::bind("127.0.0.1:0")?;
-    s.set_read_timeout(Some(Duration::from_millis(400)))?;
+    s.set_read_timeout(Some(Duration::from_millis(1000)))?;
     s.send_to(&header(4, 3, tx), to)?;
     let mut b = vec![0u8; 2048];
     let Ok(n) = s.recv(&mut b) else {

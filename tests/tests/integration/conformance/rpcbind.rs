@@ -304,7 +304,7 @@ fn stream_exchange<S: std::io::Read + std::io::Write>(s: &mut S, bytes: &[u8]) -
 
 /// Sends raw stream bytes (already framed) and reads one record back.
 fn over_stream(via: Via, local: &Local, to: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
-    let wait = Duration::from_millis(800);
+    let wait = Duration::from_millis(1500);
     match via {
         Via::Local => {
             let mut s = match local {
@@ -325,7 +325,7 @@ fn over_stream(via: Via, local: &Local, to: SocketAddr, bytes: &[u8]) -> Option<
 fn send(step: &Step, local: &Local, remote: SocketAddr) -> Option<Reply> {
     let lo4: SocketAddr = "127.0.0.1:111".parse().ok()?;
     let lo6: SocketAddr = "[::1]:111".parse().ok()?;
-    let wait = Duration::from_millis(800);
+    let wait = Duration::from_millis(1500);
     let rec = match step.via {
         Via::Udp | Via::Udp6 | Via::RemoteUdp => {
             let to = match step.via {
@@ -441,7 +441,7 @@ fn play(t: &Target, client: &TestNetns, server: &str) -> anyhow::Result<Vec<Stri
     let split = frame(&null);
     let r = t.ns.run_in(move || {
         let mut s = TcpStream::connect("127.0.0.1:111").ok()?;
-        s.set_read_timeout(Some(Duration::from_millis(800))).ok()?;
+        s.set_read_timeout(Some(Duration::from_millis(1500))).ok()?;
         s.write_all(&split[..6]).ok()?;
         std::thread::sleep(Duration::from_millis(50));
         s.write_all(&split[6..]).ok()?;

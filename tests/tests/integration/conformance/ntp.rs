@@ -177,13 +177,17 @@ fn from_port_123(
     })?
 }
 
-/// An interleaved exchange as a chrony client with `xleave` makes it: a basic request, then
-/// one whose origin is the server's receive timestamp of the first answer and whose receive
-/// field is the client's receive time of it. Returns the second answer.
+/// An interleaved exchange as a chrony client with `xleave` makes it: a first request whose
+/// origin and receive fields are already set (an interleaved client never sends zeros there),
+/// then one whose origin is the server's receive timestamp of the first answer and whose
+/// receive field is the client's receive time of it. Returns the second answer.
 fn interleaved(to: SocketAddr, tx: u64) -> anyhow::Result<Option<Vec<u8>>> {
     let s = UdpSocket::bind("127.0.0.1:0")?;
     s.set_read_timeout(Some(Duration::from_millis(1000)))?;
-    s.send_to(&header(4, 3, tx), to)?;
+    let mut first = header(4, 3, tx);
+    first[24..32].copy_from_slice(&(tx - (1 << 30)).to_be_bytes());
+    first[32..40].copy_from_slice(&(tx - (1 << 29)).to_be_bytes());
+    s.send_to(&first, to)?;
     let mut b = vec![0u8; 2048];
     let Ok(n) = s.recv(&mut b) else {
         return Ok(None);
@@ -194,6 +198,40 @@ fn interleaved(to: SocketAddr, tx: u64) -> anyhow::Result<Option<Vec<u8>>> {
     req[32..40].copy_from_slice(&ntp_now().to_be_bytes());
     s.send_to(&req, to)?;
     Ok(s.recv(&mut b).ok().map(|n| b[..n].to_vec()))
+}
+
+/// A real chrony client with `xleave` (`chronyd -Q`, four samples 0.25 s apart) asking the
+/// server in `ns`: which modes its samples were taken in (`4B` basic, `4I` interleaved),
+/// from its measurements log.
+fn xleave_client(ns: &TestNetns, dir: &std::path::Path) -> anyhow::Result<Child> {
+    Ok(ns
+        .command("chronyd")
+        .args(["-Q", "-x", "-u", "root", "-f", "/dev/null", "-t", "20"])
+        .arg("server 127.0.0.1 xleave iburst maxsamples 4 minpoll -2 maxpoll -2")
+        .args(["port 0", "cmdport 0", "log measurements"])
+        .arg(format!("logdir {}", dir.display()))
+        .arg(format!("pidfile {}/c.pid", dir.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?)
+}
+
+/// Whether any sample in a chrony measurements log (mode in its 18th column, `4B`/`4I`) was
+/// interleaved: "interleaved", "basic", or "no samples".
+fn sample_modes(log: &str) -> String {
+    let modes: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("127.0.0.1"))
+        .filter_map(|l| l.split_whitespace().nth(17))
+        .collect();
+    if modes.is_empty() {
+        "no samples".to_owned()
+    } else if modes.iter().any(|m| m.ends_with('I')) {
+        "interleaved".to_owned()
+    } else {
+        "basic".to_owned()
+    }
 }
 
 /// One side's answer to a case: id, the request's transmit timestamp, the answer.
@@ -286,6 +324,7 @@ fn ntp_matches_chronyd() -> anyhow::Result<()> {
     let (s1, s2) = (set.clone(), set.clone());
     let a = ours.run_in(move || play(to, &s1))??;
     let b = theirs.run_in(move || play(to, &s2))??;
+    let mut diffs_extra = Vec::new();
     let itx = base + (1 << 40);
     let ia = ours.run_in(move || interleaved(to, itx))??;
     let ib = theirs.run_in(move || interleaved(to, itx))??;
@@ -301,6 +340,31 @@ fn ntp_matches_chronyd() -> anyhow::Result<()> {
         })
         .collect();
     rows.push(("v4-interleaved".into(), itx + (1 << 24), ia, ib));
+    // A real xleave client against each, at once, each writing its log in its own directory.
+    let logs = [tempfile::tempdir()?, tempfile::tempdir()?];
+    let clients = [&ours, &theirs]
+        .iter()
+        .zip(&logs)
+        .map(|(ns, dir)| xleave_client(ns, dir.path()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for mut c in clients {
+        c.wait()?;
+    }
+    let modes: Vec<String> = logs
+        .iter()
+        .map(|d| {
+            sample_modes(
+                &std::fs::read_to_string(d.path().join("measurements.log")).unwrap_or_default(),
+            )
+        })
+        .collect();
+    if modes[0] != modes[1] {
+        diffs_extra.push(Diff {
+            id: "ntp/xleave-client/modes".into(),
+            nsauxd: modes[0].clone(),
+            stock: modes[1].clone(),
+        });
+    }
     let ptx = base + (1 << 41);
     let pa = from_port_123(
         &client,
@@ -317,7 +381,7 @@ fn ntp_matches_chronyd() -> anyhow::Result<()> {
     for ((id, tx, x), (_, _, y)) in pa.into_iter().zip(pb) {
         rows.push((id, tx, x, y));
     }
-    let mut diffs = Vec::new();
+    let mut diffs = std::mem::take(&mut diffs_extra);
     for (id, tx, x, y) in &rows {
         let (o, s) = (fields(x.as_deref(), *tx), fields(y.as_deref(), *tx));
         if std::env::var_os("NSAUX_CONFORMANCE_VERBOSE").is_some() {

@@ -90,8 +90,11 @@ impl Named {
                 .args(extra)
                 .arg("signed.example"))?;
         }
+        // -d: the dsset file goes to the private directory, not the working directory.
         run(Command::new("dnssec-signzone")
             .args(["-q", "-S", "-K"])
+            .arg(d)
+            .arg("-d")
             .arg(d)
             .args(["-o", "signed.example", "-f"])
             .arg(d.join("signed.zone.signed"))

@@ -47,7 +47,7 @@ pub enum DropReason {
     Malformed,
     /// Version 0 or 5..=7.
     BadVersion,
-    /// Mode 0 (reserved; NTPv1 port-based requests are not supported).
+    /// Mode 0 (reserved) in an NTPv2-4 packet, or an NTPv1 packet from port 123 (a peer's).
     Mode0,
     /// Mode 1 (symmetric active) while symmetric mode is disabled.
     Mode1,

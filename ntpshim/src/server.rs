@@ -3,7 +3,7 @@
 //! [`Action::Ignore`] with its reason; nothing here can panic on input.
 
 use alloc::vec::Vec;
-use core::net::IpAddr;
+use core::net::{IpAddr, SocketAddr};
 
 use crate::acl::{AccessList, IpNet, canonical};
 use crate::action::{Action, DropReason, ResponseKind};
@@ -14,6 +14,9 @@ use crate::ratelimit::{RateLimitConfig, RateLimiter, Verdict};
 use crate::reply::{ClockState, clock_fields};
 use crate::timestamp::NtpTimestamp;
 use crate::trailer::{Trailer, TrailerError, classify};
+
+/// The NTP port: an NTPv1 packet from it is a peer's, not a client's.
+const NTP_PORT: u16 = 123;
 
 /// Protocol settings of one namespace's NTP server. The daemon converts its
 /// TOML into this; I/O settings (listen addresses) stay in the daemon.
@@ -111,6 +114,9 @@ impl Server {
     /// never more than `request.len()` (no amplification). Requests with
     /// extension fields are answered with a bare header; requests with a MAC
     /// or NTS fields are dropped (see [`crate::trailer`]).
+    ///
+    /// Without the client's port an NTPv1 request (mode field 0) is taken to come from a
+    /// client port; [`Self::handle_from`] tells them apart as chrony does.
     #[allow(clippy::too_many_arguments)] // flat on purpose: mirrors the datagram's metadata
     pub fn handle(
         &mut self,
@@ -122,12 +128,32 @@ impl Server {
         transmit_ts: impl FnOnce() -> NtpTimestamp,
         out: &mut [u8],
     ) -> Action {
-        let client = canonical(client);
+        let from = SocketAddr::new(client, 0);
+        self.handle_from(now, from, recv_ts, request, clock, transmit_ts, out)
+    }
+
+    /// [`Self::handle`] with the client's port. Why the port: NTPv1 has no mode field (it is
+    /// reserved, 0) and a v1 request is a client's only when it does not come from port 123
+    /// (RFC 1059 §3.2); chrony's `process_rx` (ntp_core.c) answers exactly those, in mode 4,
+    /// and drops a v1 packet from port 123 (a peer's, answering it could start a loop).
+    #[allow(clippy::too_many_arguments)] // flat on purpose: mirrors the datagram's metadata
+    pub fn handle_from(
+        &mut self,
+        now: Mono,
+        from: SocketAddr,
+        recv_ts: NtpTimestamp,
+        request: &[u8],
+        clock: &ClockStatus,
+        transmit_ts: impl FnOnce() -> NtpTimestamp,
+        out: &mut [u8],
+    ) -> Action {
+        let client = canonical(from.ip());
+        let from_ntp_port = from.port() == NTP_PORT;
         // Checked first so a daemon bug cannot spend rate-limit tokens.
         if out.len() < HEADER_LEN {
             return Action::Ignore(DropReason::BufferTooSmall);
         }
-        match self.prepare(now, client, recv_ts, request, clock) {
+        match self.prepare(now, (client, from_ntp_port), recv_ts, request, clock) {
             Ok((header, kind)) => {
                 let Some(buf) = out.first_chunk_mut::<HEADER_LEN>() else {
                     return Action::Ignore(DropReason::BufferTooSmall);
@@ -151,7 +177,7 @@ impl Server {
     fn prepare(
         &mut self,
         now: Mono,
-        client: IpAddr,
+        (client, from_ntp_port): (IpAddr, bool),
         recv_ts: NtpTimestamp,
         request: &[u8],
         clock: &ClockStatus,
@@ -163,7 +189,13 @@ impl Server {
         if !(1..=4).contains(&request_header.version) {
             return Err(DropReason::BadVersion);
         }
-        let reply_mode = self.reply_mode(request_header.mode)?;
+        let v1_client =
+            request_header.version == 1 && request_header.mode == Mode::Reserved && !from_ntp_port;
+        let reply_mode = if v1_client {
+            Mode::Server
+        } else {
+            self.reply_mode(request_header.mode)?
+        };
         match classify(request, request_header.version) {
             Ok(Trailer::None | Trailer::Extensions(_)) => {}
             Ok(Trailer::Mac) => return Err(DropReason::Authenticated),

@@ -641,3 +641,28 @@ fn unix_pivot_window_edges() {
         (-61_505_152, 0)
     );
 }
+
+#[test]
+fn ntpv1_clients_get_a_server_reply_like_chrony() {
+    let req = request(1, 0, 6);
+    let r = run(no_limit(), &req, &synced());
+    let h = r.reply.expect("a v1 client is answered");
+    assert_eq!((h.version, h.mode), (1, Mode::Server));
+    assert_eq!(h.origin_ts, CLIENT_XMT);
+    // From port 123 it is a v1 peer: chrony drops it, so do we.
+    let mut out = [0u8; 1500];
+    let from = core::net::SocketAddr::new(ip("192.0.2.10"), 123);
+    let action = Server::new(no_limit()).handle_from(
+        Mono::default(),
+        from,
+        RECV,
+        &req,
+        &synced(),
+        || XMT,
+        &mut out,
+    );
+    assert_eq!(action, Action::Ignore(DropReason::Mode0));
+    // Mode 0 in a later version stays dropped.
+    let r = run(no_limit(), &request(2, 0, 6), &synced());
+    assert_eq!(r.action, Action::Ignore(DropReason::Mode0));
+}

@@ -82,6 +82,29 @@ pub(crate) enum Rejection {
     },
 }
 
+/// The client's EDNS, when the message walks and carries exactly one well-formed OPT in its
+/// additional section: what an error answer echoes even when the rest of the query is
+/// refused. Why: RFC 6891 §7 says a responder that understands EDNS puts an OPT in every
+/// answer to a query that had one, errors included (unbound, BIND and dnsmasq do).
+pub(crate) fn readable_edns(buf: &[u8]) -> Option<EdnsInfo> {
+    edns_in(buf, &wire::layout(buf)?)
+}
+
+/// [`readable_edns`] on an already walked message.
+fn edns_in(buf: &[u8], layout: &wire::Layout) -> Option<EdnsInfo> {
+    let mut opts = layout.records.iter().filter(|r| r.rtype == wire::TYPE_OPT);
+    let rec = opts.next()?;
+    let well_formed = rec.section == 2
+        && buf.get(rec.start) == Some(&0)
+        && buf
+            .get(rec.rdata_off..rec.end)
+            .is_some_and(wire::options_well_formed);
+    if !well_formed || opts.next().is_some() {
+        return None;
+    }
+    wire::edns_info(buf, rec)
+}
+
 /// Parses and vets a client query.
 pub(crate) fn parse(buf: &[u8], transport: Transport) -> Result<ClientQuery, Rejection> {
     let Some(header) = Header::read(buf) else {
@@ -105,11 +128,11 @@ pub(crate) fn parse(buf: &[u8], transport: Transport) -> Result<ClientQuery, Rej
         None
     };
     if header.opcode() != 0 {
-        return Err(err(rcode::NOTIMP, question, None));
+        return Err(err(rcode::NOTIMP, question, readable_edns(buf)));
     }
     if header.qdcount != 1 {
         // RFC 9619: exactly one question; with more, echoing one of them would be a guess.
-        return Err(err(rcode::FORMERR, None, None));
+        return Err(err(rcode::FORMERR, None, readable_edns(buf)));
     }
     let Some(question) = question else {
         return Err(err(rcode::FORMERR, None, None));
@@ -123,7 +146,7 @@ pub(crate) fn parse(buf: &[u8], transport: Transport) -> Result<ClientQuery, Rej
     // (measured: a whole cache hit costs ~0.3 µs; a full hickory decode of the query added ~0.35 µs).
     let simple = header.ancount == 0 && header.nscount == 0 && header.arcount <= 1;
     if !simple && Message::from_vec(buf).is_err() {
-        return Err(err(rcode::FORMERR, Some(question), None));
+        return Err(err(rcode::FORMERR, Some(question), edns_in(buf, &layout)));
     }
     let mut edns = None;
     for rec in layout.records.iter().filter(|r| r.rtype == wire::TYPE_OPT) {

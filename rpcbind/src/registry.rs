@@ -269,7 +269,11 @@ impl Registry {
         }
     }
 
-    /// The v2 view (`list_pml`): udp/tcp entries with a parsable port, in registration order.
+    /// The v2 view (`list_pml`): entries whose netid is exactly "udp" or "tcp" (case-sensitive)
+    /// and whose uaddr ends in two port fields, in registration order. This is what stock
+    /// rpcbind shows (measured by the conformance harness: its v2 DUMP lists a "tcp" entry
+    /// registered with "::1.15.164" as port 4004 and leaves "UDP" out); nsauxd's SET refuses
+    /// such addresses, so the difference never shows here.
     pub(crate) fn pmap_list(&self) -> Vec<Pmap> {
         self.entries
             .iter()
@@ -324,6 +328,25 @@ pub(crate) fn prot_to_netid(prot: u32) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn v2_view_keeps_only_exact_udp_and_tcp_netids_as_rpcbind() {
+        let mut r = Registry::new(16, usize::MAX);
+        for (vers, (netid, uaddr)) in (1..).zip([
+            ("udp", "0.0.0.0.8.1"),
+            ("UDP", "0.0.0.0.8.2"),
+            ("tcp6", "::.8.3"),
+            ("local", "/run/x.sock"),
+            ("tcp", "1.2.3.4.8.4"),
+        ]) {
+            assert!(matches!(
+                r.set(7, vers, netid, uaddr, "0"),
+                SetResult::Added(_)
+            ));
+        }
+        let ports: Vec<u32> = r.pmap_list().iter().map(|p| p.port).collect();
+        assert_eq!(ports, [0x801, 0x804]);
+    }
 
     #[test]
     fn set_semantics() {

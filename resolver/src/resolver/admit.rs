@@ -61,7 +61,7 @@ impl Resolver {
     }
 
     /// Writes a reply with no records and `rcode`, echoing ID, flags and (if readable) the
-    /// question: what refusals and rate-limit slips send.
+    /// question and the client's OPT: what refusals and rate-limit slips send.
     fn bare_reply(&self, out: &mut Vec<u8>, header: &Header, query: &[u8], rcode: u16) {
         let question = (header.qdcount == 1)
             .then(|| RawQuestion::read(query))
@@ -73,7 +73,7 @@ impl Resolver {
                 opcode: header.opcode(),
                 client_flags: header.flags,
                 question: question.as_ref(),
-                edns: None,
+                edns: crate::query::readable_edns(query),
                 rcode,
                 max_len: query.len(),
             },

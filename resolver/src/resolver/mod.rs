@@ -11,6 +11,7 @@
 //! | --- | --- |
 //! | `admit` | header sanity, rate limit, allow list |
 //! | `parse` | full query vetting; FORMERR / NOTIMP / BADVERS answers |
+//! | `chaos` | CHAOS-class identity queries refused, never forwarded (RFC 4892) |
 //! | `local_answer` | hosts, config and run-time records |
 //! | `any` | QTYPE ANY answered minimally (RFC 8482), never forwarded |
 //! | `cached` | fresh cache hits; stale data or SERVFAIL when there is no upstream |
@@ -51,6 +52,7 @@ mod admit;
 mod any;
 mod attempt;
 mod cached;
+mod chaos;
 mod coalesce;
 mod finish;
 mod local_answer;
@@ -248,6 +250,7 @@ impl Resolver {
         let limit = any::any_limit(&q, q.size_limit(self.cfg.max_udp_response));
         // The lower-cased name on the stack: a cache hit allocates nothing for it.
         let qname = q.question.qname.lowered();
+        self.refuse_chaos(&q, out)?;
         self.answer_local(&q, &qname, limit, out)?;
         self.answer_any(&q, limit, out)?;
         let key = CacheKeyRef {

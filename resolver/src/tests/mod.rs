@@ -21,6 +21,7 @@ use crate::{
 mod abuse;
 mod alloc;
 mod budget;
+mod conformance;
 mod local;
 mod malformed;
 mod props;

@@ -3,6 +3,7 @@
 
 mod budgets;
 mod containers;
+mod conformance;
 mod core;
 mod cost;
 mod dns;

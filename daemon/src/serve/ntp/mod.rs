@@ -385,9 +385,9 @@ impl NsService for NtpNs {
         if let Some(rl) = st.server.rate_limiter_mut() {
             rl.limit_growth(self.account.allowed());
         }
-        let action = st.server.handle(
+        let action = st.server.handle_from(
             mono,
-            d.peer.ip(),
+            d.peer,
             recv_ts,
             d.data,
             &clock,

@@ -20,6 +20,7 @@
 //! - `startup` — `nsauxd`'s entry point: arguments, configuration, runtime, manager, signals.
 //! - `ctl` — `nsauxctl`'s entry point: subcommands, control requests, table printing.
 //! - `defaults` — default paths shared by both.
+//! - `privilege` — the capabilities kept after start (the rest are dropped).
 //! - `budget` — the daemon-wide memory ceiling over the per-namespace tables.
 //! - `lock`, `seed` — the one poison-tolerant lock helper and the one seeding helper.
 //! - `escape` — untrusted text made safe for logs and tables (no forged lines, no terminal escapes).
@@ -35,6 +36,7 @@ mod lock;
 mod manager;
 mod netns;
 mod ops;
+mod privilege;
 mod seed;
 mod serve;
 mod startup;

@@ -31,6 +31,8 @@ mod config;
 mod control;
 mod ctl;
 mod defaults;
+#[cfg(test)]
+mod docs;
 mod escape;
 mod lock;
 mod manager;

@@ -29,11 +29,14 @@ pub(crate) fn explain(message: &str, top_level: bool) -> String {
     for (rust, words) in TYPE_WORDS {
         m = replace_word(&m, rust, words);
     }
-    if let Some(rest) = m.strip_prefix("unknown field ") {
+    // toml's own messages put the field after a snippet of the file: keep what comes before.
+    if let Some(at) = m.find("unknown field ") {
+        let (before, rest) = m.split_at(at);
+        let rest = &rest["unknown field ".len()..];
         let (key, _) = rest.split_once(',').unwrap_or((rest, ""));
         let key = key.trim();
         if top_level {
-            return format!("unknown key {key}; valid top-level keys: {TOP_LEVEL_KEYS}");
+            return format!("{before}unknown key {key}; valid top-level keys: {TOP_LEVEL_KEYS}");
         }
         let valid = rest
             .split_once("expected one of ")
@@ -42,9 +45,9 @@ pub(crate) fn explain(message: &str, top_level: bool) -> String {
                 v.replace('`', "").replace(" or ", ", ")
             });
         return if valid.is_empty() || valid.starts_with("there are no fields") {
-            format!("unknown key {key}; this table has no keys")
+            format!("{before}unknown key {key}; this table has no keys")
         } else {
-            format!("unknown key {key}; valid keys: {valid}")
+            format!("{before}unknown key {key}; valid keys: {valid}")
         };
     }
     m

@@ -20,6 +20,7 @@
 //! - `startup` — `nsauxd`'s entry point: arguments, configuration, runtime, manager, signals.
 //! - `ctl` — `nsauxctl`'s entry point: subcommands, control requests, table printing.
 //! - `defaults` — default paths shared by both.
+//! - `privilege` — the capabilities kept after start (the rest are dropped).
 //! - `budget` — the daemon-wide memory ceiling over the per-namespace tables.
 //! - `lock`, `seed` — the one poison-tolerant lock helper and the one seeding helper.
 //! - `metrics` — counters per namespace, the exposition and the read-only observation socket.
@@ -34,6 +35,8 @@ mod config;
 mod control;
 mod ctl;
 mod defaults;
+#[cfg(test)]
+mod docs;
 mod escape;
 mod hooks;
 mod lock;
@@ -41,6 +44,7 @@ mod manager;
 mod metrics;
 mod netns;
 mod ops;
+mod privilege;
 mod seed;
 mod serve;
 mod startup;

@@ -24,7 +24,7 @@ const EX_CONFIG: u8 = 78;
 ///
 /// Runs in the foreground (systemd style). Flags override the configuration file.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(name = "nsauxd", version, about, long_about = None)]
 pub(crate) struct DaemonArgs {
     /// Configuration file (TOML). The default path may be absent: built-in defaults apply.
     #[arg(long, value_name = "FILE")]
@@ -78,6 +78,7 @@ pub fn daemon_main() -> ExitCode {
     crate::ops::init_logging();
     crate::serve::contain::install_panic_hook();
     crate::ops::raise_fd_limit();
+    crate::privilege::drop_to_kept();
     let source = ConfigSource {
         path: args
             .config

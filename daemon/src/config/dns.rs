@@ -6,7 +6,7 @@
 //! list for `vs-*`) merge over this section like any other.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -180,7 +180,13 @@ impl Default for DnsConfig {
         let r = nsaux_resolver::Config::default();
         Self {
             enabled: true,
-            addresses: vec![IpAddr::V4(Ipv4Addr::new(127, 0, 0, 53))],
+            // ::1 too, as systemd-resolved's stub does not but glibc tries `nameserver ::1`
+            // and IPv6-only clients need it; skipped where the kernel has no IPv6 at all
+            // (`serve::dns` listeners), bound with IPV6_FREEBIND where ::1 is not up yet.
+            addresses: vec![
+                IpAddr::V4(Ipv4Addr::new(127, 0, 0, 53)),
+                IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ],
             port: 53,
             udp: true,
             tcp: true,

@@ -39,6 +39,17 @@ fn at_most<T: PartialOrd + std::fmt::Display>(field: &str, v: T, max: T) -> Resu
 /// Checks every numeric key of one namespace's effective service configuration; the message
 /// names the field (`rpcbind.max_connections: ...`).
 pub(crate) fn check(c: &ServicesConfig) -> Result<(), String> {
+    for (field, port) in [
+        ("ident.port", c.ident.port),
+        ("rpcbind.port", c.rpcbind.port),
+        ("ntp.port", c.ntp.port),
+        ("dns.port", c.dns.port),
+    ] {
+        // 0 would bind a random port that no client can find.
+        if port == 0 {
+            return Err(format!("{field}: 0 out of range 1..=65535"));
+        }
+    }
     let r = &c.rpcbind;
     at_most(
         "rpcbind.max_registrations",

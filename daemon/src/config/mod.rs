@@ -21,6 +21,7 @@
 
 mod dns;
 mod hooks;
+mod explain;
 mod limits;
 mod observe;
 mod services;
@@ -162,8 +163,14 @@ fn deep_merge(base: &mut toml::Table, top: &toml::Table) {
 fn try_services(table: &toml::Table) -> Result<ServicesConfig, String> {
     toml::Value::Table(table.clone())
         .try_into()
-        .map_err(|e: toml::de::Error| e.message().to_owned())
+        .map_err(|e: toml::de::Error| explain::explain(e.message(), false))
 }
+
+/// The service sections a file may hold besides [`DAEMON_KEYS`].
+const SERVICE_SECTIONS: [&str; 4] = ["ident", "rpcbind", "ntp", "dns"];
+
+/// Most tokio worker threads accepted: beyond it threads only add contention.
+const MAX_WORKER_THREADS: usize = 64;
 
 /// Deserializes the service sections; on error, names the failing field by its path
 /// (`ident.port: ...`). Every field has a default, so a table holding only the culprit still
@@ -174,6 +181,12 @@ fn services_from(table: &toml::Table) -> Result<ServicesConfig, String> {
         Err(e) => e,
     };
     for (section, value) in table {
+        if !SERVICE_SECTIONS.contains(&section.as_str()) {
+            return Err(explain::explain(
+                &format!("unknown field `{section}`"),
+                true,
+            ));
+        }
         let only = |v: toml::Value| toml::Table::from_iter([(section.clone(), v)]);
         let Err(msg) = try_services(&only(value.clone())) else {
             continue;
@@ -233,7 +246,14 @@ impl Config {
             path: shown.clone(),
             message,
         };
-        let file: FileConfig = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let file: FileConfig =
+            toml::from_str(text).map_err(|e| invalid(explain::explain(&e.to_string(), false)))?;
+        if !(1..=MAX_WORKER_THREADS).contains(&file.worker_threads) {
+            return Err(invalid(format!(
+                "worker_threads: {} out of range 1..={MAX_WORKER_THREADS}",
+                file.worker_threads
+            )));
+        }
         let mut base: toml::Table = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         for k in DAEMON_KEYS {
             base.remove(k);
@@ -257,7 +277,7 @@ impl Config {
         }
         Ok(Self {
             host_netns: file.host_netns,
-            worker_threads: file.worker_threads.clamp(1, 64),
+            worker_threads: file.worker_threads,
             netns_dirs: file.netns_dirs,
             limits: file.limits,
             observe,

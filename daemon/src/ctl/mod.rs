@@ -3,6 +3,7 @@
 
 mod metrics;
 mod oci_hook;
+mod render;
 mod table;
 
 use std::path::PathBuf;
@@ -11,14 +12,18 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
-use self::table::{plain, print_ns_table, print_per_namespace, print_rpc_table};
+use self::table::{print_ns_table, print_rpc_table};
 use crate::config::Config;
 use crate::control::{self, Request};
 use crate::defaults::{DEFAULT_CONFIG, DEFAULT_RUNTIME_DIR};
 
 /// nsauxctl — control a running nsauxd.
+///
+/// Exit status: 0 on success; 1 when the daemon cannot be reached, refuses the request, or
+/// nothing matched (an unknown namespace, a registration or record that is not there); 2 on a
+/// usage error. A closed output pipe ends it by SIGPIPE (status 141 in the shell).
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(name = "nsauxctl", version, about, long_about = None)]
 pub(crate) struct CtlArgs {
     /// The daemon's runtime directory.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_RUNTIME_DIR, global = true)]
@@ -65,9 +70,10 @@ pub(crate) enum CtlCommand {
     OciHook(oci_hook::OciHookArgs),
     /// Check a configuration file offline.
     Validate {
-        /// The file.
-        #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
+        /// The file. Without it, what nsauxd would load: /etc/nsaux/nsaux.toml, or the
+        /// built-in defaults when that file does not exist.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -170,6 +176,7 @@ pub(crate) struct AttachArgs {
 
 /// `nsauxctl`'s main.
 pub fn ctl_main() -> ExitCode {
+    crate::sys::caps::default_sigpipe();
     let args = CtlArgs::parse();
     match run_ctl(&args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -185,10 +192,17 @@ pub fn ctl_main() -> ExitCode {
 fn run_ctl(args: &CtlArgs) -> anyhow::Result<()> {
     let req = match &args.command {
         CtlCommand::Validate { config } => {
-            let c = Config::load(config, false)?;
+            // Like nsauxd: an explicit file must exist; the default path may be absent.
+            let path = config
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+            let c = Config::load(&path, config.is_none())?;
+            let shown = match &c.path {
+                Some(p) => p.display().to_string(),
+                None => format!("{} absent, built-in defaults", path.display()),
+            };
             println!(
-                "{}: ok ({} namespace dirs, host namespace {})",
-                config.display(),
+                "{shown}: ok ({} namespace dirs, host namespace {})",
                 c.netns_dirs.len(),
                 if c.host_netns { "served" } else { "not served" }
             );
@@ -258,22 +272,61 @@ fn run_ctl(args: &CtlArgs) -> anyhow::Result<()> {
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&resp.data)?);
+        if matches!(args.command, CtlCommand::Rpc(RpcCommand::Unset { .. }))
+            && resp
+                .data
+                .as_object()
+                .into_iter()
+                .flat_map(|m| m.values())
+                .all(|v| v["removed"] == 0)
+        {
+            anyhow::bail!("nothing matched");
+        }
         return Ok(());
     }
-    match &args.command {
-        CtlCommand::Ns(NsCommand::List) => print_ns_table(&resp.data),
-        CtlCommand::Status => {
-            if let Value::Object(m) = &resp.data {
-                for (k, v) in m {
-                    println!("{k:<18} {}", plain(v));
-                }
+    print_text(&args.command, &resp.data)
+}
+
+/// Prints an answer for a person (see `render`); fails when a verb that selects something
+/// matched nothing, so that every such case exits non-zero.
+fn print_text(command: &CtlCommand, data: &Value) -> anyhow::Result<()> {
+    match command {
+        CtlCommand::Ns(NsCommand::List) => print_ns_table(data),
+        CtlCommand::Status => render::print_value(data, ""),
+        CtlCommand::Attach(_) => println!("{}", render::attached(data)),
+        CtlCommand::Detach { .. } => println!("{}", render::detached(data)),
+        CtlCommand::Reload => println!("configuration reloaded"),
+        CtlCommand::Rpc(RpcCommand::List(_)) => print_rpc_table(data),
+        CtlCommand::Rpc(RpcCommand::Stats(_)) => render::print_rpc_stats(data),
+        CtlCommand::Rpc(RpcCommand::Unset {
+            ns,
+            prog,
+            vers,
+            netid,
+        }) => {
+            let removed: u64 = data
+                .as_object()
+                .into_iter()
+                .flat_map(|m| m.values())
+                .filter_map(|v| v["removed"].as_u64())
+                .sum();
+            let what = match netid {
+                Some(n) => format!("{prog}/{vers} {n}"),
+                None => format!("{prog}/{vers}"),
+            };
+            if removed == 0 {
+                anyhow::bail!(
+                    "nothing matched: no registration {what} in namespace {}",
+                    crate::escape::escape(ns)
+                );
             }
+            println!(
+                "removed {removed} registration(s) of {what} in namespace {}",
+                crate::escape::escape(ns)
+            );
         }
-        CtlCommand::Rpc(RpcCommand::List(_)) => print_rpc_table(&resp.data),
-        CtlCommand::Rpc(_) | CtlCommand::Dns(_) | CtlCommand::Ntp(_) => {
-            print_per_namespace(&resp.data)
-        }
-        _ => println!("{}", plain(&resp.data)),
+        CtlCommand::Dns(DnsCommand::Stats(_)) => render::print_dns_stats(data),
+        _ => render::print_per_namespace(data),
     }
     Ok(())
 }

@@ -44,20 +44,62 @@ pub(super) fn print_ns_table(data: &Value) {
         })
         .unwrap_or_default();
     let head = ["NAME", "ID", "SOURCE", "SERVICES", "SINCE"].map(String::from);
-    print_columns(&head, &rows);
+    print_columns(&head, &rows, "");
+    print_ns_reasons(data);
 }
 
-/// Prints a header and rows as left-aligned columns two spaces apart.
-fn print_columns<const N: usize>(head: &[String; N], rows: &[[String; N]]) {
-    let mut w = [0usize; N];
-    for r in std::iter::once(head).chain(rows) {
-        for (i, c) in r.iter().enumerate() {
+/// Under the `ns list` table, one line per service that is not fully up, saying why: the
+/// service's own error, or each listener that is not up with its error (`dns partial:
+/// tcp:[::1]:53 ...: address in use`).
+fn print_ns_reasons(data: &Value) {
+    for ns in data.as_array().into_iter().flatten() {
+        for (svc, v) in ns["services"].as_object().into_iter().flatten() {
+            let state = v["state"].as_str().unwrap_or("");
+            if state == "up" {
+                continue;
+            }
+            let mut why: Vec<String> = v["listeners"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|l| l["state"] != "up")
+                .map(|l| {
+                    format!(
+                        "{} {}: {}",
+                        plain(&l["listener"]),
+                        plain(&l["state"]),
+                        plain(&l["error"])
+                    )
+                })
+                .collect();
+            if let Some(e) = v["error"].as_str() {
+                why.insert(0, escape(e).into_owned());
+            }
+            if why.is_empty() {
+                why.push("no listener configured".into());
+            }
+            println!(
+                "{} {} {}: {}",
+                plain(&ns["name"]),
+                escape(svc),
+                escape(state),
+                why.join("; ")
+            );
+        }
+    }
+}
+
+/// Prints a header and rows as left-aligned columns two spaces apart, each line indented.
+pub(super) fn print_columns<R: AsRef<[String]>>(head: &[String], rows: &[R], indent: &str) {
+    let mut w = vec![0usize; head.len()];
+    for r in std::iter::once(head).chain(rows.iter().map(AsRef::as_ref)) {
+        for (i, c) in r.iter().enumerate().take(w.len()) {
             w[i] = w[i].max(c.len());
         }
     }
-    for r in std::iter::once(head).chain(rows) {
-        let cells: Vec<String> = r.iter().zip(w).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", cells.join("  ").trim_end());
+    for r in std::iter::once(head).chain(rows.iter().map(AsRef::as_ref)) {
+        let cells: Vec<String> = r.iter().zip(&w).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{indent}{}", cells.join("  ").trim_end());
     }
 }
 
@@ -76,67 +118,7 @@ pub(super) fn print_rpc_table(data: &Value) {
         }
     }
     let head = ["NS", "PROG/VERS", "NETID", "ADDRESS", "OWNER"].map(String::from);
-    print_columns(&head, &rows);
-}
-
-/// Prints `{ns: data}` as one block per namespace; tables (arrays of objects) as columns.
-pub(super) fn print_per_namespace(data: &Value) {
-    let Some(map) = data.as_object() else {
-        println!("{}", plain(data));
-        return;
-    };
-    for (ns, v) in map {
-        println!("[{}]", escape(ns));
-        match v {
-            Value::Array(rows) => {
-                let cols: Vec<String> = rows
-                    .first()
-                    .and_then(Value::as_object)
-                    .map(|o| o.keys().cloned().collect())
-                    .unwrap_or_default();
-                if cols.is_empty() {
-                    for r in rows {
-                        println!("  {}", plain(r));
-                    }
-                    continue;
-                }
-                let cells: Vec<Vec<String>> = rows
-                    .iter()
-                    .map(|r| cols.iter().map(|c| plain(&r[c.as_str()])).collect())
-                    .collect();
-                let widths: Vec<usize> = cols
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| {
-                        cells
-                            .iter()
-                            .map(|r| r[i].len())
-                            .chain([c.len()])
-                            .max()
-                            .unwrap_or(0)
-                    })
-                    .collect();
-                let line = |r: &[String]| {
-                    let parts: Vec<String> = r
-                        .iter()
-                        .zip(&widths)
-                        .map(|(c, w)| format!("{c:<w$}"))
-                        .collect();
-                    println!("  {}", parts.join("  ").trim_end());
-                };
-                line(&cols.iter().map(|c| c.to_uppercase()).collect::<Vec<_>>());
-                for r in &cells {
-                    line(r);
-                }
-            }
-            Value::Object(o) => {
-                for (k, v) in o {
-                    println!("  {:<24} {}", escape(k), plain(v));
-                }
-            }
-            other => println!("  {}", plain(other)),
-        }
-    }
+    print_columns(&head, &rows, "");
 }
 
 /// A unix time as a rough age (`5m ago`), or `-` when it is missing.

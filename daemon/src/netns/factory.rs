@@ -102,6 +102,13 @@ impl SocketFactory {
     }
 }
 
+/// Whether the kernel offers IPv6 at all (not booted with `ipv6.disable=1`): without it no
+/// AF_INET6 socket can be made in any namespace. Checked once.
+pub(crate) fn ipv6_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| std::path::Path::new("/proc/sys/net/ipv6").exists())
+}
+
 /// Options for a UDP listener.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct UdpOptions {

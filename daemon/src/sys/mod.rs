@@ -7,6 +7,7 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod asyncfd;
+pub(crate) mod caps;
 pub(crate) mod clock;
 pub(crate) mod fdtable;
 mod mapped;

@@ -280,7 +280,19 @@ impl DnsNs {
 impl NsService for DnsNs {
     fn listeners(&self) -> Vec<ListenerSpec> {
         let c = self.cfg();
-        ListenerSpec::ip_pairs(&c.addresses, c.port, c.udp, c.tcp)
+        // A kernel without IPv6 cannot make the socket at all: serve IPv4 only rather than
+        // show the service as failing forever (an IPv6 address configured on such a host
+        // could never work either).
+        let addresses: Vec<IpAddr> = if crate::netns::factory::ipv6_supported() {
+            c.addresses.clone()
+        } else {
+            c.addresses
+                .iter()
+                .copied()
+                .filter(IpAddr::is_ipv4)
+                .collect()
+        };
+        ListenerSpec::ip_pairs(&addresses, c.port, c.udp, c.tcp)
     }
 
     fn reconfigure(&self, cfg: &ServicesConfig) -> anyhow::Result<()> {

@@ -75,6 +75,7 @@ struct FileConfig {
     limits: LimitsConfig,
     #[serde(default)]
     observe: observe::ObserveFile,
+    #[serde(default)]
     hooks: HooksConfig,
     #[serde(flatten)]
     _services: toml::Table,

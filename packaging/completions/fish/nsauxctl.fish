@@ -36,6 +36,8 @@ complete -c nsauxctl -n "__fish_nsauxctl_needs_command" -f -a "reload" -d 'Re-re
 complete -c nsauxctl -n "__fish_nsauxctl_needs_command" -f -a "rpc" -d 'Portmapper tables'
 complete -c nsauxctl -n "__fish_nsauxctl_needs_command" -f -a "dns" -d 'DNS resolver endpoints'
 complete -c nsauxctl -n "__fish_nsauxctl_needs_command" -f -a "ntp" -d 'NTP service'
+complete -c nsauxctl -n "__fish_nsauxctl_needs_command" -f -a "metrics" -d 'Print the Prometheus metrics once (from the observation socket), or serve them over HTTP with --listen as an unprivileged exporter'
+complete -c nsauxctl -n "__fish_nsauxctl_needs_command" -f -a "oci-hook" -d 'OCI runtime hook: reads the container state on stdin; attaches at createRuntime, detaches at poststop (see README, "Containers")'
 complete -c nsauxctl -n "__fish_nsauxctl_needs_command" -f -a "validate" -d 'Check a configuration file offline'
 complete -c nsauxctl -n "__fish_nsauxctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand status" -l runtime-dir -d 'The daemon\'s runtime directory' -r -F
@@ -131,20 +133,35 @@ complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand ntp; and __fish_seen_s
 complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand ntp; and __fish_seen_subcommand_from help" -f -a "status" -d 'Clock status served and where stratum/refid come from'
 complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand ntp; and __fish_seen_subcommand_from help" -f -a "stats" -d 'Per-namespace statistics'
 complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand ntp; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand metrics" -l listen -d 'Serve the metrics over HTTP at `/metrics` on this address (e.g. 127.0.0.1:9755) until stopped, instead of printing them once' -r
+complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand metrics" -l socket -d 'The daemon\'s observation socket (default: RUNTIME_DIR/observe.sock; see `[observe]`)' -r -F
+complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand metrics" -l runtime-dir -d 'The daemon\'s runtime directory' -r -F
+complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand metrics" -l json -d 'Print JSON for scripts instead of tables'
+complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand metrics" -s h -l help -d 'Print help'
+complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand oci-hook" -l stage -d 'The hook stage (default: from the state\'s `status`: `stopped` detaches, others attach)' -r -f -a "create-runtime\t'Namespaces exist, the container has not started: attach'
+prestart\t'Older name of the same point: attach'
+poststart\t'After start (late but harmless): attach'
+poststop\t'The container is gone: detach'"
+complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand oci-hook" -l config -d 'nsaux\'s configuration file, for `[hooks] on_daemon_down`' -r -F
+complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand oci-hook" -l runtime-dir -d 'The daemon\'s runtime directory' -r -F
+complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand oci-hook" -l json -d 'Print JSON for scripts instead of tables'
+complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand oci-hook" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand validate" -l config -d 'The file. Without it, what nsauxd would load: /etc/nsaux/nsaux.toml, or the built-in defaults when that file does not exist' -r -F
 complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand validate" -l runtime-dir -d 'The daemon\'s runtime directory' -r -F
 complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand validate" -l json -d 'Print JSON for scripts instead of tables'
 complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand validate" -s h -l help -d 'Print help'
-complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand help; and not __fish_seen_subcommand_from status ns attach detach reload rpc dns ntp validate help" -f -a "status" -d 'Daemon summary'
-complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand help; and not __fish_seen_subcommand_from status ns attach detach reload rpc dns ntp validate help" -f -a "ns" -d 'Namespaces'
-complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand help; and not __fish_seen_subcommand_from status ns attach detach reload rpc dns ntp validate help" -f -a "attach" -d 'Track a namespace that has no file in a watched directory'
-complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand help; and not __fish_seen_subcommand_from status ns attach detach reload rpc dns ntp validate help" -f -a "detach" -d 'Stop tracking an attached namespace'
-complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand help; and not __fish_seen_subcommand_from status ns attach detach reload rpc dns ntp validate help" -f -a "reload" -d 'Re-read the daemon\'s configuration (like SIGHUP, but reports errors)'
-complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand help; and not __fish_seen_subcommand_from status ns attach detach reload rpc dns ntp validate help" -f -a "rpc" -d 'Portmapper tables'
-complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand help; and not __fish_seen_subcommand_from status ns attach detach reload rpc dns ntp validate help" -f -a "dns" -d 'DNS resolver endpoints'
-complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand help; and not __fish_seen_subcommand_from status ns attach detach reload rpc dns ntp validate help" -f -a "ntp" -d 'NTP service'
-complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand help; and not __fish_seen_subcommand_from status ns attach detach reload rpc dns ntp validate help" -f -a "validate" -d 'Check a configuration file offline'
-complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand help; and not __fish_seen_subcommand_from status ns attach detach reload rpc dns ntp validate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand help; and not __fish_seen_subcommand_from status ns attach detach reload rpc dns ntp metrics oci-hook validate help" -f -a "status" -d 'Daemon summary'
+complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand help; and not __fish_seen_subcommand_from status ns attach detach reload rpc dns ntp metrics oci-hook validate help" -f -a "ns" -d 'Namespaces'
+complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand help; and not __fish_seen_subcommand_from status ns attach detach reload rpc dns ntp metrics oci-hook validate help" -f -a "attach" -d 'Track a namespace that has no file in a watched directory'
+complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand help; and not __fish_seen_subcommand_from status ns attach detach reload rpc dns ntp metrics oci-hook validate help" -f -a "detach" -d 'Stop tracking an attached namespace'
+complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand help; and not __fish_seen_subcommand_from status ns attach detach reload rpc dns ntp metrics oci-hook validate help" -f -a "reload" -d 'Re-read the daemon\'s configuration (like SIGHUP, but reports errors)'
+complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand help; and not __fish_seen_subcommand_from status ns attach detach reload rpc dns ntp metrics oci-hook validate help" -f -a "rpc" -d 'Portmapper tables'
+complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand help; and not __fish_seen_subcommand_from status ns attach detach reload rpc dns ntp metrics oci-hook validate help" -f -a "dns" -d 'DNS resolver endpoints'
+complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand help; and not __fish_seen_subcommand_from status ns attach detach reload rpc dns ntp metrics oci-hook validate help" -f -a "ntp" -d 'NTP service'
+complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand help; and not __fish_seen_subcommand_from status ns attach detach reload rpc dns ntp metrics oci-hook validate help" -f -a "metrics" -d 'Print the Prometheus metrics once (from the observation socket), or serve them over HTTP with --listen as an unprivileged exporter'
+complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand help; and not __fish_seen_subcommand_from status ns attach detach reload rpc dns ntp metrics oci-hook validate help" -f -a "oci-hook" -d 'OCI runtime hook: reads the container state on stdin; attaches at createRuntime, detaches at poststop (see README, "Containers")'
+complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand help; and not __fish_seen_subcommand_from status ns attach detach reload rpc dns ntp metrics oci-hook validate help" -f -a "validate" -d 'Check a configuration file offline'
+complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand help; and not __fish_seen_subcommand_from status ns attach detach reload rpc dns ntp metrics oci-hook validate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand help; and __fish_seen_subcommand_from ns" -f -a "list" -d 'List tracked namespaces: name, id, source, services, since'
 complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand help; and __fish_seen_subcommand_from rpc" -f -a "list" -d 'Registration tables: NS, prog/vers, netid, address, owner'
 complete -c nsauxctl -n "__fish_nsauxctl_using_subcommand help; and __fish_seen_subcommand_from rpc" -f -a "stats" -d 'Per-namespace statistics (what `rpcinfo -m` shows: calls per procedure, SET/UNSET, lookups, remote calls)'

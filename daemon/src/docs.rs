@@ -82,7 +82,8 @@ SIGHUP reloads the configuration (so does \\fBnsauxctl reload\\fR, which reports
 SIGTERM and SIGINT stop the daemon.
 .SH CAPABILITIES
 After start nsauxd keeps only CAP_SYS_ADMIN (setns into each namespace),
-CAP_NET_BIND_SERVICE (ports 53, 111, 123) and CAP_SYS_PTRACE (reading
+CAP_NET_BIND_SERVICE (ports 53, 111, 123), CAP_NET_ADMIN (SIOCGSKNS: a namespace's
+fd from one of its sockets) and CAP_SYS_PTRACE (reading
 /proc/PID/ns/net of other users' processes); CAP_SYS_RESOURCE is used once at start
 to raise the open\\-file limit. Every other capability is dropped from all sets.
 .SH EXIT STATUS

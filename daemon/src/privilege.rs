@@ -4,6 +4,10 @@
 
 /// `CAP_NET_BIND_SERVICE`: ports 53, 111 and 123.
 const CAP_NET_BIND_SERVICE: u32 = 10;
+/// `CAP_NET_ADMIN`: `ioctl(SIOCGSKNS)`, which yields a namespace's fd from one of our sockets
+/// inside it (the daemon holds no namespace file once a listener is up; the kernel asks for
+/// `CAP_NET_ADMIN` over the namespace's user namespace).
+const CAP_NET_ADMIN: u32 = 12;
 /// `CAP_SYS_PTRACE`: opening `/proc/PID/ns/net` of a process of another user (rpc.statd runs
 /// as `statd`) when routing a path-socket caller or following `attach --pid`. The kernel
 /// checks ptrace access (`PTRACE_MODE_READ_FSCREDS`) there; `CAP_DAC_READ_SEARCH` does not
@@ -15,7 +19,12 @@ const CAP_SYS_ADMIN: u32 = 21;
 /// The capabilities kept after start (`CAP_SYS_RESOURCE`, used once to raise the fd limit,
 /// is not among them). The systemd unit's `CapabilityBoundingSet` names the same ones plus
 /// `CAP_SYS_RESOURCE`; `tests/.../operations.rs` runs the daemon with only these.
-pub(crate) const KEPT: [u32; 3] = [CAP_NET_BIND_SERVICE, CAP_SYS_PTRACE, CAP_SYS_ADMIN];
+pub(crate) const KEPT: [u32; 4] = [
+    CAP_NET_BIND_SERVICE,
+    CAP_NET_ADMIN,
+    CAP_SYS_PTRACE,
+    CAP_SYS_ADMIN,
+];
 
 /// Drops every capability but [`KEPT`] from all sets of this (still single-threaded)
 /// process. A daemon that never had them (a test as an ordinary user) loses nothing it had.

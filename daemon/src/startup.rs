@@ -78,7 +78,6 @@ pub fn daemon_main() -> ExitCode {
     crate::ops::init_logging();
     crate::serve::contain::install_panic_hook();
     crate::ops::raise_fd_limit();
-    crate::privilege::drop_to_kept();
     let source = ConfigSource {
         path: args
             .config
@@ -95,6 +94,17 @@ pub fn daemon_main() -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
+    // Directories, the single-instance lock and the observation socket (whose group change
+    // needs CAP_CHOWN) before the capabilities go, and before any thread exists.
+    let prepared = match Prepared::new(&args, &config) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("nsauxd: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    crate::privilege::drop_to_kept();
     // One worker: the current-thread scheduler (see `default_worker_threads`).
     let mut builder = if config.worker_threads == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -110,7 +120,7 @@ pub fn daemon_main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run_daemon(args, source, config)) {
+    match runtime.block_on(run_daemon(args, source, config, prepared)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -120,19 +130,49 @@ pub fn daemon_main() -> ExitCode {
     }
 }
 
-async fn run_daemon(args: DaemonArgs, source: ConfigSource, config: Config) -> anyhow::Result<()> {
+/// What start-up sets up while it still has every capability and one thread.
+struct Prepared {
+    /// Held for the daemon's life: one daemon per runtime directory.
+    _lock: crate::ops::InstanceLock,
+    /// Where the observation socket is, to remove it at stop.
+    observe_socket: Option<crate::config::ObserveSocket>,
+    /// The bound observation socket.
+    observe: Option<std::os::unix::net::UnixListener>,
+}
+
+impl Prepared {
+    fn new(args: &DaemonArgs, config: &Config) -> anyhow::Result<Self> {
+        create_dir(&args.runtime_dir, 0o755)?;
+        create_dir(&args.state_dir, 0o700)?;
+        let lock = crate::ops::InstanceLock::acquire(&args.runtime_dir)?;
+        let observe_socket = config.observe.socket(&args.runtime_dir);
+        let observe = match &observe_socket {
+            Some(cfg) => Some(crate::metrics::observe::bind(cfg)?),
+            None => None,
+        };
+        Ok(Self {
+            _lock: lock,
+            observe_socket,
+            observe,
+        })
+    }
+}
+
+async fn run_daemon(
+    args: DaemonArgs,
+    source: ConfigSource,
+    config: Config,
+    prepared: Prepared,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
 
-    create_dir(&args.runtime_dir, 0o755)?;
-    create_dir(&args.state_dir, 0o700)?;
-    let _lock = crate::ops::InstanceLock::acquire(&args.runtime_dir)?;
+    let Prepared {
+        _lock,
+        observe_socket,
+        observe,
+    } = prepared;
     let control_path = args.runtime_dir.join(control::SOCKET_NAME);
     let listener = control::server::bind(&control_path)?;
-    let observe_socket = config.observe.socket(&args.runtime_dir);
-    let observe = match &observe_socket {
-        Some(cfg) => Some(crate::metrics::observe::bind(cfg)?),
-        None => None,
-    };
 
     let (tx, rx) = mpsc::unbounded_channel();
     let (call_tx, call_rx) = mpsc::unbounded_channel();

@@ -20,16 +20,16 @@
 //! override deep-merged on top, in file order.
 
 mod dns;
-mod hooks;
 mod explain;
+mod hooks;
 mod limits;
 mod observe;
 mod services;
 mod slots;
 
 pub(crate) use dns::{DnsConfig, UpstreamAddr};
-pub(crate) use observe::{ObserveConfig, ObserveSocket};
 pub(crate) use hooks::{HooksConfig, OnDaemonDown};
+pub(crate) use observe::{ObserveConfig, ObserveSocket};
 pub(crate) use services::{IdentConfig, NtpConfig, RpcbindConfig, ServicesConfig};
 
 use std::collections::HashMap;

@@ -12,8 +12,8 @@
 //! - `reports.rs` — what `status` and `ns list` show;
 //! - `supervise.rs` — listener tasks that end and services that panic: restart, rebuild, backoff.
 
-mod dual;
 mod attachments;
+mod dual;
 mod listeners;
 mod reports;
 mod sources;

@@ -21,8 +21,10 @@ use crate::control::{Call, Request};
 const MAX_CLIENTS: usize = 4;
 
 /// Binds the observation socket with the configured mode and group. The caller holds the
-/// runtime-dir lock, so a stale socket file left by a crash can be removed safely.
-pub(crate) fn bind(cfg: &ObserveSocket) -> anyhow::Result<UnixListener> {
+/// runtime-dir lock, so a stale socket file left by a crash can be removed safely. A std
+/// listener, bound before the runtime exists: giving the socket to a group root is not in
+/// needs `CAP_CHOWN`, which the daemon drops before any thread starts (see `privilege`).
+pub(crate) fn bind(cfg: &ObserveSocket) -> anyhow::Result<std::os::unix::net::UnixListener> {
     let path = &cfg.path;
     match std::fs::remove_file(path) {
         Ok(()) => {}
@@ -34,7 +36,7 @@ pub(crate) fn bind(cfg: &ObserveSocket) -> anyhow::Result<UnixListener> {
     }
     // Private until the group and mode are set.
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-    let listener = UnixListener::bind(path);
+    let listener = std::os::unix::net::UnixListener::bind(path);
     nix::sys::stat::umask(old);
     let listener =
         listener.with_context(|| format!("binding observation socket {}", path.display()))?;
@@ -44,12 +46,25 @@ pub(crate) fn bind(cfg: &ObserveSocket) -> anyhow::Result<UnixListener> {
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.mode))
         .with_context(|| format!("chmod {:o} {}", cfg.mode, path.display()))?;
+    listener
+        .set_nonblocking(true)
+        .context("observation socket: non-blocking")?;
     Ok(listener)
 }
 
 /// Serves scrapes until the task is dropped. `manager` answers the one read-only question
 /// the exposition needs from the daemon's state (the namespace list).
-pub(crate) async fn serve(listener: UnixListener, manager: mpsc::UnboundedSender<Call>) {
+pub(crate) async fn serve(
+    listener: std::os::unix::net::UnixListener,
+    manager: mpsc::UnboundedSender<Call>,
+) {
+    let listener = match UnixListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "observation socket: cannot register with the runtime");
+            return;
+        }
+    };
     let permits = std::sync::Arc::new(Semaphore::new(MAX_CLIENTS));
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {

@@ -2,8 +2,8 @@
 //! clients. Root is required; under `CI=true` nothing skips.
 
 mod budgets;
-mod containers;
 mod conformance;
+mod containers;
 mod core;
 mod cost;
 mod dns;
@@ -15,6 +15,7 @@ mod host;
 mod identity;
 mod metrics;
 mod ntp;
+mod operations;
 mod reflection;
 mod rpcbind;
 mod slots;

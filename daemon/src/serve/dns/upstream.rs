@@ -309,6 +309,16 @@ async fn upstream_socket(
             () = tokio::time::sleep_until(until.into()) => SockEvent::Deadline,
         };
         let Some(this) = weak.upgrade() else { break };
+        if event == SockEvent::Readable {
+            // An upstream answer is its namespace's work as much as a query is: it draws on
+            // the same per-round share as the namespace's listeners (`serve/share.rs`), so a
+            // flood of cache misses cannot put hundreds of answer tasks ahead of another
+            // namespace's query in one round.
+            while this.ns.share.grant() == 0 {
+                crate::serve::share::yield_round().await;
+            }
+            this.ns.share.charge(1);
+        }
         match this.on_socket_event(key, &sock, event) {
             Some(next) => until = next,
             None => break,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
-use super::{MAX_LINE, Request, Response, SOCKET_NAME};
+use super::{MAX_REPLY, Request, Response, SOCKET_NAME};
 
 /// Sends one request to the daemon whose runtime directory is `runtime_dir` and returns its
 /// reply (a failed reply is still `Ok`; `Err` means the daemon could not be asked).
@@ -19,7 +19,7 @@ pub(crate) fn call(runtime_dir: &Path, req: &Request) -> anyhow::Result<Response
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
     (&stream).write_all(&line).context("sending request")?;
-    let mut reader = BufReader::new(&stream).take(MAX_LINE as u64 + 1);
+    let mut reader = BufReader::new(&stream).take(MAX_REPLY as u64 + 1);
     let mut reply = Vec::new();
     reader
         .read_until(b'\n', &mut reply)

@@ -22,8 +22,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-/// Longest request or reply line accepted.
+/// Longest request line the daemon accepts (requests come from any local root process).
 pub(crate) const MAX_LINE: usize = 1 << 20;
+
+/// Longest reply line `nsauxctl` reads. Replies come from the daemon itself and grow with the
+/// namespaces: `ns list` with all services on is about 1 KiB per namespace, so the request
+/// cap (1 MiB) failed near 1,000 namespaces; this leaves room for 100,000 and more.
+pub(crate) const MAX_REPLY: usize = 1 << 28;
 
 /// The socket's file name inside the runtime directory.
 pub(crate) const SOCKET_NAME: &str = "control.sock";

@@ -310,13 +310,12 @@ async fn upstream_socket(
         };
         let Some(this) = weak.upgrade() else { break };
         if event == SockEvent::Readable {
-            // An upstream answer is its namespace's work as much as a query is: it draws on
-            // the same per-round share as the namespace's listeners (`serve/share.rs`), so a
-            // flood of cache misses cannot put hundreds of answer tasks ahead of another
-            // namespace's query in one round.
-            while this.ns.share.grant() == 0 {
-                crate::serve::share::yield_round().await;
-            }
+            // An upstream answer is its namespace's work as much as a query is: it is charged
+            // to the same per-round share as the namespace's listeners (`serve/share.rs`), so
+            // under a flood of cache misses the listeners read fewer new queries per round.
+            // It never waits for the share: answers already asked for must not be starved by
+            // the namespace's own listeners (they would time out and mark the upstream down),
+            // and there are at most as many as queries read in earlier rounds.
             this.ns.share.charge(1);
         }
         match this.on_socket_event(key, &sock, event) {

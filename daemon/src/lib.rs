@@ -48,6 +48,7 @@ mod privilege;
 mod seed;
 mod serve;
 mod startup;
+mod state_file;
 mod sys;
 
 pub use cni::cni_main;

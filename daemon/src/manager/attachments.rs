@@ -10,8 +10,7 @@
 //! A list of another boot is ignored (every namespace of it is gone).
 
 use std::fs;
-use std::io::{self, Write as _};
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -92,16 +91,7 @@ impl AttachStore {
             attachments: list.to_vec(),
         };
         let bytes = serde_json::to_vec_pretty(&form).map_err(io::Error::other)?;
-        let tmp = self.path.with_extension("json.tmp");
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&bytes)?;
-        drop(f);
-        fs::rename(&tmp, &self.path)
+        crate::state_file::replace(&self.path, "json.tmp", &bytes)
     }
 }
 

@@ -10,9 +10,8 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::{self, Write as _};
+use std::io;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -101,16 +100,7 @@ impl RecordFile {
             };
         }
         let bytes = serde_json::to_vec(records).map_err(io::Error::other)?;
-        let tmp = self.path.with_extension("tmp");
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&bytes)?;
-        drop(f);
-        fs::rename(&tmp, &self.path)
+        crate::state_file::replace(&self.path, "tmp", &bytes)
     }
 
     /// The namespace went: its records go with it.

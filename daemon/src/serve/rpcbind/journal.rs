@@ -24,7 +24,7 @@
 //! that had registered is gone as well. Skipping fsync keeps SET latency in microseconds.
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
@@ -251,15 +251,8 @@ impl Journal {
         for e in entries {
             encode(&Change::Set(e.clone()), &mut buf);
         }
-        let tmp = self.path.with_extension("journal.tmp");
-        let written = File::create(&tmp)
-            .and_then(|mut f| f.write_all(&buf))
-            .and_then(|()| fs::rename(&tmp, &self.path));
+        let written = crate::state_file::replace(&self.path, "journal.tmp", &buf);
         crate::metrics::journal(&written);
-        if written.is_err() {
-            // The old file is untouched; only the half-made copy goes.
-            let _ = fs::remove_file(&tmp);
-        }
         written.map(|()| buf.len())
     }
 

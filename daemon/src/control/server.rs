@@ -74,6 +74,15 @@ pub(crate) async fn serve(listener: UnixListener, handler: mpsc::UnboundedSender
     }
 }
 
+/// The reply line's bytes. Serialized (and the reply freed) on a blocking thread: an `ns list`
+/// of thousands of namespaces is megabytes of JSON, milliseconds the loop would not serve.
+async fn encode(resp: Response) -> Vec<u8> {
+    let fallback = || b"{\"ok\":false}".to_vec();
+    tokio::task::spawn_blocking(move || serde_json::to_vec(&resp).unwrap_or_else(|_| fallback()))
+        .await
+        .unwrap_or_else(|_| fallback())
+}
+
 /// Serves one client: a line must arrive whole within [`IDLE`] of the previous answer.
 async fn client(stream: UnixStream, handler: mpsc::UnboundedSender<Call>, slot: &Slot) {
     let (rd, mut wr) = stream.into_split();
@@ -104,7 +113,7 @@ async fn client(stream: UnixStream, handler: mpsc::UnboundedSender<Call>, slot: 
                 Err(e) => Response::err(format!("bad request: {e}")),
             }
         };
-        let mut out = serde_json::to_vec(&resp).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+        let mut out = encode(resp).await;
         out.push(b'\n');
         if wr.write_all(&out).await.is_err() || line.len() > MAX_LINE {
             return;

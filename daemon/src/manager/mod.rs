@@ -283,8 +283,8 @@ impl Manager {
 
     async fn on_control(&mut self, req: Request) -> Response {
         match req {
-            Request::Status => Response::ok(self.status()),
-            Request::NsList => Response::ok(self.ns_list()),
+            Request::Status => Response::ok(self.status().await),
+            Request::NsList => Response::ok(self.ns_list().await),
             Request::Reload => match self.reload().await {
                 Ok(()) => Response::ok(json!({ "reloaded": true })),
                 Err(e) => {
@@ -343,11 +343,14 @@ impl Manager {
         }
         let mut out = serde_json::Map::new();
         let mut panicked = None;
-        for (id, e) in self
+        for (i, (id, e)) in self
             .namespaces
             .iter()
             .filter(|(_, e)| ns.is_none_or(|n| e.info.name == n))
+            .enumerate()
         {
+            // Bounded per turn of the loop, like `status` and `ns list`.
+            reports::pace(i).await;
             let Some(Ok(inst)) = e.services.get(service).map(|s| &s.instance) else {
                 if ns.is_some() {
                     return Response::err(format!(

@@ -1,5 +1,10 @@
 //! What the manager reports about itself: the daemon summary (`status`) and every namespace
 //! with its services and listeners (`ns list`).
+//!
+//! Both walk every namespace on the manager task, which shares the loop with the datagrams: a
+//! walk gives up its turn every [`WALK_BATCH`] namespaces ([`pace`]), so at thousands of
+//! namespaces no datagram waits for a whole walk (issue 11, "nothing blocks the loop"). The
+//! manager handles one event at a time, so the namespaces do not change under a paused walk.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -8,15 +13,31 @@ use serde_json::{Value, json};
 use super::Manager;
 use super::listeners::{ListenerState, ServiceSlot};
 
+/// Namespaces a walk over all of them handles per turn of the loop: a namespace's `ns list`
+/// entry (three services' status, a few locks and small JSON objects) costs some microseconds,
+/// so a turn stays well under a millisecond.
+pub(super) const WALK_BATCH: usize = 32;
+
+/// Called before the `i`th namespace of a walk: every [`WALK_BATCH`] namespaces, gives the loop
+/// to the sockets that are ready (tokio's `yield_now` wakes the task again only after the next
+/// poll of the I/O driver).
+pub(super) async fn pace(i: usize) {
+    if i > 0 && i.is_multiple_of(WALK_BATCH) {
+        tokio::task::yield_now().await;
+    }
+}
+
 fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl Manager {
     /// The daemon summary for `nsauxctl status`.
-    pub(super) fn status(&self) -> Value {
-        let (mut up, mut failed) = (0usize, 0usize);
-        for e in self.namespaces.values() {
+    pub(super) async fn status(&self) -> Value {
+        let (mut up, mut failed, mut dropped) = (0usize, 0usize, 0u64);
+        for (i, e) in self.namespaces.values().enumerate() {
+            pace(i).await;
+            dropped = dropped.saturating_add(e.info.share.dropped());
             for s in e.services.values() {
                 for l in s.listeners.values() {
                     match l {
@@ -39,16 +60,16 @@ impl Manager {
             "listeners_failed": failed,
             "memory_accounted_bytes": crate::budget::total(),
             "memory_max_bytes": crate::budget::ceiling(),
-            "udp_dropped": self.namespaces.values().map(|e| e.info.share.dropped()).fold(0, u64::saturating_add),
+            "udp_dropped": dropped,
         })
     }
 
     /// Every namespace with its sources and services, for `nsauxctl ns list`.
-    pub(super) fn ns_list(&self) -> Value {
-        let list: Vec<Value> = self
-            .namespaces
-            .values()
-            .map(|e| {
+    pub(super) async fn ns_list(&self) -> Value {
+        let mut list = Vec::with_capacity(self.namespaces.len());
+        for (i, e) in self.namespaces.values().enumerate() {
+            pace(i).await;
+            list.push({
                 let services: serde_json::Map<String, Value> = e
                     .services
                     .iter()
@@ -64,8 +85,8 @@ impl Manager {
                     "udp": e.info.share.report(),
                     "attached": self.attach_info(e),
                 })
-            })
-            .collect();
+            });
+        }
         Value::Array(list)
     }
 }

@@ -101,7 +101,13 @@ pub(crate) async fn scrape(manager: &mpsc::UnboundedSender<Call>) -> String {
     } else {
         Value::Null
     };
-    super::encode::text(super::snapshot(), namespace_counts(&list))
+    // The counters of every namespace, summed and encoded: off the loop (megabytes of text at
+    // thousands of namespaces). The list itself was built by the manager in bounded turns.
+    tokio::task::spawn_blocking(move || {
+        super::encode::text(super::snapshot(), namespace_counts(&list))
+    })
+    .await
+    .unwrap_or_default()
 }
 
 /// Counts `ns list` entries by source kind (`host`, `dir`, `pid`, `path`) and state.

@@ -21,3 +21,18 @@ pub(crate) fn before_datagram(data: &[u8]) {
         panic!("fault injection: panic requested by a datagram");
     }
 }
+
+/// Environment variable: milliseconds a portmapper journal compaction waits (on its blocking
+/// thread) between writing its snapshot and copying the appends made meanwhile, so a test can
+/// append, and `kill -9` the daemon, while a compaction is under way.
+pub(crate) const COMPACTION_PAUSE_ENV: &str = "NSAUX_FAULT_COMPACTION_PAUSE_MS";
+
+/// Sleeps as [`COMPACTION_PAUSE_ENV`] asks (on a blocking thread, never the loop).
+pub(crate) fn compaction_pause() {
+    if let Some(ms) = std::env::var(COMPACTION_PAUSE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}

@@ -14,7 +14,10 @@
 //! One line per change: a JSON array `["S"|"U", prog, vers, netid, uaddr, owner]`, a TAB, and
 //! the FNV-1a 64-bit hash of the JSON in hex. Replay applies the lines in order; a line that is
 //! truncated, fails its hash or does not parse is logged and skipped, and every good line is
-//! kept. When the file has grown well past the live table it is rewritten (temp file + rename).
+//! kept. Replay is linear in the file (a hash index of the live entries). When the file has
+//! grown well past the live table it is rewritten (temp file + rename); that compaction runs off
+//! the loop (`compact.rs`), and the lines appended while it runs are copied after the snapshot
+//! before the rename, under the namespace's state lock, so none is lost or applied twice.
 //!
 //! # Durability policy (fsync)
 //! A change is `write(2)`n to the file before the reply is sent, so `kill -9` (or any crash of
@@ -23,9 +26,9 @@
 //! change the boot id, and a journal of another boot is never restored, because every service
 //! that had registered is gone as well. Skipping fsync keeps SET latency in microseconds.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
-use std::io::{self, Write as _};
+use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 
 use nsaux_rpcbind::Entry;
@@ -114,8 +117,10 @@ impl JournalDir {
         };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
+            // A compaction's temporary file of a live namespace may be in use right now.
             let cookie = name
                 .strip_suffix(".journal")
+                .or_else(|| name.strip_suffix(COMPACT_SUFFIX))
                 .and_then(|c| c.parse::<u64>().ok());
             match cookie {
                 Some(c) if live.contains(&c) => {}
@@ -126,6 +131,52 @@ impl JournalDir {
             }
         }
     }
+}
+
+/// How a journal's compaction temporary file ends (`COOKIE.journal.compact`): not the
+/// synchronous rewrite's `journal.tmp`, so the two never write one file.
+const COMPACT_SUFFIX: &str = ".journal.compact";
+
+/// Replays journal bytes: the table they describe and how many lines were bad. Linear: a SET
+/// of an entry already live is a no-op, an UNSET frees its slot, and the live slots keep their
+/// order (registration order, which lookups depend on).
+pub(crate) fn parse(data: &[u8]) -> Replay {
+    let mut r = Replay::default();
+    let mut slots: Vec<Option<Entry>> = Vec::new();
+    let mut index: HashMap<Entry, usize> = HashMap::new();
+    for line in data.split(|b| *b == b'\n') {
+        if line.is_empty() {
+            continue;
+        }
+        r.lines += 1;
+        match decode(line) {
+            Some(Change::Set(e)) => {
+                if !index.contains_key(&e) {
+                    index.insert(e.clone(), slots.len());
+                    slots.push(Some(e));
+                }
+            }
+            Some(Change::Unset(e)) => {
+                if let Some(i) = index.remove(&e)
+                    && let Some(slot) = slots.get_mut(i)
+                {
+                    *slot = None;
+                }
+            }
+            None => r.bad_lines += 1,
+        }
+    }
+    r.entries = slots.into_iter().flatten().collect();
+    r
+}
+
+/// The journal lines of a compacted file: one SET per live entry, in order.
+pub(crate) fn encode_entries(entries: &[Entry]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(100 * entries.len());
+    for e in entries {
+        encode(&Change::Set(e.clone()), &mut buf);
+    }
+    buf
 }
 
 /// One namespace's journal file.
@@ -184,28 +235,30 @@ impl Journal {
     /// Reads and replays the file. A missing file is an empty table; bad lines are counted and
     /// skipped (the caller logs them).
     pub(crate) fn replay(&self) -> io::Result<Replay> {
-        let data = match fs::read(&self.path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Replay::default()),
+        match fs::read(&self.path) {
+            Ok(d) => Ok(parse(&d)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Replay::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The file's bytes from `offset` to its end (the lines appended since a compaction's
+    /// snapshot). A missing file reads as empty.
+    pub(crate) fn read_from(&self, offset: u64) -> io::Result<Vec<u8>> {
+        let mut f = match fs::File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        let mut r = Replay::default();
-        for line in data.split(|b| *b == b'\n') {
-            if line.is_empty() {
-                continue;
-            }
-            r.lines += 1;
-            match decode(line) {
-                Some(Change::Set(e)) => {
-                    if !r.entries.contains(&e) {
-                        r.entries.push(e);
-                    }
-                }
-                Some(Change::Unset(e)) => r.entries.retain(|x| *x != e),
-                None => r.bad_lines += 1,
-            }
-        }
-        Ok(r)
+        f.seek(SeekFrom::Start(offset))?;
+        let mut out = Vec::new();
+        f.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    /// Starts a compaction's replacement file (see `compact.rs`).
+    pub(crate) fn begin_compaction(&self) -> io::Result<crate::state_file::Replacement> {
+        crate::state_file::Replacement::create(&self.path, &COMPACT_SUFFIX[1..])
     }
 
     /// Appends changes with one `write(2)` (see the module docs for why there is no fsync).
@@ -247,10 +300,7 @@ impl Journal {
         if entries.is_empty() {
             return self.remove().map(|()| 0);
         }
-        let mut buf = Vec::new();
-        for e in entries {
-            encode(&Change::Set(e.clone()), &mut buf);
-        }
+        let buf = encode_entries(entries);
         let written = crate::state_file::replace(&self.path, "journal.tmp", &buf);
         crate::metrics::journal(&written);
         written.map(|()| buf.len())
@@ -263,6 +313,7 @@ impl Journal {
 
     /// Deletes the file (the namespace is gone).
     pub(crate) fn remove(&self) -> io::Result<()> {
+        let _ = fs::remove_file(self.path.with_extension(&COMPACT_SUFFIX[1..]));
         match fs::remove_file(&self.path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -331,6 +382,30 @@ mod tests {
         assert!(!j.path().exists());
         assert_eq!(j.size(), 0);
         Ok(())
+    }
+
+    #[test]
+    fn replay_keeps_registration_order_through_unset_and_set_again() {
+        let mut data = Vec::new();
+        for c in [
+            Change::Set(e(1, "udp", "0")),
+            Change::Set(e(2, "udp", "0")),
+            Change::Set(e(1, "udp", "0")),
+            Change::Unset(e(1, "udp", "0")),
+            Change::Unset(e(9, "udp", "0")),
+            Change::Set(e(3, "udp", "0")),
+            Change::Set(e(1, "udp", "0")),
+        ] {
+            encode(&c, &mut data);
+        }
+        let r = parse(&data);
+        assert_eq!(
+            r.entries,
+            vec![e(2, "udp", "0"), e(3, "udp", "0"), e(1, "udp", "0")]
+        );
+        assert_eq!((r.lines, r.bad_lines), (7, 0));
+        // A compacted file replays to the same table.
+        assert_eq!(parse(&encode_entries(&r.entries)).entries, r.entries);
     }
 
     #[test]

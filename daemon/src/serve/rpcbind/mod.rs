@@ -49,13 +49,17 @@
 //! - `stream`: TCP and AF_LOCAL connections.
 //! - `control`: the `list`, `stats` and `unset` control verbs.
 //! - [`journal`]: the durable registration journal.
+//! - `compact`: the journal rewritten on a blocking thread while calls keep appending.
+//! - `replay`: the journal read back on a blocking thread when a namespace appears.
 
+mod compact;
 mod control;
 mod forward;
 pub(crate) mod journal;
 mod liveness;
 mod path;
 mod refuse;
+mod replay;
 mod service;
 mod stream;
 
@@ -184,46 +188,9 @@ impl ServiceKind for Rpcbind {
         self.start_once();
         let cfg = cfg.rpcbind.clone();
         let journal = self.journals.as_ref().map(|j| j.journal(ns.id));
-        let mut pm = new_portmapper(&cfg);
-        let mut stale = false;
-        if let Some(j) = &journal {
-            match j.replay() {
-                Ok(r) => {
-                    if r.bad_lines > 0 {
-                        tracing::warn!(netns = %ns.name, path = %j.path().display(), bad_lines = r.bad_lines,
-                            kept = r.entries.len(), "journal damaged: skipped the bad lines, kept the rest");
-                    }
-                    let wanted = r.entries.len();
-                    let n = pm.restore(r.entries);
-                    if n > 0 {
-                        tracing::info!(netns = %ns.name, restored = n, "registrations restored from the journal");
-                    }
-                    if r.bad_lines > 0 || n != wanted {
-                        let keep = user_entries(&pm, &cfg);
-                        // If this fails the file still holds what was skipped; a replay skips
-                        // it the same way, and the next change rewrites the file.
-                        if let Err(e) = j.rewrite(&keep) {
-                            tracing::error!(netns = %ns.name, error = %e, "cannot rewrite the journal");
-                            stale = true;
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(netns = %ns.name, path = %j.path().display(), error = %e,
-                        "cannot read the journal; starting with an empty table");
-                    // Appending to it would let a later restart bring back registrations this
-                    // table does not have: the first write replaces it instead.
-                    stale = true;
-                }
-            }
-        }
-        let journal_bytes = journal
-            .as_ref()
-            .map_or(0, |j| usize::try_from(j.size()).unwrap_or(usize::MAX));
-        let journal_live = user_entries(&pm, &cfg)
-            .into_iter()
-            .map(|e| journal::line_len(&journal::Change::Set(e)))
-            .sum();
+        let pm = new_portmapper(&cfg);
+        // The journal is replayed off the loop (`replay.rs`); the table is complete once
+        // `replaying` is false.
         let account = crate::budget::Account::default();
         account.set(pm.registration_bytes());
         let inst = Arc::new_cyclic(|me| RpcbindNs {
@@ -232,15 +199,21 @@ impl ServiceKind for Rpcbind {
             state: Mutex::new(State {
                 cfg,
                 pm,
-                journal_bytes,
-                journal_live,
+                journal_bytes: 0,
+                journal_live: 0,
                 journal_error: None,
                 journal_refused: 0,
-                journal_stale: stale,
+                journal_stale: false,
+                replaying: true,
+                compacting: false,
+                compact_retry_at: 0,
+                journal_gen: 0,
+                compactions: 0,
                 forwards: None,
                 liveness: None,
             }),
             journal,
+            replayed: tokio::sync::watch::channel(false).0,
             slots: crate::serve::slots::SlotTable::new(),
             shared: Arc::clone(&self.shared),
             prune: Mutex::new(None),
@@ -254,6 +227,7 @@ impl ServiceKind for Rpcbind {
             lock(&self.shared.routes).insert(key, Arc::downgrade(&inst));
         }
         lock(&self.shared.live).insert(ns.id.0);
+        inst.start_replay();
         inst.update_prune();
         Ok(inst)
     }

@@ -33,6 +33,8 @@ pub(crate) struct RpcbindNs {
     pub(super) state: Mutex<State>,
     /// Where changes are journaled; `None` when the state directory is unusable.
     pub(super) journal: Option<Journal>,
+    /// Becomes true once the journal is replayed (`replay.rs`); connections wait for it.
+    pub(super) replayed: tokio::sync::watch::Sender<bool>,
     /// TCP + AF_LOCAL connections open now (all listeners and the path socket), with their
     /// budgets per class and per peer.
     pub(super) slots: Arc<SlotTable>,
@@ -55,7 +57,7 @@ pub(crate) struct RpcbindNs {
 
 /// Slack past twice the live size before the journal is compacted, so a table that churns
 /// (SET/UNSET pairs) is rewritten once per this many bytes, not on every change.
-const COMPACT_SLACK: usize = 64 << 10;
+pub(super) const COMPACT_SLACK: usize = 64 << 10;
 
 /// What one namespace's calls read and change.
 #[derive(Debug)]
@@ -79,6 +81,18 @@ pub(super) struct State {
     /// reconfiguration rewrite failed. The next write then rewrites the whole file (temp file +
     /// rename) from the table instead of appending to a file of unknown content.
     pub(super) journal_stale: bool,
+    /// The journal is being replayed off the loop: calls are not answered and nothing is
+    /// journaled until it is done (see `replay.rs`).
+    pub(super) replaying: bool,
+    /// A compaction runs on a blocking thread (`compact.rs`); no second one starts.
+    pub(super) compacting: bool,
+    /// After a failed compaction, the next starts only once the file reached this size.
+    pub(super) compact_retry_at: usize,
+    /// Bumped whenever the journal file is replaced or removed here on the loop (a synchronous
+    /// rewrite, the namespace going): a compaction that started on an older file gives up.
+    pub(super) journal_gen: u64,
+    /// Compactions done off the loop (shown in the status).
+    pub(super) compactions: u64,
     /// Remote calls forwarded and not answered yet, created on the first forward.
     pub(super) forwards: Option<Box<ForwardTable>>,
     /// Liveness probes and misses, created on the first liveness round.
@@ -107,7 +121,18 @@ pub(super) fn journal_changes(applied: &[Effect]) -> Vec<Change> {
     v
 }
 
-/// [`RpcbindNs::journal`] without the bookkeeping of failures.
+/// Whether the journal should be compacted (off the loop) after an append: it passed twice the
+/// live size plus slack, or three quarters of its cap while compaction would win back at least
+/// an eighth of it (so the synchronous rewrite at the cap is left to tables that nearly fill it).
+fn wants_compaction(st: &State) -> bool {
+    let (bytes, live, cap) = (st.journal_bytes, st.journal_live, st.cfg.journal_max_bytes);
+    bytes > 2 * live + COMPACT_SLACK || (bytes > cap - cap / 4 && bytes > live + cap / 8)
+}
+
+/// [`RpcbindNs::journal`] without the bookkeeping of failures. The synchronous rewrite (on the
+/// loop) is left for a stale file and for a change that would take the file past its cap (the
+/// compaction off the loop could not keep it under); growth past twice the live size is
+/// compacted off the loop after the append (`compact.rs`).
 fn write_journal(j: &Journal, st: &mut State, changes: &[Change]) -> io::Result<()> {
     let (mut added, mut removed) = (0, 0);
     for c in changes {
@@ -119,7 +144,7 @@ fn write_journal(j: &Journal, st: &mut State, changes: &[Change]) -> io::Result<
     let live = (st.journal_live + added).saturating_sub(removed);
     let grown = st.journal_bytes + added + removed;
     let cap = st.cfg.journal_max_bytes;
-    if grown > cap || grown > 2 * live + COMPACT_SLACK || st.journal_stale {
+    if grown > cap || st.journal_stale {
         let keep = user_entries(&st.pm, &st.cfg);
         let exact: usize = keep.iter().map(|e| line_len(&Change::Set(e.clone()))).sum();
         if exact > cap && added > 0 {
@@ -129,7 +154,8 @@ fn write_journal(j: &Journal, st: &mut State, changes: &[Change]) -> io::Result<
             ));
         }
         // A failed rewrite leaves the old file in place (rename is atomic), so staleness is
-        // unchanged by it.
+        // unchanged by it. A compaction running on the old file gives up.
+        st.journal_gen += 1;
         st.journal_bytes = j.rewrite(&keep)?;
         st.journal_live = st.journal_bytes;
         st.journal_stale = false;
@@ -173,9 +199,16 @@ impl RpcbindNs {
         let Some(j) = &self.journal else {
             return Ok(());
         };
+        if st.replaying {
+            // The file's size and content are not known yet; nothing may be written before.
+            return Err(io::Error::other("the journal is still being replayed"));
+        }
         let r = write_journal(j, st, changes);
         match &r {
             Ok(()) => {
+                if wants_compaction(st) {
+                    self.start_compaction(st);
+                }
                 if let Some(was) = st.journal_error.take() {
                     tracing::info!(netns = %self.ns.name, previous_error = %was, "journal writable again; journaling resumed");
                 }
@@ -196,6 +229,11 @@ impl RpcbindNs {
         udp: Option<(&Arc<UdpEndpoint>, &Datagram<'_>)>,
     ) -> bool {
         let mut st = self.state();
+        if st.replaying {
+            // Not answered from a half-restored table; the client retries (see `replay.rs`).
+            out.clear();
+            return false;
+        }
         // The daemon's memory ceiling: this table may grow by what the others leave.
         let allowed = self.account.allowed();
         st.pm.limit_registration_bytes(allowed);
@@ -360,6 +398,8 @@ impl NsService for RpcbindNs {
 
     fn namespace_gone(&self) {
         lock(&self.shared.live).remove(&self.ns.id.0);
+        // A compaction still running must not bring the file back by its rename.
+        self.state().journal_gen += 1;
         // The table goes with the namespace whatever happens here. A journal that cannot be
         // deleted is harmless: it is keyed by this namespace's cookie, which no later namespace
         // gets, so it is never restored, and the sweep after the next start deletes it.
@@ -381,6 +421,9 @@ impl NsService for RpcbindNs {
                 "bytes": st.journal_bytes,
                 "max_bytes": st.cfg.journal_max_bytes,
                 "refused_at_cap": st.journal_refused,
+                "compacting": st.compacting,
+                "replaying": st.replaying,
+                "compactions": st.compactions,
             }),
         };
         json!({

@@ -33,6 +33,7 @@ impl RpcbindNs {
     /// Serves a connection already admitted into [`RpcbindNs::slots`] (its slot is freed when
     /// this returns).
     pub(super) async fn serve_conn(self: Arc<Self>, conn: Connection) {
+        self.wait_replayed().await;
         let caller = match conn.peer {
             Peer::Ip(a) => Caller::Ip(a),
             Peer::Local { uid, pid, .. } => Caller::Local {

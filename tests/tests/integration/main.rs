@@ -15,6 +15,7 @@ mod host;
 mod identity;
 mod metrics;
 mod ntp;
+mod offloop;
 mod operations;
 mod reflection;
 mod rpcbind;

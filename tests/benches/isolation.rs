@@ -23,6 +23,13 @@
 //!   `SPREAD` namespaces at once: total answers/s and the daemon's CPU per answer, to see that
 //!   answers/s grow with workers up to the machine's cores (nothing serialises).
 //!
+//! * Fourth table ([`offloop_stalls`], issue 11 item 3, "nothing blocks the loop"): a quiet
+//!   namespace B probed (one NTP request in flight; p99 and the longest wait, the loop stall it
+//!   saw) while the daemon serves `NSAUX_OFFLOOP_NS` (default 2,000) namespaces and runs, in
+//!   turn: nothing; `nsauxctl ns list --json` back to back; `nsauxctl metrics` back to back; and
+//!   a SET/UNSET churn in a namespace holding 8,000 registrations (each journal compaction then
+//!   rewrites about 1 MiB). `NSAUX_ISOLATION_ONLY=offloop` runs only this table.
+//!
 //! `NSAUX_ISOLATION_SECS` (default 3) sets the probe time of one scenario.
 
 use std::net::{SocketAddr, UdpSocket};
@@ -378,6 +385,9 @@ fn main() -> anyhow::Result<()> {
     }
     nsaux_tests::bench::build_release_daemon()?;
     let time = probe_time();
+    if std::env::var("NSAUX_ISOLATION_ONLY").as_deref() == Ok("offloop") {
+        return offloop_stalls(time);
+    }
     let tmp = tempfile::tempdir()?;
     let etc = tmp.path().join("etc");
 
@@ -530,7 +540,8 @@ fn main() -> anyhow::Result<()> {
     if answered == 0 {
         bail!("B never answered");
     }
-    workers(time)
+    workers(time)?;
+    offloop_stalls(time)
 }
 
 /// NTP floods into [`SPREAD`] namespaces of one daemon, for `worker_threads` = 1 and 2.
@@ -586,6 +597,156 @@ enabled = false
     println!("\nnsauxd, NTP floods into {SPREAD} namespaces at once ({cores} cores):\n");
     print_table(
         &["worker_threads", "answers/s", "CPU / answer", "CPUs busy"],
+        &rows,
+    );
+    Ok(())
+}
+
+/// Registrations in the churned namespace of [`offloop_stalls`]: about 1 MiB of journal lines.
+const OFFLOOP_TABLE: u32 = 8_000;
+
+/// One SET (`set`) or UNSET of program `prog` over an open AF_LOCAL connection; true if TRUE.
+fn offloop_change(s: &mut std::os::unix::net::UnixStream, set: bool, prog: u32) -> bool {
+    let uaddr = format!("/run/offloop-{}-{prog}.sock", "z".repeat(40));
+    let (proc_, args) = if set {
+        (1, nsaux_tests::rpc::rpcb(prog, 1, "local", &uaddr, "0"))
+    } else {
+        (2, nsaux_tests::rpc::rpcb(prog, 1, "", "", "0"))
+    };
+    nsaux_tests::rpc::stream_call(s, &call(prog, PMAP, 4, proc_, Cred::None, &args))
+        .as_ref()
+        .and_then(nsaux_tests::rpc::result_u32)
+        == Some(1)
+}
+
+/// The fourth table (see the module docs): what work that used to run on the loop costs a quiet
+/// namespace's NTP client, at thousands of namespaces, per build (A/B with the baseline).
+fn offloop_stalls(time: Duration) -> anyhow::Result<()> {
+    use std::os::fd::AsFd as _;
+    let n: usize = std::env::var("NSAUX_OFFLOOP_NS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2_000);
+    let config = "[ntp]\nstratum = 10\nlocal_stratum = 10\nrate_limit = { enabled = false }\n\
+                  [rpcbind]\nmax_registrations = 20000\nmax_registration_bytes = 67108864\n";
+    let mut rows = Vec::new();
+    for build in builds()? {
+        let d = build.start(config)?;
+        let b = d.netns("B")?;
+        let j = d.netns("J")?;
+        // The crowd, created on one thread that returns home after each.
+        let dir = d.netns_dir();
+        let names: Vec<String> = (0..n).map(|i| format!("S{i}")).collect();
+        let names2 = names.clone();
+        std::thread::spawn(move || -> anyhow::Result<()> {
+            let home = std::fs::File::open("/proc/thread-self/ns/net")?;
+            for name in &names2 {
+                nsaux_tests::netns::create_on_this_thread(&dir, name)?;
+                nix::sched::setns(home.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
+            }
+            Ok(())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("creator thread panicked"))??;
+        wait_for("every namespace listed", Duration::from_secs(300), || {
+            (d.ns_list().ok()?.len() >= n + 2).then_some(())
+        })?;
+        wait_ntp(&b.path, "NTP in B")?;
+        wait_portmapper_udp(&j, "portmapper in J")?;
+        // J's table: OFFLOOP_TABLE registrations over one connection.
+        j.run_in(|| -> anyhow::Result<()> {
+            let mut s = nsaux_tests::rpc::connect_abstract("/run/rpcbind.sock")?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            for p in 0..OFFLOOP_TABLE {
+                anyhow::ensure!(offloop_change(&mut s, true, 600_000 + p), "SET {p}");
+            }
+            Ok(())
+        })??;
+
+        type Job<'a> = &'a (dyn Fn(&Arc<AtomicBool>) -> anyhow::Result<u64> + Sync);
+        let work: [(&str, Job<'_>); 4] = [
+            ("idle", &|_| Ok(0)),
+            ("ns list --json", &|stop| {
+                let mut k = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    anyhow::ensure!(d.ctl(&["ns", "list", "--json"])?.status.success());
+                    k += 1;
+                }
+                Ok(k)
+            }),
+            ("metrics", &|stop| {
+                let mut k = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    anyhow::ensure!(d.ctl(&["metrics"])?.status.success());
+                    k += 1;
+                }
+                Ok(k)
+            }),
+            ("journal churn", &|stop| {
+                let stop = Arc::clone(stop);
+                j.run_in(move || -> anyhow::Result<u64> {
+                    let mut s = nsaux_tests::rpc::connect_abstract("/run/rpcbind.sock")?;
+                    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                    let (mut k, mut next) = (0u64, OFFLOOP_TABLE);
+                    while !stop.load(Ordering::Relaxed) {
+                        anyhow::ensure!(offloop_change(&mut s, true, 600_000 + next), "SET");
+                        anyhow::ensure!(
+                            offloop_change(&mut s, false, 600_000 + next - OFFLOOP_TABLE),
+                            "UNSET"
+                        );
+                        next += 1;
+                        k += 2;
+                    }
+                    Ok(k)
+                })?
+            }),
+        ];
+        for (name, job) in work {
+            let stop = Arc::new(AtomicBool::new(false));
+            let (p, done, secs) = std::thread::scope(|sc| -> anyhow::Result<_> {
+                let started = Instant::now();
+                let h = sc.spawn(|| job(&stop));
+                std::thread::sleep(Duration::from_millis(100));
+                let bpath = b.path.clone();
+                let p = in_netns_file(&bpath, move || probe(time));
+                stop.store(true, Ordering::Relaxed);
+                let done = h
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("work thread panicked"))??;
+                Ok((p??, done, started.elapsed().as_secs_f64()))
+            })?;
+            let mut r = row(name, build.label, &p, None);
+            let max = p.rtts.iter().max().copied().unwrap_or_default();
+            r.insert(5, format!("{:.0} µs", max.as_secs_f64() * 1e6));
+            r[7] = if name == "idle" {
+                "-".into()
+            } else {
+                format!("{:.1}/s", done as f64 / secs)
+            };
+            rows.push(r);
+        }
+        let dir = d.netns_dir();
+        for name in &names {
+            let path = dir.join(name);
+            let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    println!(
+        "\nB probed (1 NTP request in flight) at {n} namespaces while the daemon does work that \
+         once ran on its loop; max = the longest wait B saw:\n"
+    );
+    print_table(
+        &[
+            "work",
+            "server",
+            "B answers/s",
+            "B p50",
+            "B p99",
+            "B max",
+            "B lost",
+            "work done",
+        ],
         &rows,
     );
     Ok(())

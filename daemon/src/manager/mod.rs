@@ -275,7 +275,9 @@ impl Manager {
             _ => {}
         }
         let ids: Vec<NetnsId> = self.namespaces.keys().copied().collect();
-        for id in ids {
+        for (i, id) in ids.into_iter().enumerate() {
+            // Bounded per turn of the loop, like the reports' walks.
+            reports::pace(i).await;
             self.apply(id).await;
         }
         tracing::info!(path = ?self.config.path, "configuration applied");

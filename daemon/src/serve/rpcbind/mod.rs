@@ -161,7 +161,8 @@ impl Rpcbind {
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
                 let live = lock(&shared.live).clone();
-                j.sweep(&live);
+                // A directory listing of one file per namespace: off the loop.
+                let _ = tokio::task::spawn_blocking(move || j.sweep(&live)).await;
             });
         }
     }

@@ -95,6 +95,7 @@ fn run(me: &Weak<RpcbindNs>, journal: &Journal, snap: Snapshot) {
     match prepared.and_then(|p| finish(journal, &snap, p, &mut st)) {
         Ok(true) => {
             st.compactions += 1;
+            st.compact_retry_at = 0;
             tracing::debug!(netns = %ns.ns.name, bytes = st.journal_bytes, "journal compacted");
         }
         Ok(false) => {

@@ -159,6 +159,7 @@ fn write_journal(j: &Journal, st: &mut State, changes: &[Change]) -> io::Result<
         st.journal_bytes = j.rewrite(&keep)?;
         st.journal_live = st.journal_bytes;
         st.journal_stale = false;
+        st.compact_retry_at = 0;
         return Ok(());
     }
     // `append` cuts the file back on failure; should that fail too, rewrite next time.

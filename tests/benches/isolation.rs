@@ -27,8 +27,8 @@
 //!   namespace B probed (one NTP request in flight; p99 and the longest wait, the loop stall it
 //!   saw) while the daemon serves `NSAUX_OFFLOOP_NS` (default 2,000) namespaces and runs, in
 //!   turn: nothing; `nsauxctl ns list --json` back to back; `nsauxctl metrics` back to back; and
-//!   a SET/UNSET churn in a namespace holding 8,000 registrations (each journal compaction then
-//!   rewrites about 1 MiB). `NSAUX_ISOLATION_ONLY=offloop` runs only this table.
+//!   a SET/UNSET churn (6,000 changes/s) in a namespace holding 8,000 registrations (each
+//!   journal compaction then rewrites about 1 MiB). `NSAUX_ISOLATION_ONLY=offloop` runs only this table.
 //!
 //! `NSAUX_ISOLATION_SECS` (default 3) sets the probe time of one scenario.
 
@@ -604,6 +604,8 @@ enabled = false
 
 /// Registrations in the churned namespace of [`offloop_stalls`]: about 1 MiB of journal lines.
 const OFFLOOP_TABLE: u32 = 8_000;
+/// Changes per second of that churn (a compaction about every second and a half).
+const OFFLOOP_CHURN_RATE: f64 = 6_000.0;
 
 /// One SET (`set`) or UNSET of program `prog` over an open AF_LOCAL connection; true if TRUE.
 fn offloop_change(s: &mut std::os::unix::net::UnixStream, set: bool, prog: u32) -> bool {
@@ -688,7 +690,13 @@ fn offloop_stalls(time: Duration) -> anyhow::Result<()> {
                     let mut s = nsaux_tests::rpc::connect_abstract("/run/rpcbind.sock")?;
                     s.set_read_timeout(Some(Duration::from_secs(5)))?;
                     let (mut k, mut next) = (0u64, OFFLOOP_TABLE);
+                    let started = Instant::now();
                     while !stop.load(Ordering::Relaxed) {
+                        // A fixed rate, so every build does the same work per second.
+                        let due = Duration::from_secs_f64(k as f64 / OFFLOOP_CHURN_RATE);
+                        if let Some(ahead) = due.checked_sub(started.elapsed()) {
+                            std::thread::sleep(ahead);
+                        }
                         anyhow::ensure!(offloop_change(&mut s, true, 600_000 + next), "SET");
                         anyhow::ensure!(
                             offloop_change(&mut s, false, 600_000 + next - OFFLOOP_TABLE),

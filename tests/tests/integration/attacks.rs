@@ -500,8 +500,14 @@ fn observation_socket_outlasts_a_local_user_that_floods_and_never_reads() -> any
         fds_during <= fds_before + 1024 + 64 + 16,
         "daemon fds {fds_before} -> {fds_during}"
     );
-    wait_for("fds back", Duration::from_secs(3), || {
+    wait_for("fds back", Duration::from_secs(10), || {
         (d.fd_count() <= fds_before + 16).then_some(())
+    })
+    .map_err(|e| {
+        let mut t = d.fd_targets();
+        t.sort();
+        t.dedup_by(|a, b| a.split(':').next() == b.split(':').next());
+        anyhow::anyhow!("{e}: {fds_before} -> {} ({t:?})", d.fd_count())
     })?;
     Ok(())
 }

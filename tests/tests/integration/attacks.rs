@@ -613,3 +613,31 @@ fn query_log_is_rate_limited_per_namespace_and_escaped() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_namespace_mounted_after_the_retry_window_is_still_seen() -> anyhow::Result<()> {
+    if !require_root("a_namespace_mounted_after_the_retry_window_is_still_seen") {
+        return Ok(());
+    }
+    let d = Daemon::start("[ntp]\nenabled = false\n\n[dns]\nenabled = false\n")?;
+    // `ip netns add` on a loaded machine: the file appears, the bind mount lands seconds later
+    // (the tracker's timed retries give up after about 3 s; the mount makes no inotify event).
+    let late = d.netns_dir().join("late");
+    std::fs::File::create(&late)?;
+    std::thread::sleep(Duration::from_secs(4));
+    let elsewhere = tempfile::tempdir()?;
+    let ns = TestNetns::create(elsewhere.path(), "donor")?;
+    nix::mount::mount(
+        Some(&ns.path),
+        &late,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )?;
+    let seen = wait_for("late mount seen", Duration::from_secs(2), || {
+        d.ns("late").ok().flatten()
+    });
+    let _ = nix::mount::umount2(&late, nix::mount::MntFlags::MNT_DETACH);
+    seen?;
+    Ok(())
+}

@@ -3,22 +3,29 @@
 //! without being able to change anything. A client connects and reads the exposition text
 //! until EOF; whatever it writes is ignored, and the socket accepts no requests at all.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
-use tokio::net::UnixListener;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
 
 use crate::config::ObserveSocket;
 use crate::control::{Call, Request};
 
-/// Scrapes served at once; more wait (a scrape is one snapshot and one write).
-const MAX_CLIENTS: usize = 4;
+/// Clients written to at once; a newcomer beyond them closes the oldest (a client that
+/// never reads must not keep a real scraper out).
+const MAX_WRITERS: usize = 64;
+/// Time a client has to take its exposition.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Clients answered from one snapshot: those already waiting when a scrape starts share it.
+const MAX_BATCH: usize = 1024;
 
 /// Binds the observation socket with the configured mode and group. The caller holds the
 /// runtime-dir lock, so a stale socket file left by a crash can be removed safely. A std
@@ -65,26 +72,66 @@ pub(crate) async fn serve(
             return;
         }
     };
-    let permits = std::sync::Arc::new(Semaphore::new(MAX_CLIENTS));
+    let mut writers: VecDeque<AbortHandle> = VecDeque::new();
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
+        let Ok((first, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let Ok(permit) = std::sync::Arc::clone(&permits).acquire_owned().await else {
-            return;
-        };
-        let manager = manager.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let text = scrape(&manager).await;
-            let _ = tokio::time::timeout(Duration::from_secs(10), async {
-                let _ = stream.write_all(text.as_bytes()).await;
-                let _ = stream.shutdown().await;
-            })
-            .await;
-        });
+        // Everyone already waiting shares one snapshot: a local user connecting in a loop
+        // costs one namespace walk per batch, not one per connection.
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match tokio::time::timeout(Duration::ZERO, listener.accept()).await {
+                Ok(Ok((s, _))) => batch.push(s),
+                _ => break,
+            }
+        }
+        let text: Arc<str> = scrape(&manager).await.into();
+        for stream in batch {
+            // Most clients (and every peer that already left) are done with one non-blocking
+            // write: the text fits in the socket buffer. Only the rest get a writer task.
+            let Some((stream, sent)) = write_now(stream, &text) else {
+                continue;
+            };
+            writers.retain(|w| !w.is_finished());
+            if writers.len() >= MAX_WRITERS
+                && let Some(oldest) = writers.pop_front()
+            {
+                oldest.abort();
+            }
+            let text = Arc::clone(&text);
+            let task = tokio::spawn(async move {
+                let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
+                    let mut stream = stream;
+                    let _ = stream.write_all(&text.as_bytes()[sent..]).await;
+                    let _ = stream.shutdown().await;
+                })
+                .await;
+            });
+            writers.push_back(task.abort_handle());
+        }
     }
+}
+
+/// Writes what the socket takes of `text` at once; `None` when that was all of it (or the
+/// peer is gone), else the stream and the bytes already sent.
+fn write_now(stream: UnixStream, text: &str) -> Option<(UnixStream, usize)> {
+    use std::io::Write as _;
+    let mut std_stream = stream.into_std().ok()?;
+    let mut sent = 0;
+    while sent < text.len() {
+        match std_stream.write(&text.as_bytes()[sent..]) {
+            Ok(0) => return None,
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return UnixStream::from_std(std_stream).ok().map(|s| (s, sent));
+            }
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 /// One exposition: the counters plus namespaces by source and state.

@@ -2,7 +2,9 @@
 //!
 //! `ip netns add` creates `DIR/NAME` and *then* bind-mounts the namespace on it; the mount makes
 //! no inotify event. So after `IN_CREATE` we open the file and check that it is on nsfs, retrying
-//! briefly until it is. `ip netns del` unmounts and unlinks (`IN_DELETE`). On start and on queue
+//! briefly until it is, and beyond that on every change of the mount table (`/proc/self/mountinfo`
+//! signals `POLLPRI`): a bind mount that lands after the retries (a loaded machine, a slow
+//! `unshare`) is still seen, at once. `ip netns del` unmounts and unlinks (`IN_DELETE`). On start and on queue
 //! overflow we rescan. There is no netlink event for namespace creation, so this is the way.
 
 use std::collections::{HashMap, HashSet};
@@ -17,7 +19,8 @@ use std::time::Duration;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
 use crate::sys::asyncfd::InotifyFd;
-use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::sync::mpsc;
 
 use super::Source;
@@ -124,6 +127,9 @@ struct State {
     reported: HashMap<(PathBuf, String), FileId>,
     /// Names waiting for their mount to show up.
     pending: HashSet<(PathBuf, String)>,
+    /// The mount table, readable with priority when it changed (`None`: cannot be watched,
+    /// then names are given up after the timed retries).
+    mounts: Option<AsyncFd<File>>,
     events: mpsc::UnboundedSender<TrackerEvent>,
     cmd: mpsc::UnboundedSender<Command>,
 }
@@ -143,6 +149,7 @@ impl NetnsTracker {
             dirs: Vec::new(),
             reported: HashMap::new(),
             pending: HashSet::new(),
+            mounts: None,
             events,
             cmd: cmd_tx.clone(),
         };
@@ -157,10 +164,33 @@ impl NetnsTracker {
     }
 }
 
+/// Resolves when the mount table changed (never without a watch).
+async fn mounts_changed(m: Option<&AsyncFd<File>>) -> io::Result<AsyncFdReadyGuard<'_, File>> {
+    match m {
+        Some(m) => m.ready(Interest::PRIORITY).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl State {
     async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Command>) {
+        match sys::asyncfd::mount_table() {
+            Ok(m) => self.mounts = Some(m),
+            Err(e) => tracing::warn!(error = %e,
+                "cannot watch the mount table; a namespace mounted more than ~3 s after its file was created will be missed"),
+        }
         loop {
             tokio::select! {
+                ready = mounts_changed(self.mounts.as_ref()) => match ready {
+                    Ok(mut guard) => {
+                        guard.clear_ready();
+                        self.on_mounts_changed();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "watching the mount table failed; falling back to timed retries");
+                        self.mounts = None;
+                    }
+                },
                 cmd = cmds.recv() => match cmd {
                     Some(Command::SetDirs(dirs)) => self.set_dirs(dirs),
                     Some(Command::Recheck { dir, name, attempt }) => {
@@ -303,6 +333,16 @@ impl State {
         }
     }
 
+    /// The mount table changed: names still waiting for their mount are looked at again.
+    fn on_mounts_changed(&mut self) {
+        let waiting: Vec<(PathBuf, String)> = self.pending.iter().cloned().collect();
+        for (dir, name) in waiting {
+            if is_mounted(&dir.join(&name)) {
+                self.try_open(&dir, &name, MOUNT_RETRIES);
+            }
+        }
+    }
+
     fn rescan(&mut self, dir: &Path) {
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
@@ -421,8 +461,14 @@ impl State {
             return;
         }
         if attempt >= MOUNT_RETRIES {
-            tracing::debug!(path = %key.0.join(&key.1).display(), "not a namespace file; ignoring");
-            self.pending.remove(&key);
+            if self.mounts.is_some() {
+                // No more timers: the next mount-table change looks again.
+                tracing::debug!(path = %key.0.join(&key.1).display(), "not mounted yet; waiting for a mount");
+                self.pending.insert(key);
+            } else {
+                tracing::debug!(path = %key.0.join(&key.1).display(), "not a namespace file; ignoring");
+                self.pending.remove(&key);
+            }
             return;
         }
         let delay = mount_retry_delay(attempt);

@@ -223,6 +223,13 @@ fn one_label_per_namespace_and_the_label_follows_the_file() -> anyhow::Result<()
     }
     let d = Daemon::start(ON)?;
     let mut first = d.netns("first")?;
+    // The first label is the one whose mount the daemon saw first. `first` is mounted by an
+    // exec'd `unshare` (milliseconds after its file exists; tens of them under load), the alias
+    // below within microseconds: without this wait the daemon may see the alias mounted first
+    // and rightly label the namespace "alias".
+    wait_for("first served", Duration::from_secs(5), || {
+        d.ns("first").ok().flatten()
+    })?;
     let alias = d.netns_dir().join("alias");
     std::fs::File::create(&alias)?;
     nix::mount::mount(

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per area. Real namespaces, real daemon, real
 //! clients. Root is required; under `CI=true` nothing skips.
 
+mod attacks;
 mod budgets;
 mod conformance;
 mod containers;

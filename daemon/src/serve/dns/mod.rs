@@ -46,6 +46,7 @@ mod driver;
 mod observe;
 mod persist;
 mod pump;
+mod query_log;
 mod settings;
 mod sources;
 mod tcp;
@@ -204,6 +205,8 @@ pub(crate) struct DnsNs {
     slots: Arc<crate::serve::slots::SlotTable>,
     /// Where this namespace's run-time records are saved.
     records: Option<persist::RecordFile>,
+    /// The query log's per-namespace rate limit (a flood must not decide the log volume).
+    query_log: query_log::QueryLogLimit,
 }
 
 impl Drop for DnsNs {
@@ -263,6 +266,7 @@ impl DnsNs {
             wake: Arc::new(Notify::new()),
             slots: crate::serve::slots::SlotTable::new(),
             records,
+            query_log: query_log::QueryLogLimit::new(now),
         }))
     }
 

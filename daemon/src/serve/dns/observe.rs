@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use nsaux_resolver::{AnswerKind, ClientAnswer, ClientInfo, QueryOutcome, Stats};
 
+use super::query_log::{Admit, LINES_PER_SECOND};
 use super::{DnsNs, Inner};
 use crate::metrics::C;
 
@@ -166,7 +167,17 @@ impl DnsNs {
     }
 
     /// One query-log line: client, name, type, rcode, where the answer came from, latency.
+    /// At most `query_log::LINES_PER_SECOND` a second per namespace; the lines left out are
+    /// counted and the count logged before the next line written.
     fn log_query(&self, client: SocketAddr, reply: &[u8], kind: AnswerKind, latency: Duration) {
+        match self.query_log.admit(Instant::now()) {
+            Admit::Suppress => return,
+            Admit::WriteAfterSummary(n) => {
+                tracing::warn!(target: "nsaux::query", netns = %self.ns.name, suppressed = n,
+                    per_second = LINES_PER_SECOND, "dns query log: lines over the namespace's rate limit left out");
+            }
+            Admit::Write => {}
+        }
         let (name, qtype) = question(reply).unwrap_or_else(|| ("?".into(), 0));
         let rcode = reply.get(3).map_or(0, |b| b & 0x0f);
         let from = match kind {

@@ -124,8 +124,19 @@ fn read_regular(path: &Path, max: u64) -> io::Result<(String, std::fs::Metadata)
             format!("larger than {max} bytes"),
         ));
     }
+    // A file that reads longer than its size (procfs and sysfs say 0: `/proc/self/pagemap`
+    // behind a symlink) is not a configuration file: stop one byte past the size and refuse,
+    // so the bytes read never exceed what `stat` promised (small files are read on the loop).
     let mut text = String::new();
-    file.by_ref().take(max).read_to_string(&mut text)?;
+    file.by_ref()
+        .take(meta.len().saturating_add(1))
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > meta.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "reads longer than its size (a procfs or sysfs file?)",
+        ));
+    }
     Ok((text, meta))
 }
 
@@ -151,5 +162,8 @@ mod tests {
         );
         assert_eq!(w.changed(MAX_FILE_BYTES), None);
         assert_eq!(w.changed(4), None, "unchanged: not read again");
+        // procfs says 0 bytes and reads more: refused after one byte.
+        let mut w = Watched::new("/proc/self/status".into());
+        assert_eq!(w.changed(MAX_FILE_BYTES), Some(None));
     }
 }

@@ -109,6 +109,17 @@ impl SendBatch {
         if n_items == 0 {
             return;
         }
+        if n_items == 1 {
+            // One reply (a paced client, a quiet namespace, a wakeup across CPUs that found one
+            // request): `sendmsg` straight from the stack, without planning groups or filling
+            // the batch's headers. What the kernel does with it is the same.
+            if let Some(o) = list[0]
+                && let Err(e) = send(fd, o.payload, o.dst, o.src, o.ifindex)
+            {
+                on_error(0, &e);
+            }
+            return;
+        }
         let plan = SendPlan::<BATCH>::new(
             list[..n_items].iter().flatten().map(|o| {
                 let route = Route {

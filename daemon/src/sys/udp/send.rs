@@ -41,7 +41,7 @@ pub(crate) fn send(
     }
     // SAFETY: all pointers in hdr refer to live locals or `payload` with matching lengths.
     let n = unsafe {
-        libc::sendmsg(
+        super::raw::sendmsg(
             fd.as_raw_fd(),
             &raw const hdr,
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
@@ -174,7 +174,7 @@ impl SendBatch {
             // SAFETY: headers start..n point into this struct's vectors and at payloads borrowed
             // from `items` for 'a, all alive for the call; lengths match their buffers.
             let r = unsafe {
-                libc::sendmmsg(
+                super::raw::sendmmsg(
                     fd.as_raw_fd(),
                     self.msgs.hdrs[start..n].as_mut_ptr(),
                     (n - start) as libc::c_uint,

@@ -11,6 +11,7 @@
 //! | [`cmsg`] | control messages: building pktinfo and `UDP_SEGMENT`, parsing pktinfo and timestamps |
 //! | [`recv`] | [`RecvBatch`]: `recvmmsg` and the `recvfrom` loop |
 //! | [`send`](mod@send) | [`send()`] of one datagram and [`SendBatch`] over `sendmmsg` |
+//! | [`raw`] | the datagram system calls without libc's thread-cancellation wrappers |
 //! | [`gso`] | which replies of a batch share a GSO send (safe code, tested without a socket) |
 //!
 //! No call allocates: control buffers live on the stack or in reused batch state.
@@ -22,6 +23,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 mod cmsg;
 mod gso;
+mod raw;
 mod recv;
 mod send;
 #[cfg(test)]

@@ -91,12 +91,11 @@ impl RecvBatch {
         // which live, and are not otherwise touched, for the duration of the call; the lengths
         // given are those of the pointed-to buffers.
         let n = unsafe {
-            libc::recvmmsg(
+            super::raw::recvmmsg(
                 fd.as_raw_fd(),
                 self.msgs.hdrs.as_mut_ptr(),
                 max as libc::c_uint,
                 libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
             )
         };
         if n < 0 {
@@ -144,7 +143,7 @@ impl RecvBatch {
             // SAFETY: `slot` is a live, writable buffer of SLOT bytes and `name` a live
             // sockaddr_storage whose size is passed in `namelen`.
             let r = unsafe {
-                libc::recvfrom(
+                super::raw::recvfrom(
                     fd.as_raw_fd(),
                     slot.as_mut_ptr().cast(),
                     SLOT,

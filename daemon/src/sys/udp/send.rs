@@ -41,7 +41,7 @@ pub(crate) fn send(
     }
     // SAFETY: all pointers in hdr refer to live locals or `payload` with matching lengths.
     let n = unsafe {
-        libc::sendmsg(
+        super::raw::sendmsg(
             fd.as_raw_fd(),
             &raw const hdr,
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
@@ -109,6 +109,17 @@ impl SendBatch {
         if n_items == 0 {
             return;
         }
+        if n_items == 1 {
+            // One reply (a paced client, a quiet namespace, a wakeup across CPUs that found one
+            // request): `sendmsg` straight from the stack, without planning groups or filling
+            // the batch's headers. What the kernel does with it is the same.
+            if let Some(o) = list[0]
+                && let Err(e) = send(fd, o.payload, o.dst, o.src, o.ifindex)
+            {
+                on_error(0, &e);
+            }
+            return;
+        }
         let plan = SendPlan::<BATCH>::new(
             list[..n_items].iter().flatten().map(|o| {
                 let route = Route {
@@ -163,7 +174,7 @@ impl SendBatch {
             // SAFETY: headers start..n point into this struct's vectors and at payloads borrowed
             // from `items` for 'a, all alive for the call; lengths match their buffers.
             let r = unsafe {
-                libc::sendmmsg(
+                super::raw::sendmmsg(
                     fd.as_raw_fd(),
                     self.msgs.hdrs[start..n].as_mut_ptr(),
                     (n - start) as libc::c_uint,

@@ -224,3 +224,33 @@ fn receive_takes_no_more_than_asked_and_the_kernel_counts_what_it_drops() {
     std::thread::sleep(std::time::Duration::from_millis(20));
     assert!(drops(server.as_fd()).expect("meminfo") > 0);
 }
+
+#[test]
+fn a_single_reply_leaves_from_the_address_queried_and_errors_name_it() {
+    let server = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+    let port = server.local_addr().expect("addr").port();
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    client
+        .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .expect("timeout");
+    let mut tx = SendBatch::new();
+    let one = Outgoing {
+        payload: b"only",
+        dst: client.local_addr().expect("addr"),
+        src: Some(IpAddr::from([127, 0, 0, 4])),
+        ifindex: 0,
+    };
+    tx.send(server.as_fd(), [one], |i, e| panic!("send {i}: {e}"));
+    let mut buf = [0u8; 16];
+    let (len, from) = client.recv_from(&mut buf).expect("reply");
+    assert_eq!(&buf[..len], b"only");
+    assert_eq!(from, SocketAddr::from(([127, 0, 0, 4], port)));
+    // Port 0 is not a destination: the one reply's error is reported with its index.
+    let bad = Outgoing {
+        dst: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..one
+    };
+    let mut failed = Vec::new();
+    tx.send(server.as_fd(), [bad], |i, _| failed.push(i));
+    assert_eq!(failed, [0]);
+}

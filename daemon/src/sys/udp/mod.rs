@@ -12,6 +12,7 @@
 //! | [`recv`] | [`RecvBatch`]: `recvmmsg` and the `recvfrom` loop |
 //! | [`send`](mod@send) | [`send()`] of one datagram and [`SendBatch`] over `sendmmsg` |
 //! | [`gso`] | which replies of a batch share a GSO send (safe code, tested without a socket) |
+//! | [`errqueue`] | kernel transmit timestamps read back from the error queue (NTP interleaved mode) |
 //!
 //! No call allocates: control buffers live on the stack or in reused batch state.
 
@@ -21,6 +22,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 mod cmsg;
+mod errqueue;
 mod gso;
 mod recv;
 mod send;
@@ -28,6 +30,7 @@ mod send;
 mod tests;
 
 use cmsg::{CmsgBuf, UDP_SEGMENT};
+pub(crate) use errqueue::{TxStamps, enable_tx_timestamps};
 pub(crate) use recv::RecvBatch;
 pub(crate) use send::{Outgoing, SendBatch, send};
 

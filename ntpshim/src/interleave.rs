@@ -99,6 +99,7 @@ pub struct Interleave {
     used: usize,
     hash_key: u64,
     hits: u64,
+    kernel_stamps: u64,
 }
 
 impl Interleave {
@@ -113,6 +114,7 @@ impl Interleave {
             used: 0,
             hash_key: mix(seed ^ 0x786C_6561_7665),
             hits: 0,
+            kernel_stamps: 0,
         }
     }
 
@@ -132,6 +134,13 @@ impl Interleave {
     #[must_use]
     pub const fn hits(&self) -> u64 {
         self.hits
+    }
+
+    /// Kernel transmit timestamps matched to a held exchange so far: how an operator (or a
+    /// test) sees that the kernel's stamps, not the daemon's, are what interleaved replies carry.
+    #[must_use]
+    pub const fn kernel_stamps(&self) -> u64 {
+        self.kernel_stamps
     }
 
     /// Earlier exchanges held now.
@@ -216,6 +225,7 @@ impl Interleave {
     pub fn kernel_transmit(&mut self, rx: NtpTimestamp, tx: NtpTimestamp) {
         if let Some(i) = self.find(rx.to_bits()) {
             self.entries[i].set_transmit(tx);
+            self.kernel_stamps += 1;
         }
     }
 

@@ -19,3 +19,4 @@ mod operations;
 mod reflection;
 mod rpcbind;
 mod slots;
+mod xleave;

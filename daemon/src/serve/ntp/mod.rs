@@ -338,6 +338,7 @@ impl NtpNs {
         json!({
             "answered_interleaved": xleave.map_or(0, nsaux_ntpshim::Interleave::hits),
             "interleave_exchanges_held": xleave.map_or(0, nsaux_ntpshim::Interleave::held),
+            "interleave_kernel_stamps": xleave.map_or(0, nsaux_ntpshim::Interleave::kernel_stamps),
             "requests": s.requests,
             "answered": s.responses,
             "answered_time": s.time,

@@ -78,6 +78,8 @@ pub struct Server {
     symmetric: bool,
     local_stratum: Option<u8>,
     interleave: Option<Interleave>,
+    /// The last reply built was saved as an earlier exchange (see [`Server::wants_kernel_stamp`]).
+    last_saved: bool,
 }
 
 /// What [`Server::prepare`] decided besides the header: the reply's kind and its
@@ -103,7 +105,17 @@ impl Server {
             interleave: config
                 .interleave
                 .map(|max| Interleave::new(max, config.seed.rotate_left(17))),
+            last_saved: false,
         }
+    }
+
+    /// Whether the reply [`Server::handle_from`] just built was saved for interleaved mode, so
+    /// the daemon should ask the kernel for its transmit timestamp and hand it back with
+    /// [`Server::kernel_transmit`]. Why: replies to basic clients need no stamp, and asking
+    /// for one costs the kernel a copy of the packet.
+    #[must_use]
+    pub const fn wants_kernel_stamp(&self) -> bool {
+        self.last_saved
     }
 
     /// The table of earlier exchanges, if interleaved mode is on (status output).
@@ -195,6 +207,7 @@ impl Server {
     ) -> Action {
         let client = canonical(from.ip());
         let from_ntp_port = from.port() == NTP_PORT;
+        self.last_saved = false;
         // Checked first so a daemon bug cannot spend rate-limit tokens.
         if out.len() < HEADER_LEN {
             return Action::Ignore(DropReason::BufferTooSmall);
@@ -235,6 +248,7 @@ impl Server {
                 write_transmit(buf, tx);
                 if lookup != Lookup::NotAsked {
                     table.save(header.receive_ts, now_tx);
+                    self.last_saved = true;
                 }
                 Action::Respond {
                     len: HEADER_LEN,

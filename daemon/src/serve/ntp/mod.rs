@@ -19,9 +19,9 @@
 //!   asynchronous query and is answered from the old copy. No timer runs, so an idle daemon
 //!   uses no CPU.
 //!
-//! * **Interleaved mode** (`interleaved`, on by default): the kernel's transmit timestamps of
-//!   the replies come back on the socket's error queue and are read once per batch (the
-//!   `xleave` submodule); the core keeps them for the client's next request.
+//! * **Interleaved mode** (`interleaved`, on by default): replies to clients that ask for it
+//!   leave with a request for their kernel transmit timestamp, read back from the socket's
+//!   error queue (the `xleave` submodule); the core keeps them for the client's next request.
 //!
 //! Each namespace has its own [`Server`] (rate-limit table, table of earlier exchanges) and
 //! [`Stats`]; nothing about one namespace's clients is visible to another.
@@ -207,8 +207,8 @@ struct NsState {
     cfg: NtpConfig,
     server: Server,
     stats: Stats,
-    /// Which batch last read the transmit stamps.
-    drained: xleave::Drained,
+    /// The sockets owing kernel transmit stamps.
+    pending: xleave::Pending,
 }
 
 /// NTP in one namespace.
@@ -246,7 +246,7 @@ impl ServiceKind for Ntp {
                 cfg: cfg.ntp.clone(),
                 server,
                 stats: Stats::default(),
-                drained: xleave::Drained::default(),
+                pending: xleave::Pending::default(),
             }),
             account: crate::budget::Account::default(),
             xleave_account: crate::budget::Account::default(),
@@ -398,9 +398,9 @@ impl NsService for NtpNs {
         let recv_ts = ntp_time(d.rx_time.unwrap_or_else(SystemTime::now));
         let mut st = lock(&self.state);
         let NsState {
-            server, drained, ..
+            server, pending, ..
         } = &mut *st;
-        xleave::collect(ep, now, drained, server);
+        xleave::collect(ep, pending, server);
         let (clock, _, _) = self.clock_status(&st.cfg, now);
         let reply = out.buf();
         reply.resize(HEADER_LEN, 0);
@@ -437,7 +437,11 @@ impl NsService for NtpNs {
             Action::Respond { len, kind } if len <= d.data.len() && !d.truncated => {
                 reply.truncate(len);
                 tracing::trace!(netns = %self.ns.name, peer = %d.peer, ?kind, "ntp reply");
-                out.commit(ReplyTo::sender(d));
+                let to = ReplyTo::sender(d);
+                if !(st.server.wants_kernel_stamp() && xleave::send(ep, reply, to, &mut st.pending))
+                {
+                    out.commit(to);
+                }
             }
             Action::Respond { .. } => {}
             Action::Ignore(reason) => {

@@ -2,20 +2,25 @@
 //!
 //! Why: NTP's interleaved mode sends, in its next reply, when the previous reply really left;
 //! the kernel knows that better than the daemon (`SOF_TIMESTAMPING_TX_SOFTWARE` stamps the
-//! packet as the driver takes it, after the stack's queues). Each stamped send puts a copy of
-//! the packet with its timestamp on the socket's error queue; the copy is how a stamp is
-//! matched to its reply (the NTP reply's receive timestamp is its key, as in chrony), so no
-//! send-side counter (`OPT_ID`) has to be kept in step with batches, GSO and failed sends.
+//! packet as the driver takes it, after the stack's queues). Only the datagrams sent with
+//! [`send_stamped`] are stamped (a per-message `SO_TIMESTAMPING` control message), so replies
+//! nobody needs a stamp for cost nothing extra; the socket only says how stamps are reported
+//! ([`enable_tx_timestamp_reports`]). Each stamped send puts a copy of the packet with its
+//! timestamp on the socket's error queue; the copy is how a stamp is matched to its reply
+//! (the NTP reply's receive timestamp is its key, as in chrony), so no send-side counter
+//! (`OPT_ID`) has to be kept in step with failed sends.
 //!
-//! The error queue counts against the socket's receive buffer, so whoever enables the stamps
-//! must drain them: [`TxStamps::drain`] reads up to a bound per call with `recvmmsg`
+//! The error queue counts against the socket's receive buffer, so whoever sends stamped
+//! datagrams must drain it: [`TxStamps::drain`] reads up to a bound per call with `recvmmsg`
 //! (`MSG_ERRQUEUE`, never blocking).
 
 use std::io;
 use std::mem::{size_of, zeroed};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use super::cmsg::CmsgBuf;
+use super::cmsg::{CmsgBuf, put_cmsg, write_pktinfo};
+use super::std_to_sockaddr;
 
 /// `SOF_TIMESTAMPING_*` bits (linux/net_tstamp.h).
 const TX_SOFTWARE: u32 = 1 << 1;
@@ -31,9 +36,9 @@ const FRAME: usize = 256;
 /// Datagrams read per `recvmmsg`.
 const BATCH: usize = super::BATCH;
 
-/// Asks the kernel for software transmit timestamps on every datagram sent from `fd`,
-/// reported on its error queue with a copy of the packet.
-pub(crate) fn enable_tx_timestamps(fd: BorrowedFd<'_>) -> io::Result<()> {
+/// Makes the kernel report software timestamps (the transmit stamps [`send_stamped`] asks
+/// for, on the error queue) on `fd`; asks for none by itself.
+pub(crate) fn enable_tx_timestamp_reports(fd: BorrowedFd<'_>) -> io::Result<()> {
     let set = |flags: u32| -> io::Result<()> {
         // SAFETY: valid fd, pointer to a live u32 (the kernel reads an int) and its size.
         let rc = unsafe {
@@ -51,7 +56,54 @@ pub(crate) fn enable_tx_timestamps(fd: BorrowedFd<'_>) -> io::Result<()> {
             Err(io::Error::last_os_error())
         }
     };
-    set(TX_SOFTWARE | SOFTWARE | OPT_RX_FILTER).or_else(|_| set(TX_SOFTWARE | SOFTWARE))
+    set(SOFTWARE | OPT_RX_FILTER).or_else(|_| set(SOFTWARE))
+}
+
+/// Sends one datagram like [`super::send`] (to `dst`, from `src`, never blocking) and asks the
+/// kernel for its software transmit timestamp, which comes back on `fd`'s error queue with a
+/// copy of the packet (read it with [`TxStamps::drain`]).
+pub(crate) fn send_stamped(
+    fd: BorrowedFd<'_>,
+    payload: &[u8],
+    dst: SocketAddr,
+    src: Option<IpAddr>,
+    ifindex: u32,
+) -> io::Result<usize> {
+    let (mut name, namelen) = std_to_sockaddr(dst);
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr().cast_mut().cast(),
+        iov_len: payload.len(),
+    };
+    // SAFETY: CmsgBuf is plain bytes; zeroed is valid and clears padding.
+    let mut cmsg: CmsgBuf = unsafe { zeroed() };
+    let clen = write_pktinfo(&mut cmsg, dst, src, ifindex);
+    let clen = put_cmsg(
+        &mut cmsg,
+        clen,
+        libc::SOL_SOCKET,
+        libc::SO_TIMESTAMPING,
+        TX_SOFTWARE,
+    );
+    // SAFETY: msghdr is plain old data, zero is valid.
+    let mut hdr: libc::msghdr = unsafe { zeroed() };
+    hdr.msg_name = (&raw mut name).cast();
+    hdr.msg_namelen = namelen;
+    hdr.msg_iov = &raw mut iov;
+    hdr.msg_iovlen = 1;
+    hdr.msg_control = cmsg.0.as_mut_ptr().cast();
+    hdr.msg_controllen = clen;
+    // SAFETY: all pointers in hdr refer to live locals or `payload` with matching lengths.
+    let n = unsafe {
+        libc::sendmsg(
+            fd.as_raw_fd(),
+            &raw const hdr,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(n).unwrap_or(0))
 }
 
 /// Reusable buffers for [`TxStamps::drain`], one set per runtime thread.
@@ -291,18 +343,20 @@ mod tests {
     }
 
     #[test]
-    fn loopback_send_comes_back_stamped() {
+    fn only_stamped_sends_come_back_stamped() {
         use std::net::UdpSocket;
         use std::os::fd::AsFd;
         let a = UdpSocket::bind("127.0.0.1:0").expect("test setup");
         let b = UdpSocket::bind("127.0.0.1:0").expect("test setup");
-        enable_tx_timestamps(a.as_fd()).expect("test setup");
+        enable_tx_timestamp_reports(a.as_fd()).expect("test setup");
+        let to = b.local_addr().expect("test setup");
+        // A plain send is not stamped; a stamped one is.
+        a.send_to(&[1; 48], to).expect("test setup");
         let payload = [0x24u8; 48];
         let before = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .expect("test setup");
-        a.send_to(&payload, b.local_addr().expect("test setup"))
-            .expect("test setup");
+        send_stamped(a.as_fd(), &payload, to, Some(to.ip()), 0).expect("test setup");
         let mut stamps = TxStamps::new();
         let mut got = Vec::new();
         for _ in 0..100 {

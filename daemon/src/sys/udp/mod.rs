@@ -30,7 +30,7 @@ mod send;
 mod tests;
 
 use cmsg::{CmsgBuf, UDP_SEGMENT};
-pub(crate) use errqueue::{TxStamps, enable_tx_timestamps};
+pub(crate) use errqueue::{TxStamps, enable_tx_timestamp_reports, send_stamped};
 pub(crate) use recv::RecvBatch;
 pub(crate) use send::{Outgoing, SendBatch, send};
 

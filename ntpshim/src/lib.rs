@@ -20,6 +20,7 @@
 //! | [`reply`] | the clock fields of a reply: synchronised, local stratum or unsynchronised |
 //! | [`acl`] | [`IpNet`] CIDR parsing and the allow/deny rule |
 //! | [`ratelimit`] | chrony-style per-client token buckets with leak and RATE kiss |
+//! | [`interleave`] | interleaved mode (`xleave`): the bounded table of earlier exchanges, chrony's rules |
 //! | [`server`] | [`Config`] and [`Server::handle`], the request pipeline |
 //! | [`action`] | [`Action`], [`ResponseKind`], [`DropReason`]: the verdict |
 //! | [`stats`] | [`Stats`] counters over verdicts |
@@ -42,7 +43,9 @@
 //! * Rate limiting is chrony's token bucket with leak (normal answers) and an
 //!   optional RATE kiss (stratum 0, refid "RATE", leap 3); see [`ratelimit`].
 //! * Access: most specific allow/deny entry wins, deny wins ties; see [`acl`].
-//! * Not done: interleaved mode, timestamp fuzzing below the precision,
+//! * Interleaved mode as chrony serves it, when [`Config::interleave`] is set (the
+//!   daemon's default); see [`interleave`].
+//! * Not done: timestamp fuzzing below the precision,
 //!   chrony's "client polls faster when dropped" heuristic, authentication.
 //!
 //! # Use
@@ -76,6 +79,7 @@ pub mod acl;
 pub mod action;
 pub mod clock;
 pub mod error;
+pub mod interleave;
 pub mod mono;
 pub mod packet;
 pub mod ratelimit;
@@ -93,6 +97,7 @@ pub use clock::{
     ClockStatus, ClockStatusSource, FakeClock, KernelTimex, Reference, precision_from_resolution_ns,
 };
 pub use error::{PacketError, ParseNetError};
+pub use interleave::{Interleave, Lookup};
 pub use mono::Mono;
 pub use packet::{HEADER_LEN, Header, Leap, Mode, RefId};
 pub use ratelimit::{RateLimitConfig, RateLimiter};

@@ -8,6 +8,7 @@ use core::net::{IpAddr, SocketAddr};
 use crate::acl::{AccessList, IpNet, canonical};
 use crate::action::{Action, DropReason, ResponseKind};
 use crate::clock::ClockStatus;
+use crate::interleave::{Interleave, Lookup};
 use crate::mono::Mono;
 use crate::packet::{HEADER_LEN, Header, Leap, Mode, RefId, write_transmit};
 use crate::ratelimit::{RateLimitConfig, RateLimiter, Verdict};
@@ -42,6 +43,11 @@ pub struct Config {
     /// is unsynchronised or too far from its reference, like chrony's
     /// `local stratum N`. Default `None`.
     pub local_stratum: Option<u8>,
+    /// Serve interleaved mode to clients that ask (chrony's `xleave`), keeping at most this
+    /// many earlier exchanges (see [`crate::interleave`]). `None` (the default here, so the
+    /// receive and transmit timestamps are exactly what the caller passed in): basic mode
+    /// only. The daemon turns it on by default, as chrony serves it to any client.
+    pub interleave: Option<usize>,
     /// Seed for the rate limiter's hash key and leak/kiss coin flips. The
     /// daemon should pass random bits; tests pass constants.
     pub seed: u64,
@@ -56,6 +62,7 @@ impl Default for Config {
             answer_unsynchronised: true,
             symmetric: false,
             local_stratum: None,
+            interleave: None,
             seed: 0x6E73_6175_786E_7470,
         }
     }
@@ -70,6 +77,17 @@ pub struct Server {
     answer_unsynchronised: bool,
     symmetric: bool,
     local_stratum: Option<u8>,
+    interleave: Option<Interleave>,
+    /// The last reply built was saved as an earlier exchange (see [`Server::wants_kernel_stamp`]).
+    last_saved: bool,
+}
+
+/// What [`Server::prepare`] decided besides the header: the reply's kind and its
+/// interleaved-mode lookup.
+struct Prepared {
+    header: Header,
+    kind: ResponseKind,
+    lookup: Lookup,
 }
 
 impl Server {
@@ -84,6 +102,46 @@ impl Server {
             answer_unsynchronised: config.answer_unsynchronised,
             symmetric: config.symmetric,
             local_stratum: config.local_stratum,
+            interleave: config
+                .interleave
+                .map(|max| Interleave::new(max, config.seed.rotate_left(17))),
+            last_saved: false,
+        }
+    }
+
+    /// Whether the reply [`Server::handle_from`] just built was saved for interleaved mode, so
+    /// the daemon should ask the kernel for its transmit timestamp and hand it back with
+    /// [`Server::kernel_transmit`]. Why: replies to basic clients need no stamp, and asking
+    /// for one costs the kernel a copy of the packet.
+    #[must_use]
+    pub const fn wants_kernel_stamp(&self) -> bool {
+        self.last_saved
+    }
+
+    /// The table of earlier exchanges, if interleaved mode is on (status output).
+    #[must_use]
+    pub const fn interleave(&self) -> Option<&Interleave> {
+        self.interleave.as_ref()
+    }
+
+    /// The table of earlier exchanges, to hold it under the daemon's memory ceiling.
+    pub const fn interleave_mut(&mut self) -> Option<&mut Interleave> {
+        self.interleave.as_mut()
+    }
+
+    /// Tells the server when one of its replies really left: `reply` is the reply as sent
+    /// (the kernel hands it back with its transmit timestamp), `at` that timestamp. Why: the
+    /// next interleaved reply to that client carries it instead of the daemon's earlier clock
+    /// read. Anything not one of our 48-byte server replies is ignored.
+    pub fn kernel_transmit(&mut self, reply: &[u8], at: NtpTimestamp) {
+        let Some(table) = self.interleave.as_mut() else {
+            return;
+        };
+        let Ok(h) = Header::parse(reply) else {
+            return;
+        };
+        if reply.len() == HEADER_LEN && matches!(h.mode, Mode::Server | Mode::SymmetricPassive) {
+            table.kernel_transmit(h.receive_ts, at);
         }
     }
 
@@ -149,12 +207,17 @@ impl Server {
     ) -> Action {
         let client = canonical(from.ip());
         let from_ntp_port = from.port() == NTP_PORT;
+        self.last_saved = false;
         // Checked first so a daemon bug cannot spend rate-limit tokens.
         if out.len() < HEADER_LEN {
             return Action::Ignore(DropReason::BufferTooSmall);
         }
         match self.prepare(now, (client, from_ntp_port), recv_ts, request, clock) {
-            Ok((header, kind)) => {
+            Ok(Prepared {
+                header,
+                kind,
+                lookup,
+            }) => {
                 let Some(buf) = out.first_chunk_mut::<HEADER_LEN>() else {
                     return Action::Ignore(DropReason::BufferTooSmall);
                 };
@@ -163,7 +226,30 @@ impl Server {
                 }
                 // Read the clock as late as possible: everything else is
                 // already in the buffer.
-                write_transmit(buf, transmit_ts());
+                let now_tx = transmit_ts();
+                let Some(table) = self.interleave.as_mut() else {
+                    write_transmit(buf, now_tx);
+                    return Action::Respond {
+                        len: HEADER_LEN,
+                        kind,
+                    };
+                };
+                let tx = match lookup {
+                    Lookup::Interleaved(earlier) => earlier,
+                    Lookup::NotAsked | Lookup::Basic => now_tx,
+                };
+                // chrony's marks: our transmit timestamps have the lowest bit clear (so a
+                // basic client's echo never looks interleaved) and never equal the receive or
+                // origin timestamp.
+                let mut tx = NtpTimestamp::from_bits(tx.to_bits() & !1);
+                if tx == header.origin_ts {
+                    tx = NtpTimestamp::from_bits(tx.to_bits().wrapping_add(2));
+                }
+                write_transmit(buf, tx);
+                if lookup != Lookup::NotAsked {
+                    table.save(header.receive_ts, now_tx);
+                    self.last_saved = true;
+                }
                 Action::Respond {
                     len: HEADER_LEN,
                     kind,
@@ -181,7 +267,7 @@ impl Server {
         recv_ts: NtpTimestamp,
         request: &[u8],
         clock: &ClockStatus,
-    ) -> Result<(Header, ResponseKind), DropReason> {
+    ) -> Result<Prepared, DropReason> {
         if !self.access.is_allowed(client) {
             return Err(DropReason::Denied);
         }
@@ -245,7 +331,48 @@ impl Server {
             }
             Verdict::Pass => ResponseKind::Time,
         };
-        Ok((reply, kind))
+        let lookup = self.interleave_lookup(&request_header, &mut reply, kind);
+        Ok(Prepared {
+            header: reply,
+            kind,
+            lookup,
+        })
+    }
+
+    /// chrony's interleaved-mode rules on a reply about to be written: marks its receive
+    /// timestamp (lowest bit set, never equal to the origin or the request's origin), and for
+    /// an interleaved request whose earlier exchange is held, makes it interleaved (origin =
+    /// the request's receive timestamp). See [`crate::interleave`].
+    fn interleave_lookup(
+        &mut self,
+        request: &Header,
+        reply: &mut Header,
+        kind: ResponseKind,
+    ) -> Lookup {
+        let Some(table) = self.interleave.as_mut() else {
+            return Lookup::NotAsked;
+        };
+        let asks = Interleave::asks(
+            request.version,
+            kind == ResponseKind::KissRate,
+            request.origin_ts,
+            request.receive_ts,
+            request.transmit_ts,
+        );
+        let lookup = if asks {
+            table.lookup(request.origin_ts)
+        } else {
+            Lookup::NotAsked
+        };
+        if matches!(lookup, Lookup::Interleaved(_)) {
+            reply.origin_ts = request.receive_ts;
+        }
+        let mut rx = reply.receive_ts.to_bits() | 1;
+        while rx == reply.origin_ts.to_bits() || rx == request.origin_ts.to_bits() {
+            rx = rx.wrapping_add(2);
+        }
+        reply.receive_ts = NtpTimestamp::from_bits(rx);
+        lookup
     }
 
     fn reply_mode(&self, mode: Mode) -> Result<Mode, DropReason> {

@@ -666,3 +666,83 @@ fn ntpv1_clients_get_a_server_reply_like_chrony() {
     let r = run(no_limit(), &request(2, 0, 6), &synced());
     assert_eq!(r.action, Action::Ignore(DropReason::Mode0));
 }
+
+/// A chrony client with `xleave`: the first request basic (origin zero), the second's origin
+/// is our first receive timestamp (saved now), the third's our second: answered interleaved
+/// with the kernel's transmit time of the second reply, and only once.
+#[test]
+fn interleaved_from_the_third_reply() {
+    let mut server = Server::new(Config {
+        interleave: Some(64),
+        ..no_limit()
+    });
+    let clock = FakeClock::synchronised().status;
+    let exchange = |server: &mut Server, origin: u64, receive: u64, recv: NtpTimestamp| {
+        let mut req = request(4, 3, 6);
+        req[24..32].copy_from_slice(&origin.to_be_bytes());
+        req[32..40].copy_from_slice(&receive.to_be_bytes());
+        let mut out = [0u8; 48];
+        let tx = recv.wrapping_add(Duration::from_micros(30));
+        let action = server.handle(
+            Mono::from_nanos(0),
+            ip("192.0.2.9"),
+            recv,
+            &req,
+            &clock,
+            || tx,
+            &mut out,
+        );
+        assert!(matches!(action, Action::Respond { len: 48, .. }));
+        (out, Header::parse(&out).unwrap())
+    };
+    let r1 = RECV;
+    let (_, h1) = exchange(&mut server, 0, 0, r1);
+    assert_eq!(h1.origin_ts, CLIENT_XMT);
+    assert_eq!(h1.receive_ts.to_bits(), r1.to_bits() | 1);
+    assert_eq!(h1.transmit_ts.to_bits() & 1, 0);
+    let r2 = RECV.wrapping_add(Duration::from_secs(1));
+    let (bytes2, h2) = exchange(&mut server, h1.receive_ts.to_bits(), 77, r2);
+    assert_eq!(
+        h2.origin_ts, CLIENT_XMT,
+        "nothing saved for the first: basic"
+    );
+    let kernel_tx = r2.wrapping_add(Duration::from_micros(12));
+    server.kernel_transmit(&bytes2, kernel_tx);
+    let r3 = RECV.wrapping_add(Duration::from_secs(2));
+    let (_, h3) = exchange(&mut server, h2.receive_ts.to_bits(), 88, r3);
+    assert_eq!(
+        h3.origin_ts.to_bits(),
+        88,
+        "origin = the request's receive timestamp"
+    );
+    assert_eq!(h3.receive_ts.to_bits(), r3.to_bits() | 1);
+    assert!(h3.transmit_ts.to_bits().abs_diff(kernel_tx.to_bits()) <= 2);
+    // The same earlier exchange again (a replay or a spoofed copy): basic.
+    let (_, h4) = exchange(
+        &mut server,
+        h2.receive_ts.to_bits(),
+        88,
+        r3.wrapping_add(Duration::from_secs(1)),
+    );
+    assert_eq!(h4.origin_ts, CLIENT_XMT);
+    assert_eq!(server.interleave().map(Interleave::hits), Some(1));
+}
+
+/// Off (the core's default), timestamps are exactly the caller's and nothing is kept.
+#[test]
+fn interleave_off_keeps_timestamps_exact() {
+    let mut server = Server::new(no_limit());
+    let mut req = request(4, 3, 6);
+    req[24..32].copy_from_slice(&(RECV.to_bits() | 1).to_be_bytes());
+    let r = run_with(
+        &mut server,
+        Mono::from_nanos(0),
+        "192.0.2.9",
+        &req,
+        &FakeClock::synchronised().status,
+    );
+    let h = r.reply.unwrap();
+    assert_eq!(h.receive_ts, RECV);
+    assert_eq!(h.origin_ts, CLIENT_XMT);
+    assert!(server.interleave().is_none());
+}

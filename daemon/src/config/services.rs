@@ -226,6 +226,11 @@ pub(crate) struct NtpConfig {
     pub(crate) reference_max_age: u64,
     /// Per-client rate limiting.
     pub(crate) rate_limit: NtpRateLimitConfig,
+    /// Answer chrony clients that ask for interleaved mode (`server ... xleave`) with the
+    /// kernel's transmit timestamp of their previous reply, as chrony's server does for any
+    /// client. The table of earlier exchanges holds at most `rate_limit.max_clients` of them
+    /// (chrony sizes both by `clientloglimit`). Off: basic mode only.
+    pub(crate) interleaved: bool,
 }
 
 impl Default for NtpConfig {
@@ -247,6 +252,7 @@ impl Default for NtpConfig {
             reference: None,
             reference_max_age: 64,
             rate_limit: NtpRateLimitConfig::default(),
+            interleaved: true,
         }
     }
 }

@@ -112,7 +112,7 @@ pub(crate) fn ipv6_supported() -> bool {
 /// Options for a UDP listener.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct UdpOptions {
-    /// Kernel receive timestamps (NTP needs them).
+    /// Kernel receive timestamps, and transmit timestamps reported on the error queue (NTP).
     pub(crate) rx_timestamps: bool,
     /// An IPv6 socket that serves IPv4 too (`IPV6_V6ONLY` off).
     pub(crate) dual_stack: bool,
@@ -159,6 +159,10 @@ pub(crate) fn bind_udp(addr: SocketAddr, opts: UdpOptions) -> io::Result<std::ne
     }
     if opts.rx_timestamps {
         sys::udp::enable_rx_timestamps(sock.as_fd())?;
+        // How kernel transmit stamps are reported, for the replies NTP's interleaved mode
+        // asks them for (`serve::ntp::xleave`). Best effort: without them interleaved replies
+        // carry the daemon's transmit time.
+        let _ = sys::udp::enable_tx_timestamp_reports(sock.as_fd());
     }
     sock.bind(&addr.into())?;
     Ok(sock.into())

@@ -29,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
         answer_unsynchronised: flags & 4 != 0,
         symmetric: flags & 8 != 0,
         local_stratum: (flags & 16 != 0).then_some(ctx[7]),
+        interleave: (flags & 64 != 0).then_some(usize::from(ctx[10]) * 4),
         seed: word(8),
         ..Config::default()
     };
@@ -68,6 +69,9 @@ fuzz_target!(|data: &[u8]| {
         if let Action::Respond { len, .. } = action {
             assert!(len <= request.len());
             assert!(len <= out.len());
+            // The reply handed back as if the kernel had stamped it (interleaved mode).
+            let reply = out[..len].to_vec();
+            server.kernel_transmit(&reply, NtpTimestamp::from_bits(word(16) ^ i));
         }
     }
 });

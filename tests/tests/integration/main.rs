@@ -21,3 +21,4 @@ mod operations;
 mod reflection;
 mod rpcbind;
 mod slots;
+mod xleave;

@@ -19,8 +19,12 @@
 //!   asynchronous query and is answered from the old copy. No timer runs, so an idle daemon
 //!   uses no CPU.
 //!
-//! Each namespace has its own [`Server`] (rate-limit table) and [`Stats`]; nothing about one
-//! namespace's clients is visible to another.
+//! * **Interleaved mode** (`interleaved`, on by default): replies to clients that ask for it
+//!   leave with a request for their kernel transmit timestamp, read back from the socket's
+//!   error queue (the `xleave` submodule); the core keeps them for the client's next request.
+//!
+//! Each namespace has its own [`Server`] (rate-limit table, table of earlier exchanges) and
+//! [`Stats`]; nothing about one namespace's clients is visible to another.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -43,6 +47,7 @@ use crate::lock::lock;
 use crate::sys;
 
 mod reference;
+mod xleave;
 
 use reference::{RefChoice, References};
 
@@ -191,6 +196,7 @@ fn server_config(cfg: &NtpConfig, seed: u64) -> ServerConfig {
         answer_unsynchronised: cfg.answer_unsynchronised,
         symmetric: cfg.symmetric,
         local_stratum: cfg.local_stratum,
+        interleave: cfg.interleaved.then_some(rl.max_clients),
         seed,
     }
 }
@@ -201,6 +207,8 @@ struct NsState {
     cfg: NtpConfig,
     server: Server,
     stats: Stats,
+    /// The sockets owing kernel transmit stamps.
+    pending: xleave::Pending,
 }
 
 /// NTP in one namespace.
@@ -212,6 +220,8 @@ struct NtpNs {
     /// The rate-limit table's share of the daemon's memory ceiling: at the ceiling the table
     /// stops growing and evicts within its slots instead.
     account: crate::budget::Account,
+    /// The same for the interleaved-mode table of earlier exchanges.
+    xleave_account: crate::budget::Account,
 }
 
 impl ServiceKind for Ntp {
@@ -236,8 +246,10 @@ impl ServiceKind for Ntp {
                 cfg: cfg.ntp.clone(),
                 server,
                 stats: Stats::default(),
+                pending: xleave::Pending::default(),
             }),
             account: crate::budget::Account::default(),
+            xleave_account: crate::budget::Account::default(),
         }))
     }
 }
@@ -315,12 +327,18 @@ impl NtpNs {
             "kernel_esterror_us": clock.esterror_us,
             "kernel_error": err,
             "rate_limit": st.cfg.rate_limit.enabled,
+            "interleaved": st.cfg.interleaved,
         })
     }
 
     fn stats_json(&self) -> Value {
-        let s = lock(&self.state).stats;
+        let st = lock(&self.state);
+        let s = st.stats;
+        let xleave = st.server.interleave();
         json!({
+            "answered_interleaved": xleave.map_or(0, nsaux_ntpshim::Interleave::hits),
+            "interleave_exchanges_held": xleave.map_or(0, nsaux_ntpshim::Interleave::held),
+            "interleave_kernel_stamps": xleave.map_or(0, nsaux_ntpshim::Interleave::kernel_stamps),
             "requests": s.requests,
             "answered": s.responses,
             "answered_time": s.time,
@@ -372,18 +390,25 @@ impl NsService for NtpNs {
         true
     }
 
-    fn on_datagram(&self, _ep: &Arc<UdpEndpoint>, d: &Datagram<'_>, out: &mut Replies) {
+    fn on_datagram(&self, ep: &Arc<UdpEndpoint>, d: &Datagram<'_>, out: &mut Replies) {
         let now = d.received;
         let mono = Mono::from_duration(now.saturating_duration_since(self.shared.epoch));
         // The listener asks for kernel timestamps; the fallback only covers a kernel that
         // silently ignored the option.
         let recv_ts = ntp_time(d.rx_time.unwrap_or_else(SystemTime::now));
         let mut st = lock(&self.state);
+        let NsState {
+            server, pending, ..
+        } = &mut *st;
+        xleave::collect(ep, pending, server);
         let (clock, _, _) = self.clock_status(&st.cfg, now);
         let reply = out.buf();
         reply.resize(HEADER_LEN, 0);
         if let Some(rl) = st.server.rate_limiter_mut() {
             rl.limit_growth(self.account.allowed());
+        }
+        if let Some(table) = st.server.interleave_mut() {
+            table.limit_growth(self.xleave_account.allowed());
         }
         let action = st.server.handle_from(
             mono,
@@ -401,13 +426,22 @@ impl NsService for NtpNs {
                 .rate_limiter()
                 .map_or(0, nsaux_ntpshim::RateLimiter::table_bytes),
         );
+        self.xleave_account.set(
+            st.server
+                .interleave()
+                .map_or(0, nsaux_ntpshim::Interleave::table_bytes),
+        );
         match action {
             // The core never answers longer than the request; checked again here because a
             // reply longer than its request would make us an amplifier.
             Action::Respond { len, kind } if len <= d.data.len() && !d.truncated => {
                 reply.truncate(len);
                 tracing::trace!(netns = %self.ns.name, peer = %d.peer, ?kind, "ntp reply");
-                out.commit(ReplyTo::sender(d));
+                let to = ReplyTo::sender(d);
+                if !(st.server.wants_kernel_stamp() && xleave::send(ep, reply, to, &mut st.pending))
+                {
+                    out.commit(to);
+                }
             }
             Action::Respond { .. } => {}
             Action::Ignore(reason) => {

@@ -58,7 +58,7 @@ pub(super) unsafe fn parse_cmsgs(hdr: &libc::msghdr, meta: &mut RecvMeta) {
 /// Writes one control message carrying `value` at byte `at` of `cmsg` (0, or a length this
 /// function returned: both keep cmsg alignment); returns the end of what is written, or `at`
 /// unchanged when it would not fit.
-fn put_cmsg<T: Copy>(
+pub(super) fn put_cmsg<T: Copy>(
     cmsg: &mut CmsgBuf,
     at: usize,
     level: libc::c_int,

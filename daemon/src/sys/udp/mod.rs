@@ -13,6 +13,7 @@
 //! | [`send`](mod@send) | [`send()`] of one datagram and [`SendBatch`] over `sendmmsg` |
 //! | [`raw`] | the datagram system calls without libc's thread-cancellation wrappers |
 //! | [`gso`] | which replies of a batch share a GSO send (safe code, tested without a socket) |
+//! | [`errqueue`] | kernel transmit timestamps read back from the error queue (NTP interleaved mode) |
 //!
 //! No call allocates: control buffers live on the stack or in reused batch state.
 
@@ -22,6 +23,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 mod cmsg;
+mod errqueue;
 mod gso;
 mod raw;
 mod recv;
@@ -30,6 +32,7 @@ mod send;
 mod tests;
 
 use cmsg::{CmsgBuf, UDP_SEGMENT};
+pub(crate) use errqueue::{TxStamps, enable_tx_timestamp_reports, send_stamped};
 pub(crate) use recv::RecvBatch;
 pub(crate) use send::{Outgoing, SendBatch, send};
 

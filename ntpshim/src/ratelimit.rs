@@ -135,7 +135,9 @@ impl RateLimiter {
             interval_ns,
             max_credit_ns: interval_ns * u64::from(config.burst),
             max_slots,
-            entries: vec![Entry::default(); SLOT_SIZE],
+            // The first slot is made at the first request: most namespaces' NTP servers
+            // are never asked, and 8 entries are some 400 bytes (issue 16).
+            entries: Vec::new(),
             hash_key,
             rng,
             growth_limit: usize::MAX,
@@ -145,7 +147,7 @@ impl RateLimiter {
     /// Bytes the table holds (what the daemon accounts against its memory ceiling).
     #[must_use]
     pub fn table_bytes(&self) -> usize {
-        self.entries.len() * size_of::<Entry>()
+        self.capacity() * size_of::<Entry>()
     }
 
     /// Holds the table to `bytes`: past it, a new client evicts the stalest of its slot rather
@@ -164,7 +166,9 @@ impl RateLimiter {
     /// Number of table entries currently allocated (memory bound checks).
     #[must_use]
     pub fn capacity(&self) -> usize {
-        self.entries.len()
+        // The first slot counts from the start, made or not, so the figure (and what the
+        // daemon accounts) does not jump at the first request.
+        self.entries.len().max(SLOT_SIZE)
     }
 
     /// Number of clients currently tracked.
@@ -224,6 +228,9 @@ impl RateLimiter {
     }
 
     fn find_or_insert(&mut self, key: u128) -> usize {
+        if self.entries.is_empty() {
+            self.entries = vec![Entry::default(); SLOT_SIZE];
+        }
         loop {
             let first = self.slot_of(key) * SLOT_SIZE;
             let slot = self

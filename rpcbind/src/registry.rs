@@ -121,6 +121,12 @@ impl Registry {
         }
     }
 
+    /// Room for `n` more entries, exactly: the portmapper's own entries are known up front,
+    /// and doubling growth would leave slots (80 bytes each) unused in every namespace.
+    pub(crate) fn reserve_exact(&mut self, n: usize) {
+        self.entries.reserve_exact(n);
+    }
+
     /// Bytes the table is accounted as (sum of [`entry_bytes`]).
     pub fn bytes(&self) -> usize {
         self.bytes

@@ -53,13 +53,22 @@ impl Portmapper {
     /// ("local", "/run/rpcbind.sock").
     pub fn new<N: AsRef<str>, U: AsRef<str>>(config: Config, self_endpoints: &[(N, U)]) -> Self {
         let mut registry = Registry::new(config.max_registrations, config.max_registration_bytes);
-        for (netid, uaddr) in self_endpoints {
-            let (netid, uaddr) = (netid.as_ref(), uaddr.as_ref());
-            let versions: &[u32] = if netid_to_prot(netid).is_some() {
+        let versions_of = |netid: &str| -> &'static [u32] {
+            if netid_to_prot(netid).is_some() {
                 &[2, 3, 4]
             } else {
                 &[3, 4]
-            };
+            }
+        };
+        registry.reserve_exact(
+            self_endpoints
+                .iter()
+                .map(|(netid, _)| versions_of(netid.as_ref()).len())
+                .sum(),
+        );
+        for (netid, uaddr) in self_endpoints {
+            let (netid, uaddr) = (netid.as_ref(), uaddr.as_ref());
+            let versions = versions_of(netid);
             for &vers in versions {
                 registry.insert_unchecked(Entry {
                     prog: PMAP_PROG,

@@ -1,7 +1,7 @@
 //! Each namespace's services and their listening sockets: bringing them in line with the
 //! configuration, creating sockets inside the namespace, retrying failed ones with backoff.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
+use super::small_map::SmallMap;
 use super::{Manager, ManagerMsg};
 use crate::netns::NetnsId;
 use crate::netns::factory::{self, UdpOptions};
@@ -70,7 +71,7 @@ pub(super) struct ServiceSlot {
     /// The running instance, or the reason it could not start.
     pub(super) instance: Result<Arc<dyn NsService>, String>,
     /// Every listener the instance wants, by spec.
-    pub(super) listeners: BTreeMap<ListenerSpec, ListenerState>,
+    pub(super) listeners: SmallMap<ListenerSpec, ListenerState>,
     /// Panics of this service in this namespace lately, and when the last was: the rebuild
     /// backoff grows with them.
     pub(super) panics: u32,
@@ -88,7 +89,7 @@ impl ServiceSlot {
     pub(super) fn new() -> Self {
         Self {
             instance: Err("not started".into()),
-            listeners: BTreeMap::new(),
+            listeners: SmallMap::new(),
             panics: 0,
             last_panic: None,
             rebuild_pending: false,
@@ -169,7 +170,7 @@ impl Manager {
                 }
                 continue;
             }
-            let slot = entry.services.entry(name).or_insert_with(ServiceSlot::new);
+            let slot = entry.services.get_or_insert_with(name, ServiceSlot::new);
             // A panic in the service's own start or reconfigure code is contained like one on
             // its traffic: that service in this namespace is dropped and rebuilt later.
             match &slot.instance {
@@ -303,7 +304,7 @@ impl Manager {
             let watch = super::supervise::Watch {
                 tx: self.tx.clone(),
                 id,
-                ns_name: entry.info.name.clone(),
+                ns: Arc::clone(&entry.info),
                 service,
                 spec: spec.clone(),
                 token,

@@ -16,6 +16,7 @@ mod attachments;
 mod dual;
 mod listeners;
 mod reports;
+mod small_map;
 mod sources;
 mod supervise;
 

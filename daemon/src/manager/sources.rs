@@ -2,7 +2,6 @@
 //! host, attach by pid or path), aliases of one namespace, and detaching when an attached process
 //! exits (watched through its pidfd).
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -15,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::listeners::{ServiceSlot, TaskGuard};
+use super::small_map::SmallMap;
 use super::{Manager, ManagerMsg};
 use crate::control::Response;
 use crate::netns::handle::NsHandle;
@@ -34,7 +34,7 @@ pub(super) struct NsEntry {
     /// When it appeared.
     pub(super) since: SystemTime,
     /// Its services by name.
-    pub(super) services: BTreeMap<&'static str, ServiceSlot>,
+    pub(super) services: SmallMap<&'static str, ServiceSlot>,
 }
 
 impl Drop for NsEntry {
@@ -226,7 +226,7 @@ impl Manager {
                 info,
                 sources,
                 since,
-                services: BTreeMap::new(),
+                services: SmallMap::new(),
             },
         );
         self.apply(cookie).await;

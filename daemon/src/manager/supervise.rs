@@ -40,8 +40,9 @@ pub(super) struct Watch {
     pub(super) tx: mpsc::UnboundedSender<ManagerMsg>,
     /// Namespace.
     pub(super) id: NetnsId,
-    /// Namespace label, for the log line of a panic nobody else caught.
-    pub(super) ns_name: String,
+    /// The namespace, for its label in the log line of a panic nobody else caught (shared,
+    /// not a copy of the label per listener task: issue 16, bytes per namespace).
+    pub(super) ns: std::sync::Arc<crate::serve::NsInfo>,
     /// Service.
     pub(super) service: &'static str,
     /// Listener.
@@ -56,11 +57,14 @@ impl Watch {
         self,
         fut: impl Future<Output = ListenerExit> + Send + 'static,
     ) -> TaskGuard {
+        // Boxed here, before the task's future captures it: captured unboxed, the task would
+        // hold a slot of the inner future's size besides the box (issue 16: bytes per socket).
+        let fut = contained(fut);
         TaskGuard::new(tokio::spawn(async move {
-            let exit = match contained(fut).await {
+            let exit = match fut.await {
                 Ok(exit) => exit,
                 Err(msg) => {
-                    tracing::error!(netns = %self.ns_name, service = self.service,
+                    tracing::error!(netns = %self.ns.name, service = self.service,
                         listener = %self.spec, panic = %msg, "listener task panicked");
                     ListenerExit::ServicePanicked(msg)
                 }

@@ -108,8 +108,11 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let netns = netns.to_owned();
+    // Boxed before the task captures it, so the task holds a pointer, not a second slot of
+    // the future's size.
+    let fut = contained(fut);
     tokio::spawn(async move {
-        if let Err(msg) = contained(fut).await {
+        if let Err(msg) = fut.await {
             tracing::error!(netns = %netns, task = what, panic = %msg, "background task panicked; it ended alone");
             on_panic();
         }

@@ -13,10 +13,18 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Admits `peer` into the service's shared table, or into this listener's own table when the
 /// service has none.
-fn admit(ns: &NsInfo, service: &Arc<dyn NsService>, own: &Arc<SlotTable>, peer: &Peer) -> Slot {
-    let (table, budget) = service
-        .slots()
-        .unwrap_or_else(|| (Arc::clone(own), SlotBudget::default()));
+/// `own` is made at the first connection that needs it: services with a shared table never
+/// use it, and an idle listener should cost no table (issue 16: bytes per namespace).
+fn admit(
+    ns: &NsInfo,
+    service: &Arc<dyn NsService>,
+    own: &mut Option<Arc<SlotTable>>,
+    peer: &Peer,
+) -> Slot {
+    let (table, budget) = service.slots().unwrap_or_else(|| {
+        let own = own.get_or_insert_with(SlotTable::new);
+        (Arc::clone(own), SlotBudget::default())
+    });
     let (slot, adm) = table.admit(peer, budget);
     if adm.evicted > 0 {
         tracing::debug!(netns = %ns.name, ?peer, local = adm.local, evicted = adm.evicted,
@@ -50,13 +58,13 @@ pub(crate) async fn run_tcp(
     ns: Arc<NsInfo>,
     service: Arc<dyn NsService>,
 ) {
-    let own = SlotTable::new();
+    let mut own = None;
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 // A dual-stack listener gives IPv4 peers v4-mapped: services see them as IPv4.
                 let peer = Peer::Ip(crate::sys::unmap(peer));
-                let slot = admit(&ns, &service, &own, &peer);
+                let slot = admit(&ns, &service, &mut own, &peer);
                 let local = stream.local_addr().ok().map(crate::sys::unmap);
                 let conn = Connection {
                     stream: Stream::Tcp(stream),
@@ -80,7 +88,7 @@ pub(crate) async fn run_unix(
     ns: Arc<NsInfo>,
     service: Arc<dyn NsService>,
 ) {
-    let own = SlotTable::new();
+    let mut own = None;
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -92,7 +100,7 @@ pub(crate) async fn run_unix(
                     gid: cred.gid(),
                     pid: cred.pid(),
                 };
-                let slot = admit(&ns, &service, &own, &peer);
+                let slot = admit(&ns, &service, &mut own, &peer);
                 let conn = Connection {
                     stream: Stream::Unix(stream),
                     peer,

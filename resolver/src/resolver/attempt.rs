@@ -18,7 +18,7 @@ impl Resolver {
     /// Draws a DNS ID not in use by any outstanding attempt.
     fn fresh_id(&mut self) -> u16 {
         loop {
-            let id: u16 = self.rng.random();
+            let id: u16 = self.rng.get().random();
             if !self.by_id.contains_key(&id) && !self.orphans.contains_key(&id) {
                 return id;
             }

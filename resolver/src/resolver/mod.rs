@@ -123,13 +123,40 @@ enum Finish {
     ServFail(ServFailReason),
 }
 
+/// The query-ID generator, kept as its seed until first used.
+#[derive(Debug)]
+struct LazyRng {
+    /// The seed, zeroed once the generator is made from it.
+    seed: [u8; 32],
+    /// The generator, from the first upstream attempt on.
+    rng: Option<Box<StdRng>>,
+}
+
+impl LazyRng {
+    fn new(seed: [u8; 32]) -> Self {
+        Self { seed, rng: None }
+    }
+
+    /// The generator, made from the seed on first use.
+    fn get(&mut self) -> &mut StdRng {
+        let seed = &mut self.seed;
+        self.rng.get_or_insert_with(|| {
+            let rng = Box::new(StdRng::from_seed(*seed));
+            *seed = [0; 32];
+            rng
+        })
+    }
+}
+
 /// A caching DNS forwarder for one namespace. See the crate docs for the driving loop.
 #[derive(Debug)]
 pub struct Resolver {
     /// Settings.
     cfg: Config,
-    /// Source of query IDs (seeded by the daemon from the OS CSPRNG).
-    rng: StdRng,
+    /// Source of query IDs (seeded by the daemon from the OS CSPRNG), made from the seed
+    /// at the first upstream attempt: a generator is about 300 bytes, and most namespaces
+    /// never forward a query (issue 16: bytes per namespace).
+    rng: LazyRng,
     /// Answer cache.
     cache: Cache,
     /// Local records.
@@ -208,7 +235,7 @@ impl Resolver {
                 },
             ),
             limiter: config.rate_limit.map(RateLimiter::new),
-            rng: StdRng::from_seed(rng_seed),
+            rng: LazyRng::new(rng_seed),
             cfg: config,
             pending: HashMap::new(),
             by_key: HashMap::new(),

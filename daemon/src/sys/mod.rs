@@ -9,6 +9,7 @@
 pub(crate) mod asyncfd;
 pub(crate) mod caps;
 pub(crate) mod clock;
+pub(crate) mod epoll;
 pub(crate) mod fdtable;
 mod mapped;
 pub(crate) mod netns;

@@ -19,8 +19,8 @@ impl DnsNs {
             "upstream_source": g.upstream_source,
             "cache_entries": g.resolver.cache_len(),
             "outstanding": g.resolver.outstanding(),
-            "upstream_sockets": g.socks.len(),
-            "spare_sockets": g.spare4.len() + g.spare6.len(),
+            "upstream_sockets": g.pool.busy(),
+            "spare_sockets": g.pool.free(),
         })
     }
 

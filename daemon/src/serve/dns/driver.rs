@@ -1,6 +1,6 @@
 //! The per-namespace driver task: the one place that sleeps until the resolver's next
-//! deadline, makes spare sockets (a trip into the namespace), starts TCP attempts, and
-//! closes idle spares. Started on the first miss, woken by [`DnsNs::kick`].
+//! deadline, makes upstream sockets (a trip into the namespace), starts TCP attempts, frees
+//! the sockets of timed-out attempts and closes idle ones. Started on the first miss, woken by [`DnsNs::kick`].
 //!
 //! Why one task: an idle namespace has no timer and no task at all; a busy one has one
 //! timer, re-armed only when the earliest deadline changes.
@@ -122,17 +122,16 @@ impl DnsNs {
     /// What the driver must do now, taken under the lock.
     fn take_work(&self) -> DriverWork {
         let mut g = self.lock();
-        let spares = !g.spare4.is_empty() || !g.spare6.is_empty();
         let deadline = g.resolver.poll_timeout();
-        let deadline = match (deadline, spares.then_some(g.spares_until)) {
+        let deadline = match (deadline, g.pool.idle_until) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
         g.armed = deadline;
         DriverWork {
             tcp_jobs: std::mem::take(&mut g.tcp_jobs),
-            make4: g.take_want(false),
-            make6: g.take_want(true),
+            make4: g.pool.take_want(false),
+            make6: g.pool.take_want(true),
             deadline,
         }
     }
@@ -141,13 +140,8 @@ impl DnsNs {
     /// and forgets every waiter, so nothing outlives it.
     fn driver_stopped(&self) {
         let mut g = self.lock();
-        g.socks.clear();
-        g.spare4.clear();
-        g.spare6.clear();
-        g.want4 = false;
-        g.want6 = false;
+        g.pool.clear();
         g.routes.clear();
-        g.backlog.clear();
         g.tcp_jobs.clear();
         g.held.clear();
         g.driver = false;
@@ -159,11 +153,10 @@ impl DnsNs {
         let now = Instant::now();
         let limit = Duration::from_millis(self.cfg().query_timeout_ms) + Duration::from_secs(5);
         let mut g = self.lock();
+        // Sockets of timed-out attempts are freed first, so the retries can use them.
+        g.pool.sweep(now);
         g.resolver.handle_timeout(now);
-        if now >= g.spares_until {
-            g.spare4.clear();
-            g.spare6.clear();
-        }
+        self.send_backlog(&mut g, now);
         self.pump(&mut g, now);
         // Belt and braces: a route whose query the resolver forgot (it was rebuilt) must not
         // pin an endpoint forever.
@@ -177,7 +170,7 @@ impl Inner {
     /// start or spares to make, or the resolver's earliest deadline moved before the one
     /// the driver sleeps until. Otherwise it wakes at `armed` anyway and sees the rest then.
     pub(super) fn driver_needed(&self) -> bool {
-        if !self.driver || !self.tcp_jobs.is_empty() || self.want4 || self.want6 {
+        if !self.driver || !self.tcp_jobs.is_empty() || self.pool.wanted() {
             return true;
         }
         match (self.resolver.poll_timeout(), self.armed) {

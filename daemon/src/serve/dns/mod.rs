@@ -10,27 +10,29 @@
 //!   a fresh kernel-chosen random source port on top of the resolver's random ID (what
 //!   unbound and dnsmasq do against cache poisoning); the connection also makes the kernel
 //!   drop datagrams from elsewhere and report ICMP errors (an unreachable upstream fails at
-//!   once). The socket closes when its reply arrives, on an ICMP error, or when the attempt
-//!   times out. At most `MAX_UPSTREAM_SOCKETS` are open at once; beyond that, attempts share
-//!   the least busy socket already talking to the same upstream.
+//!   once). At most `MAX_UPSTREAM_SOCKETS` are open at once; beyond that, attempts share the
+//!   least busy socket already talking to the same upstream.
 //! * Sockets must be created *inside* the namespace (one trip to the namespace thread, tens
-//!   of µs), so they are made in batches (`SPARE_BATCH`) and kept as spares: a miss takes a
-//!   spare (connect + send, no trip) and a new batch is made in the background when few are
-//!   left. Spares unused for `SPARE_IDLE` are closed, so an idle namespace holds none. TCP
-//!   retries get a fresh connection each, also created inside the namespace.
-//! * Each upstream UDP socket has a small task that waits for its replies or its deadline.
-//!   One driver task per namespace, started on the first miss, makes the sockets, starts TCP
-//!   attempts and arms a timer only while the resolver has deadlines (or spares to close).
-//!   All of them end (closing every upstream socket) when the namespace's `cancel` fires. An
-//!   idle namespace costs no CPU.
+//!   of µs), so they are made in batches and pooled (`pool.rs`): a socket whose attempt ended
+//!   is disconnected, which gives its port back, and its next connect draws a new random
+//!   port, so a stream of misses makes no trip and no socket at all. Free sockets unused for
+//!   `SPARE_IDLE` are closed, so an idle namespace holds none. TCP retries get a fresh
+//!   connection each, also created inside the namespace.
+//! * One reader task per namespace takes the replies of every pooled socket from one inner
+//!   epoll (each socket added once for its life) after a single wakeup. One driver task per
+//!   namespace, started on the first miss, makes the sockets, starts TCP attempts and arms a
+//!   timer only while the resolver has deadlines (or free sockets to close); the timer frees
+//!   the sockets of timed-out attempts. All of them end (closing every upstream socket) when
+//!   the namespace's `cancel` fires. An idle namespace costs no CPU.
 //!
 //! # Files
 //!
 //! | file | job |
 //! | --- | --- |
 //! | `pump` | client queries in, answers delivered to UDP/TCP waiters, transmits handed on |
-//! | `upstream` | upstream UDP sockets: spares, send, receive |
-//! | `driver` | the per-namespace task: timer, spare batches, TCP attempts |
+//! | `upstream` | upstream UDP attempts: send, the reader task, receive |
+//! | `pool` | upstream UDP sockets: batches, reuse with a fresh port, idle close |
+//! | `driver` | the per-namespace task: timer, socket batches, TCP attempts |
 //! | `tcp` | DNS over TCP: client connections and upstream TCP exchanges |
 //! | `sources` | resolv.conf, hosts and own subnets |
 //! | `upstream_files` | which file gives a namespace's upstreams (own list, resolv.conf, host's) |
@@ -45,6 +47,7 @@ mod control;
 mod driver;
 mod observe;
 mod persist;
+mod pool;
 mod pump;
 mod query_log;
 mod settings;
@@ -66,7 +69,6 @@ use tokio_util::sync::CancellationToken;
 
 use self::pump::{Held, Route, Verdict};
 use self::settings::resolver_config;
-use self::upstream::UpSock;
 use self::upstream_files::UpstreamFiles;
 use self::watched::Watched;
 use super::{
@@ -132,20 +134,8 @@ struct Inner {
     routes: HashMap<u64, Route>,
     /// Next client token.
     next_client: u64,
-    /// Upstream UDP sockets in use, by key (each has a task waiting for its replies).
-    socks: HashMap<u64, UpSock>,
-    /// Next socket key.
-    next_sock: u64,
-    /// Unused sockets made inside the namespace (unbound: the port is picked at connect).
-    spare4: Vec<std::net::UdpSocket>,
-    spare6: Vec<std::net::UdpSocket>,
-    /// When the spares are closed if still unused.
-    spares_until: Instant,
-    /// A batch of spares is wanted (IPv4, IPv6) for the driver to make.
-    want4: bool,
-    want6: bool,
-    /// UDP transmits waiting for their family's socket.
-    backlog: Vec<UpstreamTransmit>,
+    /// Upstream UDP sockets: free and in use, the epoll watching them, transmits waiting.
+    pool: pool::UpPool,
     /// TCP transmits for the driver to start.
     tcp_jobs: Vec<UpstreamTransmit>,
     /// The driver task runs.
@@ -229,14 +219,7 @@ impl DnsNs {
             resolver,
             routes: HashMap::new(),
             next_client: 0,
-            socks: HashMap::new(),
-            next_sock: 0,
-            spare4: Vec::new(),
-            spare6: Vec::new(),
-            spares_until: now,
-            want4: false,
-            want6: false,
-            backlog: Vec::new(),
+            pool: pool::UpPool::default(),
             tcp_jobs: Vec::new(),
             driver: false,
             files: None,

@@ -7,12 +7,13 @@
 //! progress and for the busy thread to be scheduled again, while a stock daemon in a process of
 //! its own sleeps and is woken (and preferred by the scheduler) within microseconds. So every
 //! UDP socket whose queue was drained at the end of its last turn (a *quiet* one) also sits in
-//! a second, level-triggered epoll set (`sys/probe.rs`), and while any socket is backlogged a
-//! lane thread sleeps in `epoll_wait` on that set and serves what arrives there at once, with
-//! its own buffers, charged to the socket's namespace like a turn. When nothing is backlogged
-//! the lane is parked and the loop alone serves everyone (no extra wakeup per datagram).
+//! a second, level-triggered epoll set (`sys/probe.rs`), and while any socket is busy (see
+//! [`QuietSocket::turn_ended`]) a lane thread sleeps in `epoll_wait` on that set and serves
+//! what arrives there at once, with its own buffers, charged to the socket's namespace like a
+//! turn. When nothing is busy the
+//! lane is parked and the loop alone serves everyone (no extra wakeup per datagram).
 //!
-//! A socket leaves the set when it is backlogged (its own turns serve it, under the share), or
+//! A socket leaves the set when it is busy (its own turns serve it, under the share), or
 //! when the lane found more than [`INLINE_MAX`] datagrams on it or its namespace had spent its
 //! share; its task puts it back after a turn that drained it. The socket's own task is still
 //! woken by tokio for datagrams the lane took and then finds the queue empty: one empty read,
@@ -20,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
@@ -28,6 +29,9 @@ use super::contain::ListenerExit;
 use super::{NsService, UdpEndpoint};
 use crate::lock::lock;
 use crate::sys::probe::Probe;
+
+/// Turns in a row a socket must leave datagrams queued to count as busy.
+const BUSY_STREAK: u32 = 8;
 
 /// Datagrams served from one quiet socket per probe; a socket with more is busy and is left
 /// to its own turns.
@@ -70,6 +74,10 @@ pub(crate) struct QuietSocket {
     runtime: tokio::runtime::Handle,
     /// In the probe set (as far as this side knows).
     joined: AtomicBool,
+    /// Turns in a row that left datagrams queued.
+    streak: AtomicU32,
+    /// Counted in the registry's `backlogged` (its streak reached [`BUSY_STREAK`]).
+    busy: AtomicBool,
     /// Why its task must end, when serving it here found out (a service panic).
     exit: Mutex<Option<ListenerExit>>,
 }
@@ -92,6 +100,8 @@ impl QuietSocket {
             service: Arc::clone(service),
             runtime,
             joined: AtomicBool::new(false),
+            streak: AtomicU32::new(0),
+            busy: AtomicBool::new(false),
             exit: Mutex::new(None),
         });
         lock(&r.sockets).insert(q.key, Arc::downgrade(&q));
@@ -123,6 +133,27 @@ impl QuietSocket {
             let _ = r
                 .joined
                 .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+        }
+    }
+
+    /// Its task's turn ended with its queue `drained` or not. A socket counts as busy (out of
+    /// the probe set, and waking the lane for the others) only after [`BUSY_STREAK`] turns in
+    /// a row left datagrams queued: one that is backlogged now and then under a moderate load
+    /// changes nothing, so a lone busy namespace pays no `epoll_ctl` or lane wakeups.
+    pub(crate) fn turn_ended(&self, drained: bool) {
+        if drained {
+            self.streak.store(0, Relaxed);
+            if self.busy.swap(false, Relaxed) {
+                set_backlogged(false);
+            }
+            // Also after the lane left it (too much queued, share spent): one atomic load
+            // when it is in the set already.
+            self.join();
+        } else if self.streak.fetch_add(1, Relaxed) + 1 >= BUSY_STREAK
+            && !self.busy.swap(true, Relaxed)
+        {
+            self.leave();
+            set_backlogged(true);
         }
     }
 
@@ -163,14 +194,16 @@ impl QuietSocket {
 impl Drop for QuietSocket {
     /// Its task ended (or was aborted): out of the probe set and the registry.
     fn drop(&mut self) {
+        if self.busy.swap(false, Relaxed) {
+            set_backlogged(false);
+        }
         self.leave();
         lock(&REGISTRY.sockets).remove(&self.key);
     }
 }
 
-/// A socket of some namespace became backlogged (`true`) or drained: while any is, the lane
-/// serves the quiet ones.
-pub(crate) fn set_backlogged(now: bool) {
+/// A socket became busy (`true`) or drained: while any is, the lane serves the quiet ones.
+fn set_backlogged(now: bool) {
     let r = &*REGISTRY;
     if now {
         if r.backlogged.fetch_add(1, Relaxed) == 0
@@ -183,6 +216,12 @@ pub(crate) fn set_backlogged(now: bool) {
             .backlogged
             .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
     }
+}
+
+/// Creates the probe epoll and starts the lane thread, once (at start-up, so they are there
+/// before any namespace; otherwise on the first socket).
+pub(crate) fn start() {
+    start_lane(&REGISTRY);
 }
 
 /// Starts the lane thread once.

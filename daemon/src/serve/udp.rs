@@ -68,7 +68,6 @@ pub(crate) async fn run(ep: Arc<UdpEndpoint>, service: Arc<dyn NsService>) -> Li
     let exit = serve(&ep, service.as_ref(), quiet, &mut backlogged).await;
     if backlogged {
         share.set_backlogged(false);
-        super::quiet::set_backlogged(false);
     }
     drop(lane);
     share.unregister(&ep);
@@ -95,7 +94,7 @@ async fn serve(
         }
         let grant = share.grant().min(BATCH);
         if grant == 0 {
-            quiet.inspect(|q| q.leave());
+            quiet.inspect(|q| q.turn_ended(false));
             // The namespace has had its share of this round: the rest waits in the socket's
             // queue (or is dropped there by the kernel) while others are served. Counted as
             // backlogged, so next round the share is split with this socket too and a sibling
@@ -103,7 +102,6 @@ async fn serve(
             if !*backlogged {
                 *backlogged = true;
                 share.set_backlogged(true);
-                super::quiet::set_backlogged(true);
             }
             super::share::yield_round().await;
             continue;
@@ -139,12 +137,9 @@ async fn serve(
         if *backlogged == drained {
             *backlogged = !drained;
             share.set_backlogged(*backlogged);
-            super::quiet::set_backlogged(*backlogged);
         }
-        if drained {
-            quiet.inspect(|q| q.join());
-        } else {
-            quiet.inspect(|q| q.leave());
+        quiet.inspect(|q| q.turn_ended(drained));
+        if !drained {
             super::share::yield_round().await;
         }
     }

@@ -180,6 +180,9 @@ async fn run_daemon(
     let mut manager = Manager::new(config, source, kinds, tx.clone(), args.runtime_dir.clone())
         .context("starting the namespace thread")?;
     manager.remember_attachments_in(&args.state_dir);
+    // The quiet lane's epoll and thread exist before the first namespace (fd counts are
+    // stable from "ready" on).
+    crate::serve::quiet::start();
     let shutdown = CancellationToken::new();
     let observe_task =
         observe.map(|l| tokio::spawn(crate::metrics::observe::serve(l, call_tx.clone())));

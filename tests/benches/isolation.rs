@@ -471,6 +471,9 @@ fn main() -> anyhow::Result<()> {
         if let Some(ns) = d.ns("A")? {
             println!("{label}: A shed {}", ns["udp"]);
         }
+        if let Some(ns) = d.ns("B")? {
+            println!("{label}: B {}", ns["udp"]);
+        }
     }
     println!(
         "\nB probed with 1 NTP request in flight while A is flooded ({} s each):\n",

@@ -7,6 +7,8 @@
 //! datagrams in total, split between its backlogged sockets, and a socket whose namespace has
 //! spent its share gives up its turn without reading. A quiet namespace's datagram then waits
 //! for about one quantum of each busy namespace's work, however many sockets those flood.
+//! (A namespace whose sockets were drained does not even wait for that while others are
+//! busy: the quiet lane, `quiet.rs`, serves it from a thread of its own.)
 //!
 //! A round is one pass of the scheduler over its ready tasks. tokio's `yield_now` defers the
 //! waker until the I/O driver has been polled, so a task coming back from it knows a round has
@@ -31,9 +33,12 @@ use super::UdpEndpoint;
 use crate::lock::lock;
 use crate::sys::udp::BATCH;
 
-/// Datagrams a namespace may read per round, across all its sockets: one receive batch, so a
-/// quiet namespace waits for about one batch of each busy one.
-pub(crate) const QUANTUM: usize = BATCH;
+/// Datagrams a namespace may read per round, across all its sockets: up to one receive batch
+/// per socket for a namespace with up to four busy sockets (the portmapper, DNS and NTP of a
+/// flood each read full batches, which keeps the CPU per answer of a busy namespace low). A
+/// quiet namespace does not wait for rounds: the quiet lane serves it (`serve/quiet.rs`); a
+/// namespace that is itself backlogged waits for about one quantum of each other busy one.
+pub(crate) const QUANTUM: usize = 4 * BATCH;
 
 /// The smallest read a backlogged socket is granted, so a namespace with many busy sockets
 /// still reads several datagrams per system call.
@@ -64,6 +69,8 @@ pub(crate) struct NsShare {
     backlogged: AtomicUsize,
     /// Turns given up because the share was spent.
     deferred: AtomicU64,
+    /// Datagrams of its quiet sockets served by the quiet lane (`serve/quiet.rs`).
+    between: AtomicU64,
     /// The namespace's open UDP sockets, to read their kernel drop counters for a report.
     sockets: Mutex<Vec<Weak<UdpEndpoint>>>,
     /// Drops counted on sockets that have since closed.
@@ -88,12 +95,20 @@ impl NsShare {
             return 0;
         }
         let busy = self.backlogged.load(Relaxed).max(1);
-        left.min(QUANTUM.div_ceil(busy).max(MIN_GRANT))
+        left.min(QUANTUM.div_ceil(busy).max(MIN_GRANT)).min(BATCH)
     }
 
     /// Counts `n` datagrams read against this round's share.
     pub(crate) fn charge(&self, n: usize) {
         self.spent.fetch_add(n, Relaxed);
+    }
+
+    /// Counts datagrams served by the quiet lane while another socket was busy (see
+    /// `serve/quiet.rs`).
+    pub(crate) fn served_between(&self, n: usize) {
+        if n > 0 {
+            self.between.fetch_add(n as u64, Relaxed);
+        }
     }
 
     /// A socket's queue went from drained to backlogged (`true`) or back: its siblings' grants
@@ -139,6 +154,7 @@ impl NsShare {
         serde_json::json!({
             "dropped": self.dropped(),
             "deferred": self.deferred.load(Relaxed),
+            "served_between": self.between.load(Relaxed),
         })
     }
 }
@@ -150,19 +166,21 @@ mod tests {
     #[test]
     fn a_namespace_gets_one_quantum_per_round_split_between_its_busy_sockets() {
         let s = NsShare::default();
-        assert_eq!(s.grant_in(7), QUANTUM);
-        s.set_backlogged(true);
-        s.set_backlogged(true);
+        // One batch per turn at most.
+        assert_eq!(s.grant_in(7), BATCH.min(QUANTUM));
+        for _ in 0..8 {
+            s.set_backlogged(true);
+        }
         let g = s.grant_in(7);
-        assert_eq!(g, QUANTUM / 2);
-        s.charge(g);
-        assert_eq!(s.grant_in(7), QUANTUM - g);
+        assert_eq!(g, QUANTUM / 8);
         s.charge(QUANTUM - g);
+        assert_eq!(s.grant_in(7), g);
+        s.charge(g);
         assert_eq!(s.grant_in(7), 0);
         assert_eq!(s.deferred.load(Relaxed), 1);
-        s.set_backlogged(false);
-        s.set_backlogged(false);
-        s.set_backlogged(false);
+        for _ in 0..9 {
+            s.set_backlogged(false);
+        }
         assert_eq!(s.backlogged.load(Relaxed), 0);
         // Many busy sockets still read a few datagrams per call.
         for _ in 0..100 {

@@ -14,21 +14,25 @@
 //! datagrams, the stack routes and delivers them as one packet up to the peer's socket, which
 //! roughly halves the CPU per answer when a client keeps several requests in flight.
 //!
-//! A turn reads no more than the namespace's share of the round grants (one batch per namespace
-//! per round, split between its busy sockets; see [`super::share`]), and a socket with datagrams
-//! left gives the loop up until the next round: a quiet namespace waits for about one batch of
-//! each busy namespace, not one per busy socket.
+//! A turn reads no more than the namespace's share of the round grants (a quantum per namespace
+//! per round, split between its busy sockets, one batch per turn at most; see
+//! [`super::share`]), and a socket with datagrams left gives the loop up until the next round.
+//! While some socket is backlogged, quiet sockets are also served at once by the quiet lane, a
+//! thread of its own ([`super::quiet`]), so they wait neither for a turn nor for this busy
+//! thread to be scheduled.
 
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::Arc;
+use std::thread::LocalKey;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::io::Interest;
 
 use super::contain::{self, ListenerExit};
+use super::quiet::QuietSocket;
 use super::{Datagram, NsService, Replies, UdpEndpoint};
 use crate::sys::udp::{BATCH, Outgoing, RecvBatch, SendBatch};
 
@@ -55,11 +59,17 @@ thread_local! {
 pub(crate) async fn run(ep: Arc<UdpEndpoint>, service: Arc<dyn NsService>) -> ListenerExit {
     let share = &ep.ns.share;
     share.register(&ep);
+    let lane = QuietSocket::register(&ep, &service);
+    let quiet = lane.as_deref();
+    if let Some(q) = quiet {
+        q.join();
+    }
     let mut backlogged = false;
-    let exit = serve(&ep, service.as_ref(), &mut backlogged).await;
+    let exit = serve(&ep, service.as_ref(), quiet, &mut backlogged).await;
     if backlogged {
         share.set_backlogged(false);
     }
+    drop(lane);
     share.unregister(&ep);
     exit
 }
@@ -67,6 +77,7 @@ pub(crate) async fn run(ep: Arc<UdpEndpoint>, service: Arc<dyn NsService>) -> Li
 async fn serve(
     ep: &Arc<UdpEndpoint>,
     service: &dyn NsService,
+    quiet: Option<&QuietSocket>,
     backlogged: &mut bool,
 ) -> ListenerExit {
     let share = &ep.ns.share;
@@ -77,8 +88,13 @@ async fn serve(
             tracing::error!(netns = %ep.ns.name, addr = %ep.bound, error = %e, "udp socket failed");
             return ListenerExit::Ended(format!("socket failed: {e}"));
         }
-        let grant = share.grant();
+        // Served on the quiet lane, the service panicked or a test ended the listener.
+        if let Some(exit) = quiet.and_then(QuietSocket::take_exit) {
+            return exit;
+        }
+        let grant = share.grant().min(BATCH);
         if grant == 0 {
+            quiet.inspect(|q| q.turn_ended(false));
             // The namespace has had its share of this round: the rest waits in the socket's
             // queue (or is dropped there by the kernel) while others are served. Counted as
             // backlogged, so next round the share is split with this socket too and a sibling
@@ -96,7 +112,7 @@ async fn serve(
         // tokio clears only the readiness it saw before the call, so a datagram that
         // arrived meanwhile keeps the socket readable.
         let r = ep.sock.try_io(Interest::READABLE, || {
-            got = handle_batch(ep, service, grant, &mut exit)?;
+            got = handle_batch(&BATCHES, ep, service, grant, &mut exit)?;
             if got < grant {
                 Err(io::ErrorKind::WouldBlock.into())
             } else {
@@ -122,22 +138,37 @@ async fn serve(
             *backlogged = !drained;
             share.set_backlogged(*backlogged);
         }
+        quiet.inspect(|q| q.turn_ended(drained));
         if !drained {
             super::share::yield_round().await;
         }
     }
 }
 
-/// Receives up to `max` datagrams (one batch at most), hands each to the service and sends the
-/// replies in one go.
-/// A panic in the service stops the batch (its replies so far still leave) and sets `exit`.
-fn handle_batch(
+/// Serves up to `max` datagrams of a quiet socket on the quiet lane (see [`super::quiet`]),
+/// with that thread's buffers. Reads the
+/// socket directly: its task's readiness is left as tokio set it (the task then finds the
+/// queue empty and clears it). `WouldBlock` when nothing was queued.
+pub(crate) fn serve_between(
     ep: &Arc<UdpEndpoint>,
     service: &dyn NsService,
     max: usize,
     exit: &mut Option<ListenerExit>,
 ) -> io::Result<usize> {
-    BATCHES.with(|cell| {
+    handle_batch(&BATCHES, ep, service, max, exit)
+}
+
+/// Receives up to `max` datagrams (one batch at most), hands each to the service and sends the
+/// replies in one go.
+/// A panic in the service stops the batch (its replies so far still leave) and sets `exit`.
+fn handle_batch(
+    buffers: &'static LocalKey<RefCell<Option<Box<Batches>>>>,
+    ep: &Arc<UdpEndpoint>,
+    service: &dyn NsService,
+    max: usize,
+    exit: &mut Option<ListenerExit>,
+) -> io::Result<usize> {
+    buffers.with(|cell| {
         let mut slot = cell.borrow_mut();
         let b = slot.get_or_insert_with(|| {
             Box::new(Batches {

@@ -26,6 +26,8 @@ const WINDOW: u64 = 256;
 /// What a real client's exchange may take while the other namespace is flooded: generous
 /// (each tool's own timeout is 2 s), so a loaded test machine does not fail it.
 const BOUND: Duration = Duration::from_secs(3);
+/// NTP exchanges made one after another from the quiet namespace during the flood.
+const QUIET_BURST: u64 = 200;
 
 fn dns_query(id: u16) -> Vec<u8> {
     let mut q = id.to_be_bytes().to_vec();
@@ -146,6 +148,21 @@ fn a_flooded_namespace_leaves_the_others_answering() -> anyhow::Result<()> {
             let out = timed(&quiet, "rpcinfo -u 127.0.0.1 100000 2")?;
             assert!(out.contains("ready and waiting"), "rpcinfo: {out}");
         }
+        // A burst of NTP exchanges, one at a time, from the quiet namespace: they arrive while
+        // the flooded namespace's sockets are backlogged, so the quiet lane serves them.
+        let answered = nsaux_tests::netns::in_netns_file(&quiet.path, || {
+            (0..QUIET_BURST)
+                .filter(|&i| {
+                    let to = SocketAddr::from(([127, 0, 0, 1], 123));
+                    nsaux_tests::netns::udp_exchange(to, &ntp_request(i), BOUND)
+                        .is_ok_and(|r| r.is_some())
+                })
+                .count()
+        })?;
+        assert_eq!(
+            answered, QUIET_BURST as usize,
+            "quiet NTP exchanges answered"
+        );
         Ok(())
     })();
     stop.store(true, Ordering::Relaxed);
@@ -163,6 +180,12 @@ fn a_flooded_namespace_leaves_the_others_answering() -> anyhow::Result<()> {
         .ns("fa-quiet")?
         .ok_or_else(|| anyhow::anyhow!("fa-quiet not listed"))?;
     assert_eq!(ns["udp"]["dropped"].as_u64(), Some(0), "{ns}");
+    // Its datagrams did not all wait for a turn of the busy loop: the quiet lane served some
+    // (`serve/quiet.rs`).
+    assert!(
+        ns["udp"]["served_between"].as_u64().is_some_and(|n| n > 0),
+        "{ns}"
+    );
     let ns = d
         .ns("fa-flooded")?
         .ok_or_else(|| anyhow::anyhow!("fa-flooded not listed"))?;

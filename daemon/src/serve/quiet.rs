@@ -1,0 +1,277 @@
+//! The quiet lane: a thread of its own that serves quiet sockets while another namespace keeps
+//! the event loop busy.
+//!
+//! The fair share (`share.rs`) bounds how long a quiet namespace waits to one turn of each busy
+//! namespace, but a flood keeps the loop's thread always runnable, and on a loaded machine the
+//! kernel then runs it only in slices: a quiet namespace's datagram waits for the turn in
+//! progress and for the busy thread to be scheduled again, while a stock daemon in a process of
+//! its own sleeps and is woken (and preferred by the scheduler) within microseconds. So every
+//! UDP socket whose queue was drained at the end of its last turn (a *quiet* one) also sits in
+//! a second, level-triggered epoll set (`sys/probe.rs`), and while any socket is busy (see
+//! [`QuietSocket::turn_ended`]) a lane thread sleeps in `epoll_wait` on that set and serves
+//! what arrives there at once, with its own buffers, charged to the socket's namespace like a
+//! turn. When nothing is busy the
+//! lane is parked and the loop alone serves everyone (no extra wakeup per datagram).
+//!
+//! A socket leaves the set when it is busy (its own turns serve it, under the share), or
+//! when the lane found more than [`INLINE_MAX`] datagrams on it or its namespace had spent its
+//! share; its task puts it back after a turn that drained it. The socket's own task is still
+//! woken by tokio for datagrams the lane took and then finds the queue empty: one empty read,
+//! paid only by quiet sockets while another namespace is busy.
+
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::time::Duration;
+
+use super::contain::ListenerExit;
+use super::{NsService, UdpEndpoint};
+use crate::lock::lock;
+use crate::sys::probe::Probe;
+
+/// Turns in a row a socket must leave datagrams queued to count as busy.
+const BUSY_STREAK: u32 = 8;
+
+/// Datagrams served from one quiet socket per probe; a socket with more is busy and is left
+/// to its own turns.
+const INLINE_MAX: usize = 8;
+
+/// The probe set, and the sockets its keys name.
+struct Registry {
+    /// `None` when the kernel refused an epoll instance: quiet sockets then wait for turns.
+    probe: Option<Probe>,
+    /// Weak: a listener task that is aborted drops its socket, which leaves the set then.
+    sockets: Mutex<HashMap<u64, Weak<QuietSocket>>>,
+    /// Sockets in the probe set now.
+    joined: AtomicUsize,
+    /// Backlogged sockets of all namespaces: the lane serves only while there are some.
+    backlogged: AtomicUsize,
+    /// The lane thread, to unpark it when a socket becomes backlogged.
+    lane: Mutex<Option<std::thread::Thread>>,
+    next_key: AtomicU64,
+}
+
+static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Registry {
+    probe: Probe::new()
+        .inspect_err(
+            |e| tracing::warn!(error = %e, "no probe epoll: quiet namespaces wait for turns"),
+        )
+        .ok(),
+    sockets: Mutex::new(HashMap::new()),
+    joined: AtomicUsize::new(0),
+    backlogged: AtomicUsize::new(0),
+    lane: Mutex::new(None),
+    next_key: AtomicU64::new(1),
+});
+
+/// A UDP socket as the probe knows it: what is needed to serve it outside its own task.
+pub(crate) struct QuietSocket {
+    key: u64,
+    ep: Arc<UdpEndpoint>,
+    service: Arc<dyn NsService>,
+    /// The runtime its service spawns tasks on (DNS misses), entered while the lane serves it.
+    runtime: tokio::runtime::Handle,
+    /// In the probe set (as far as this side knows).
+    joined: AtomicBool,
+    /// Turns in a row that left datagrams queued.
+    streak: AtomicU32,
+    /// Counted in the registry's `backlogged` (its streak reached [`BUSY_STREAK`]).
+    busy: AtomicBool,
+    /// Why its task must end, when serving it here found out (a service panic).
+    exit: Mutex<Option<ListenerExit>>,
+}
+
+impl QuietSocket {
+    /// Makes `ep` known to the probe (not yet in the set: see [`QuietSocket::join`]) for as
+    /// long as the caller (its task) holds the result.
+    /// `None` outside a tokio runtime (the socket is then served by its task alone).
+    pub(crate) fn register(
+        ep: &Arc<UdpEndpoint>,
+        service: &Arc<dyn NsService>,
+    ) -> Option<Arc<Self>> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let r = &*REGISTRY;
+        r.probe.as_ref()?;
+        start_lane(r);
+        let q = Arc::new(Self {
+            key: r.next_key.fetch_add(1, Relaxed),
+            ep: Arc::clone(ep),
+            service: Arc::clone(service),
+            runtime,
+            joined: AtomicBool::new(false),
+            streak: AtomicU32::new(0),
+            busy: AtomicBool::new(false),
+            exit: Mutex::new(None),
+        });
+        lock(&r.sockets).insert(q.key, Arc::downgrade(&q));
+        Some(q)
+    }
+
+    /// Its queue was drained: datagrams arriving now may be served between others' work.
+    pub(crate) fn join(&self) {
+        if self.joined.load(Relaxed) || self.joined.swap(true, Relaxed) {
+            return;
+        }
+        let r = &*REGISTRY;
+        if let Some(p) = &r.probe
+            && p.add(self.ep.sock.as_fd(), self.key).is_ok()
+        {
+            r.joined.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// It is backlogged (or its namespace's share is spent): only its own turns serve it.
+    pub(crate) fn leave(&self) {
+        if !self.joined.load(Relaxed) || !self.joined.swap(false, Relaxed) {
+            return;
+        }
+        let r = &*REGISTRY;
+        if let Some(p) = &r.probe
+            && p.remove(self.ep.sock.as_fd()).is_ok()
+        {
+            let _ = r
+                .joined
+                .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+        }
+    }
+
+    /// Its task's turn ended with its queue `drained` or not. A socket counts as busy (out of
+    /// the probe set, and waking the lane for the others) only after [`BUSY_STREAK`] turns in
+    /// a row left datagrams queued: one that is backlogged now and then under a moderate load
+    /// changes nothing, so a lone busy namespace pays no `epoll_ctl` or lane wakeups.
+    pub(crate) fn turn_ended(&self, drained: bool) {
+        if drained {
+            self.streak.store(0, Relaxed);
+            if self.busy.swap(false, Relaxed) {
+                set_backlogged(false);
+            }
+            // Also after the lane left it (too much queued, share spent): one atomic load
+            // when it is in the set already.
+            self.join();
+        } else if self.streak.fetch_add(1, Relaxed) + 1 >= BUSY_STREAK
+            && !self.busy.swap(true, Relaxed)
+        {
+            self.leave();
+            set_backlogged(true);
+        }
+    }
+
+    /// The exit that serving it outside its task ran into, once.
+    pub(crate) fn take_exit(&self) -> Option<ListenerExit> {
+        lock(&self.exit).take()
+    }
+
+    /// Serves up to [`INLINE_MAX`] of its queued datagrams now.
+    fn serve(&self) {
+        let share = &self.ep.ns.share;
+        let grant = share.grant().min(INLINE_MAX);
+        if grant == 0 {
+            self.leave();
+            return;
+        }
+        let mut exit = None;
+        let _rt = self.runtime.enter();
+        let got = match super::udp::serve_between(&self.ep, self.service.as_ref(), grant, &mut exit)
+        {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            // An ICMP error from an earlier send, consumed by the read.
+            Err(_) => 1,
+        };
+        share.charge(got);
+        share.served_between(got);
+        if got >= grant {
+            self.leave();
+        }
+        if let Some(e) = exit {
+            self.leave();
+            *lock(&self.exit) = Some(e);
+        }
+    }
+}
+
+impl Drop for QuietSocket {
+    /// Its task ended (or was aborted): out of the probe set and the registry.
+    fn drop(&mut self) {
+        if self.busy.swap(false, Relaxed) {
+            set_backlogged(false);
+        }
+        self.leave();
+        lock(&REGISTRY.sockets).remove(&self.key);
+    }
+}
+
+/// A socket became busy (`true`) or drained: while any is, the lane serves the quiet ones.
+fn set_backlogged(now: bool) {
+    let r = &*REGISTRY;
+    if now {
+        if r.backlogged.fetch_add(1, Relaxed) == 0
+            && let Some(t) = lock(&r.lane).as_ref()
+        {
+            t.unpark();
+        }
+    } else {
+        let _ = r
+            .backlogged
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+    }
+}
+
+/// Creates the probe epoll and starts the lane thread, once (at start-up, so they are there
+/// before any namespace; otherwise on the first socket).
+pub(crate) fn start() {
+    start_lane(&REGISTRY);
+}
+
+/// Starts the lane thread once.
+fn start_lane(r: &'static Registry) {
+    let mut lane = lock(&r.lane);
+    if lane.is_some() {
+        return;
+    }
+    match std::thread::Builder::new()
+        .name("nsaux-quiet".into())
+        .spawn(move || run_lane(r))
+    {
+        Ok(h) => *lane = Some(h.thread().clone()),
+        Err(e) => {
+            tracing::warn!(error = %e, "no quiet lane thread: quiet namespaces wait for turns")
+        }
+    }
+}
+
+/// How long the lane sleeps in the probe before looking whether anything is still backlogged.
+const LANE_RECHECK_MS: i32 = 20;
+
+/// The lane: parked while nothing is backlogged, else waits on the probe and serves quiet
+/// sockets as their datagrams arrive.
+fn run_lane(r: &'static Registry) {
+    let Some(p) = &r.probe else { return };
+    let mut keys = [0u64; 8];
+    loop {
+        if r.backlogged.load(Relaxed) == 0 {
+            std::thread::park_timeout(Duration::from_secs(1));
+            continue;
+        }
+        let n = match p.ready(&mut keys, LANE_RECHECK_MS) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "quiet lane: probe failed");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        // Nothing busy any more: the loop serves everyone again (serving here too would wake
+        // two threads per datagram).
+        if r.backlogged.load(Relaxed) == 0 {
+            continue;
+        }
+        for key in &keys[..n] {
+            let q = lock(&r.sockets).get(key).and_then(Weak::upgrade);
+            if let Some(q) = q {
+                q.serve();
+            }
+        }
+    }
+}

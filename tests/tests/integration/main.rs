@@ -16,6 +16,8 @@ mod identity;
 mod metrics;
 mod ntp;
 mod operations;
+mod packaging;
 mod reflection;
 mod rpcbind;
+mod rpcbind_series;
 mod slots;

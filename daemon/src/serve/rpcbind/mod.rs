@@ -226,6 +226,7 @@ impl ServiceKind for Rpcbind {
             .sum();
         let account = crate::budget::Account::default();
         account.set(pm.registration_bytes());
+        ns.metrics.set_registrations(pm.entries().len());
         let inst = Arc::new_cyclic(|me| RpcbindNs {
             me: me.clone(),
             ns: Arc::clone(&ns),

@@ -5,7 +5,7 @@
 //! `NSAUX_GIT_COMMIT` in the environment overrides it (a distribution building from a
 //! release tarball knows the commit even though git does not).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Runs `cmd args` and returns its trimmed stdout if it succeeded with some output.
@@ -18,6 +18,14 @@ fn output(cmd: &str, args: &[&str]) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
+/// Tells cargo to run this script again when `path` changes. Only for a file that exists: cargo
+/// takes a missing one as always changed, which would rebuild the daemon on every build.
+fn watch(path: &Path) {
+    if path.exists() {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
+}
+
 /// The git files whose change means another commit is checked out (HEAD, the branch's ref,
 /// packed refs), so the commit is read again then and only then.
 fn watch_git() {
@@ -25,17 +33,14 @@ fn watch_git() {
         return;
     };
     let git_dir = PathBuf::from(git_dir);
-    println!("cargo:rerun-if-changed={}", git_dir.join("HEAD").display());
+    watch(&git_dir.join("HEAD"));
     let common = output("git", &["rev-parse", "--git-common-dir"])
         .map_or_else(|| git_dir.clone(), PathBuf::from);
-    println!(
-        "cargo:rerun-if-changed={}",
-        common.join("packed-refs").display()
-    );
+    watch(&common.join("packed-refs"));
     if let Some(r) = output("git", &["rev-parse", "--symbolic-full-name", "HEAD"])
         && r.starts_with("refs/")
     {
-        println!("cargo:rerun-if-changed={}", common.join(r).display());
+        watch(&common.join(r));
     }
 }
 

@@ -43,7 +43,7 @@ fn package() -> anyhow::Result<PathBuf> {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let built = Command::new(cargo)
             .current_dir(workspace())
-            .args(["deb", "-p", "nsauxd", "--locked", "--output"])
+            .args(["deb", "-p", "nsauxd", "--locked", "--fast", "--output"])
             .arg(&out)
             .output()
             .map_err(|e| e.to_string())?;
@@ -79,7 +79,7 @@ fn the_debian_package_passes_lintian_installs_and_validates_its_conffile() -> an
 
     // lintian: no error. Warnings are printed for the log (the README lists those accepted).
     let lint = Command::new("lintian")
-        .arg("--no-tag-display-limit")
+        .args(["--tag-display-limit", "0"])
         .arg(&deb)
         .output()?;
     let report = text(&lint.stdout);
@@ -116,7 +116,7 @@ fn the_debian_package_passes_lintian_installs_and_validates_its_conffile() -> an
         "./usr/sbin/nsauxd",
         "./usr/sbin/nsauxctl",
         "./etc/nsaux/nsaux.toml",
-        "./lib/systemd/system/nsauxd.service",
+        "./usr/lib/systemd/system/nsauxd.service",
         "./usr/share/man/man8/nsauxd.8.gz",
         "./usr/share/man/man8/nsauxctl.8.gz",
         "./usr/share/man/man5/nsaux.toml.5.gz",
@@ -138,15 +138,15 @@ fn the_debian_package_passes_lintian_installs_and_validates_its_conffile() -> an
     let conffiles = std::fs::read_to_string(root.path().join("DEBIAN/conffiles"))?;
     assert_eq!(conffiles.trim(), "/etc/nsaux/nsaux.toml");
 
-    // Installed into a throwaway root: the installed daemon accepts the installed conffile,
+    // Installed into a throwaway root: the installed nsauxctl accepts the installed conffile,
     // the hook runs the installed nsauxctl, and the changelog names the package's version.
     run(Command::new("dpkg-deb")
         .arg("-x")
         .arg(&deb)
         .arg(root.path()))?;
     let r = root.path();
-    let valid = run(Command::new(r.join("usr/sbin/nsauxd"))
-        .arg("validate")
+    let valid = run(Command::new(r.join("usr/sbin/nsauxctl"))
+        .args(["validate", "--config"])
         .arg(r.join("etc/nsaux/nsaux.toml")))?;
     eprintln!("validate: {}{}", text(&valid.stdout), text(&valid.stderr));
     let hook: serde_json::Value = serde_json::from_slice(&std::fs::read(

@@ -32,7 +32,8 @@ fn roff(text: &str) -> String {
 /// version) in `section`, followed by `extra` roff.
 fn clap_page(cmd: clap::Command, section: &str, extra: &str) -> String {
     let mut out = Vec::new();
-    let man = clap_mangen::Man::new(cmd)
+    // The page shows the bare version: the commit in `--version` would change it every commit.
+    let man = clap_mangen::Man::new(cmd.long_version(None::<&'static str>))
         .section(section)
         .manual("nsaux")
         .source(format!("nsaux {}", env!("CARGO_PKG_VERSION")));

@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 
 mod budget;
+mod build_info;
 mod cni;
 mod config;
 mod control;

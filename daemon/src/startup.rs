@@ -24,7 +24,7 @@ const EX_CONFIG: u8 = 78;
 ///
 /// Runs in the foreground (systemd style). Flags override the configuration file.
 #[derive(Debug, Parser)]
-#[command(name = "nsauxd", version, about, long_about = None)]
+#[command(name = "nsauxd", version, long_version = crate::build_info::LONG_VERSION, about, long_about = None)]
 pub(crate) struct DaemonArgs {
     /// Configuration file (TOML). The default path may be absent: built-in defaults apply.
     #[arg(long, value_name = "FILE")]

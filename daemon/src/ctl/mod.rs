@@ -23,7 +23,7 @@ use crate::defaults::{DEFAULT_CONFIG, DEFAULT_RUNTIME_DIR};
 /// nothing matched (an unknown namespace, a registration or record that is not there); 2 on a
 /// usage error. A closed output pipe ends it by SIGPIPE (status 141 in the shell).
 #[derive(Debug, Parser)]
-#[command(name = "nsauxctl", version, about, long_about = None)]
+#[command(name = "nsauxctl", version, long_version = crate::build_info::LONG_VERSION, about, long_about = None)]
 pub(crate) struct CtlArgs {
     /// The daemon's runtime directory.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_RUNTIME_DIR, global = true)]

@@ -53,8 +53,11 @@ fn counter(
 
 impl Collector for Exposition {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
-        let version = env!("CARGO_PKG_VERSION");
-        let info = [("version", version)];
+        let info = [
+            ("version", crate::build_info::VERSION),
+            ("commit", crate::build_info::COMMIT),
+            ("rustc", crate::build_info::RUSTC),
+        ];
         let mut e = enc.encode_descriptor(
             "nsaux_build",
             "Build of the running nsauxd (always 1)",
@@ -95,6 +98,14 @@ impl Collector for Exposition {
                 counter(&mut e, &[("version", vers), ("procedure", proc_)], n)?;
             }
         }
+
+        let e = enc.encode_descriptor(
+            "nsaux_rpcbind_registrations",
+            "Portmapper registrations in the tables of all live namespaces",
+            None,
+            MetricType::Gauge,
+        )?;
+        gauge(self.snap.registrations).encode(e)?;
 
         let mut e = enc.encode_descriptor(
             "nsaux_dns_upstream_latency_seconds",
@@ -141,8 +152,50 @@ impl Collector for Exposition {
                 }
             }
         }
+        self.encode_per_ns_rpc(&mut enc)
+    }
+}
+
+impl Exposition {
+    /// The portmapper's per-namespace series: calls by version and procedure, and the
+    /// registrations gauge, one set per opted-in namespace.
+    fn encode_per_ns_rpc(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        let mut e = enc.encode_descriptor(
+            "nsaux_netns_rpcbind_calls",
+            "Portmapper calls by version and procedure, per opted-in namespace",
+            None,
+            MetricType::Counter,
+        )?;
+        for ns in &self.snap.per_ns_rpc {
+            for (v, names) in RPC_PROCS.iter().enumerate() {
+                let vers = ["2", "3", "4"][v];
+                for (p, proc_) in names.iter().enumerate() {
+                    let n = ns.calls.get(v).and_then(|r| r.get(p)).copied().unwrap_or(0);
+                    let labels = [
+                        ("netns", ns.netns.as_str()),
+                        ("version", vers),
+                        ("procedure", proc_),
+                    ];
+                    counter(&mut e, &labels, n)?;
+                }
+            }
+        }
+        let mut e = enc.encode_descriptor(
+            "nsaux_netns_rpcbind_registrations",
+            "Portmapper registrations in the table, per opted-in namespace",
+            None,
+            MetricType::Gauge,
+        )?;
+        for ns in &self.snap.per_ns_rpc {
+            gauge(ns.registrations).encode(e.encode_family(&[("netns", ns.netns.as_str())])?)?;
+        }
         Ok(())
     }
+}
+
+/// A gauge of a count (saturating at `i64::MAX`, the gauge's type).
+fn gauge(n: u64) -> ConstGauge<i64> {
+    ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 /// The exposition text of `snap` and the namespace counts.
@@ -176,6 +229,9 @@ mod tests {
             "nsaux_rpcbind_calls_total{version=\"2\",procedure=\"getport\"}",
             "nsaux_dns_upstream_latency_seconds_bucket{le=\"+Inf\"}",
             "nsaux_journal_writes_total",
+            "nsaux_rpcbind_registrations ",
+            "commit=\"",
+            "rustc=\"rustc ",
         ] {
             assert!(out.contains(name), "{name} missing in\n{out}");
         }

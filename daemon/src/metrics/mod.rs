@@ -12,6 +12,10 @@
 
 pub(crate) mod encode;
 pub(crate) mod observe;
+pub(crate) mod rpcbind;
+
+use rpcbind::RPC_SLOTS;
+pub(crate) use rpcbind::{NsRpc, RPC_PROCS};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
@@ -209,39 +213,6 @@ pub(crate) static SERIES: [Series; N] = [
     ),
 ];
 
-/// Portmapper procedures counted per version (index = version - 2), like `rpcinfo -m`.
-pub(crate) const RPC_PROCS: [&[&str]; 3] = [
-    &["null", "set", "unset", "getport", "dump", "callit"],
-    &[
-        "null",
-        "set",
-        "unset",
-        "getaddr",
-        "dump",
-        "callit",
-        "gettime",
-        "uaddr2taddr",
-        "taddr2uaddr",
-    ],
-    &[
-        "null",
-        "set",
-        "unset",
-        "getaddr",
-        "dump",
-        "bcast",
-        "gettime",
-        "uaddr2taddr",
-        "taddr2uaddr",
-        "getversaddr",
-        "indirect",
-        "getaddrlist",
-        "getstat",
-    ],
-];
-/// Slots of the per-version procedure table (13 per version).
-const RPC_SLOTS: usize = 3 * 13;
-
 /// Upper bounds (seconds) of the upstream latency histogram: 1 ms to 5 s.
 pub(crate) const LATENCY_BOUNDS: [f64; 12] = [
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
@@ -282,13 +253,6 @@ impl Counters {
         self.c.get(i).map_or(0, |a| a.load(Ordering::Relaxed))
     }
 
-    /// Calls of portmapper `vers`/`proc_`, index into [`RPC_PROCS`].
-    pub(crate) fn rpc_get(&self, vers_idx: usize, proc_: usize) -> u64 {
-        self.rpc
-            .get(vers_idx * 13 + proc_)
-            .map_or(0, |a| a.load(Ordering::Relaxed))
-    }
-
     fn fold_into(&self, other: &Self) {
         for (a, b) in self.c.iter().zip(other.c.iter()) {
             b.fetch_add(a.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -321,30 +285,6 @@ impl Counters {
         };
         self.inc(c);
     }
-
-    /// Counts one portmapper call (UDP or stream record) by version and procedure, read from
-    /// its RPC header; `answered` says whether a reply was sent at once.
-    pub(crate) fn rpc_call(&self, msg: &[u8], answered: bool) {
-        self.inc(C::RpcRequests);
-        self.inc(if answered {
-            C::RpcAnswers
-        } else {
-            C::RpcDropped
-        });
-        let word = |i: usize| {
-            msg.get(i..i + 4)
-                .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                .map(u32::from_be_bytes)
-        };
-        if let (Some(0), Some(100_000), Some(vers), Some(proc_)) =
-            (word(4), word(12), word(16), word(20))
-            && let Some(names) = vers.checked_sub(2).and_then(|i| RPC_PROCS.get(i as usize))
-            && (proc_ as usize) < names.len()
-            && let Some(a) = self.rpc.get((vers as usize - 2) * 13 + proc_ as usize)
-        {
-            a.fetch_add(1, Ordering::Relaxed);
-        }
-    }
 }
 
 /// What one namespace counts, plus the flags the manager sets from `[observe]`.
@@ -354,6 +294,8 @@ pub(crate) struct NsMetrics {
     pub(crate) counters: Counters,
     /// Log every DNS query of this namespace (`[observe] query_log` matched its name).
     pub(crate) query_log: AtomicBool,
+    /// Portmapper registrations now in the namespace's table (a gauge, not folded on drop).
+    registrations: AtomicU64,
 }
 
 impl NsMetrics {
@@ -481,6 +423,10 @@ pub(crate) struct Snapshot {
     pub(crate) rpc: Vec<Vec<u64>>,
     /// Per-namespace values of the `per_ns` series, for opted-in namespaces, by name.
     pub(crate) per_ns: Vec<(String, Vec<u64>)>,
+    /// Portmapper registrations in all live namespaces.
+    pub(crate) registrations: u64,
+    /// Per-namespace portmapper calls and registrations, same namespaces and order as `per_ns`.
+    pub(crate) per_ns_rpc: Vec<NsRpc>,
     /// Cumulative histogram buckets `(upper bound, count)`, then sum (s) and count.
     pub(crate) latency: Vec<(f64, u64)>,
     /// Sum of the latencies, seconds.
@@ -509,6 +455,8 @@ pub(crate) fn snapshot() -> Snapshot {
         .map(|(v, p)| (0..p.len()).map(|i| TALLY.retired.rpc_get(v, i)).collect())
         .collect();
     let mut per_ns = Vec::new();
+    let mut per_ns_rpc = Vec::new();
+    let mut registrations = 0;
     for (name, gone, m) in &live {
         for (i, t) in totals.iter_mut().enumerate() {
             *t += m.get(i);
@@ -524,9 +472,14 @@ pub(crate) fn snapshot() -> Snapshot {
                 .map(|i| m.get(i))
                 .collect();
             per_ns.push((name.clone(), vals));
+            per_ns_rpc.push(m.rpc_of(name));
+        }
+        if !gone {
+            registrations += m.registrations();
         }
     }
     per_ns.sort_by(|a, b| a.0.cmp(&b.0));
+    per_ns_rpc.sort_by(|a, b| a.netns.cmp(&b.netns));
     let mut cumulative = 0;
     let latency = LATENCY_BOUNDS
         .iter()
@@ -542,6 +495,8 @@ pub(crate) fn snapshot() -> Snapshot {
         totals,
         rpc,
         per_ns,
+        registrations,
+        per_ns_rpc,
         latency,
         latency_sum: TALLY.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6,
         latency_count: cumulative,

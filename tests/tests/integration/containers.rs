@@ -155,7 +155,7 @@ fn runc_container_is_served_while_it_runs() -> anyhow::Result<()> {
     let mut hooks = snippet["hooks"].clone();
     for stage in ["createRuntime", "poststop"] {
         let entry = &mut hooks[stage][0];
-        assert_eq!(entry["path"], "/usr/bin/nsauxctl");
+        assert_eq!(entry["path"], "/usr/sbin/nsauxctl");
         entry["path"] = json!(bin("nsauxctl"));
         let args = entry["args"].as_array_mut().context("args")?;
         args.extend([
@@ -277,7 +277,7 @@ fn hooks_d_entry_attaches_names_uniquely_and_follows_on_daemon_down() -> anyhow:
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/oci-hooks.d/nsaux.json");
     let hook: Value = serde_json::from_slice(&std::fs::read(file)?)?;
     assert_eq!(hook["version"], "1.0.0");
-    assert_eq!(hook["hook"]["path"], "/usr/bin/nsauxctl");
+    assert_eq!(hook["hook"]["path"], "/usr/sbin/nsauxctl");
     assert_eq!(hook["hook"]["args"], json!(["nsauxctl", "oci-hook"]));
     assert_eq!(hook["stages"], json!(["prestart", "poststop"]));
 

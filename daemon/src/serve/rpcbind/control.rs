@@ -93,6 +93,7 @@ impl RpcbindNs {
                     "cannot journal an operator unset; nothing removed");
                 return Err(format!("cannot write the journal ({e}); nothing removed"));
             }
+            self.table_changed(&st.pm);
             tracing::info!(netns = %self.ns.name, prog, vers, netid, removed = n, "operator unset");
         }
         Ok(json!({ "removed": n }))

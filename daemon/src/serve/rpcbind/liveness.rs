@@ -110,6 +110,7 @@ impl RpcbindNs {
         if let Some(live) = st.liveness.as_mut() {
             live.forget(&dead);
         }
+        self.table_changed(&st.pm);
         for e in &dead {
             tracing::info!(netns = %self.ns.name, prog = e.prog, vers = e.vers, netid = %e.netid, uaddr = %e.uaddr,
                 "registered service stopped answering; registration removed");

@@ -194,6 +194,7 @@ impl ServiceKind for Rpcbind {
         // `replaying` is false.
         let account = crate::budget::Account::default();
         account.set(pm.registration_bytes());
+        ns.metrics.set_registrations(pm.entries().len());
         let inst = Arc::new_cyclic(|me| RpcbindNs {
             me: me.clone(),
             ns: Arc::clone(&ns),

@@ -183,6 +183,13 @@ pub(super) fn undo(pm: &mut Portmapper, applied: Vec<Effect>) {
 }
 
 impl RpcbindNs {
+    /// Tells the memory budget and the registrations gauge the table's size after a change to
+    /// it (or its undoing), so neither drifts from the table.
+    pub(super) fn table_changed(&self, pm: &Portmapper) {
+        self.account.set(pm.registration_bytes());
+        self.ns.metrics.set_registrations(pm.entries().len());
+    }
+
     /// The state, locked.
     pub(super) fn state(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
@@ -276,7 +283,7 @@ impl RpcbindNs {
             {
                 // The journal cap: refuse the SET as a full table would (FALSE).
                 undo(&mut st.pm, applied);
-                self.account.set(st.pm.registration_bytes());
+                self.table_changed(&st.pm);
                 if nsaux_rpcbind::refuse_set_reply(out) {
                     st.journal_refused += 1;
                     if self.refusal_log.allow() {
@@ -297,12 +304,12 @@ impl RpcbindNs {
                         "cannot journal a registration change; not acknowledging it");
                 }
                 undo(&mut st.pm, applied);
-                self.account.set(st.pm.registration_bytes());
+                self.table_changed(&st.pm);
                 out.clear();
                 return false;
             }
         }
-        self.account.set(st.pm.registration_bytes());
+        self.table_changed(&st.pm);
         for f in forwards {
             send |= self.forward(&mut st, &f, udp, out);
         }
@@ -336,7 +343,7 @@ impl NsService for RpcbindNs {
             let mut pm = new_portmapper(&new);
             dropped = wanted.saturating_sub(pm.restore(keep));
             st.pm = pm;
-            self.account.set(st.pm.registration_bytes());
+            self.table_changed(&st.pm);
         }
         st.cfg = new;
         if dropped > 0 {

@@ -653,9 +653,17 @@ fn offloop_stalls(time: Duration) -> anyhow::Result<()> {
         })
         .join()
         .map_err(|_| anyhow::anyhow!("creator thread panicked"))??;
-        wait_for("every namespace listed", Duration::from_secs(300), || {
+        // An older build may not hold this many namespaces (its fd limit): say so and go on
+        // with the next build rather than fail the whole table.
+        if let Err(e) = wait_for("every namespace listed", Duration::from_secs(120), || {
             (d.ns_list().ok()?.len() >= n + 2).then_some(())
-        })?;
+        }) {
+            println!(
+                "{}: did not serve {n} namespaces ({e}); no row",
+                build.label
+            );
+            continue;
+        }
         wait_ntp(&b.path, "NTP in B")?;
         wait_portmapper_udp(&j, "portmapper in J")?;
         // J's table: OFFLOOP_TABLE registrations over one connection.

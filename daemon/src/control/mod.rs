@@ -41,6 +41,9 @@ pub(crate) enum Request {
     Status,
     /// Every tracked namespace.
     NsList,
+    /// Namespaces counted by source kind and state, for a metrics scrape: far less work per
+    /// namespace than [`Request::NsList`], whose JSON a scrape would only count.
+    NsCounts,
     /// Track a namespace that has no bind mount (container runtimes).
     Attach {
         /// Label for it.

@@ -288,6 +288,7 @@ impl Manager {
         match req {
             Request::Status => Response::ok(self.status().await),
             Request::NsList => Response::ok(self.ns_list().await),
+            Request::NsCounts => Response::ok(self.ns_counts().await),
             Request::Reload => match self.reload().await {
                 Ok(()) => Response::ok(json!({ "reloaded": true })),
                 Err(e) => {

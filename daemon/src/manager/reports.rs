@@ -91,6 +91,54 @@ impl Manager {
     }
 }
 
+/// Namespaces counted (and their core counters copied) per turn of a scrape: no JSON per
+/// namespace, so far more than a report walk's batch.
+const COUNT_BATCH: usize = 256;
+
+impl Manager {
+    /// `[[kind, state, count], ...]` for the metrics' namespace gauges: the source kind
+    /// (`host`, `dir`, `pid`, `path`) and `serving` (every service up) or `partial`.
+    pub(super) async fn ns_counts(&self) -> Value {
+        let mut counts: std::collections::BTreeMap<(String, &'static str), u64> =
+            std::collections::BTreeMap::new();
+        for (i, e) in self.namespaces.values().enumerate() {
+            if i > 0 && i.is_multiple_of(COUNT_BATCH) {
+                tokio::task::yield_now().await;
+            }
+            let kind = e.sources.first().map_or_else(String::new, |(s, _)| {
+                let s = s.to_string();
+                s.split(':').next().unwrap_or("").to_owned()
+            });
+            for slot in e.services.values() {
+                if let Ok(inst) = &slot.instance {
+                    inst.sync_metrics();
+                }
+            }
+            let state = if e.services.values().all(slot_is_up) {
+                "serving"
+            } else {
+                "partial"
+            };
+            *counts.entry((kind, state)).or_default() += 1;
+        }
+        Value::Array(
+            counts
+                .into_iter()
+                .map(|((kind, state), n)| json!([kind, state, n]))
+                .collect(),
+        )
+    }
+}
+
+/// The service's state is `up` in [`service_json`]'s words: built, every listener up.
+fn slot_is_up(slot: &ServiceSlot) -> bool {
+    slot.instance.is_ok()
+        && slot
+            .listeners
+            .values()
+            .all(|l| matches!(l, ListenerState::Up { .. }))
+}
+
 fn service_json(slot: &ServiceSlot) -> Value {
     let listeners: Vec<Value> = slot
         .listeners

@@ -139,7 +139,7 @@ pub(crate) async fn scrape(manager: &mpsc::UnboundedSender<Call>) -> String {
     let (reply, rx) = oneshot::channel();
     let list = if manager
         .send(Call {
-            request: Request::NsList,
+            request: Request::NsCounts,
             reply,
         })
         .is_ok()
@@ -157,7 +157,8 @@ pub(crate) async fn scrape(manager: &mpsc::UnboundedSender<Call>) -> String {
     .unwrap_or_default()
 }
 
-/// Counts `ns list` entries by source kind (`host`, `dir`, `pid`, `path`) and state.
+/// The manager's `[[kind, state, count], ...]` as gauges, every kind and state present (0 when
+/// none), so a series does not vanish when its last namespace goes.
 fn namespace_counts(list: &Value) -> super::encode::NsCounts {
     let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
     for kind in ["host", "dir", "pid", "path"] {
@@ -165,14 +166,15 @@ fn namespace_counts(list: &Value) -> super::encode::NsCounts {
             counts.insert((kind.into(), state.into()), 0);
         }
     }
-    for ns in list.as_array().into_iter().flatten() {
-        let source = ns["source"].as_str().unwrap_or("");
-        let kind = source.split(':').next().unwrap_or("").to_owned();
-        let all_up = ns["services"]
-            .as_object()
-            .is_none_or(|m| m.values().all(|s| s["state"] == "up"));
-        let state = if all_up { "serving" } else { "partial" };
-        *counts.entry((kind, state.into())).or_default() += 1;
+    for row in list.as_array().into_iter().flatten() {
+        let (Some(kind), Some(state), Some(n)) =
+            (row[0].as_str(), row[1].as_str(), row[2].as_u64())
+        else {
+            continue;
+        };
+        *counts
+            .entry((kind.to_owned(), state.to_owned()))
+            .or_default() += n;
     }
     counts.into_iter().collect()
 }

@@ -376,6 +376,10 @@ pub(crate) trait NsService: Send + Sync + fmt::Debug + 'static {
     /// Called before its listeners close.
     fn namespace_gone(&self) {}
 
+    /// Brings counters kept by the core up to date in the namespace's metrics, before a
+    /// scrape reads them (a scrape no longer asks every service for its status).
+    fn sync_metrics(&self) {}
+
     /// Service-specific status for `nsauxctl ns list --json`.
     fn status(&self) -> serde_json::Value {
         serde_json::Value::Null

@@ -330,6 +330,10 @@ impl NsService for DnsNs {
         Some((Arc::clone(&self.slots), budget))
     }
 
+    fn sync_metrics(&self) {
+        self.sync_now();
+    }
+
     fn status(&self) -> Value {
         self.sync_now();
         self.status_json()

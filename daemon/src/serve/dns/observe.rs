@@ -26,8 +26,8 @@ pub(super) struct Seen {
 }
 
 /// Client queries between two copies on the query path: copying costs more than the answer's
-/// other bookkeeping, and every scrape copies first anyway (through `status`, which the
-/// observation socket's namespace list calls), so a scrape never sees stale counts.
+/// other bookkeeping, and every scrape copies first anyway (through `NsService::sync_metrics`,
+/// which the manager's namespace count for a scrape calls), so a scrape never sees stale counts.
 const SYNC_EVERY: u32 = 64;
 
 /// `cur - prev` (never negative, whatever the core did).

@@ -115,6 +115,7 @@ fn the_debian_package_passes_lintian_installs_and_validates_its_conffile() -> an
     for path in [
         "./usr/sbin/nsauxd",
         "./usr/sbin/nsauxctl",
+        "./usr/lib/cni/nsaux-cni",
         "./etc/nsaux/nsaux.toml",
         "./usr/lib/systemd/system/nsauxd.service",
         "./usr/share/man/man8/nsauxd.8.gz",

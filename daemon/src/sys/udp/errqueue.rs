@@ -19,8 +19,7 @@ use std::mem::{size_of, zeroed};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use super::cmsg::{CmsgBuf, put_cmsg, write_pktinfo};
-use super::std_to_sockaddr;
+use super::cmsg::CmsgBuf;
 
 /// `SOF_TIMESTAMPING_*` bits (linux/net_tstamp.h).
 const TX_SOFTWARE: u32 = 1 << 1;
@@ -69,41 +68,7 @@ pub(crate) fn send_stamped(
     src: Option<IpAddr>,
     ifindex: u32,
 ) -> io::Result<usize> {
-    let (mut name, namelen) = std_to_sockaddr(dst);
-    let mut iov = libc::iovec {
-        iov_base: payload.as_ptr().cast_mut().cast(),
-        iov_len: payload.len(),
-    };
-    // SAFETY: CmsgBuf is plain bytes; zeroed is valid and clears padding.
-    let mut cmsg: CmsgBuf = unsafe { zeroed() };
-    let clen = write_pktinfo(&mut cmsg, dst, src, ifindex);
-    let clen = put_cmsg(
-        &mut cmsg,
-        clen,
-        libc::SOL_SOCKET,
-        libc::SO_TIMESTAMPING,
-        TX_SOFTWARE,
-    );
-    // SAFETY: msghdr is plain old data, zero is valid.
-    let mut hdr: libc::msghdr = unsafe { zeroed() };
-    hdr.msg_name = (&raw mut name).cast();
-    hdr.msg_namelen = namelen;
-    hdr.msg_iov = &raw mut iov;
-    hdr.msg_iovlen = 1;
-    hdr.msg_control = cmsg.0.as_mut_ptr().cast();
-    hdr.msg_controllen = clen;
-    // SAFETY: all pointers in hdr refer to live locals or `payload` with matching lengths.
-    let n = unsafe {
-        libc::sendmsg(
-            fd.as_raw_fd(),
-            &raw const hdr,
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(usize::try_from(n).unwrap_or(0))
+    super::send::send_with(fd, payload, dst, src, ifindex, Some(TX_SOFTWARE))
 }
 
 /// Reusable buffers for [`TxStamps::drain`], one set per runtime thread.

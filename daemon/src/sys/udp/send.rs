@@ -6,7 +6,7 @@ use std::mem::zeroed;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use super::cmsg::{CmsgBuf, write_gso, write_pktinfo};
+use super::cmsg::{CmsgBuf, put_cmsg, write_gso, write_pktinfo};
 use super::gso::{Route, SendPlan};
 use super::{BATCH, MsgArrays, gso_supported, std_to_sockaddr};
 
@@ -21,6 +21,19 @@ pub(crate) fn send(
     src: Option<IpAddr>,
     ifindex: u32,
 ) -> io::Result<usize> {
+    send_with(fd, payload, dst, src, ifindex, None)
+}
+
+/// [`send`], plus an `SO_TIMESTAMPING` control message with `stamp_flags` when given (the
+/// one-message transmit stamp of [`super::errqueue::send_stamped`]): one `sendmsg` path.
+pub(super) fn send_with(
+    fd: BorrowedFd<'_>,
+    payload: &[u8],
+    dst: SocketAddr,
+    src: Option<IpAddr>,
+    ifindex: u32,
+    stamp_flags: Option<u32>,
+) -> io::Result<usize> {
     let (mut name, namelen) = std_to_sockaddr(dst);
     let mut iov = libc::iovec {
         iov_base: payload.as_ptr().cast_mut().cast(),
@@ -34,7 +47,16 @@ pub(crate) fn send(
     hdr.msg_namelen = namelen;
     hdr.msg_iov = &raw mut iov;
     hdr.msg_iovlen = 1;
-    let clen = write_pktinfo(&mut cmsg, dst, src, ifindex);
+    let mut clen = write_pktinfo(&mut cmsg, dst, src, ifindex);
+    if let Some(flags) = stamp_flags {
+        clen = put_cmsg(
+            &mut cmsg,
+            clen,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPING,
+            flags,
+        );
+    }
     if clen > 0 {
         hdr.msg_control = cmsg.0.as_mut_ptr().cast();
         hdr.msg_controllen = clen;

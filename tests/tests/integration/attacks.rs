@@ -7,7 +7,7 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -277,16 +277,6 @@ fn hostile_hosts_and_resolv_conf_files_block_nothing_and_stay_bounded() -> anyho
     Ok(())
 }
 
-/// The exporter process, killed when dropped.
-struct Exporter(Child);
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
@@ -332,27 +322,9 @@ fn exporter_serves_a_scraper_through_slowloris_and_non_readers() -> anyhow::Resu
         "10.59.0.2/24",
     )?;
     let port = 9756;
-    let child = Command::new("nsenter")
-        .arg(format!("--net={}", ns.path.display()))
-        .args([
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-        ])
-        .arg(bin("nsauxctl"))
-        .args([
-            "metrics",
-            "--listen",
-            &format!("0.0.0.0:{port}"),
-            "--socket",
-        ])
-        .arg(&sock)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let pid = child.id();
-    let _exporter = Exporter(child);
+    let exporter =
+        super::metrics::spawn_unprivileged_exporter(&ns.path, &format!("0.0.0.0:{port}"), &sock)?;
+    let pid = exporter.0.id();
     wait_for("exporter answers", Duration::from_secs(5), || {
         scrape(&ns, port).ok()
     })?;

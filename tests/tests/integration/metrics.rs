@@ -323,13 +323,38 @@ fn http_get(ns: &TestNetns, port: u16) -> anyhow::Result<(String, String)> {
     })?
 }
 
-struct Exporter(Child);
+/// `nsauxctl metrics --listen` run as nobody inside a namespace, killed when dropped.
+pub(crate) struct Exporter(pub(crate) Child);
 
 impl Drop for Exporter {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Starts the exporter as user nobody in `ns`, listening on `listen`, reading the daemon's
+/// observation socket `sock`: how an operator runs it (no root, no capabilities).
+pub(crate) fn spawn_unprivileged_exporter(
+    ns: &Path,
+    listen: &str,
+    sock: &Path,
+) -> anyhow::Result<Exporter> {
+    let child = Command::new("nsenter")
+        .arg(format!("--net={}", ns.display()))
+        .args([
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+        .arg(bin("nsauxctl"))
+        .args(["metrics", "--listen", listen, "--socket"])
+        .arg(sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    Ok(Exporter(child))
 }
 
 #[test]
@@ -369,26 +394,7 @@ fn exporter_serves_metrics_over_http_as_an_unprivileged_user() -> anyhow::Result
     );
 
     let port = 9755;
-    let child = Command::new("nsenter")
-        .arg(format!("--net={}", ns.path.display()))
-        .args([
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-        ])
-        .arg(bin("nsauxctl"))
-        .args([
-            "metrics",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--socket",
-        ])
-        .arg(&sock)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let _exporter = Exporter(child);
+    let _exporter = spawn_unprivileged_exporter(&ns.path, &format!("127.0.0.1:{port}"), &sock)?;
     let (head, body) = wait_for("exporter answers", Duration::from_secs(5), || {
         http_get(&ns, port).ok()
     })?;

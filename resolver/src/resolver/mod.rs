@@ -41,7 +41,7 @@ use crate::event::{
     AnswerKind, ClientAnswer, ClientInfo, QueryOutcome, QueryToken, ServFailReason, Transport,
     UpstreamTransmit,
 };
-use crate::local::{LocalRecords, Source};
+use crate::local::{LocalRecords, SharedLocal, Source};
 use crate::query::ClientQuery;
 use crate::ratelimit::RateLimiter;
 use crate::stats::Stats;
@@ -187,6 +187,26 @@ impl Resolver {
     /// Creates an instance. `rng_seed` must come from a CSPRNG (the daemon reads
     /// `getrandom`): query IDs are the main defence against off-path spoofing.
     pub fn new(config: Config, rng_seed: [u8; 32]) -> Result<Self, Error> {
+        Self::build(config, rng_seed, None)
+    }
+
+    /// As [`Resolver::new`], with the configured local records taken from `shared` (shared,
+    /// not copied) when it was built from the same ones as `config` has. Why: a daemon makes
+    /// one resolver per namespace from the same settings (issue 16: bytes per namespace).
+    pub fn with_shared_local(
+        config: Config,
+        rng_seed: [u8; 32],
+        shared: &SharedLocal,
+    ) -> Result<Self, Error> {
+        Self::build(config, rng_seed, Some(shared))
+    }
+
+    /// Checks the settings and makes the instance.
+    fn build(
+        mut config: Config,
+        rng_seed: [u8; 32],
+        shared: Option<&SharedLocal>,
+    ) -> Result<Self, Error> {
         if config.max_outstanding > MAX_OUTSTANDING_LIMIT {
             return Err(Error::Config("max_outstanding above 16384"));
         }
@@ -212,10 +232,13 @@ impl Resolver {
         {
             return Err(Error::Config("max_stale_age above 30 days"));
         }
-        let mut local = LocalRecords::new(&config.local_domains)?;
-        for (name, addr) in &config.local_records {
-            local.add(name, *addr, Source::Config)?;
-        }
+        let local = match shared.filter(|s| s.fits(&config)) {
+            Some(s) => LocalRecords::from_shared(s),
+            None => LocalRecords::from_shared(&SharedLocal::new(&config)?),
+        };
+        // Only read to build the local store above: not kept per instance.
+        config.local_records = Vec::new();
+        config.local_domains = Vec::new();
         let stale_window = config
             .serve_stale
             .map_or(Duration::ZERO, |s| s.max_stale_age);

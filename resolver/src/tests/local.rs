@@ -129,12 +129,20 @@ fn resolvers_sharing_local_records_edit_their_own_copy() {
     assert!(shared.fits(&cfg));
     let mut a = Resolver::with_shared_local(cfg.clone(), [1; 32], &shared).expect("a");
     let mut b = Resolver::with_shared_local(cfg.clone(), [2; 32], &shared).expect("b");
-    a.add_record("extra.vs.internal", ip("10.9.0.2")).expect("add");
+    a.add_record("extra.vs.internal", ip("10.9.0.2"))
+        .expect("add");
     let (_, m) = ask(&mut a, "extra.vs.internal.", RecordType::A);
     assert_eq!(m.answers.len(), 1);
     let (_, m) = ask(&mut b, "extra.vs.internal.", RecordType::A);
-    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "b unchanged");
-    assert_eq!(a.remove_record("extra.vs.internal", ip("10.9.0.2")), Ok(true));
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::NXDomain,
+        "b unchanged"
+    );
+    assert_eq!(
+        a.remove_record("extra.vs.internal", ip("10.9.0.2")),
+        Ok(true)
+    );
     let (_, m) = ask(&mut b, "gw.vs.internal.", RecordType::A);
     assert_eq!(m.answers.len(), 1, "b keeps the shared record");
     // A config with other records does not fit: its resolver parses its own.

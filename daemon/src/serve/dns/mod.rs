@@ -242,7 +242,7 @@ impl DnsNs {
         inner.set_sources(&ns, c);
         Ok(Arc::new_cyclic(|me| Self {
             me: me.clone(),
-            cfg: RwLock::new(Arc::new(c.clone())),
+            cfg: RwLock::new(settings::SETTINGS.get(c)),
             stop: ns.cancel.child_token(),
             ns,
             inner: Mutex::new(inner),

@@ -5,13 +5,14 @@
 //! in place is a policy of its own, easiest to check in one short file.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use nsaux_resolver::{Cidr, Resolver, SharedLocal};
 
 use super::DnsNs;
 use crate::config::{DnsConfig, ServicesConfig};
+use crate::serve::shared_cfg::SharedCfg;
 
 /// A millisecond setting as a `Duration`, clamped to what the core accepts (1 ms to 1 h).
 fn millis(ms: u64) -> Duration {
@@ -50,6 +51,10 @@ pub(super) fn resolver_config(
         ..nsaux_resolver::Config::default()
     }
 }
+
+/// The `[services.dns]` section every namespace's instance shares (see
+/// [`crate::serve::shared_cfg`]).
+pub(super) static SETTINGS: SharedCfg<DnsConfig> = SharedCfg::new();
 
 /// The configured local records last parsed. Why: every namespace's resolver made from the
 /// same records shares this one copy (issue 16: about 1 KiB per namespace); a reload that
@@ -117,7 +122,7 @@ impl DnsNs {
     /// Applies a reloaded configuration: a new resolver (empty cache) when a core setting
     /// changed, otherwise the allow list in place; then the upstream and hosts sources.
     pub(super) fn reconfigure_dns(&self, cfg: &ServicesConfig) -> anyhow::Result<()> {
-        let new = Arc::new(cfg.dns.clone());
+        let new = SETTINGS.get(&cfg.dns);
         let old = self.cfg();
         if *old == *new {
             return Ok(());

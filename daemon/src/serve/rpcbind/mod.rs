@@ -187,7 +187,7 @@ impl ServiceKind for Rpcbind {
         cfg: &ServicesConfig,
     ) -> anyhow::Result<Arc<dyn NsService>> {
         self.start_once();
-        let cfg = cfg.rpcbind.clone();
+        let cfg = SETTINGS.get(&cfg.rpcbind);
         let journal = self.journals.as_ref().map(|j| j.journal(ns.id));
         let pm = new_portmapper(&cfg);
         // The journal is replayed off the loop (`replay.rs`); the table is complete once
@@ -234,6 +234,11 @@ impl ServiceKind for Rpcbind {
         Ok(inst)
     }
 }
+
+/// The `[rpcbind]` section every namespace's instance shares (see
+/// [`crate::serve::shared_cfg`]).
+pub(super) static SETTINGS: crate::serve::shared_cfg::SharedCfg<RpcbindConfig> =
+    crate::serve::shared_cfg::SharedCfg::new();
 
 /// Protocol settings from the daemon's section.
 fn pm_config(cfg: &RpcbindConfig) -> PmConfig {

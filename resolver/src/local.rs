@@ -68,8 +68,9 @@ pub(crate) struct LocalRecords {
     /// Configured and run-time records, shared until changed.
     own: Arc<Own>,
     /// The namespace's hosts file, parsed and indexed (possibly elsewhere: see
-    /// [`HostsTable`]).
-    hosts: HostsTable,
+    /// [`HostsTable`]); `None` while it has no names. Boxed: most namespaces have no hosts
+    /// file, and an empty table inline is about 150 bytes (issue 16: bytes per namespace).
+    hosts: Option<Box<HostsTable>>,
 }
 
 /// The configured local records and domains of a [`Config`], parsed and indexed once. Why:
@@ -225,7 +226,7 @@ impl LocalRecords {
                 domains,
                 ..Own::default()
             }),
-            hosts: HostsTable::default(),
+            hosts: None,
         })
     }
 
@@ -233,7 +234,7 @@ impl LocalRecords {
     pub(crate) fn from_shared(shared: &SharedLocal) -> Self {
         Self {
             own: Arc::clone(&shared.own),
-            hosts: HostsTable::default(),
+            hosts: None,
         }
     }
 
@@ -288,13 +289,17 @@ impl LocalRecords {
                 LocalIndex::existing_under(table.index.forward.keys(), &self.own.domains);
             table.domains.clone_from(&self.own.domains);
         }
-        std::mem::replace(&mut self.hosts, table)
+        let empty = table.index.forward.is_empty()
+            && table.index.reverse.is_empty()
+            && table.index.existing.is_empty();
+        let new = (!empty).then(|| Box::new(table));
+        std::mem::replace(&mut self.hosts, new).map_or_else(HostsTable::default, |old| *old)
     }
 
     /// Number of forward records.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.own.recs.len() + self.hosts.records
+        self.own.recs.len() + self.hosts.as_ref().map_or(0, |h| h.records)
     }
 
     /// Answers a question if it is local. `qname` is lower-cased wire.
@@ -303,7 +308,7 @@ impl LocalRecords {
             return LocalAnswer::NotLocal;
         }
         let own = self.own.index.forward.get(qname);
-        let hosts = self.hosts.index.forward.get(qname);
+        let hosts = self.hosts.as_ref().and_then(|h| h.index.forward.get(qname));
         if own.is_some() || hosts.is_some() {
             let own = own.map_or(&[][..], Vec::as_slice);
             let hosts = hosts.map_or(&[][..], Vec::as_slice);
@@ -332,7 +337,7 @@ impl LocalRecords {
             };
         }
         let own = self.own.index.reverse.get(qname);
-        let hosts = self.hosts.index.reverse.get(qname);
+        let hosts = self.hosts.as_ref().and_then(|h| h.index.reverse.get(qname));
         if own.is_some() || hosts.is_some() {
             let own = own.map_or(&[][..], Vec::as_slice);
             let hosts = hosts.map_or(&[][..], Vec::as_slice);
@@ -354,7 +359,10 @@ impl LocalRecords {
         let domains = &self.own.domains;
         if domains.iter().any(|d| is_subdomain(qname, d)) {
             return if self.own.index.existing.contains(qname)
-                || self.hosts.index.existing.contains(qname)
+                || self
+                    .hosts
+                    .as_ref()
+                    .is_some_and(|h| h.index.existing.contains(qname))
                 || domains.iter().any(|d| d == qname)
             {
                 LocalAnswer::NoData

@@ -75,6 +75,7 @@ pub use event::{
 };
 pub use hosts::{HostsEntry, parse_hosts};
 pub use hosts_table::{HostsBuilder, HostsTable};
+pub use local::SharedLocal;
 pub use ratelimit::RateLimitConfig;
 pub use resolv_conf::{ResolvConf, ResolvOption, parse_resolv_conf};
 pub use resolver::{Resolver, UpstreamStatus};

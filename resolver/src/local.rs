@@ -5,9 +5,11 @@
 //! and local answers must never be cached or mixed with upstream data.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use hickory_proto::rr::Name;
 
+use crate::config::Config;
 use crate::error::Error;
 use crate::hosts_table::{HostsBuilder, HostsTable, LocalIndex};
 use crate::response::LocalData;
@@ -46,18 +48,64 @@ pub(crate) enum LocalAnswer {
     NotLocal,
 }
 
-/// The local record store with derived forward and reverse indexes.
-#[derive(Debug, Default)]
-pub(crate) struct LocalRecords {
+/// The configured and run-time records with their indexes, and the local domains. Why a
+/// struct of its own behind an `Arc`: every namespace made from the same settings starts with
+/// the same records, so they share one copy (issue 16: about 1 KiB per namespace); a
+/// run-time change copies it first (`Arc::make_mut`).
+#[derive(Debug, Default, Clone)]
+struct Own {
     /// Configured and run-time records in insertion order (the hosts file is kept apart).
     recs: Vec<Rec>,
     /// Indexes over `recs`.
-    own: LocalIndex,
-    /// The namespace's hosts file, parsed and indexed (possibly elsewhere: see
-    /// [`HostsTable`]).
-    hosts: HostsTable,
+    index: LocalIndex,
     /// Lower-cased local domains: names at or below them are never forwarded.
     domains: Vec<Vec<u8>>,
+}
+
+/// The local record store with derived forward and reverse indexes.
+#[derive(Debug, Default)]
+pub(crate) struct LocalRecords {
+    /// Configured and run-time records, shared until changed.
+    own: Arc<Own>,
+    /// The namespace's hosts file, parsed and indexed (possibly elsewhere: see
+    /// [`HostsTable`]); `None` while it has no names. Boxed: most namespaces have no hosts
+    /// file, and an empty table inline is about 150 bytes (issue 16: bytes per namespace).
+    hosts: Option<Box<HostsTable>>,
+}
+
+/// The configured local records and domains of a [`Config`], parsed and indexed once. Why:
+/// a daemon makes one resolver per namespace from the same settings; resolvers made with
+/// [`crate::Resolver::with_shared_local`] from one `SharedLocal` share these records instead
+/// of holding a copy each (issue 16: bytes per namespace).
+#[derive(Debug, Clone)]
+pub struct SharedLocal {
+    /// The settings it was built from (`Config::local_records`).
+    records: Vec<(String, IpAddr)>,
+    /// The settings it was built from (`Config::local_domains`).
+    domains: Vec<String>,
+    /// The parsed and indexed records.
+    own: Arc<Own>,
+}
+
+impl SharedLocal {
+    /// Parses and indexes `config`'s local records and domains.
+    pub fn new(config: &Config) -> Result<Self, Error> {
+        let mut local = LocalRecords::new(&config.local_domains)?;
+        for (name, addr) in &config.local_records {
+            local.add(name, *addr, Source::Config)?;
+        }
+        Ok(Self {
+            records: config.local_records.clone(),
+            domains: config.local_domains.clone(),
+            own: local.own,
+        })
+    }
+
+    /// Whether it was built from the same local records and domains as `config` has (only
+    /// then may a resolver for `config` use it).
+    pub fn fits(&self, config: &Config) -> bool {
+        self.records == config.local_records && self.domains == config.local_domains
+    }
 }
 
 /// Parses a host name into an uncompressed wire name (case kept).
@@ -145,28 +193,8 @@ pub(crate) fn suffixes(name: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-impl LocalRecords {
-    /// Creates a store with the given local domains.
-    pub(crate) fn new(domains: &[String]) -> Result<Self, Error> {
-        let domains = domains
-            .iter()
-            .map(|d| name_wire(d).map(|w| wire::lower_wire_name(&w)))
-            .collect::<Result<_, _>>()?;
-        Ok(Self {
-            domains,
-            ..Self::default()
-        })
-    }
-
-    /// Adds a record (duplicates from the same source are ignored).
-    pub(crate) fn add(&mut self, name: &str, addr: IpAddr, source: Source) -> Result<(), Error> {
-        let name = name_wire(name)?;
-        self.push(name, addr, source);
-        self.rebuild();
-        Ok(())
-    }
-
-    /// Adds without rebuilding.
+impl Own {
+    /// Adds without rebuilding (duplicates from the same source are ignored).
     fn push(&mut self, name: Vec<u8>, addr: IpAddr, source: Source) {
         let exists = self
             .recs
@@ -177,6 +205,48 @@ impl LocalRecords {
         }
     }
 
+    /// Recomputes the indexes of the records.
+    fn rebuild(&mut self) {
+        self.index = LocalIndex::build(
+            self.recs.iter().map(|r| (r.name.as_slice(), r.addr)),
+            &self.domains,
+        );
+    }
+}
+
+impl LocalRecords {
+    /// Creates a store with the given local domains.
+    pub(crate) fn new(domains: &[String]) -> Result<Self, Error> {
+        let domains = domains
+            .iter()
+            .map(|d| name_wire(d).map(|w| wire::lower_wire_name(&w)))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            own: Arc::new(Own {
+                domains,
+                ..Own::default()
+            }),
+            hosts: None,
+        })
+    }
+
+    /// A store starting with `shared`'s records (shared, not copied) and no hosts file.
+    pub(crate) fn from_shared(shared: &SharedLocal) -> Self {
+        Self {
+            own: Arc::clone(&shared.own),
+            hosts: None,
+        }
+    }
+
+    /// Adds a record (duplicates from the same source are ignored).
+    pub(crate) fn add(&mut self, name: &str, addr: IpAddr, source: Source) -> Result<(), Error> {
+        let name = name_wire(name)?;
+        let own = Arc::make_mut(&mut self.own);
+        own.push(name, addr, source);
+        own.rebuild();
+        Ok(())
+    }
+
     /// Removes a record of `source`; returns whether one was there.
     pub(crate) fn remove(
         &mut self,
@@ -185,15 +255,15 @@ impl LocalRecords {
         source: Source,
     ) -> Result<bool, Error> {
         let name = name_wire(name)?;
-        let before = self.recs.len();
-        self.recs.retain(|r| {
-            !(r.source == source && r.addr == addr && r.name.eq_ignore_ascii_case(&name))
-        });
-        let removed = self.recs.len() != before;
-        if removed {
-            self.rebuild();
+        let matches =
+            |r: &Rec| r.source == source && r.addr == addr && r.name.eq_ignore_ascii_case(&name);
+        if !self.own.recs.iter().any(matches) {
+            return Ok(false);
         }
-        Ok(removed)
+        let own = Arc::make_mut(&mut self.own);
+        own.recs.retain(|r| !matches(r));
+        own.rebuild();
+        Ok(true)
     }
 
     /// Replaces all hosts-file records with those in `text`; returns the bad lines/names.
@@ -206,7 +276,7 @@ impl LocalRecords {
     /// What a hosts table for this store is built with.
     pub(crate) fn hosts_builder(&self) -> HostsBuilder {
         HostsBuilder {
-            domains: self.domains.clone(),
+            domains: self.own.domains.clone(),
         }
     }
 
@@ -214,26 +284,22 @@ impl LocalRecords {
     /// other local domains).
     pub(crate) fn install_hosts(&mut self, table: HostsTable) -> HostsTable {
         let mut table = table;
-        if table.domains != self.domains {
+        if table.domains != self.own.domains {
             table.index.existing =
-                LocalIndex::existing_under(table.index.forward.keys(), &self.domains);
-            table.domains.clone_from(&self.domains);
+                LocalIndex::existing_under(table.index.forward.keys(), &self.own.domains);
+            table.domains.clone_from(&self.own.domains);
         }
-        std::mem::replace(&mut self.hosts, table)
+        let empty = table.index.forward.is_empty()
+            && table.index.reverse.is_empty()
+            && table.index.existing.is_empty();
+        let new = (!empty).then(|| Box::new(table));
+        std::mem::replace(&mut self.hosts, new).map_or_else(HostsTable::default, |old| *old)
     }
 
     /// Number of forward records.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.recs.len() + self.hosts.records
-    }
-
-    /// Recomputes the indexes of the configured and run-time records.
-    fn rebuild(&mut self) {
-        self.own = LocalIndex::build(
-            self.recs.iter().map(|r| (r.name.as_slice(), r.addr)),
-            &self.domains,
-        );
+        self.own.recs.len() + self.hosts.as_ref().map_or(0, |h| h.records)
     }
 
     /// Answers a question if it is local. `qname` is lower-cased wire.
@@ -241,8 +307,8 @@ impl LocalRecords {
         if qclass != CLASS_IN {
             return LocalAnswer::NotLocal;
         }
-        let own = self.own.forward.get(qname);
-        let hosts = self.hosts.index.forward.get(qname);
+        let own = self.own.index.forward.get(qname);
+        let hosts = self.hosts.as_ref().and_then(|h| h.index.forward.get(qname));
         if own.is_some() || hosts.is_some() {
             let own = own.map_or(&[][..], Vec::as_slice);
             let hosts = hosts.map_or(&[][..], Vec::as_slice);
@@ -270,8 +336,8 @@ impl LocalRecords {
                 LocalAnswer::Data(data)
             };
         }
-        let own = self.own.reverse.get(qname);
-        let hosts = self.hosts.index.reverse.get(qname);
+        let own = self.own.index.reverse.get(qname);
+        let hosts = self.hosts.as_ref().and_then(|h| h.index.reverse.get(qname));
         if own.is_some() || hosts.is_some() {
             let own = own.map_or(&[][..], Vec::as_slice);
             let hosts = hosts.map_or(&[][..], Vec::as_slice);
@@ -290,10 +356,14 @@ impl LocalRecords {
                 LocalAnswer::NoData
             };
         }
-        if self.domains.iter().any(|d| is_subdomain(qname, d)) {
-            return if self.own.existing.contains(qname)
-                || self.hosts.index.existing.contains(qname)
-                || self.domains.iter().any(|d| d == qname)
+        let domains = &self.own.domains;
+        if domains.iter().any(|d| is_subdomain(qname, d)) {
+            return if self.own.index.existing.contains(qname)
+                || self
+                    .hosts
+                    .as_ref()
+                    .is_some_and(|h| h.index.existing.contains(qname))
+                || domains.iter().any(|d| d == qname)
             {
                 LocalAnswer::NoData
             } else {

@@ -5,6 +5,7 @@
 //! order (the fallback returns the *last* other version); tables are small (capped).
 
 use crate::context::SUPERUSER;
+use crate::shared_str::SharedStr;
 use crate::types::Pmap;
 use crate::uaddr::uaddr_port;
 
@@ -25,11 +26,11 @@ pub struct Entry {
     /// RPC program version.
     pub vers: u32,
     /// Transport id ("udp", "tcp", "udp6", "tcp6", "local", or anything a client registered).
-    pub netid: String,
+    pub netid: SharedStr,
     /// Universal address of the service.
-    pub uaddr: String,
+    pub uaddr: SharedStr,
     /// Who registered it: a uid in decimal, "superuser" or "unknown"; decides who may UNSET.
-    pub owner: String,
+    pub owner: SharedStr,
 }
 
 /// What a SET did.
@@ -186,43 +187,69 @@ impl Registry {
         uaddr: &str,
         owner: &str,
     ) -> SetResult {
-        if let Some(f) = self.find_service(prog, vers, netid)
-            && f.vers == vers
-        {
-            return if f.uaddr == uaddr {
-                SetResult::Unchanged
-            } else {
-                SetResult::Conflict
-            };
+        if let Err(r) = self.admit(prog, vers, netid, uaddr, owner) {
+            return r;
         }
-        let cost = entry_bytes(netid, uaddr, owner);
-        if self.entries.len() >= self.max {
-            return SetResult::Full;
-        }
-        if self.bytes.saturating_add(cost) > self.max_bytes {
-            self.refused_bytes += 1;
-            return SetResult::Full;
-        }
-        self.bytes += cost;
         let e = Entry {
             prog,
             vers,
-            netid: netid.to_owned(),
-            uaddr: uaddr.to_owned(),
-            owner: owner.to_owned(),
+            netid: netid.into(),
+            uaddr: uaddr.into(),
+            owner: owner.into(),
         };
-        self.entries.push(e.clone());
+        self.push(e.clone());
         SetResult::Added(e)
+    }
+
+    /// What SET decides before anything changes: `Err` with the answer when the entry is
+    /// not to be added (already there, conflict, no room).
+    fn admit(
+        &mut self,
+        prog: u32,
+        vers: u32,
+        netid: &str,
+        uaddr: &str,
+        owner: &str,
+    ) -> Result<(), SetResult> {
+        if let Some(f) = self.find_service(prog, vers, netid)
+            && f.vers == vers
+        {
+            return Err(if f.uaddr == uaddr {
+                SetResult::Unchanged
+            } else {
+                SetResult::Conflict
+            });
+        }
+        let cost = entry_bytes(netid, uaddr, owner);
+        if self.entries.len() >= self.max {
+            return Err(SetResult::Full);
+        }
+        if self.bytes.saturating_add(cost) > self.max_bytes {
+            self.refused_bytes += 1;
+            return Err(SetResult::Full);
+        }
+        Ok(())
+    }
+
+    /// Appends an admitted entry and counts its bytes.
+    fn push(&mut self, e: Entry) {
+        self.bytes += entry_bytes(&e.netid, &e.uaddr, &e.owner);
+        self.entries.push(e);
     }
 
     /// Appends an entry at start-up (self registrations, journal replay) without the cap, so the
     /// portmapper's own entries always exist; duplicates and conflicts are skipped like SET.
+    /// The entry is kept as given: its strings stay shared with whoever else holds them.
     pub(crate) fn insert_unchecked(&mut self, e: Entry) -> bool {
         let saved = (self.max, self.max_bytes);
         (self.max, self.max_bytes) = (usize::MAX, usize::MAX);
-        let r = self.set(e.prog, e.vers, &e.netid, &e.uaddr, &e.owner);
+        let r = self.admit(e.prog, e.vers, &e.netid, &e.uaddr, &e.owner);
         (self.max, self.max_bytes) = saved;
-        matches!(r, SetResult::Added(_))
+        let added = r.is_ok();
+        if added {
+            self.push(e);
+        }
+        added
     }
 
     /// rpcbind `map_unset`: removes (prog, vers, netid) — every netid when `netid` is empty — if
@@ -455,7 +482,7 @@ mod tests {
             prog: 9,
             vers: 1,
             netid: "udp".into(),
-            uaddr: big.clone(),
+            uaddr: big.clone().into(),
             owner: "0".into(),
         }));
         assert_eq!(r.bytes(), cost + entry_bytes("udp", &big, "0"));

@@ -13,6 +13,7 @@ use crate::rpc::{
     AcceptStat, AuthStat, CallHeader, PMAP_PROG, RPC_VERSION, check_cred, decode_call,
     encode_accepted, encode_auth_error, encode_rpc_mismatch,
 };
+use crate::shared_str::{SharedStr, superuser};
 use crate::stats::Stats;
 use crate::types::{Netbuf, Pmap, Rpcb, RpcbEntry, encode_list};
 use crate::uaddr::{merge, netconfig, taddr_to_uaddr, uaddr_to_taddr};
@@ -52,6 +53,20 @@ impl Portmapper {
     /// `self_endpoints` are (netid, uaddr), e.g. ("udp", "0.0.0.0.0.111"),
     /// ("local", "/run/rpcbind.sock").
     pub fn new<N: AsRef<str>, U: AsRef<str>>(config: Config, self_endpoints: &[(N, U)]) -> Self {
+        let endpoints: Vec<(SharedStr, SharedStr)> = self_endpoints
+            .iter()
+            .map(|(n, u)| (n.as_ref().into(), u.as_ref().into()))
+            .collect();
+        Self::with_shared_endpoints(config, &endpoints)
+    }
+
+    /// As [`Portmapper::new`], the self registrations pointing at the given strings rather
+    /// than copies. Why: a daemon makes one portmapper per namespace with the same self
+    /// endpoints, and these entries are most of an idle table (issue 16: bytes per namespace).
+    pub fn with_shared_endpoints(
+        config: Config,
+        self_endpoints: &[(SharedStr, SharedStr)],
+    ) -> Self {
         let mut registry = Registry::new(config.max_registrations, config.max_registration_bytes);
         let versions_of = |netid: &str| -> &'static [u32] {
             if netid_to_prot(netid).is_some() {
@@ -63,19 +78,18 @@ impl Portmapper {
         registry.reserve_exact(
             self_endpoints
                 .iter()
-                .map(|(netid, _)| versions_of(netid.as_ref()).len())
+                .map(|(netid, _)| versions_of(netid).len())
                 .sum(),
         );
+        let owner = superuser();
         for (netid, uaddr) in self_endpoints {
-            let (netid, uaddr) = (netid.as_ref(), uaddr.as_ref());
-            let versions = versions_of(netid);
-            for &vers in versions {
+            for &vers in versions_of(netid) {
                 registry.insert_unchecked(Entry {
                     prog: PMAP_PROG,
                     vers,
-                    netid: netid.to_owned(),
-                    uaddr: uaddr.to_owned(),
-                    owner: SUPERUSER.to_owned(),
+                    netid: netid.clone(),
+                    uaddr: uaddr.clone(),
+                    owner: owner.clone(),
                 });
             }
         }
@@ -482,7 +496,7 @@ impl Portmapper {
                 let (semantics, fam, proto) = netconfig(&e.netid)?;
                 (fam == family).then(|| RpcbEntry {
                     maddr: merge(&e.uaddr, ctx.local_addr),
-                    netid: e.netid.clone(),
+                    netid: e.netid.to_string(),
                     semantics,
                     protofmly: fam.as_str().to_owned(),
                     proto: proto.to_owned(),

@@ -1016,3 +1016,24 @@ fn kernel_style_registration_over_local() {
 
 #[path = "server_reflection_tests.rs"]
 mod reflection;
+
+#[test]
+fn self_entries_share_the_endpoint_strings() {
+    let eps: Vec<(SharedStr, SharedStr)> = vec![
+        ("udp".into(), "0.0.0.0.0.111".into()),
+        ("local".into(), "/run/rpcbind.sock".into()),
+    ];
+    let a = Portmapper::with_shared_endpoints(Config::default(), &eps);
+    let b = Portmapper::with_shared_endpoints(Config::default(), &eps);
+    let plain = Portmapper::new(
+        Config::default(),
+        &[("udp", "0.0.0.0.0.111"), ("local", "/run/rpcbind.sock")],
+    );
+    assert_eq!(a.entries(), plain.entries(), "same table as with copies");
+    assert_eq!(a.entries().len(), 5);
+    for (x, y) in a.entries().iter().zip(b.entries()) {
+        assert_eq!(x.netid.as_ptr(), y.netid.as_ptr());
+        assert_eq!(x.uaddr.as_ptr(), y.uaddr.as_ptr());
+        assert_eq!(x.owner.as_ptr(), y.owner.as_ptr());
+    }
+}

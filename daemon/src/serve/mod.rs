@@ -15,6 +15,7 @@ pub(crate) mod ntp;
 pub(crate) mod quiet;
 pub(crate) mod rpcbind;
 pub(crate) mod share;
+pub(crate) mod shared_cfg;
 pub(crate) mod slots;
 pub(crate) mod stream;
 pub(crate) mod udp;

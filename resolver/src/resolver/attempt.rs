@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use rand::RngExt;
 
+use super::flight::Flight;
 use super::{Attempt, Pending, Resolver};
 use crate::event::{QueryToken, Transport, UpstreamTransmit};
 use crate::wire::{self, FLAG_AD, FLAG_CD, FLAG_RD, Header};
@@ -19,7 +20,9 @@ impl Resolver {
     fn fresh_id(&mut self) -> u16 {
         loop {
             let id: u16 = self.rng.get().random();
-            if !self.by_id.contains_key(&id) && !self.orphans.contains_key(&id) {
+            if !Flight::view(&self.flight).by_id.contains_key(&id)
+                && !Flight::view(&self.flight).orphans.contains_key(&id)
+            {
                 return id;
             }
         }
@@ -57,7 +60,7 @@ impl Resolver {
         probe: bool,
     ) {
         let id = self.fresh_id();
-        let Some(p) = self.pending.get(&token) else {
+        let Some(p) = Flight::view(&self.flight).pending.get(&token) else {
             return;
         };
         let payload = self.build_upstream_query(id, p);
@@ -66,7 +69,7 @@ impl Resolver {
             Transport::Tcp => self.cfg.attempt_timeout * 2,
         };
         let deadline = now + timeout;
-        if let Some(p) = self.pending.get_mut(&token) {
+        if let Some(p) = Flight::open(&mut self.flight).pending.get_mut(&token) {
             p.attempts.push(Attempt {
                 id,
                 upstream: addr,
@@ -76,21 +79,23 @@ impl Resolver {
                 probe,
             });
         }
-        self.by_id.insert(id, token);
+        Flight::open(&mut self.flight).by_id.insert(id, token);
         self.stats.upstream_queries += 1;
-        self.transmits.push_back(UpstreamTransmit {
-            upstream: addr,
-            transport,
-            token,
-            dns_id: id,
-            payload,
-            deadline,
-        });
+        Flight::open(&mut self.flight)
+            .transmits
+            .push_back(UpstreamTransmit {
+                upstream: addr,
+                transport,
+                token,
+                dns_id: id,
+                payload,
+                deadline,
+            });
     }
 
     /// Starts the next attempt for `token`, or ends it when out of attempts or time.
     pub(super) fn advance(&mut self, now: Instant, token: QueryToken) {
-        let Some(p) = self.pending.get(&token) else {
+        let Some(p) = Flight::view(&self.flight).pending.get(&token) else {
             return;
         };
         let n = self.upstreams.len();
@@ -109,7 +114,7 @@ impl Resolver {
             .copied()
             .find(|i| !p.tried.contains(i))
             .unwrap_or_else(|| order[(p.tries as usize) % order.len()]);
-        if let Some(p) = self.pending.get_mut(&token) {
+        if let Some(p) = Flight::open(&mut self.flight).pending.get_mut(&token) {
             p.tries += 1;
             if !p.tried.contains(&choice) {
                 p.tried.push(choice);
@@ -129,18 +134,19 @@ impl Resolver {
     /// Removes attempt `id` of `token` after a failure and moves the query on if no regular
     /// attempt is left.
     pub(super) fn attempt_failed(&mut self, now: Instant, token: QueryToken, id: u16) {
-        let Some(p) = self.pending.get_mut(&token) else {
+        let flight = Flight::open(&mut self.flight);
+        let Some(p) = flight.pending.get_mut(&token) else {
             return;
         };
         let Some(pos) = p.attempts.iter().position(|a| a.id == id) else {
             return;
         };
         let a = p.attempts.remove(pos);
-        self.by_id.remove(&id);
+        let waiting_on_regular = p.attempts.iter().any(|x| !x.probe);
+        flight.by_id.remove(&id);
         self.stats.upstream_failures += 1;
         self.upstreams
             .failure(a.upstream, now, self.cfg.attempt_timeout);
-        let waiting_on_regular = p.attempts.iter().any(|x| !x.probe);
         if !waiting_on_regular {
             self.advance(now, token);
         }

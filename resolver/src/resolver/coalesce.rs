@@ -6,6 +6,7 @@
 
 use std::time::Instant;
 
+use super::flight::Flight;
 use super::{Pending, Resolver, Waiter};
 use crate::cache::CacheKeyRef;
 use crate::config::Overload;
@@ -24,10 +25,10 @@ impl Resolver {
         q: ClientQuery,
         out: &mut Vec<u8>,
     ) -> QueryOutcome {
-        if let Some(&token) = self.by_key.get(&key) {
+        if let Some(&token) = Flight::view(&self.flight).by_key.get(&key) {
             return self.join(token, client, q, out);
         }
-        if self.pending.len() >= self.cfg.max_outstanding {
+        if Flight::view(&self.flight).pending.len() >= self.cfg.max_outstanding {
             return self.overloaded(out, &q);
         }
         let token = QueryToken(self.next_token);
@@ -35,8 +36,10 @@ impl Resolver {
         let key = key.to_owned_key();
         let mut question = q.question.clone();
         question.qname = question.qname.lowered();
-        self.by_key.insert(key.clone(), token);
-        self.pending.insert(
+        Flight::open(&mut self.flight)
+            .by_key
+            .insert(key.clone(), token);
+        Flight::open(&mut self.flight).pending.insert(
             token,
             Pending {
                 key,
@@ -66,7 +69,7 @@ impl Resolver {
         q: ClientQuery,
         out: &mut Vec<u8>,
     ) -> QueryOutcome {
-        if let Some(p) = self.pending.get_mut(&token) {
+        if let Some(p) = Flight::open(&mut self.flight).pending.get_mut(&token) {
             let first = p.waiters.iter().find(|w| {
                 w.client.addr == client.addr
                     && w.client.transport == client.transport

@@ -7,6 +7,7 @@
 
 use std::time::Instant;
 
+use super::flight::Flight;
 use super::{Finish, Resolver};
 use crate::cache::Lookup;
 use crate::event::{AnswerKind, ClientAnswer, QueryToken, ServFailReason};
@@ -17,7 +18,7 @@ impl Resolver {
     /// Ends `token` after every upstream failed: stale data, the last upstream error
     /// answer, or SERVFAIL.
     pub(super) fn fail(&mut self, now: Instant, token: QueryToken) {
-        let Some(p) = self.pending.get(&token) else {
+        let Some(p) = Flight::view(&self.flight).pending.get(&token) else {
             return;
         };
         if self.cfg.serve_stale.is_some()
@@ -35,13 +36,13 @@ impl Resolver {
 
     /// Completes `token`: answers every waiter and retires its attempts.
     pub(super) fn finish(&mut self, token: QueryToken, how: Finish) {
-        let Some(p) = self.pending.remove(&token) else {
+        let Some(p) = Flight::open(&mut self.flight).pending.remove(&token) else {
             return;
         };
-        self.by_key.remove(&p.key);
+        Flight::open(&mut self.flight).by_key.remove(&p.key);
         for a in p.attempts {
-            self.by_id.remove(&a.id);
-            self.orphans.insert(a.id, a);
+            Flight::open(&mut self.flight).by_id.remove(&a.id);
+            Flight::open(&mut self.flight).orphans.insert(a.id, a);
         }
         let stale_ttl = self.cfg.serve_stale.map_or(30, |s| s.stale_ttl);
         for w in p.waiters {
@@ -75,12 +76,14 @@ impl Resolver {
                     AnswerKind::ServFail(*reason)
                 }
             };
-            self.answers.push_back(ClientAnswer {
-                client: w.client,
-                payload,
-                kind,
-                token,
-            });
+            Flight::open(&mut self.flight)
+                .answers
+                .push_back(ClientAnswer {
+                    client: w.client,
+                    payload,
+                    kind,
+                    token,
+                });
         }
     }
 }

@@ -21,10 +21,8 @@
 //! | `reply` | upstream replies and delivery failures |
 //! | `timer` | attempt and query deadlines |
 
-use std::collections::VecDeque;
 use std::ops::ControlFlow;
 
-use hashbrown::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,16 +30,16 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use self::flight::Flight;
 use crate::acl::Cidr;
 use crate::answer::StoredAnswer;
 use crate::cache::{Cache, CacheKey, CacheKeyRef};
 use crate::config::Config;
 use crate::error::Error;
 use crate::event::{
-    AnswerKind, ClientAnswer, ClientInfo, QueryOutcome, QueryToken, ServFailReason, Transport,
-    UpstreamTransmit,
+    AnswerKind, ClientAnswer, ClientInfo, QueryOutcome, ServFailReason, Transport, UpstreamTransmit,
 };
-use crate::local::{LocalRecords, Source};
+use crate::local::{LocalRecords, SharedLocal, Source};
 use crate::query::ClientQuery;
 use crate::ratelimit::RateLimiter;
 use crate::stats::Stats;
@@ -55,6 +53,7 @@ mod cached;
 mod chaos;
 mod coalesce;
 mod finish;
+mod flight;
 mod local_answer;
 mod parse;
 mod reply;
@@ -165,20 +164,10 @@ pub struct Resolver {
     upstreams: Upstreams,
     /// Per-client limiter, if configured.
     limiter: Option<RateLimiter>,
-    /// Resolutions in flight.
-    pending: HashMap<QueryToken, Pending>,
-    /// Coalescing index.
-    by_key: HashMap<CacheKey, QueryToken>,
-    /// Outstanding DNS IDs.
-    by_id: HashMap<u16, QueryToken>,
-    /// Attempts whose resolution already ended (kept for upstream health).
-    orphans: HashMap<u16, Attempt>,
+    /// Resolutions in flight and what they owe the daemon, from the first miss on.
+    flight: Option<Box<Flight>>,
     /// Next token.
     next_token: u64,
-    /// Messages for the daemon to send upstream.
-    transmits: VecDeque<UpstreamTransmit>,
-    /// Deferred answers for the daemon to deliver.
-    answers: VecDeque<ClientAnswer>,
     /// Counters.
     stats: Stats,
 }
@@ -187,6 +176,26 @@ impl Resolver {
     /// Creates an instance. `rng_seed` must come from a CSPRNG (the daemon reads
     /// `getrandom`): query IDs are the main defence against off-path spoofing.
     pub fn new(config: Config, rng_seed: [u8; 32]) -> Result<Self, Error> {
+        Self::build(config, rng_seed, None)
+    }
+
+    /// As [`Resolver::new`], with the configured local records taken from `shared` (shared,
+    /// not copied) when it was built from the same ones as `config` has. Why: a daemon makes
+    /// one resolver per namespace from the same settings (issue 16: bytes per namespace).
+    pub fn with_shared_local(
+        config: Config,
+        rng_seed: [u8; 32],
+        shared: &SharedLocal,
+    ) -> Result<Self, Error> {
+        Self::build(config, rng_seed, Some(shared))
+    }
+
+    /// Checks the settings and makes the instance.
+    fn build(
+        mut config: Config,
+        rng_seed: [u8; 32],
+        shared: Option<&SharedLocal>,
+    ) -> Result<Self, Error> {
         if config.max_outstanding > MAX_OUTSTANDING_LIMIT {
             return Err(Error::Config("max_outstanding above 16384"));
         }
@@ -212,10 +221,13 @@ impl Resolver {
         {
             return Err(Error::Config("max_stale_age above 30 days"));
         }
-        let mut local = LocalRecords::new(&config.local_domains)?;
-        for (name, addr) in &config.local_records {
-            local.add(name, *addr, Source::Config)?;
-        }
+        let local = match shared.filter(|s| s.fits(&config)) {
+            Some(s) => LocalRecords::from_shared(s),
+            None => LocalRecords::from_shared(&SharedLocal::new(&config)?),
+        };
+        // Only read to build the local store above: not kept per instance.
+        config.local_records = Vec::new();
+        config.local_domains = Vec::new();
         let stale_window = config
             .serve_stale
             .map_or(Duration::ZERO, |s| s.max_stale_age);
@@ -237,13 +249,8 @@ impl Resolver {
             limiter: config.rate_limit.map(RateLimiter::new),
             rng: LazyRng::new(rng_seed),
             cfg: config,
-            pending: HashMap::new(),
-            by_key: HashMap::new(),
-            by_id: HashMap::new(),
-            orphans: HashMap::new(),
+            flight: None,
             next_token: 0,
-            transmits: VecDeque::new(),
-            answers: VecDeque::new(),
             stats: Stats::default(),
         })
     }
@@ -293,12 +300,12 @@ impl Resolver {
 
     /// Next message to send upstream, if any.
     pub fn poll_transmit(&mut self, _now: Instant) -> Option<UpstreamTransmit> {
-        self.transmits.pop_front()
+        self.flight.as_mut()?.transmits.pop_front()
     }
 
     /// Next deferred answer to deliver, if any.
     pub fn poll_answer(&mut self) -> Option<ClientAnswer> {
-        self.answers.pop_front()
+        self.flight.as_mut()?.answers.pop_front()
     }
 
     /// Adds a run-time local record (e.g. from `nsauxctl`).
@@ -377,7 +384,7 @@ impl Resolver {
 
     /// Number of distinct queries waiting on upstreams.
     pub fn outstanding(&self) -> usize {
-        self.pending.len()
+        Flight::view(&self.flight).pending.len()
     }
 
     /// Upstream health for status output.

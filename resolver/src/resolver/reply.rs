@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::Message;
 
+use super::flight::Flight;
 use super::{Attempt, Finish, Resolver};
 use crate::answer::{StoredAnswer, TtlCaps};
 use crate::event::{AnswerKind, IgnoreReason, QueryToken, Transport, UpstreamOutcome};
@@ -81,10 +82,10 @@ impl Resolver {
         }
         // A genuine reply: the attempt is over and the server is alive.
         let att = claim.attempt;
-        if let Some(p) = self.pending.get_mut(&claim.token) {
+        if let Some(p) = Flight::open(&mut self.flight).pending.get_mut(&claim.token) {
             p.attempts.retain(|a| a.id != att.id);
         }
-        self.by_id.remove(&att.id);
+        Flight::open(&mut self.flight).by_id.remove(&att.id);
         self.record_rtt(att.upstream, now.saturating_duration_since(att.sent_at));
         self.stats.upstream_responses += 1;
         self.use_reply(now, transport, &claim, stored);
@@ -108,10 +109,10 @@ impl Resolver {
         if !h.has(FLAG_QR) || h.opcode() != 0 {
             return ignored(IgnoreReason::Malformed);
         }
-        let Some(&token) = self.by_id.get(&h.id) else {
+        let Some(&token) = Flight::view(&self.flight).by_id.get(&h.id) else {
             return ControlFlow::Break(self.late(now, from, transport, &h));
         };
-        let Some(p) = self.pending.get(&token) else {
+        let Some(p) = Flight::view(&self.flight).pending.get(&token) else {
             return ignored(IgnoreReason::UnknownId);
         };
         let Some(attempt) = p.attempts.iter().find(|a| a.id == h.id).copied() else {
@@ -165,7 +166,7 @@ impl Resolver {
             return;
         }
         let answer = Arc::new(stored);
-        if let Some(p) = self.pending.get(&token) {
+        if let Some(p) = Flight::view(&self.flight).pending.get(&token) {
             let key = p.key.clone();
             self.cache.insert(now, key, answer.clone());
         }
@@ -175,7 +176,7 @@ impl Resolver {
     /// An upstream answered with an error RCODE: remember it and try elsewhere.
     fn lame(&mut self, now: Instant, token: QueryToken, answer: Option<Arc<StoredAnswer>>) {
         self.stats.upstream_failures += 1;
-        if let Some(p) = self.pending.get_mut(&token) {
+        if let Some(p) = Flight::open(&mut self.flight).pending.get_mut(&token) {
             if answer.is_some() {
                 p.fallback = answer;
             }
@@ -203,13 +204,13 @@ impl Resolver {
         transport: Transport,
         h: &Header,
     ) -> UpstreamOutcome {
-        let Some(att) = self.orphans.get(&h.id).copied() else {
+        let Some(att) = Flight::view(&self.flight).orphans.get(&h.id).copied() else {
             return UpstreamOutcome::Ignored(IgnoreReason::UnknownId);
         };
         if att.upstream != from || att.transport != transport {
             return UpstreamOutcome::Ignored(IgnoreReason::WrongSource);
         }
-        self.orphans.remove(&h.id);
+        Flight::open(&mut self.flight).orphans.remove(&h.id);
         self.record_rtt(att.upstream, now.saturating_duration_since(att.sent_at));
         UpstreamOutcome::Late
     }
@@ -223,19 +224,22 @@ impl Resolver {
         transport: Transport,
         dns_id: u16,
     ) {
-        if let Some(&token) = self.by_id.get(&dns_id) {
-            let matches = self.pending.get(&token).is_some_and(|p| {
-                p.attempts
-                    .iter()
-                    .any(|a| a.id == dns_id && a.transport == transport && a.upstream == upstream)
-            });
+        if let Some(&token) = Flight::view(&self.flight).by_id.get(&dns_id) {
+            let matches = Flight::view(&self.flight)
+                .pending
+                .get(&token)
+                .is_some_and(|p| {
+                    p.attempts.iter().any(|a| {
+                        a.id == dns_id && a.transport == transport && a.upstream == upstream
+                    })
+                });
             if matches {
                 self.attempt_failed(now, token, dns_id);
             }
-        } else if let Some(a) = self.orphans.get(&dns_id).copied()
+        } else if let Some(a) = Flight::view(&self.flight).orphans.get(&dns_id).copied()
             && a.upstream == upstream
         {
-            self.orphans.remove(&dns_id);
+            Flight::open(&mut self.flight).orphans.remove(&dns_id);
             self.upstreams
                 .failure(a.upstream, now, self.cfg.attempt_timeout);
         }

@@ -1,6 +1,7 @@
 //! Local records through the resolver: AA answers, PTR, NXDOMAIN vs NODATA, run-time edits.
 
 use super::*;
+use crate::SharedLocal;
 
 /// A resolver with a hosts file, a config record and a local domain; no upstreams.
 fn local_resolver() -> Resolver {
@@ -117,4 +118,40 @@ fn runtime_add_remove_and_hosts_reload() {
     let (_, m) = ask(&mut r, "gw.vs.internal.", RecordType::A);
     assert_eq!(m.answers.len(), 1);
     assert!(r.add_record("bad name", ip("10.0.0.1")).is_err());
+}
+
+#[test]
+fn resolvers_sharing_local_records_edit_their_own_copy() {
+    let mut cfg = config(&[]);
+    cfg.local_domains = vec!["vs.internal".into()];
+    cfg.local_records = vec![("gw.vs.internal".into(), ip("10.9.0.1"))];
+    let shared = SharedLocal::new(&cfg).expect("records");
+    assert!(shared.fits(&cfg));
+    let mut a = Resolver::with_shared_local(cfg.clone(), [1; 32], &shared).expect("a");
+    let mut b = Resolver::with_shared_local(cfg.clone(), [2; 32], &shared).expect("b");
+    a.add_record("extra.vs.internal", ip("10.9.0.2"))
+        .expect("add");
+    let (_, m) = ask(&mut a, "extra.vs.internal.", RecordType::A);
+    assert_eq!(m.answers.len(), 1);
+    let (_, m) = ask(&mut b, "extra.vs.internal.", RecordType::A);
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::NXDomain,
+        "b unchanged"
+    );
+    assert_eq!(
+        a.remove_record("extra.vs.internal", ip("10.9.0.2")),
+        Ok(true)
+    );
+    let (_, m) = ask(&mut b, "gw.vs.internal.", RecordType::A);
+    assert_eq!(m.answers.len(), 1, "b keeps the shared record");
+    // A config with other records does not fit: its resolver parses its own.
+    let mut other = cfg;
+    other.local_records = vec![("db.vs.internal".into(), ip("10.9.0.3"))];
+    assert!(!shared.fits(&other));
+    let mut c = Resolver::with_shared_local(other, [3; 32], &shared).expect("c");
+    let (_, m) = ask(&mut c, "db.vs.internal.", RecordType::A);
+    assert_eq!(m.answers.len(), 1);
+    let (_, m) = ask(&mut c, "gw.vs.internal.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
 }

@@ -213,7 +213,7 @@ impl DnsNs {
         records: Option<persist::RecordFile>,
     ) -> anyhow::Result<Arc<Self>> {
         let now = Instant::now();
-        let resolver = Resolver::new(resolver_config(c, &[], &[]), crate::seed::random_bytes())
+        let resolver = settings::new_resolver(resolver_config(c, &[], &[]))
             .map_err(|e| anyhow::anyhow!("dns settings: {e}"))?;
         let mut inner = Inner {
             resolver,
@@ -242,7 +242,7 @@ impl DnsNs {
         inner.set_sources(&ns, c);
         Ok(Arc::new_cyclic(|me| Self {
             me: me.clone(),
-            cfg: RwLock::new(Arc::new(c.clone())),
+            cfg: RwLock::new(settings::SETTINGS.get(c)),
             stop: ns.cancel.child_token(),
             ns,
             inner: Mutex::new(inner),

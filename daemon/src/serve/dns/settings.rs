@@ -5,13 +5,14 @@
 //! in place is a policy of its own, easiest to check in one short file.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use nsaux_resolver::{Cidr, Resolver};
+use nsaux_resolver::{Cidr, Resolver, SharedLocal};
 
 use super::DnsNs;
 use crate::config::{DnsConfig, ServicesConfig};
+use crate::serve::shared_cfg::SharedCfg;
 
 /// A millisecond setting as a `Duration`, clamped to what the core accepts (1 ms to 1 h).
 fn millis(ms: u64) -> Duration {
@@ -48,6 +49,34 @@ pub(super) fn resolver_config(
             max_clients: r.max_clients,
         }),
         ..nsaux_resolver::Config::default()
+    }
+}
+
+/// The `[services.dns]` section every namespace's instance shares (see
+/// [`crate::serve::shared_cfg`]).
+pub(super) static SETTINGS: SharedCfg<DnsConfig> = SharedCfg::new();
+
+/// The configured local records last parsed. Why: every namespace's resolver made from the
+/// same records shares this one copy (issue 16: about 1 KiB per namespace); a reload that
+/// changes them (or a per-namespace override) builds and keeps a new one, and resolvers made
+/// before keep the copy they share.
+static SHARED_LOCAL: Mutex<Option<SharedLocal>> = Mutex::new(None);
+
+/// A new resolver for `cfg` with a fresh random seed, its configured local records shared
+/// with the other namespaces' resolvers (see [`SHARED_LOCAL`]).
+pub(super) fn new_resolver(cfg: nsaux_resolver::Config) -> Result<Resolver, nsaux_resolver::Error> {
+    let seed = crate::seed::random_bytes();
+    let mut cached = crate::lock::lock(&SHARED_LOCAL);
+    if !cached.as_ref().is_some_and(|s| s.fits(&cfg)) {
+        match SharedLocal::new(&cfg) {
+            Ok(s) => *cached = Some(s),
+            // The plain constructor reports the error as it always did.
+            Err(_) => return Resolver::new(cfg, seed),
+        }
+    }
+    match cached.as_ref() {
+        Some(shared) => Resolver::with_shared_local(cfg, seed, shared),
+        None => Resolver::new(cfg, seed),
     }
 }
 
@@ -93,7 +122,7 @@ impl DnsNs {
     /// Applies a reloaded configuration: a new resolver (empty cache) when a core setting
     /// changed, otherwise the allow list in place; then the upstream and hosts sources.
     pub(super) fn reconfigure_dns(&self, cfg: &ServicesConfig) -> anyhow::Result<()> {
-        let new = Arc::new(cfg.dns.clone());
+        let new = SETTINGS.get(&cfg.dns);
         let old = self.cfg();
         if *old == *new {
             return Ok(());
@@ -102,11 +131,8 @@ impl DnsNs {
             let mut g = self.lock();
             if core_settings(&old) != core_settings(&new) {
                 let upstreams = g.upstreams.clone();
-                let mut r = Resolver::new(
-                    resolver_config(&new, &upstreams, &g.subnets),
-                    crate::seed::random_bytes(),
-                )
-                .map_err(|e| anyhow::anyhow!("dns settings: {e}"))?;
+                let mut r = new_resolver(resolver_config(&new, &upstreams, &g.subnets))
+                    .map_err(|e| anyhow::anyhow!("dns settings: {e}"))?;
                 for (name, addr) in &g.runtime_records {
                     let _ = r.add_record(name, *addr);
                 }

@@ -64,8 +64,10 @@ pub(super) struct UpstreamFiles {
     own: Option<Src>,
     /// `ETC/NAME/resolv.conf` (for the host namespace only if someone wrote one).
     resolv: Option<Src>,
-    /// Host namespace: `host_resolv_conf`, and `host_resolved_conf` behind the stub.
-    host: Option<(Src, Src)>,
+    /// Host namespace: `host_resolv_conf`, and `host_resolved_conf` behind the stub. Boxed:
+    /// only the host namespace has them, and two sources inline cost every other namespace
+    /// about 250 bytes (issue 16: bytes per namespace).
+    host: Option<Box<(Src, Src)>>,
 }
 
 /// What the files say.
@@ -90,10 +92,10 @@ impl UpstreamFiles {
         let own = (!c.upstreams_file.is_empty()).then(|| Src::new(&dir.join(&c.upstreams_file)));
         let resolv = c.resolv_conf.then(|| Src::new(&dir.join("resolv.conf")));
         let host = (c.resolv_conf && ns.is_host).then(|| {
-            (
+            Box::new((
                 Src::new(&c.host_resolv_conf),
                 Src::new(&c.host_resolved_conf),
-            )
+            ))
         });
         (own.is_some() || resolv.is_some()).then_some(Self { own, resolv, host })
     }
@@ -104,7 +106,7 @@ impl UpstreamFiles {
         for s in [&mut self.own, &mut self.resolv].into_iter().flatten() {
             changed |= s.poll();
         }
-        if let Some((h, r)) = &mut self.host {
+        if let Some((h, r)) = self.host.as_deref_mut() {
             changed |= h.poll();
             changed |= r.poll();
         }
@@ -132,7 +134,7 @@ impl UpstreamFiles {
         {
             return from_resolv_conf(ns, c, text, r.path());
         }
-        if let Some((h, resolved)) = &self.host
+        if let Some((h, resolved)) = self.host.as_deref()
             && let Some(text) = &h.text
         {
             let (conf, _) = nsaux_resolver::parse_resolv_conf(text);
@@ -147,7 +149,7 @@ impl UpstreamFiles {
         }
         let looked = self.own.iter().chain(&self.resolv).map(Src::path);
         let looked: Vec<String> = looked
-            .chain(self.host.iter().map(|(h, _)| h.path()))
+            .chain(self.host.as_deref().map(|(h, _)| h.path()))
             .collect();
         Choice {
             list: Vec::new(),

@@ -179,6 +179,11 @@ impl Default for Ntp {
     }
 }
 
+/// The `[ntp]` section every namespace's instance shares (see
+/// [`crate::serve::shared_cfg`]).
+static SETTINGS: crate::serve::shared_cfg::SharedCfg<NtpConfig> =
+    crate::serve::shared_cfg::SharedCfg::new();
+
 /// Converts the `[ntp]` section into the core's configuration.
 fn server_config(cfg: &NtpConfig, seed: u64) -> ServerConfig {
     let rl = &cfg.rate_limit;
@@ -204,7 +209,8 @@ fn server_config(cfg: &NtpConfig, seed: u64) -> ServerConfig {
 /// One namespace's mutable state.
 #[derive(Debug)]
 struct NsState {
-    cfg: NtpConfig,
+    /// The `[ntp]` section (shared with the other namespaces running the same one).
+    cfg: Arc<NtpConfig>,
     server: Server,
     stats: Stats,
     /// The sockets owing kernel transmit stamps.
@@ -243,7 +249,7 @@ impl ServiceKind for Ntp {
             ns,
             shared: Arc::clone(&self.shared),
             state: Mutex::new(NsState {
-                cfg: cfg.ntp.clone(),
+                cfg: SETTINGS.get(&cfg.ntp),
                 server,
                 stats: Stats::default(),
                 pending: xleave::Pending::default(),
@@ -381,7 +387,7 @@ impl NsService for NtpNs {
             st.server = Server::new(server_config(&cfg.ntp, crate::seed::random_u64()));
             tracing::info!(netns = %self.ns.name, "ntp settings changed");
         }
-        st.cfg = cfg.ntp.clone();
+        st.cfg = SETTINGS.get(&cfg.ntp);
         Ok(())
     }
 

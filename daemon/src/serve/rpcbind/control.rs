@@ -28,9 +28,9 @@ impl RpcbindNs {
                     json!({
                         "prog": e.prog,
                         "vers": e.vers,
-                        "netid": e.netid,
-                        "address": e.uaddr,
-                        "owner": e.owner,
+                        "netid": e.netid.as_str(),
+                        "address": e.uaddr.as_str(),
+                        "owner": e.owner.as_str(),
                     })
                 })
                 .collect(),

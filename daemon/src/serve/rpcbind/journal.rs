@@ -190,7 +190,15 @@ fn encode(change: &Change, out: &mut Vec<u8>) {
         Change::Set(e) => ("S", e),
         Change::Unset(e) => ("U", e),
     };
-    let json = serde_json::json!([tag, e.prog, e.vers, e.netid, e.uaddr, e.owner]).to_string();
+    let json = serde_json::json!([
+        tag,
+        e.prog,
+        e.vers,
+        e.netid.as_str(),
+        e.uaddr.as_str(),
+        e.owner.as_str()
+    ])
+    .to_string();
     let _ = writeln!(out, "{json}\t{:016x}", fnv1a(json.as_bytes()));
 }
 
@@ -208,9 +216,9 @@ fn decode(line: &[u8]) -> Option<Change> {
     let entry = Entry {
         prog: u32::try_from(a[1].as_u64()?).ok()?,
         vers: u32::try_from(a[2].as_u64()?).ok()?,
-        netid: a[3].as_str()?.to_owned(),
-        uaddr: a[4].as_str()?.to_owned(),
-        owner: a[5].as_str()?.to_owned(),
+        netid: a[3].as_str()?.into(),
+        uaddr: a[4].as_str()?.into(),
+        owner: a[5].as_str()?.into(),
     };
     match a[0].as_str()? {
         "S" => Some(Change::Set(entry)),

@@ -71,7 +71,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nsaux_rpcbind::uaddr::format_uaddr;
-use nsaux_rpcbind::{Config as PmConfig, Entry, PMAP_PROG, Portmapper, SUPERUSER};
+use nsaux_rpcbind::{Config as PmConfig, Entry, PMAP_PROG, Portmapper, SUPERUSER, SharedStr};
 
 use self::journal::JournalDir;
 use self::path::PathTask;
@@ -187,7 +187,7 @@ impl ServiceKind for Rpcbind {
         cfg: &ServicesConfig,
     ) -> anyhow::Result<Arc<dyn NsService>> {
         self.start_once();
-        let cfg = cfg.rpcbind.clone();
+        let cfg = SETTINGS.get(&cfg.rpcbind);
         let journal = self.journals.as_ref().map(|j| j.journal(ns.id));
         let pm = new_portmapper(&cfg);
         // The journal is replayed off the loop (`replay.rs`); the table is complete once
@@ -235,6 +235,11 @@ impl ServiceKind for Rpcbind {
     }
 }
 
+/// The `[rpcbind]` section every namespace's instance shares (see
+/// [`crate::serve::shared_cfg`]).
+pub(super) static SETTINGS: crate::serve::shared_cfg::SharedCfg<RpcbindConfig> =
+    crate::serve::shared_cfg::SharedCfg::new();
+
 /// Protocol settings from the daemon's section.
 fn pm_config(cfg: &RpcbindConfig) -> PmConfig {
     PmConfig {
@@ -275,9 +280,18 @@ fn self_endpoints(cfg: &RpcbindConfig) -> Vec<(String, String)> {
     v
 }
 
+/// The self endpoints last asked for, as shared strings. Why: every namespace's table points
+/// at these instead of holding copies (issue 16: bytes per namespace).
+static SELF_ENDPOINTS: crate::serve::shared_cfg::SharedCfg<Vec<(SharedStr, SharedStr)>> =
+    crate::serve::shared_cfg::SharedCfg::new();
+
 /// A portmapper for `cfg` holding only its self registrations.
 fn new_portmapper(cfg: &RpcbindConfig) -> Portmapper {
-    Portmapper::new(pm_config(cfg), &self_endpoints(cfg))
+    let endpoints: Vec<(SharedStr, SharedStr)> = self_endpoints(cfg)
+        .into_iter()
+        .map(|(netid, uaddr)| (netid.into(), uaddr.into()))
+        .collect();
+    Portmapper::with_shared_endpoints(pm_config(cfg), &SELF_ENDPOINTS.get(&endpoints))
 }
 
 /// The registrations clients made (what the journal holds).

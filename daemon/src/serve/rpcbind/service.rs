@@ -62,8 +62,9 @@ pub(super) const COMPACT_SLACK: usize = 64 << 10;
 /// What one namespace's calls read and change.
 #[derive(Debug)]
 pub(super) struct State {
-    /// This namespace's section of the configuration.
-    pub(super) cfg: RpcbindConfig,
+    /// This namespace's section of the configuration (shared with the other namespaces
+    /// running the same one).
+    pub(super) cfg: Arc<RpcbindConfig>,
     /// The table and the protocol.
     pub(super) pm: Portmapper,
     /// Bytes in the journal file (for compaction and the size cap).
@@ -319,18 +320,18 @@ impl RpcbindNs {
 
 impl NsService for RpcbindNs {
     fn listeners(&self) -> Vec<ListenerSpec> {
-        let cfg = self.state().cfg.clone();
+        let cfg = Arc::clone(&self.state().cfg);
         let mut v = ListenerSpec::ip_pairs(&cfg.addresses, cfg.port, cfg.udp, cfg.tcp);
         if !cfg.local_abstract.is_empty() {
             v.push(ListenerSpec::UnixAbstract {
-                name: cfg.local_abstract,
+                name: cfg.local_abstract.clone(),
             });
         }
         v
     }
 
     fn reconfigure(&self, cfg: &ServicesConfig) -> anyhow::Result<()> {
-        let new = cfg.rpcbind.clone();
+        let new = super::SETTINGS.get(&cfg.rpcbind);
         let mut st = self.state();
         if st.cfg == new {
             return Ok(());

@@ -34,12 +34,20 @@ use nsaux_tests::daemon::wait_for;
 /// Only the core and ident: the services have their own benchmarks.
 const CONFIG: &str = "[ident]\nenabled = true\n\n[dns]\nenabled = false\n\n[ntp]\nenabled = false\n\n[rpcbind]\nenabled = false\n";
 /// The product services all on, with the DNS resolver reading no host files.
+/// `NSAUX_CORE_DNS_V4_ONLY=1` serves DNS on 127.0.0.53 alone (issue 16 counts the default `::1`
+/// endpoint separately).
 fn all_services_config(etc: &Path) -> String {
+    let v4_only = std::env::var("NSAUX_CORE_DNS_V4_ONLY").is_ok_and(|v| v == "1");
     format!(
         "[ident]\nenabled = false\n\n[rpcbind]\nenabled = true\n\n[ntp]\nenabled = true\n\n\
          [dns]\nenabled = true\nnetns_etc_dir = \"{}\"\nlocal_domains = [\"lan\"]\n\
-         records = [{{ name = \"c.lan\", addr = \"10.0.0.9\" }}]\n",
-        etc.display()
+         records = [{{ name = \"c.lan\", addr = \"10.0.0.9\" }}]\n{}",
+        etc.display(),
+        if v4_only {
+            "addresses = [\"127.0.0.53\"]\n"
+        } else {
+            ""
+        }
     )
 }
 /// An upper bound of the fds a namespace costs with every product service on (for sizing to

@@ -34,15 +34,15 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use nix::sys::socket::{setsockopt, sockopt};
-use nsaux_tests::bench::{builds, percentile, print_table};
+use nsaux_tests::bench::{Chronyd, builds, percentile, print_table};
 use nsaux_tests::daemon::wait_for;
 use nsaux_tests::dns::Server;
 use nsaux_tests::netns::{TestNetns, in_netns_file, udp_exchange, veth};
@@ -280,45 +280,6 @@ fn origin(dir: &Path, a: &TestNetns, name: &str, net: u8) -> anyhow::Result<(Tes
     )?;
     let server = Server::unbound(&o, &format!("10.{net}.0.2"), ORIGIN_ZONE)?;
     Ok((o, server))
-}
-
-/// chronyd as an NTP server (`local stratum 10`, never touching the clock), files in a
-/// temporary directory; killed by its own pid when dropped.
-struct Chronyd {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Chronyd {
-    fn start(ns: &TestNetns) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let p = dir.path().display().to_string();
-        let conf = dir.path().join("chrony.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port 123\nlocal stratum 10\nallow\ncmdport 0\nbindcmdaddress /\npidfile {p}/chronyd.pid\n\
-                 driftfile {p}/drift\ndumpdir {p}\nntsdumpdir {p}\n"
-            ),
-        )?;
-        let child = ns
-            .command("chronyd")
-            .args(["-x", "-d", "-u", "root", "-f"])
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting chronyd")?;
-        Ok(Self { child, _dir: dir })
-    }
-}
-
-impl Drop for Chronyd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A child process killed by its own pid when dropped (stock rpcbind).

@@ -23,11 +23,10 @@
 //!   and every thread of the server on different CPUs; a table each.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context as _, bail};
-use nsaux_tests::bench::{CpuMode, builds};
+use anyhow::bail;
+use nsaux_tests::bench::{Chronyd, CpuMode, builds};
 use nsaux_tests::daemon::wait_for;
 use nsaux_tests::env::{require_root, require_tool};
 use nsaux_tests::netns::{TestNetns, in_netns_file, udp_exchange};
@@ -187,45 +186,6 @@ fn measure(
         after - before,
         nsaux_tests::bench::cpu_ns(pid).saturating_sub(before_ns),
     ))
-}
-
-/// chronyd as an NTP server in its own namespace, with every file in a temporary directory.
-struct Chronyd {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Chronyd {
-    fn start(ns: &TestNetns) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let p = dir.path().display().to_string();
-        let conf = dir.path().join("chrony.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port 123\nlocal stratum 10\nallow\ncmdport 0\nbindcmdaddress /\npidfile {p}/chronyd.pid\n\
-                 driftfile {p}/drift\ndumpdir {p}\nntsdumpdir {p}\n"
-            ),
-        )?;
-        let child = ns
-            .command("chronyd")
-            .args(["-x", "-d", "-u", "root", "-f"])
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting chronyd")?;
-        Ok(Self { child, _dir: dir })
-    }
-}
-
-impl Drop for Chronyd {
-    fn drop(&mut self) {
-        // Our own child, by pid.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn main() -> anyhow::Result<()> {

@@ -302,14 +302,7 @@ fn exporter_serves_a_scraper_through_slowloris_and_non_readers() -> anyhow::Resu
     ) {
         return Ok(());
     }
-    use std::os::unix::fs::PermissionsExt as _;
-    let dir = tempfile::tempdir()?;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
-    let sock = dir.path().join("observe.sock");
-    let d = Daemon::start(&format!(
-        "[observe]\nsocket = \"{}\"\nmode = \"0660\"\ngroup = \"nogroup\"\n",
-        sock.display()
-    ))?;
+    let (_dir, sock, d) = super::metrics::daemon_readable_by_nobody("")?;
     let ns = d.netns("exp")?;
     let atk = tempfile::tempdir()?;
     let attacker = TestNetns::create(atk.path(), "loris")?;
@@ -412,14 +405,7 @@ fn observation_socket_outlasts_a_local_user_that_floods_and_never_reads() -> any
     if !require_root("observation_socket_outlasts_a_local_user_that_floods_and_never_reads") {
         return Ok(());
     }
-    use std::os::unix::fs::PermissionsExt as _;
-    let dir = tempfile::tempdir()?;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
-    let sock = dir.path().join("observe.sock");
-    let d = Daemon::start(&format!(
-        "[observe]\nsocket = \"{}\"\nmode = \"0660\"\ngroup = \"nogroup\"\nper_namespace = [\"*\"]\n",
-        sock.display()
-    ))?;
+    let (_dir, sock, d) = super::metrics::daemon_readable_by_nobody("per_namespace = [\"*\"]\n")?;
     let spaces: Vec<TestNetns> = (0..20)
         .map(|i| d.netns(&format!("obs{i}")))
         .collect::<anyhow::Result<_>>()?;

@@ -357,6 +357,23 @@ pub(crate) fn spawn_unprivileged_exporter(
     Ok(Exporter(child))
 }
 
+/// A daemon whose observation socket user nobody may read (a world-traversable directory, the
+/// socket 0660 in group nogroup), with `extra` lines added to `[observe]`: how an operator
+/// gives an unprivileged exporter access. The directory lives as long as the returned guard.
+pub(crate) fn daemon_readable_by_nobody(
+    extra: &str,
+) -> anyhow::Result<(tempfile::TempDir, std::path::PathBuf, Daemon)> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let sock = dir.path().join("observe.sock");
+    let d = Daemon::start(&format!(
+        "[observe]\nsocket = \"{}\"\nmode = \"0660\"\ngroup = \"nogroup\"\n{extra}",
+        sock.display()
+    ))?;
+    Ok((dir, sock, d))
+}
+
 #[test]
 fn exporter_serves_metrics_over_http_as_an_unprivileged_user() -> anyhow::Result<()> {
     if !require(
@@ -366,14 +383,7 @@ fn exporter_serves_metrics_over_http_as_an_unprivileged_user() -> anyhow::Result
         return Ok(());
     }
     use std::os::unix::fs::PermissionsExt as _;
-    // nobody must reach the socket: a world-traversable directory, the socket in nogroup.
-    let dir = tempfile::tempdir()?;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
-    let sock = dir.path().join("observe.sock");
-    let d = Daemon::start(&format!(
-        "[observe]\nsocket = \"{}\"\nmode = \"0660\"\ngroup = \"nogroup\"\n",
-        sock.display()
-    ))?;
+    let (_dir, sock, d) = daemon_readable_by_nobody("")?;
     let meta = std::fs::metadata(&sock)?;
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
     assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), 65534);

@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod chrony;
 pub mod daemon;
 pub mod dns;
 pub mod env;

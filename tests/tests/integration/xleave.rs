@@ -127,27 +127,6 @@ impl Drop for Chronyd {
     }
 }
 
-fn chronyd_server(ns: &TestNetns) -> anyhow::Result<Chronyd> {
-    let dir = tempfile::Builder::new().prefix("nsaux-xl-").tempdir()?;
-    let p = dir.path().display().to_string();
-    std::fs::write(
-        dir.path().join("chrony.conf"),
-        format!(
-            "local stratum 10\nallow all\nport 123\ncmdport 0\nbindcmdaddress /\n\
-             pidfile {p}/chronyd.pid\ndriftfile {p}/drift\ndumpdir {p}\n"
-        ),
-    )?;
-    let child = ns
-        .command("chronyd")
-        .args(["-d", "-x", "-u", "root", "-f"])
-        .arg(dir.path().join("chrony.conf"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    Ok(Chronyd(child, Some(dir)))
-}
-
 /// Waits until the server at `to` answers a request from `ns` with stratum `stratum`.
 fn wait_stratum(ns: &TestNetns, to: SocketAddr, stratum: u8) -> anyhow::Result<()> {
     wait_for("ntp server answers", Duration::from_secs(10), || {
@@ -191,7 +170,7 @@ fn chrony_xleave_client_gets_interleaved_replies() -> anyhow::Result<()> {
     veth(&cl, "xlc2", "10.134.2.1/24", &off, "xls", "10.134.2.2/24")?;
     veth(&cl, "xlc3", "10.134.3.1/24", &stock, "xls", "10.134.3.2/24")?;
     stock.sh("ip link set lo up")?;
-    let _chronyd = chronyd_server(&stock)?;
+    let _chronyd = nsaux_tests::chrony::Chronyd::start(&stock)?;
     wait_stratum(&cl, "10.134.1.2:123".parse()?, 5)?;
     wait_stratum(&cl, "10.134.2.2:123".parse()?, 5)?;
     wait_stratum(&cl, "10.134.3.2:123".parse()?, 10)?;

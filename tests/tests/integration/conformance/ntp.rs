@@ -8,8 +8,6 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use nsaux_tests::daemon::{Daemon, wait_for};
 use nsaux_tests::env::require;
 use nsaux_tests::netns::{TestNetns, veth};
@@ -240,39 +238,6 @@ type Single = (String, u64, Option<Vec<u8>>);
 /// One compared case: id, the request's transmit timestamp, nsauxd's and chronyd's answers.
 type Row = (String, u64, Option<Vec<u8>>, Option<Vec<u8>>);
 
-/// chronyd as a child, stopped by pid when dropped.
-struct Chronyd(Child, #[allow(dead_code)] tempfile::TempDir);
-
-impl Drop for Chronyd {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.0.id()) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        }
-        let _ = self.0.wait();
-    }
-}
-
-fn chronyd(ns: &TestNetns) -> anyhow::Result<Chronyd> {
-    let dir = tempfile::Builder::new()
-        .prefix("nsaux-chronyd-")
-        .tempdir()?;
-    let p = dir.path().display().to_string();
-    let conf = format!(
-        "local stratum 10\nallow all\nport 123\ncmdport 0\npidfile {p}/chronyd.pid\n\
-         driftfile {p}/drift\ndumpdir {p}\n"
-    );
-    std::fs::write(dir.path().join("chrony.conf"), conf)?;
-    let child = ns
-        .command("chronyd")
-        .args(["-d", "-x", "-u", "root", "-f"])
-        .arg(dir.path().join("chrony.conf"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    Ok(Chronyd(child, dir))
-}
-
 /// Waits until the server in `ns` answers a v4 client request with stratum 10.
 fn wait_stratum10(ns: &TestNetns, what: &str) -> anyhow::Result<()> {
     wait_for(what, Duration::from_secs(10), || {
@@ -315,7 +280,7 @@ fn ntp_matches_chronyd() -> anyhow::Result<()> {
         "cfs",
         "10.133.2.2/24",
     )?;
-    let _chrony = chronyd(&theirs)?;
+    let _chrony = nsaux_tests::chrony::Chronyd::start(&theirs)?;
     wait_stratum10(&ours, "nsauxd serves stratum 10")?;
     wait_stratum10(&theirs, "chronyd serves stratum 10")?;
     let base = ntp_now();

@@ -2,7 +2,8 @@
 //! behind a veth sends ANY, junk and refused queries and gets nothing back that amplifies
 //! (errors no longer than the query, ANY at most twice); it retransmits one query far past
 //! `max_waiters` while the upstream is slow, and another client asking the same name is
-//! still answered. Real `dig` clients are served throughout.
+//! still answered; it floods cache misses and the upstream sockets stay within their cap. Real
+//! `dig` clients are served throughout.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
@@ -369,5 +370,92 @@ fn one_client_retransmitting_cannot_fill_the_waiters_for_a_name() -> anyhow::Res
         "{st}"
     );
     assert_eq!(st["servfail"].as_u64(), Some(0), "{st}");
+    Ok(())
+}
+
+/// A remote host floods cache misses (a new name per query) while the upstream is slow: the
+/// namespace's pooled upstream sockets stay within their cap (64 in use plus the spares of one
+/// batch, and the pool's epoll), so the daemon's fds cannot be run out from one namespace; a
+/// client of another namespace keeps being answered, and every socket is closed once the
+/// flood is over.
+#[test]
+fn a_remote_miss_flood_holds_at_most_the_upstream_socket_cap() -> anyhow::Result<()> {
+    if !require(
+        "a_remote_miss_flood_holds_at_most_the_upstream_socket_cap",
+        &["dig"],
+    ) {
+        return Ok(());
+    }
+    /// The pool's cap (`serve/dns/pool.rs` `MAX_UPSTREAM_SOCKETS`).
+    const CAP: usize = 64;
+    let etc = tempfile::tempdir()?;
+    let dir = tempfile::tempdir()?;
+    let d = Daemon::start(&config(
+        etc.path(),
+        "attempt_timeout_ms = 3000\nquery_timeout_ms = 4000\nlocal_domains = [\"lan\"]\n\
+         records = [{ name = \"ok.lan\", addr = \"10.1.1.1\" }]\n",
+    ))?;
+    let s = site(&d, etc.path(), dir.path(), "vsflood", 3)?;
+    let other = d.netns("bystander")?;
+    let _up = SlowUpstream::start(&s.up, Duration::from_millis(1500))?;
+    let at = format!("@{}", s.ep.ip());
+    wait_for("remote dig answered", Duration::from_secs(5), || {
+        dig(&s.atk, &format!("{at} ok.lan A"))
+            .ok()
+            .filter(|o| status(o).is_some())
+    })?;
+    let fds = |pid: u32| std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
+    let before = fds(d.pid());
+    let ep = s.ep;
+    let atk = s.atk.run_in(|| UdpSocket::bind("10.57.3.2:0"))??;
+    let (mut peak, mut most_in_use) = (0, 0);
+    for i in 0..2_000u32 {
+        atk.send_to(
+            &raw(
+                (i & 0xffff) as u16,
+                0,
+                1,
+                &format!("n{i}.flood.test"),
+                1,
+                None,
+            ),
+            ep,
+        )?;
+        if i % 100 == 99 {
+            peak = peak.max(fds(d.pid()));
+        }
+    }
+    let ns_status = || -> Option<serde_json::Value> {
+        Some(d.ns("vsflood").ok()??["services"]["dns"]["status"].clone())
+    };
+    for _ in 0..10 {
+        peak = peak.max(fds(d.pid()));
+        if let Some(st) = ns_status() {
+            let in_use = st["upstream_sockets"].as_u64().unwrap_or(0) as usize;
+            assert!(in_use <= CAP, "{st}");
+            most_in_use = most_in_use.max(in_use);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The flood did reach the pool (2,000 misses in flight against a 1.5 s upstream) ...
+    assert!(
+        most_in_use >= CAP / 2,
+        "only {most_in_use} upstream sockets in use"
+    );
+    // ... and it held in use at most CAP, spares of one batch (at most 32) and its epoll.
+    assert!(
+        peak <= before + CAP + 32 + 1,
+        "fds grew from {before} to {peak} under the miss flood"
+    );
+    // The other namespace answers meanwhile.
+    wait_for("bystander answered", Duration::from_secs(5), || {
+        dig(&other, "@127.0.0.53 ok.lan A +tries=1 +time=2")
+            .ok()
+            .filter(|o| status(o).as_deref() == Some("NOERROR"))
+    })?;
+    // Everything given back once the flood's queries have ended and the spares idled out.
+    wait_for("upstream sockets released", Duration::from_secs(20), || {
+        ns_status().filter(|st| st["upstream_sockets"] == 0 && st["spare_sockets"] == 0)
+    })?;
     Ok(())
 }

@@ -142,7 +142,7 @@ pub fn udp_exchange(
 
 /// Connects a veth pair between two namespaces and addresses both ends.
 ///
-/// `a_addr`/`b_addr` are CIDR strings such as `10.0.0.5/24`.
+/// `a_addr`/`b_addr` are CIDR strings such as `10.0.0.5/24`. Returns once both ends pass packets.
 pub fn veth(
     a: &TestNetns,
     a_if: &str,
@@ -158,6 +158,23 @@ pub fn veth(
     b.sh(&format!(
         "ip addr add {b_addr} dev {b_if} && ip link set {b_if} up"
     ))?;
+    // Until the kernel's link watch has run for a new link (up to a second later on a busy
+    // machine), its queueing discipline is the no-op one and drops every packet: a test's first
+    // single-shot datagram would vanish. The operational state turns UP in that same step.
+    for (ns, ifname) in [(a, a_if), (b, b_if)] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = ns.sh(&format!("ip -o link show dev {ifname}"))?;
+            if String::from_utf8_lossy(&out.stdout).contains(" state UP ") {
+                break;
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "veth {ifname} did not come up within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
     Ok(())
 }
 

@@ -97,6 +97,17 @@ fn ctl_ns(d: &Daemon, args: &[&str], ns: &str) -> anyhow::Result<Value> {
     Ok(v[ns].clone())
 }
 
+/// How far a client may find the clock it shares with the server off, given the round trip
+/// `delay` it measured: 5 ms, or half the round trip (plus the clock's reading jitter) when a
+/// loaded machine stretched the exchange further.
+fn same_clock_bound(delay: f64) -> f64 {
+    if delay.is_finite() {
+        0.005_f64.max(delay / 2.0 + 0.000_5)
+    } else {
+        0.005
+    }
+}
+
 #[test]
 fn ntpdig_and_chronyd_agree_in_two_namespaces() -> anyhow::Result<()> {
     let name = "ntpdig_and_chronyd_agree_in_two_namespaces";
@@ -119,7 +130,14 @@ fn ntpdig_and_chronyd_agree_in_two_namespaces() -> anyhow::Result<()> {
             let v: Value = serde_json::from_str(text.trim())
                 .map_err(|e| anyhow::anyhow!("ntpdig output {text:?}: {e}"))?;
             let offset = v["offset"].as_f64().unwrap_or(f64::NAN);
-            assert!(offset.abs() < 0.005, "{}: ntpdig offset {v}", ns.name);
+            let delay = v["delay"].as_f64().unwrap_or(f64::NAN);
+            // One clock on both ends: the server's stamps lie between the client's, so the
+            // offset is at most half the round trip (a loaded machine can stretch that).
+            assert!(
+                offset.abs() < same_clock_bound(delay),
+                "{}: ntpdig offset {v}",
+                ns.name
+            );
             assert_eq!(v["stratum"].as_u64(), Some(stratum), "{}: {v}", ns.name);
             assert_eq!(v["leap"], "no-leap", "{}: {v}", ns.name);
         }
@@ -162,8 +180,8 @@ fn ntpdig_and_chronyd_agree_in_two_namespaces() -> anyhow::Result<()> {
             .and_then(|r| r.split_whitespace().next())
             .and_then(|n| n.parse().ok())
             .ok_or_else(|| anyhow::anyhow!("{ns}: no offset in chronyd output:\n{text}"))?;
-        assert!(offset.abs() < 0.005, "{ns}: chronyd offset {offset}");
-        // measurements.log: "date time IP L St ..." for every sample.
+        // measurements.log: "date time IP L St (3 test fields) LP RP Score Offset Peer-delay
+        // ..." for every sample.
         let log = std::fs::read_to_string(dir.path().join("measurements.log"))?;
         let samples: Vec<Vec<&str>> = log
             .lines()
@@ -171,6 +189,16 @@ fn ntpdig_and_chronyd_agree_in_two_namespaces() -> anyhow::Result<()> {
             .map(|l| l.split_whitespace().collect())
             .collect();
         assert!(!samples.is_empty(), "{ns}: no samples:\n{log}");
+        // chronyd's estimate comes from its samples: on one clock, within half the shortest
+        // round trip among them.
+        let shortest = samples
+            .iter()
+            .filter_map(|s| s.get(12).and_then(|d| d.parse::<f64>().ok()))
+            .fold(f64::INFINITY, f64::min);
+        assert!(
+            offset.abs() < same_clock_bound(shortest),
+            "{ns}: chronyd offset {offset}, shortest delay {shortest}:\n{log}"
+        );
         for s in samples {
             assert_eq!(s.get(3), Some(&"N"), "{ns}: leap in {s:?}");
             assert_eq!(

@@ -9,8 +9,10 @@
 //! drift in the load of a shared machine hits every N alike) with NTP requests spread over
 //! `SPREADS` namespaces, from the cheap generator of [`nsaux_tests::flood`] (GSO bursts out,
 //! GRO reads in: it leaves most of the machine to the server). Per daemon: answers/s, the
-//! server's CPUs busy and CPU per answer, the generator's CPU per request and CPUs busy; medians
-//! over rounds with their range. `NSAUX_BENCH_BASELINE` adds the same rows for that build.
+//! server's CPUs busy and CPUs *waiting* (its threads runnable but not running, from
+//! `schedstat`: on a shared machine, busy + waiting near N says the daemon had work for all N
+//! workers and the machine set the pace), CPU per answer, the generator's CPU per request and
+//! its CPUs busy / waiting; medians over rounds with their range. `NSAUX_BENCH_BASELINE` adds the same rows for that build.
 //!
 //! `NSAUX_WORKERS_SECS` (default 2) is the time of one flood, `NSAUX_WORKERS_ROUNDS` (default 3)
 //! the rounds; `NSAUX_FLOOD_SOCKETS` (default 4) client sockets per namespace,
@@ -103,6 +105,8 @@ struct Sample {
     flood: FloodReport,
     /// Server CPU in that time.
     server_cpu: Duration,
+    /// Time the server's threads were runnable but waiting for a CPU.
+    server_waited: Duration,
 }
 
 fn measure(s: &Server, spread: usize, time: Duration) -> anyhow::Result<Sample> {
@@ -117,13 +121,30 @@ fn measure(s: &Server, spread: usize, time: Duration) -> anyhow::Result<Sample> 
         max_requests: u64::MAX,
         request: ntp_request,
     };
-    let cpu0 = nsaux_tests::bench::cpu_ns(s.daemon.pid());
+    let pid = s.daemon.pid();
+    let (cpu0, waited0) = (nsaux_tests::bench::cpu_ns(pid), run_delay_ns(pid));
     let report = flood.run()?;
-    let cpu = nsaux_tests::bench::cpu_ns(s.daemon.pid()).saturating_sub(cpu0);
+    let cpu = nsaux_tests::bench::cpu_ns(pid).saturating_sub(cpu0);
+    let waited = run_delay_ns(pid).saturating_sub(waited0);
     Ok(Sample {
         flood: report,
         server_cpu: Duration::from_nanos(cpu),
+        server_waited: Duration::from_nanos(waited),
     })
+}
+
+/// Time all threads of `pid` spent runnable but not running, in ns (the second field of
+/// `/proc/PID/task/*/schedstat`). Busy + waiting close to N CPUs means the N workers always
+/// had work and the machine, not the daemon, set the pace.
+fn run_delay_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
 }
 
 fn cell(v: &[f64], digits: usize) -> String {
@@ -175,14 +196,19 @@ fn main() -> anyhow::Result<()> {
                 s.label.clone(),
                 cell(&f(&|x| x.flood.rate()), 0),
                 cell(&f(&|x| x.server_cpu.as_secs_f64() / secs(x)), 2),
+                format!(
+                    "{:.2}",
+                    median(&f(&|x| x.server_waited.as_secs_f64() / secs(x)))
+                ),
                 cell(
                     &f(&|x| x.server_cpu.as_secs_f64() * 1e6 / x.flood.answers.max(1) as f64),
                     2,
                 ),
                 cell(&f(&|x| x.flood.cpu_us_per_request()), 2),
                 format!(
-                    "{:.2}",
-                    median(&f(&|x| x.flood.cpu.as_secs_f64() / secs(x)))
+                    "{:.2} / {:.2}",
+                    median(&f(&|x| x.flood.cpu.as_secs_f64() / secs(x))),
+                    median(&f(&|x| x.flood.waited.as_secs_f64() / secs(x)))
                 ),
                 v.iter().map(|x| x.flood.lost).sum::<u64>().to_string(),
             ]);
@@ -197,9 +223,10 @@ fn main() -> anyhow::Result<()> {
                 "server",
                 "answers/s",
                 "server CPUs busy",
+                "server CPUs waiting",
                 "server CPU µs / answer",
                 "generator CPU µs / request",
-                "generator CPUs",
+                "generator CPUs busy / waiting",
                 "requests given up",
             ],
             &rows,

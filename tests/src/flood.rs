@@ -69,6 +69,9 @@ pub struct FloodReport {
     pub elapsed: Duration,
     /// CPU time (user + system) of the generator threads.
     pub cpu: Duration,
+    /// Time the generator threads were runnable but waiting for a CPU (`schedstat` run delay):
+    /// on a loaded machine, says whether the generator or the machine set the pace.
+    pub waited: Duration,
 }
 
 impl FloodReport {
@@ -132,6 +135,7 @@ impl Flood {
             total.answers += r.answers;
             total.lost += r.lost;
             total.cpu += r.cpu;
+            total.waited += r.waited;
         }
         Ok(total)
     }
@@ -144,6 +148,7 @@ impl Flood {
         max_requests: u64,
     ) -> anyhow::Result<FloodReport> {
         let cpu0 = thread_cpu()?;
+        let waited0 = thread_run_delay();
         let mut r = FloodReport::default();
         let mut buf = vec![0u8; 65_536];
         let mut cmsg = nix::cmsg_space!(i32);
@@ -182,6 +187,7 @@ impl Flood {
             }
         }
         r.cpu = thread_cpu()?.saturating_sub(cpu0);
+        r.waited = thread_run_delay().saturating_sub(waited0);
         Ok(r)
     }
 
@@ -283,4 +289,15 @@ fn thread_cpu() -> anyhow::Result<Duration> {
         )
     };
     Ok(tv(u.user_time()) + tv(u.system_time()))
+}
+
+/// How long the calling thread has been runnable but not running (second field of
+/// `/proc/thread-self/schedstat`; zero when the kernel does not keep it).
+fn thread_run_delay() -> Duration {
+    Duration::from_nanos(
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0),
+    )
 }

@@ -11,7 +11,8 @@
 //! GRO reads in: it leaves most of the machine to the server). Per daemon: answers/s, the
 //! server's CPUs busy and CPUs *waiting* (its threads runnable but not running, from
 //! `schedstat`: on a shared machine, busy + waiting near N says the daemon had work for all N
-//! workers and the machine set the pace), CPU per answer, the generator's CPU per request and
+//! workers and the machine set the pace), the CPUs of the least and the most busy worker thread
+//! (close together: the work is spread, nothing serialises on one thread), CPU per answer, the generator's CPU per request and
 //! its CPUs busy / waiting; medians over rounds with their range. `NSAUX_BENCH_BASELINE` adds the same rows for that build.
 //!
 //! `NSAUX_WORKERS_SECS` (default 2) is the time of one flood, `NSAUX_WORKERS_ROUNDS` (default 3)
@@ -64,6 +65,8 @@ fn worker_counts() -> Vec<usize> {
 /// One daemon under test and its namespaces.
 struct Server {
     label: String,
+    /// Its `worker_threads`.
+    n: usize,
     daemon: Daemon,
     spaces: Vec<TestNetns>,
 }
@@ -95,6 +98,7 @@ fn start(build: &Build, n: usize, spaces: usize) -> anyhow::Result<Server> {
     }
     Ok(Server {
         label: format!("{} N={n}", build.label),
+        n,
         daemon,
         spaces,
     })
@@ -107,6 +111,8 @@ struct Sample {
     server_cpu: Duration,
     /// Time the server's threads were runnable but waiting for a CPU.
     server_waited: Duration,
+    /// CPU of the least and of the most busy of the N worker threads (N > 1).
+    worker_spread: Option<(Duration, Duration)>,
 }
 
 fn measure(s: &Server, spread: usize, time: Duration) -> anyhow::Result<Sample> {
@@ -123,14 +129,50 @@ fn measure(s: &Server, spread: usize, time: Duration) -> anyhow::Result<Sample> 
     };
     let pid = s.daemon.pid();
     let (cpu0, waited0) = (nsaux_tests::bench::cpu_ns(pid), run_delay_ns(pid));
+    let workers0 = worker_cpu(pid);
     let report = flood.run()?;
+    // The N busiest `nsaux-worker` threads (the runtime's blocking pool has the same name but
+    // idles here); with one worker the runtime runs on the main thread instead.
+    let mut used: Vec<u64> = worker_cpu(pid)
+        .into_iter()
+        .map(|(tid, ns)| {
+            let was = workers0.iter().find(|(t, _)| *t == tid).map_or(0, |w| w.1);
+            ns.saturating_sub(was)
+        })
+        .collect();
+    used.sort_unstable_by(|a, b| b.cmp(a));
+    let worker_spread = (s.n > 1 && used.len() >= s.n).then(|| {
+        (
+            Duration::from_nanos(used[s.n - 1]),
+            Duration::from_nanos(used[0]),
+        )
+    });
     let cpu = nsaux_tests::bench::cpu_ns(pid).saturating_sub(cpu0);
     let waited = run_delay_ns(pid).saturating_sub(waited0);
     Ok(Sample {
         flood: report,
         server_cpu: Duration::from_nanos(cpu),
         server_waited: Duration::from_nanos(waited),
+        worker_spread,
     })
+}
+
+/// On-CPU ns of each `nsaux-worker` thread of `pid`, by thread id.
+fn worker_cpu(pid: u32) -> Vec<(u64, u64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "nsaux-worker")
+        })
+        .filter_map(|t| {
+            let tid = t.file_name().to_str()?.parse().ok()?;
+            let s = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            Some((tid, s.split_whitespace().next()?.parse().ok()?))
+        })
+        .collect()
 }
 
 /// Time all threads of `pid` spent runnable but not running, in ns (the second field of
@@ -145,6 +187,23 @@ fn run_delay_ns(pid: u32) -> u64 {
         .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
         .filter_map(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
         .sum()
+}
+
+/// The medians of the least and the most busy worker's CPUs ("-" with one worker).
+fn spread_cell(n: usize, v: &[Sample], secs: impl Fn(&Sample) -> f64) -> String {
+    if n < 2 {
+        return "-".to_owned();
+    }
+    let pick = |hi: bool| {
+        v.iter()
+            .map(|x| {
+                x.worker_spread.map_or(f64::NAN, |(lo_cpu, hi_cpu)| {
+                    (if hi { hi_cpu } else { lo_cpu }).as_secs_f64() / secs(x)
+                })
+            })
+            .collect::<Vec<f64>>()
+    };
+    format!("{:.2}–{:.2}", median(&pick(false)), median(&pick(true)))
 }
 
 fn cell(v: &[f64], digits: usize) -> String {
@@ -200,6 +259,7 @@ fn main() -> anyhow::Result<()> {
                     "{:.2}",
                     median(&f(&|x| x.server_waited.as_secs_f64() / secs(x)))
                 ),
+                spread_cell(s.n, &v[..], secs),
                 cell(
                     &f(&|x| x.server_cpu.as_secs_f64() * 1e6 / x.flood.answers.max(1) as f64),
                     2,
@@ -224,6 +284,7 @@ fn main() -> anyhow::Result<()> {
                 "answers/s",
                 "server CPUs busy",
                 "server CPUs waiting",
+                "least–most busy worker CPUs",
                 "server CPU µs / answer",
                 "generator CPU µs / request",
                 "generator CPUs busy / waiting",

@@ -18,6 +18,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{
     ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg, setsockopt, sockopt,
@@ -200,20 +201,22 @@ impl Flood {
                 .map(|i| (self.request)(first + sent as u64 + i))
                 .collect();
             let len = reqs[0].len();
-            let ok = if k > 1 && reqs.iter().all(|q| q.len() == len) {
+            let gso = k > 1 && reqs.iter().all(|q| q.len() == len);
+            let ok = match gso.then(|| {
                 let seg = u16::try_from(len).unwrap_or(u16::MAX);
-                let joined = reqs.concat();
                 sendmsg::<()>(
                     sock.as_raw_fd(),
-                    &[IoSlice::new(&joined)],
+                    &[IoSlice::new(&reqs.concat())],
                     &[ControlMessage::UdpGsoSegments(&seg)],
                     MsgFlags::MSG_DONTWAIT,
                     None,
                 )
-                .map(|_| k)
-                .unwrap_or(0)
-            } else {
-                reqs.iter().take_while(|q| sock.send(q).is_ok()).count()
+            }) {
+                Some(Ok(_)) => k,
+                // A full socket buffer: try again after the next answers.
+                Some(Err(Errno::EAGAIN | Errno::ENOBUFS)) => 0,
+                // No GSO here (or lengths differ): one datagram per call.
+                _ => reqs.iter().take_while(|q| sock.send(q).is_ok()).count(),
             };
             sent += ok;
             if ok < k {

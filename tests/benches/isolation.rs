@@ -19,9 +19,8 @@
 //! * Second table: A's 100,000-line hosts file rewritten every second (so A's resolver reloads
 //!   it) while B is probed; B's p99 against its idle figure.
 //!
-//! * Third table: nsauxd (this build) with `worker_threads` = 1 and 2, NTP floods into
-//!   `SPREAD` namespaces at once: total answers/s and the daemon's CPU per answer, to see that
-//!   answers/s grow with workers up to the machine's cores (nothing serialises).
+//! * (The `worker_threads` table that was third here is its own bench now, with a generator
+//!   cheap enough to leave the server most of the machine: `cargo bench --bench workers`.)
 //!
 //! * Fourth table ([`offloop_stalls`], issue 11 item 3, "nothing blocks the loop"): a quiet
 //!   namespace B probed (one NTP request in flight; p99 and the longest wait, the loop stall it
@@ -60,8 +59,6 @@ const ORIGIN_ZONE: &str = "  local-zone: \".\" refuse\n  local-zone: \"benchzone
     local-data: \"benchzone. 3600 IN SOA ns.benchzone. admin.benchzone. 1 3600 600 86400 30\"\n  \
     local-data: \"www.benchzone. 3600 IN A 10.0.0.1\"\n";
 const HOSTS_LINES: usize = 100_000;
-/// Namespaces flooded at once in the worker table.
-const SPREAD: usize = 4;
 
 fn probe_time() -> Duration {
     let secs = std::env::var("NSAUX_ISOLATION_SECS")
@@ -504,66 +501,7 @@ fn main() -> anyhow::Result<()> {
     if answered == 0 {
         bail!("B never answered");
     }
-    workers(time)?;
     offloop_stalls(time)
-}
-
-/// NTP floods into [`SPREAD`] namespaces of one daemon, for `worker_threads` = 1 and 2.
-fn workers(time: Duration) -> anyhow::Result<()> {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let mut rows = Vec::new();
-    for n in [1usize, 2] {
-        let config = format!(
-            "worker_threads = {n}
-[ntp]
-stratum = 10
-local_stratum = 10
-             rate_limit = {{ enabled = false }}
-[dns]
-enabled = false
-[rpcbind]
-enabled = false
-"
-        );
-        let d = nsaux_tests::daemon::Daemon::start(&config)?;
-        let spaces = (0..SPREAD)
-            .map(|i| d.netns(&format!("W{i}")))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        for ns in &spaces {
-            wait_ntp(&ns.path, "NTP in a worker-table namespace")?;
-        }
-        let stop = Arc::new(AtomicBool::new(false));
-        let cpu0 = nsaux_tests::bench::cpu_ns(d.pid());
-        let started = Instant::now();
-        let handles: Vec<JoinHandle<anyhow::Result<u64>>> = spaces
-            .iter()
-            .map(|ns| {
-                let stop = Arc::clone(&stop);
-                let path = ns.path.clone();
-                std::thread::spawn(move || in_netns_file(&path, move || flood(Flood::Ntp, &stop))?)
-            })
-            .collect();
-        std::thread::sleep(time);
-        stop.store(true, Ordering::Relaxed);
-        let mut answers = 0u64;
-        for h in handles {
-            answers += h.join().map_err(|_| anyhow::anyhow!("flood panicked"))??;
-        }
-        let secs = started.elapsed().as_secs_f64();
-        let cpu = nsaux_tests::bench::cpu_ns(d.pid()).saturating_sub(cpu0);
-        rows.push(vec![
-            n.to_string(),
-            format!("{:.0}", answers as f64 / secs),
-            format!("{:.2} µs", cpu as f64 / 1000.0 / answers.max(1) as f64),
-            format!("{:.2}", cpu as f64 / 1e9 / secs),
-        ]);
-    }
-    println!("\nnsauxd, NTP floods into {SPREAD} namespaces at once ({cores} cores):\n");
-    print_table(
-        &["worker_threads", "answers/s", "CPU / answer", "CPUs busy"],
-        &rows,
-    );
-    Ok(())
 }
 
 /// Registrations in the churned namespace of [`offloop_stalls`]: about 1 MiB of journal lines.

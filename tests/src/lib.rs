@@ -8,6 +8,8 @@
 //! - [`rpc`] — a tiny ONC RPC client (portmapper XDR, UDP, record-marked streams).
 //! - [`stream`] — how a stream connection ended (EOF, reset, data, timeout), for checks
 //!   that the daemon closed one.
+//! - [`flood`] — a cheap closed-loop UDP load generator (GSO bursts out, GRO reads in) for
+//!   benches that must leave most of the machine to the server.
 //! - [`daemon`] — [`daemon::Daemon`]: an `nsauxd` with its own runtime/state/netns directories,
 //!   stopped by pid when dropped.
 //!
@@ -20,6 +22,7 @@ pub mod chrony;
 pub mod daemon;
 pub mod dns;
 pub mod env;
+pub mod flood;
 pub mod netns;
 pub mod rpc;
 pub mod stream;

@@ -23,4 +23,5 @@ mod reflection;
 mod rpcbind;
 mod rpcbind_series;
 mod slots;
+mod workers;
 mod xleave;

@@ -304,6 +304,8 @@ impl Journal {
 
     /// Replaces the file with one line per live entry (temp file + rename, so a crash leaves
     /// either the old or the new file). An empty table removes the file. Returns the new size.
+    /// Tests only: the daemon rewrites off the loop, in steps (`compact.rs`).
+    #[cfg(test)]
     pub(crate) fn rewrite(&self, entries: &[Entry]) -> io::Result<usize> {
         if entries.is_empty() {
             return self.remove().map(|()| 0);

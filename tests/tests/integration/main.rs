@@ -20,6 +20,7 @@ mod offloop;
 mod operations;
 mod packaging;
 mod reflection;
+mod rewrites;
 mod rpcbind;
 mod rpcbind_series;
 mod slots;

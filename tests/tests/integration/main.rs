@@ -2,6 +2,7 @@
 //! clients. Root is required; under `CI=true` nothing skips.
 
 mod attacks;
+mod bigdump;
 mod budgets;
 mod conformance;
 mod containers;

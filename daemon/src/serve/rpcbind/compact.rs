@@ -30,13 +30,14 @@
 //! Nothing rewrites the whole file on the loop.
 
 use std::io;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use nsaux_rpcbind::Entry;
 
 use super::journal::{Journal, encode_entries};
 use super::service::{COMPACT_SLACK, RpcbindNs, State};
-use super::user_entries;
+use super::user_entries_of;
+use crate::config::RpcbindConfig;
 use crate::state_file::Replacement;
 
 /// Catch-up rounds off the lock before the final copy under it.
@@ -51,8 +52,8 @@ struct Snapshot {
     generation: u64,
     /// The file's length then (`State::journal_bytes`).
     base: u64,
-    /// The live (user) registrations then.
-    keep: Vec<Entry>,
+    /// The configuration then (which entries are the portmapper's own, not journaled).
+    cfg: Arc<RpcbindConfig>,
     /// The file is stale: it is replaced by `keep` alone, no line of it copied.
     whole: bool,
     /// `State::journal_live` then, to carry the live size forward exactly.
@@ -85,21 +86,24 @@ impl RpcbindNs {
         };
         st.compacting = true;
         st.rewriting_whole = st.journal_stale;
+        // The table is shared, not copied, here on the loop (`Registry::snapshot`); the copy of
+        // its user entries is made on the blocking thread.
+        let table = st.pm.registry_snapshot();
         let snap = Snapshot {
             generation: st.journal_gen,
             base: st.journal_bytes as u64,
-            keep: user_entries(&st.pm, &st.cfg),
+            cfg: Arc::clone(&st.cfg),
             live: st.journal_live,
             whole: st.journal_stale,
         };
         let me = self.me.clone();
-        rt.spawn_blocking(move || run(&me, &journal, snap));
+        rt.spawn_blocking(move || run(&me, &journal, table, snap));
     }
 }
 
 /// The blocking thread's work: prepare off the lock, finish under it, record the outcome.
-fn run(me: &Weak<RpcbindNs>, journal: &Journal, snap: Snapshot) {
-    let prepared = prepare(journal, &snap);
+fn run(me: &Weak<RpcbindNs>, journal: &Journal, table: Arc<Vec<Entry>>, snap: Snapshot) {
+    let prepared = prepare(journal, table, &snap);
     let Some(ns) = me.upgrade() else {
         return; // the namespace is gone; `prepared` is dropped with its temporary file
     };
@@ -150,8 +154,12 @@ fn run(me: &Weak<RpcbindNs>, journal: &Journal, snap: Snapshot) {
 }
 
 /// Writes the snapshot and catches up with the appends made meanwhile, off the lock.
-fn prepare(journal: &Journal, snap: &Snapshot) -> io::Result<Prepared> {
-    let lines = encode_entries(&snap.keep);
+fn prepare(journal: &Journal, table: Arc<Vec<Entry>>, snap: &Snapshot) -> io::Result<Prepared> {
+    let keep = user_entries_of(&table, &snap.cfg);
+    // Released at once: a change on the loop while it is held copies the table.
+    drop(table);
+    let lines = encode_entries(&keep);
+    drop(keep);
     let mut file = journal.begin_compaction()?;
     file.write(&lines)?;
     #[cfg(feature = "fault-injection")]

@@ -52,11 +52,15 @@
 //! - [`journal`]: the durable registration journal.
 //! - `compact`: the journal rewritten on a blocking thread while calls keep appending.
 //! - `busy`: calls answered once such a rewrite is over (UDP replies sent later).
+//! - `dump`: DUMP over a stream, encoded from a snapshot off the loop.
 //! - `replay`: the journal read back on a blocking thread when a namespace appears.
 
 mod busy;
 mod compact;
 mod control;
+#[cfg(test)]
+mod costs;
+mod dump;
 mod forward;
 pub(crate) mod journal;
 mod liveness;
@@ -231,6 +235,7 @@ impl ServiceKind for Rpcbind {
             journal_log: crate::budget::LogLimit::default(),
             journal_turns: tokio::sync::watch::channel((0, true)).0,
             waiting: std::sync::atomic::AtomicUsize::new(0),
+            dump_gate: tokio::sync::Semaphore::new(1),
         });
         if let Some(key) = ns.nsfs {
             lock(&self.shared.routes).insert(key, Arc::downgrade(&inst));
@@ -305,6 +310,12 @@ fn new_portmapper(cfg: &RpcbindConfig) -> Portmapper {
 /// Self registrations are recognised from the configuration rather than kept in a copy: a copy
 /// would cost about 2 KiB per namespace and is only needed on rare journal rewrites.
 fn user_entries(pm: &Portmapper, cfg: &RpcbindConfig) -> Vec<Entry> {
+    user_entries_of(pm.entries(), cfg)
+}
+
+/// [`user_entries`] of a table snapshot (`Portmapper::registry_snapshot`), so a compaction
+/// makes its copy off the loop.
+fn user_entries_of(entries: &[Entry], cfg: &RpcbindConfig) -> Vec<Entry> {
     let endpoints = self_endpoints(cfg);
     let is_self = |e: &Entry| {
         e.prog == PMAP_PROG
@@ -314,11 +325,7 @@ fn user_entries(pm: &Portmapper, cfg: &RpcbindConfig) -> Vec<Entry> {
                 .iter()
                 .any(|(n, u)| *n == e.netid && *u == e.uaddr)
     };
-    pm.entries()
-        .iter()
-        .filter(|e| !is_self(e))
-        .cloned()
-        .collect()
+    entries.iter().filter(|e| !is_self(e)).cloned().collect()
 }
 
 /// Seconds since the epoch of a wall-clock reading (0 before it).

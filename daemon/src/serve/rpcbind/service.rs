@@ -59,6 +59,8 @@ pub(crate) struct RpcbindNs {
     pub(super) journal_turns: tokio::sync::watch::Sender<(u64, bool)>,
     /// UDP calls waiting for such an end now (bounded by `busy::MAX_WAITING`).
     pub(super) waiting: AtomicUsize,
+    /// One DUMP encoded off the loop at a time in this namespace (`dump.rs`).
+    pub(super) dump_gate: tokio::sync::Semaphore,
 }
 
 /// What became of one call.

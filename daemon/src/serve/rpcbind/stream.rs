@@ -126,7 +126,11 @@ impl RpcbindNs {
                     local_addr: local,
                     now_unix: unix_secs(SystemTime::now()),
                 };
-                let mut answer = self.handle_call(&ctx, &rec, &mut out, None);
+                let mut answer = if self.stream_dump(&ctx, &rec, &mut out).await {
+                    Answer::Reply
+                } else {
+                    self.handle_call(&ctx, &rec, &mut out, None)
+                };
                 // The journal is being rewritten off the loop: wait for it (this connection
                 // reads nothing meanwhile), then handle the call again (`busy.rs`).
                 for _ in 0..RETRIES {

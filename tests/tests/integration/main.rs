@@ -16,6 +16,7 @@ mod fate;
 mod host;
 mod identity;
 mod metrics;
+mod multiflood;
 mod ntp;
 mod offloop;
 mod operations;

@@ -134,7 +134,8 @@ impl JournalDir {
 }
 
 /// How a journal's compaction temporary file ends (`COOKIE.journal.compact`): not the
-/// synchronous rewrite's `journal.tmp`, so the two never write one file.
+/// `journal.tmp` of `Journal::rewrite` (tests), so the two never write one file. Compactions
+/// and whole rewrites share it: one runs at a time.
 const COMPACT_SUFFIX: &str = ".journal.compact";
 
 /// Replays journal bytes: the table they describe and how many lines were bad. Linear: a SET

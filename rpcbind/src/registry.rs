@@ -4,6 +4,8 @@
 //! Why one ordered `Vec`: rpcbind keeps an append-only linked list and its lookups depend on that
 //! order (the fallback returns the *last* other version); tables are small (capped).
 
+use std::sync::Arc;
+
 use crate::context::SUPERUSER;
 use crate::shared_str::SharedStr;
 use crate::types::Pmap;
@@ -97,8 +99,10 @@ pub fn entry_bytes(netid: &str, uaddr: &str, owner: &str) -> usize {
 /// The registration table of one namespace.
 #[derive(Debug, Clone)]
 pub struct Registry {
-    /// Entries in registration order (lookups depend on the order).
-    entries: Vec<Entry>,
+    /// Entries in registration order (lookups depend on the order). Shared with snapshots
+    /// ([`Self::snapshot`]: a DUMP or a journal rewrite encoded elsewhere); a change while one
+    /// is held copies the table once (`Arc::make_mut`), so a snapshot costs nothing otherwise.
+    entries: Arc<Vec<Entry>>,
     /// Cap on `entries.len()`.
     max: usize,
     /// Sum of [`entry_bytes`] over `entries`.
@@ -114,7 +118,7 @@ impl Registry {
     /// An empty table holding at most `max` entries and `max_bytes` accounted bytes.
     pub fn new(max: usize, max_bytes: usize) -> Self {
         Self {
-            entries: Vec::new(),
+            entries: Arc::new(Vec::new()),
             max,
             bytes: 0,
             max_bytes,
@@ -125,7 +129,7 @@ impl Registry {
     /// Room for `n` more entries, exactly: the portmapper's own entries are known up front,
     /// and doubling growth would leave slots (80 bytes each) unused in every namespace.
     pub(crate) fn reserve_exact(&mut self, n: usize) {
-        self.entries.reserve_exact(n);
+        Arc::make_mut(&mut self.entries).reserve_exact(n);
     }
 
     /// Bytes the table is accounted as (sum of [`entry_bytes`]).
@@ -148,12 +152,18 @@ impl Registry {
         &self.entries
     }
 
+    /// The table as it is now, for work done elsewhere (a DUMP encoded off the daemon's loop, a
+    /// journal rewrite): one reference count, no copy (see the `entries` field).
+    pub fn snapshot(&self) -> Arc<Vec<Entry>> {
+        Arc::clone(&self.entries)
+    }
+
     /// rpcbind `find_service`: the entry for (prog, vers, netid); failing that, the *last* entry of
     /// the same program on that netid (any version), so that GETADDR can still point the client
     /// at the program, which then answers PROG_MISMATCH with its real range.
     pub(crate) fn find_service(&self, prog: u32, vers: u32, netid: &str) -> Option<&Entry> {
         let mut hit = None;
-        for e in &self.entries {
+        for e in self.entries.iter() {
             if e.prog != prog || !e.netid.eq_ignore_ascii_case(netid) {
                 continue;
             }
@@ -234,7 +244,7 @@ impl Registry {
     /// Appends an admitted entry and counts its bytes.
     fn push(&mut self, e: Entry) {
         self.bytes += entry_bytes(&e.netid, &e.uaddr, &e.owner);
-        self.entries.push(e);
+        Arc::make_mut(&mut self.entries).push(e);
     }
 
     /// Appends an entry at start-up (self registrations, journal replay) without the cap, so the
@@ -273,10 +283,14 @@ impl Registry {
             return Err(NotOwner);
         }
         let mut removed = Removed::default();
+        if !self.entries.iter().any(&matches) {
+            // Nothing to remove: leave a snapshot's table shared.
+            return Ok(removed);
+        }
         let mut bytes = self.bytes;
         // `retain` visits the entries once, in order, so `i` is each one's old index.
         let mut i = 0;
-        self.entries.retain(|e| {
+        Arc::make_mut(&mut self.entries).retain(|e| {
             let hit = matches(e);
             if hit {
                 bytes -= entry_bytes(&e.netid, &e.uaddr, &e.owner);
@@ -298,7 +312,7 @@ impl Registry {
         for (at, e) in removed.positions.into_iter().zip(removed.entries) {
             let at = at.min(self.entries.len());
             self.bytes += entry_bytes(&e.netid, &e.uaddr, &e.owner);
-            self.entries.insert(at, e);
+            Arc::make_mut(&mut self.entries).insert(at, e);
         }
     }
 
@@ -307,27 +321,17 @@ impl Registry {
     /// rpcbind shows (measured by the conformance harness: its v2 DUMP lists a "tcp" entry
     /// registered with "::1.15.164" as port 4004 and leaves "UDP" out); nsauxd's SET refuses
     /// such addresses, so the difference never shows here.
+    #[cfg(test)]
     pub(crate) fn pmap_list(&self) -> Vec<Pmap> {
-        self.entries
-            .iter()
-            .filter_map(|e| {
-                let prot = netid_to_prot(&e.netid)?;
-                let port = uaddr_port(&e.uaddr)?;
-                Some(Pmap {
-                    prog: e.prog,
-                    vers: e.vers,
-                    prot,
-                    port: u32::from(port),
-                })
-            })
-            .collect()
+        self.entries.iter().filter_map(pmap_of).collect()
     }
 
     /// rpcbind `find_service_pmap` on the v2 view: the port for (prog, vers, prot), falling back
     /// to the last other version of `prog` on that protocol.
     pub(crate) fn find_pmap(&self, prog: u32, vers: u32, prot: u32) -> Option<u32> {
         let mut hit = None;
-        for p in self.pmap_list() {
+        // Lazily: a GETPORT must not copy the whole v2 view of a large table.
+        for p in self.entries.iter().filter_map(pmap_of) {
             if p.prog != prog || p.prot != prot {
                 continue;
             }
@@ -356,6 +360,19 @@ pub(crate) fn prot_to_netid(prot: u32) -> Option<&'static str> {
         IPPROTO_TCP => Some("tcp"),
         _ => None,
     }
+}
+
+/// One entry's row in the v2 view ([`Registry::pmap_list`]), if it has one: shared by the
+/// table's own view and DUMP replies encoded from a snapshot (`dump.rs`).
+pub(crate) fn pmap_of(e: &Entry) -> Option<Pmap> {
+    let prot = netid_to_prot(&e.netid)?;
+    let port = uaddr_port(&e.uaddr)?;
+    Some(Pmap {
+        prog: e.prog,
+        vers: e.vers,
+        prot,
+        port: u32::from(port),
+    })
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 use crate::config::Config;
 use crate::context::{CallContext, SUPERUSER, Transport};
 use crate::outcome::{Answer, DropReason, Effect, Outcome, Refusal, Verdict};
-use crate::registry::{Entry, Registry, Removed, SetResult, netid_to_prot, prot_to_netid};
+use crate::registry::{Entry, Registry, Removed, SetResult, netid_to_prot, pmap_of, prot_to_netid};
 use crate::rmtcall::{RemoteKind, callit};
 use crate::rpc::{
     AcceptStat, AuthStat, CallHeader, PMAP_PROG, RPC_VERSION, check_cred, decode_call,
@@ -15,7 +15,7 @@ use crate::rpc::{
 };
 use crate::shared_str::{SharedStr, superuser};
 use crate::stats::Stats;
-use crate::types::{Netbuf, Pmap, Rpcb, RpcbEntry, encode_list};
+use crate::types::{Netbuf, Pmap, Rpcb, RpcbEntry, encode_list, encode_list_within};
 use crate::uaddr::{merge, netconfig, taddr_to_uaddr, uaddr_to_taddr};
 use crate::validate::check_set;
 use crate::xdr::{XdrReader, XdrWrite};
@@ -293,7 +293,15 @@ impl Portmapper {
                 if let Some(r) = self.udp_listing_refusal(ctx) {
                     return Answer::Err(r);
                 }
-                encode_list(&mut body, &self.registry.pmap_list(), |p, w| p.encode(w));
+                let (entries, limit) = (self.registry.entries(), self.dump_limit(ctx));
+                encode_list_within(
+                    &mut body,
+                    entries.iter().filter_map(pmap_of),
+                    limit,
+                    |p, w| {
+                        p.encode(w);
+                    },
+                );
             }
             5 => {
                 return callit(
@@ -350,7 +358,8 @@ impl Portmapper {
                 if let Some(r) = self.udp_listing_refusal(ctx) {
                     return Answer::Err(r);
                 }
-                encode_list(&mut body, self.registry.entries(), |e, w| {
+                let limit = self.dump_limit(ctx);
+                encode_list_within(&mut body, self.registry.entries(), limit, |e, w| {
                     w.put_u32(e.prog);
                     w.put_u32(e.vers);
                     w.put_string(&e.netid);
@@ -506,6 +515,27 @@ impl Portmapper {
         self.stats
             .getaddr(4, r.prog, r.vers, netid, !list.is_empty());
         list
+    }
+
+    /// How many bytes of a DUMP body are worth encoding: over UDP a reply past `udp_max_reply`
+    /// becomes a SYSTEM_ERR refusal, so encoding stops there (a large table costs a UDP DUMP
+    /// at most that much); over a stream, all of it.
+    fn dump_limit(&self, ctx: &CallContext) -> usize {
+        if ctx.transport == Transport::Udp {
+            self.config.udp_max_reply
+        } else {
+            usize::MAX
+        }
+    }
+
+    /// The table, shared (see [`Registry::snapshot`]).
+    pub fn registry_snapshot(&self) -> std::sync::Arc<Vec<Entry>> {
+        self.registry.snapshot()
+    }
+
+    /// Counts a DUMP taken apart from [`Self::handle`] (`dump.rs`) as `handle` counts one.
+    pub(crate) fn count_dump(&mut self, vers: u32) {
+        self.stats.procinfo(vers, 4);
     }
 
     /// DUMP (v2/v3/v4) and GETSTAT over UDP from a non-loopback caller are refused with

@@ -188,6 +188,25 @@ pub(crate) fn encode_list<T>(w: &mut Vec<u8>, items: &[T], mut f: impl FnMut(&T,
     w.put_bool(false);
 }
 
+/// [`encode_list`] over an iterator that stops early once `w` holds more than `limit` bytes,
+/// leaving the list unterminated: a UDP DUMP past `udp_max_reply` is replaced by a refusal
+/// anyway, so encoding the rest of a large table would only cost time.
+pub(crate) fn encode_list_within<T>(
+    w: &mut Vec<u8>,
+    items: impl IntoIterator<Item = T>,
+    limit: usize,
+    mut f: impl FnMut(&T, &mut Vec<u8>),
+) {
+    for it in items {
+        if w.len() > limit {
+            return;
+        }
+        w.put_bool(true);
+        f(&it, w);
+    }
+    w.put_bool(false);
+}
+
 #[cfg(test)]
 /// Decodes an XDR optional-data linked list, capped at an internal maximum length.
 pub(crate) fn decode_list<'a, T>(

@@ -27,7 +27,11 @@
 //!   saw) while the daemon serves `NSAUX_OFFLOOP_NS` (default 2,000) namespaces and runs, in
 //!   turn: nothing; `nsauxctl ns list --json` back to back; `nsauxctl metrics` back to back; and
 //!   a SET/UNSET churn (6,000 changes/s) in a namespace holding 8,000 registrations (each
-//!   journal compaction then rewrites about 1 MiB). `NSAUX_ISOLATION_ONLY=offloop` runs only this table.
+//!   journal compaction then rewrites about 1 MiB); v4 DUMPs of that table back to back over
+//!   the abstract socket (about 800 KB each); and reloads that turn that namespace's portmapper
+//!   off and on again, so that it is made anew and replays its 8,000-registration journal
+//!   (each replay counted once it is done). "CPU / work" is the daemon's CPU (all threads) per
+//!   unit of work done. `NSAUX_ISOLATION_ONLY=offloop` runs only this table.
 //!
 //! `NSAUX_ISOLATION_SECS` (default 3) sets the probe time of one scenario.
 
@@ -576,7 +580,7 @@ fn offloop_stalls(time: Duration) -> anyhow::Result<()> {
         })??;
 
         type Job<'a> = &'a (dyn Fn(&Arc<AtomicBool>) -> anyhow::Result<u64> + Sync);
-        let work: [(&str, Job<'_>); 4] = [
+        let work: [(&str, Job<'_>); 6] = [
             ("idle", &|_| Ok(0)),
             ("ns list --json", &|stop| {
                 let mut k = 0;
@@ -618,9 +622,47 @@ fn offloop_stalls(time: Duration) -> anyhow::Result<()> {
                     Ok(k)
                 })?
             }),
+            ("DUMP 8,000", &|stop| {
+                let stop = Arc::clone(stop);
+                j.run_in(move || -> anyhow::Result<u64> {
+                    let mut s = nsaux_tests::rpc::connect_abstract("/run/rpcbind.sock")?;
+                    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                    let mut k = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let req = call(k as u32, PMAP, 4, 4, Cred::None, &[]);
+                        std::io::Write::write_all(&mut s, &nsaux_tests::rpc::frame(&req))?;
+                        let rec = nsaux_tests::rpc::read_record(&mut s)
+                            .ok_or_else(|| anyhow::anyhow!("no DUMP reply"))?;
+                        anyhow::ensure!(rec.len() > 400_000, "short DUMP: {}", rec.len());
+                        k += 1;
+                    }
+                    Ok(k)
+                })?
+            }),
+            ("replay 8,000", &|stop| {
+                let off =
+                    format!("{config}[[netns]]\nmatch = \"J\"\nrpcbind = {{ enabled = false }}\n");
+                let mut k = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    d.write_config(&off)?;
+                    anyhow::ensure!(d.ctl(&["reload"])?.status.success(), "reload off");
+                    d.write_config(config)?;
+                    anyhow::ensure!(d.ctl(&["reload"])?.status.success(), "reload on");
+                    wait_for("J replayed", Duration::from_secs(10), || {
+                        let n = d.ns("J").ok()??;
+                        let st = &n["services"]["rpcbind"]["status"];
+                        (st["registrations"].as_u64()? >= u64::from(OFFLOOP_TABLE)
+                            && st["journal"]["replaying"] == false)
+                            .then_some(())
+                    })?;
+                    k += 1;
+                }
+                Ok(k)
+            }),
         ];
         for (name, job) in work {
             let stop = Arc::new(AtomicBool::new(false));
+            let cpu0 = nsaux_tests::bench::cpu_ns(d.pid());
             let (p, done, secs) = std::thread::scope(|sc| -> anyhow::Result<_> {
                 let started = Instant::now();
                 let h = sc.spawn(|| job(&stop));
@@ -636,11 +678,17 @@ fn offloop_stalls(time: Duration) -> anyhow::Result<()> {
             let mut r = row(name, build.label, &p, None);
             let max = p.rtts.iter().max().copied().unwrap_or_default();
             r.insert(5, format!("{:.0} µs", max.as_secs_f64() * 1e6));
+            let cpu = nsaux_tests::bench::cpu_ns(d.pid()).saturating_sub(cpu0);
             r[7] = if name == "idle" {
                 "-".into()
             } else {
                 format!("{:.1}/s", done as f64 / secs)
             };
+            r.push(if name == "idle" || done == 0 {
+                "-".into()
+            } else {
+                format!("{:.0} µs", cpu as f64 / 1e3 / done as f64)
+            });
             rows.push(r);
         }
         let dir = d.netns_dir();
@@ -664,6 +712,7 @@ fn offloop_stalls(time: Duration) -> anyhow::Result<()> {
             "B max",
             "B lost",
             "work done",
+            "CPU / work",
         ],
         &rows,
     );

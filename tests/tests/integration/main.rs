@@ -2,6 +2,7 @@
 //! clients. Root is required; under `CI=true` nothing skips.
 
 mod attacks;
+mod bigdump;
 mod budgets;
 mod conformance;
 mod containers;
@@ -15,11 +16,13 @@ mod fate;
 mod host;
 mod identity;
 mod metrics;
+mod multiflood;
 mod ntp;
 mod offloop;
 mod operations;
 mod packaging;
 mod reflection;
+mod rewrites;
 mod rpcbind;
 mod rpcbind_series;
 mod slots;

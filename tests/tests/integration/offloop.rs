@@ -109,8 +109,8 @@ fn compaction_off_the_loop_loses_nothing_across_kill9() -> anyhow::Result<()> {
     }
     // A 16 KiB journal: compaction starts past 12 KiB (three quarters of the cap), and each
     // compaction pauses 1.5 s between its snapshot and its catch-up. The changes made during
-    // the pause stay under the cap (one at the cap is rewritten at once, on the loop, and the
-    // compaction then gives up).
+    // the pause stay under the cap (one at the cap would wait for the compaction: see
+    // `rewrites.rs`).
     let mut d = Daemon::start_with_env(
         "[rpcbind]\nenabled = true\njournal_max_bytes = 16384\n",
         &[],

@@ -17,18 +17,27 @@
 //! cache survives the process (see `journal.rs`, durability policy).
 //!
 //! The compaction gives up, leaving the old file (which holds everything), when the file was
-//! replaced or removed meanwhile (a synchronous rewrite at the cap or after a failed write, the
-//! namespace going: `State::journal_gen` changed) or an append left a tail it could not cut
-//! back (`journal_stale`).
+//! replaced or removed meanwhile (a reconfiguration that dropped registrations, the namespace
+//! going: `State::journal_gen` changed) or an append left a tail it could not cut back
+//! (`journal_stale`); a rewrite whole is then started at once (unless the namespace went).
+//!
+//! # Rewriting whole
+//! A *stale* file (an append failed and may have left a tail, a start-up read failed, a
+//! reconfiguration dropped registrations) is not compacted but replaced by the table alone,
+//! the same way off the loop (`State::rewriting_whole`): no line of it is copied, so nothing is
+//! appended meanwhile. Calls that change the table wait for it (`busy.rs`). A change that
+//! would take the file past `journal_max_bytes` also waits, for a compaction started at once.
+//! Nothing rewrites the whole file on the loop.
 
 use std::io;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use nsaux_rpcbind::Entry;
 
 use super::journal::{Journal, encode_entries};
 use super::service::{COMPACT_SLACK, RpcbindNs, State};
-use super::user_entries;
+use super::user_entries_of;
+use crate::config::RpcbindConfig;
 use crate::state_file::Replacement;
 
 /// Catch-up rounds off the lock before the final copy under it.
@@ -43,8 +52,10 @@ struct Snapshot {
     generation: u64,
     /// The file's length then (`State::journal_bytes`).
     base: u64,
-    /// The live (user) registrations then.
-    keep: Vec<Entry>,
+    /// The configuration then (which entries are the portmapper's own, not journaled).
+    cfg: Arc<RpcbindConfig>,
+    /// The file is stale: it is replaced by `keep` alone, no line of it copied.
+    whole: bool,
     /// `State::journal_live` then, to carry the live size forward exactly.
     live: usize,
 }
@@ -59,11 +70,12 @@ struct Prepared {
 }
 
 impl RpcbindNs {
-    /// Starts a compaction on a blocking thread unless one runs or a failed one is not due for a
-    /// retry yet. Called with the state locked. Without a tokio runtime (unit tests) it does
-    /// nothing: the synchronous rewrite at the cap still bounds the file.
-    pub(super) fn start_compaction(&self, st: &mut State) {
-        if st.compacting || st.journal_bytes < st.compact_retry_at {
+    /// Starts a compaction (a rewrite whole if the file is stale) on a blocking thread unless
+    /// one runs, or a failed one is not due for a retry yet and `now` is false (a change is
+    /// waiting for it). Called with the state locked. Without a tokio runtime (unit tests) it
+    /// does nothing.
+    pub(super) fn start_compaction(&self, st: &mut State, now: bool) {
+        if st.compacting || st.gone || (!now && st.journal_bytes < st.compact_retry_at) {
             return;
         }
         let Some(journal) = self.journal.clone() else {
@@ -73,26 +85,44 @@ impl RpcbindNs {
             return;
         };
         st.compacting = true;
+        st.rewriting_whole = st.journal_stale;
+        // The table is shared, not copied, here on the loop (`Registry::snapshot`); the copy of
+        // its user entries is made on the blocking thread.
+        let table = st.pm.registry_snapshot();
         let snap = Snapshot {
             generation: st.journal_gen,
             base: st.journal_bytes as u64,
-            keep: user_entries(&st.pm, &st.cfg),
+            cfg: Arc::clone(&st.cfg),
             live: st.journal_live,
+            whole: st.journal_stale,
         };
         let me = self.me.clone();
-        rt.spawn_blocking(move || run(&me, &journal, snap));
+        rt.spawn_blocking(move || run(&me, &journal, table, snap));
     }
 }
 
 /// The blocking thread's work: prepare off the lock, finish under it, record the outcome.
-fn run(me: &Weak<RpcbindNs>, journal: &Journal, snap: Snapshot) {
-    let prepared = prepare(journal, &snap);
+fn run(me: &Weak<RpcbindNs>, journal: &Journal, table: Arc<Vec<Entry>>, snap: Snapshot) {
+    let prepared = prepare(journal, table, &snap);
     let Some(ns) = me.upgrade() else {
         return; // the namespace is gone; `prepared` is dropped with its temporary file
     };
     let mut st = ns.state();
     st.compacting = false;
-    match prepared.and_then(|p| finish(journal, &snap, p, &mut st)) {
+    st.rewriting_whole = false;
+    let outcome = prepared.and_then(|p| finish(journal, &snap, p, &mut st));
+    // Calls waiting for this end are handled again, or given up if it failed (`busy.rs`).
+    let ok = outcome.is_ok();
+    ns.journal_turns
+        .send_modify(|(n, last_ok)| (*n, *last_ok) = (*n + 1, ok));
+    match outcome {
+        Ok(true) if snap.whole => {
+            st.compact_retry_at = 0;
+            tracing::debug!(netns = %ns.ns.name, bytes = st.journal_bytes, "journal rewritten");
+            if let Some(was) = st.journal_error.take() {
+                tracing::info!(netns = %ns.ns.name, previous_error = %was, "journal writable again; journaling resumed");
+            }
+        }
         Ok(true) => {
             st.compactions += 1;
             st.compact_retry_at = 0;
@@ -100,6 +130,17 @@ fn run(me: &Weak<RpcbindNs>, journal: &Journal, snap: Snapshot) {
         }
         Ok(false) => {
             tracing::debug!(netns = %ns.ns.name, "journal replaced meanwhile; compaction dropped");
+            if st.journal_stale {
+                // The file to replace changed (a reconfiguration) or went stale meanwhile.
+                ns.start_compaction(&mut st, true);
+            }
+        }
+        Err(e) if snap.whole => {
+            // Still stale: the next change starts another attempt (one at a time).
+            if ns.journal_log.allow() {
+                tracing::error!(netns = %ns.ns.name, error = %e, "cannot rewrite the journal");
+            }
+            st.journal_error = Some(e.to_string());
         }
         Err(e) => {
             // The old file is intact and holds everything; retry once it grew some more.
@@ -113,14 +154,20 @@ fn run(me: &Weak<RpcbindNs>, journal: &Journal, snap: Snapshot) {
 }
 
 /// Writes the snapshot and catches up with the appends made meanwhile, off the lock.
-fn prepare(journal: &Journal, snap: &Snapshot) -> io::Result<Prepared> {
-    let lines = encode_entries(&snap.keep);
+fn prepare(journal: &Journal, table: Arc<Vec<Entry>>, snap: &Snapshot) -> io::Result<Prepared> {
+    let keep = user_entries_of(&table, &snap.cfg);
+    // Released at once: a change on the loop while it is held copies the table.
+    drop(table);
+    let lines = encode_entries(&keep);
+    drop(keep);
     let mut file = journal.begin_compaction()?;
     file.write(&lines)?;
     #[cfg(feature = "fault-injection")]
     crate::serve::fault::compaction_pause();
     let mut copied = snap.base;
-    for _ in 0..CATCH_UP_ROUNDS {
+    // A stale file's lines are not copied (nothing is appended to it meanwhile).
+    let rounds = if snap.whole { 0 } else { CATCH_UP_ROUNDS };
+    for _ in 0..rounds {
         let tail = journal.read_from(copied)?;
         file.write(&tail)?;
         copied += tail.len() as u64;
@@ -138,6 +185,18 @@ fn prepare(journal: &Journal, snap: &Snapshot) -> io::Result<Prepared> {
 /// Under the state lock: copies the last appends and renames. `Ok(false)`: the file changed
 /// under the compaction (see the module docs), which is dropped.
 fn finish(journal: &Journal, snap: &Snapshot, mut p: Prepared, st: &mut State) -> io::Result<bool> {
+    if snap.whole {
+        if st.journal_gen != snap.generation {
+            return Ok(false);
+        }
+        let committed = p.file.commit();
+        crate::metrics::journal(&committed);
+        committed?;
+        st.journal_bytes = p.snapshot_len;
+        st.journal_live = p.snapshot_len;
+        st.journal_stale = false;
+        return Ok(true);
+    }
     if st.journal_gen != snap.generation || st.journal_stale {
         return Ok(false);
     }

@@ -134,7 +134,8 @@ impl JournalDir {
 }
 
 /// How a journal's compaction temporary file ends (`COOKIE.journal.compact`): not the
-/// synchronous rewrite's `journal.tmp`, so the two never write one file.
+/// `journal.tmp` of `Journal::rewrite` (tests), so the two never write one file. Compactions
+/// and whole rewrites share it: one runs at a time.
 const COMPACT_SUFFIX: &str = ".journal.compact";
 
 /// Replays journal bytes: the table they describe and how many lines were bad. Linear: a SET
@@ -304,6 +305,8 @@ impl Journal {
 
     /// Replaces the file with one line per live entry (temp file + rename, so a crash leaves
     /// either the old or the new file). An empty table removes the file. Returns the new size.
+    /// Tests only: the daemon rewrites off the loop, in steps (`compact.rs`).
+    #[cfg(test)]
     pub(crate) fn rewrite(&self, entries: &[Entry]) -> io::Result<usize> {
         if entries.is_empty() {
             return self.remove().map(|()| 0);

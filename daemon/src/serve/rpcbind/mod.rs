@@ -16,7 +16,8 @@
 //! memory therefore always equals what was acknowledged and what a replay rebuilds. The daemon's
 //! own removals keep that rule too: an operator `rpc unset` whose write fails is refused with
 //! the error, and a liveness removal whose write fails is taken back and retried next round.
-//! After a failed write the next write rewrites the whole file (see `State::journal_stale`).
+//! After a failed write the next write starts a rewrite of the whole file off the loop and
+//! waits for it (see `State::journal_stale`, `compact.rs`, `busy.rs`).
 //! Journals are restored only into the namespace (boot id + cookie) that wrote them, and deleted
 //! when the namespace goes; those of namespaces that went while the daemon was down are swept
 //! `journal_sweep_delay_secs` after start.
@@ -50,10 +51,16 @@
 //! - `control`: the `list`, `stats` and `unset` control verbs.
 //! - [`journal`]: the durable registration journal.
 //! - `compact`: the journal rewritten on a blocking thread while calls keep appending.
+//! - `busy`: calls answered once such a rewrite is over (UDP replies sent later).
+//! - `dump`: DUMP over a stream, encoded from a snapshot off the loop.
 //! - `replay`: the journal read back on a blocking thread when a namespace appears.
 
+mod busy;
 mod compact;
 mod control;
+#[cfg(test)]
+mod costs;
+mod dump;
 mod forward;
 pub(crate) mod journal;
 mod liveness;
@@ -208,9 +215,11 @@ impl ServiceKind for Rpcbind {
                 journal_stale: false,
                 replaying: true,
                 compacting: false,
+                rewriting_whole: false,
                 compact_retry_at: 0,
                 journal_gen: 0,
                 compactions: 0,
+                gone: false,
                 forwards: None,
                 liveness: None,
             }),
@@ -224,6 +233,9 @@ impl ServiceKind for Rpcbind {
             account,
             refusal_log: crate::budget::LogLimit::default(),
             journal_log: crate::budget::LogLimit::default(),
+            journal_turns: tokio::sync::watch::channel((0, true)).0,
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            dump_gate: tokio::sync::Semaphore::new(1),
         });
         if let Some(key) = ns.nsfs {
             lock(&self.shared.routes).insert(key, Arc::downgrade(&inst));
@@ -298,6 +310,12 @@ fn new_portmapper(cfg: &RpcbindConfig) -> Portmapper {
 /// Self registrations are recognised from the configuration rather than kept in a copy: a copy
 /// would cost about 2 KiB per namespace and is only needed on rare journal rewrites.
 fn user_entries(pm: &Portmapper, cfg: &RpcbindConfig) -> Vec<Entry> {
+    user_entries_of(pm.entries(), cfg)
+}
+
+/// [`user_entries`] of a table snapshot (`Portmapper::registry_snapshot`), so a compaction
+/// makes its copy off the loop.
+fn user_entries_of(entries: &[Entry], cfg: &RpcbindConfig) -> Vec<Entry> {
     let endpoints = self_endpoints(cfg);
     let is_self = |e: &Entry| {
         e.prog == PMAP_PROG
@@ -307,11 +325,7 @@ fn user_entries(pm: &Portmapper, cfg: &RpcbindConfig) -> Vec<Entry> {
                 .iter()
                 .any(|(n, u)| *n == e.netid && *u == e.uaddr)
     };
-    pm.entries()
-        .iter()
-        .filter(|e| !is_self(e))
-        .cloned()
-        .collect()
+    entries.iter().filter(|e| !is_self(e)).cloned().collect()
 }
 
 /// Seconds since the epoch of a wall-clock reading (0 before it).

@@ -75,7 +75,7 @@ fn replay(me: &Weak<RpcbindNs>, j: &Journal) {
                 // The file still holds what was skipped or did not fit: compact it (off the
                 // loop). Until then a replay skips it the same way.
                 st.replaying = false;
-                ns.start_compaction(&mut st);
+                ns.start_compaction(&mut st, false);
             }
         }
         Err(e) => {

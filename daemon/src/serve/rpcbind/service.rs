@@ -2,7 +2,7 @@
 //! journal written before a change is acknowledged and the change taken back when it cannot be.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use nsaux_rpcbind::{
@@ -53,6 +53,27 @@ pub(crate) struct RpcbindNs {
     pub(super) refusal_log: LogLimit,
     /// Rate limit of the "cannot journal" log lines (a full disk under a flood of SETs).
     pub(super) journal_log: LogLimit,
+    /// Counts the ends of journal compactions and rewrites off the loop (`compact.rs`), and
+    /// whether the last one succeeded, so a call that met one running (`Answer::Wait`) is
+    /// answered once it is over, or given up if it failed (`busy.rs`).
+    pub(super) journal_turns: tokio::sync::watch::Sender<(u64, bool)>,
+    /// UDP calls waiting for such an end now (bounded by `busy::MAX_WAITING`).
+    pub(super) waiting: AtomicUsize,
+    /// One DUMP encoded off the loop at a time in this namespace (`dump.rs`).
+    pub(super) dump_gate: tokio::sync::Semaphore,
+}
+
+/// What became of one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Answer {
+    /// The reply is in `out`: send it.
+    Reply,
+    /// Nothing to send (dropped, not acknowledged, or forwarded).
+    Silent,
+    /// The change could not be journaled yet because the journal file is being rewritten off
+    /// the loop (after a failed write, a reconfiguration, or at `journal_max_bytes`); nothing
+    /// was changed. Handle the call again once `journal_turns` passed this value.
+    Wait(u64),
 }
 
 /// Slack past twice the live size before the journal is compacted, so a table that churns
@@ -87,13 +108,19 @@ pub(super) struct State {
     pub(super) replaying: bool,
     /// A compaction runs on a blocking thread (`compact.rs`); no second one starts.
     pub(super) compacting: bool,
+    /// The running compaction replaces a stale file by the table (no lines copied from the old
+    /// file): changes wait for it instead of appending.
+    pub(super) rewriting_whole: bool,
     /// After a failed compaction, the next starts only once the file reached this size.
     pub(super) compact_retry_at: usize,
-    /// Bumped whenever the journal file is replaced or removed here on the loop (a synchronous
-    /// rewrite, the namespace going): a compaction that started on an older file gives up.
+    /// Bumped whenever the file a running compaction works from stops being the one to
+    /// replace (a reconfiguration that dropped registrations, the namespace going): that
+    /// compaction gives up.
     pub(super) journal_gen: u64,
     /// Compactions done off the loop (shown in the status).
     pub(super) compactions: u64,
+    /// The namespace went: no rewrite may bring its journal back.
+    pub(super) gone: bool,
     /// Remote calls forwarded and not answered yet, created on the first forward.
     pub(super) forwards: Option<Box<ForwardTable>>,
     /// Liveness probes and misses, created on the first liveness round.
@@ -123,18 +150,43 @@ pub(super) fn journal_changes(applied: &[Effect]) -> Vec<Change> {
 }
 
 /// Whether the journal should be compacted (off the loop) after an append: it passed twice the
-/// live size plus slack, or three quarters of its cap while compaction would win back at least
-/// an eighth of it (so the synchronous rewrite at the cap is left to tables that nearly fill it).
+/// live size plus slack, or three quarters of its cap while compaction would win back an
+/// eighth of the cap or half of the room the live table leaves under it, whichever is less.
+/// The other half of that room takes the appends made while the compaction runs, so a change
+/// rarely finds the file at its cap (it then waits for the compaction: [`Answer::Wait`]).
 fn wants_compaction(st: &State) -> bool {
     let (bytes, live, cap) = (st.journal_bytes, st.journal_live, st.cfg.journal_max_bytes);
-    bytes > 2 * live + COMPACT_SLACK || (bytes > cap - cap / 4 && bytes > live + cap / 8)
+    let win = (cap / 8).min(cap.saturating_sub(live) / 2);
+    bytes > 2 * live + COMPACT_SLACK || (bytes > cap - cap / 4 && bytes > live + win)
 }
 
-/// [`RpcbindNs::journal`] without the bookkeeping of failures. The synchronous rewrite (on the
-/// loop) is left for a stale file and for a change that would take the file past its cap (the
-/// compaction off the loop could not keep it under); growth past twice the live size is
-/// compacted off the loop after the append (`compact.rs`).
-fn write_journal(j: &Journal, st: &mut State, changes: &[Change]) -> io::Result<()> {
+/// The error of a change that must wait for a rewrite of the journal off the loop.
+fn busy() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::WouldBlock,
+        "the journal is being rewritten; retry once it is done",
+    )
+}
+
+/// [`RpcbindNs::journal`] without the bookkeeping of failures. Nothing here rewrites the
+/// whole file on the loop: a stale file, and a change that would take the file past its cap,
+/// start a rewrite off the loop (`compact.rs`) and get [`busy`].
+fn write_journal(
+    ns: &RpcbindNs,
+    j: &Journal,
+    st: &mut State,
+    changes: &[Change],
+) -> io::Result<()> {
+    if st.compacting && st.rewriting_whole {
+        // The file is being replaced by the table as it was: nothing may be appended to it.
+        return Err(busy());
+    }
+    if st.journal_stale {
+        // Appending to a file of unknown content could lose or resurrect lines: it is
+        // replaced whole (temp file + rename) off the loop first.
+        ns.start_compaction(st, true);
+        return Err(busy());
+    }
     let (mut added, mut removed) = (0, 0);
     for c in changes {
         match c {
@@ -145,23 +197,17 @@ fn write_journal(j: &Journal, st: &mut State, changes: &[Change]) -> io::Result<
     let live = (st.journal_live + added).saturating_sub(removed);
     let grown = st.journal_bytes + added + removed;
     let cap = st.cfg.journal_max_bytes;
-    if grown > cap || st.journal_stale {
-        let keep = user_entries(&st.pm, &st.cfg);
-        let exact: usize = keep.iter().map(|e| line_len(&Change::Set(e.clone()))).sum();
-        if exact > cap && added > 0 {
+    if grown > cap {
+        if live > cap && added > 0 {
             return Err(io::Error::new(
                 io::ErrorKind::FileTooLarge,
                 format!("the journal would pass journal_max_bytes ({cap}) even compacted"),
             ));
         }
-        // A failed rewrite leaves the old file in place (rename is atomic), so staleness is
-        // unchanged by it. A compaction running on the old file gives up.
-        st.journal_gen += 1;
-        st.journal_bytes = j.rewrite(&keep)?;
-        st.journal_live = st.journal_bytes;
-        st.journal_stale = false;
-        st.compact_retry_at = 0;
-        return Ok(());
+        // Compacted, the file has room for it: compact off the loop (the changes that fit
+        // keep appending meanwhile), and this one waits for it.
+        ns.start_compaction(st, true);
+        return Err(busy());
     }
     // `append` cuts the file back on failure; should that fail too, rewrite next time.
     st.journal_bytes += j.append(changes).inspect_err(|_| st.journal_stale = true)?;
@@ -196,14 +242,17 @@ impl RpcbindNs {
         lock(&self.state)
     }
 
-    /// Journals `changes` (already applied to the table), compacting the file when it has grown
-    /// past twice the live size plus [`COMPACT_SLACK`] or would pass `journal_max_bytes`. On
-    /// error the caller must take the changes back: the file then holds the table as it was
-    /// before them. An error of kind `FileTooLarge` means the changes add registrations that
-    /// do not fit under `journal_max_bytes` even compacted (nothing was written).
+    /// Journals `changes` (already applied to the table), compacting the file off the loop
+    /// when it has grown past twice the live size plus [`COMPACT_SLACK`] or nears
+    /// `journal_max_bytes`. On error the caller must take the changes back: the file then holds
+    /// the table as it was before them. An error of kind `FileTooLarge` means the changes add
+    /// registrations that do not fit under `journal_max_bytes` even compacted; of kind
+    /// `WouldBlock`, that the file is being rewritten off the loop (retry once
+    /// `journal_turns` moves). Nothing was written in either case.
     ///
     /// A write that fails (a full disk) is remembered in `journal_error` for the status; the
-    /// next change retries with a rewrite, so journaling resumes by itself once there is room.
+    /// next change starts a rewrite of the whole file off the loop, so journaling resumes by
+    /// itself once there is room.
     pub(super) fn journal(&self, st: &mut State, changes: &[Change]) -> io::Result<()> {
         let Some(j) = &self.journal else {
             return Ok(());
@@ -212,36 +261,41 @@ impl RpcbindNs {
             // The file's size and content are not known yet; nothing may be written before.
             return Err(io::Error::other("the journal is still being replayed"));
         }
-        let r = write_journal(j, st, changes);
+        let r = write_journal(self, j, st, changes);
         match &r {
             Ok(()) => {
                 if wants_compaction(st) {
-                    self.start_compaction(st);
+                    self.start_compaction(st, false);
                 }
                 if let Some(was) = st.journal_error.take() {
                     tracing::info!(netns = %self.ns.name, previous_error = %was, "journal writable again; journaling resumed");
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::FileTooLarge | io::ErrorKind::WouldBlock
+                ) => {}
             Err(e) => st.journal_error = Some(e.to_string()),
         }
         r
     }
 
-    /// Handles one call and carries out its effects. Returns whether `out` must be sent to the
-    /// caller. `udp` is the endpoint and datagram for UDP calls (needed to forward).
+    /// Handles one call and carries out its effects: whether `out` must be sent to the caller,
+    /// or the call must be handled again later. `udp` is the endpoint and datagram for UDP
+    /// calls (needed to forward).
     pub(super) fn handle_call(
         &self,
         ctx: &CallContext,
         request: &[u8],
         out: &mut Vec<u8>,
         udp: Option<(&Arc<UdpEndpoint>, &Datagram<'_>)>,
-    ) -> bool {
+    ) -> Answer {
         let mut st = self.state();
         if st.replaying {
             // Not answered from a half-restored table; the client retries (see `replay.rs`).
             out.clear();
-            return false;
+            return Answer::Silent;
         }
         // The daemon's memory ceiling: this table may grow by what the others leave.
         let allowed = self.account.allowed();
@@ -291,10 +345,20 @@ impl RpcbindNs {
                         tracing::warn!(netns = %self.ns.name, error = %e,
                             "registration refused (FALSE): journal at its size cap");
                     }
-                    return send;
+                    return if send { Answer::Reply } else { Answer::Silent };
                 }
                 out.clear();
-                return false;
+                return Answer::Silent;
+            }
+            if let Err(e) = &journaled
+                && e.kind() == io::ErrorKind::WouldBlock
+            {
+                // Taken back for now; the caller handles the call again after the rewrite
+                // (read under the lock, so its end cannot be missed).
+                undo(&mut st.pm, applied);
+                self.table_changed(&st.pm);
+                out.clear();
+                return Answer::Wait(self.journal_turns.borrow().0);
             }
             if let Err(e) = journaled {
                 // SET and UNSET alike: acknowledging a change the journal does not hold would
@@ -307,14 +371,14 @@ impl RpcbindNs {
                 undo(&mut st.pm, applied);
                 self.table_changed(&st.pm);
                 out.clear();
-                return false;
+                return Answer::Silent;
             }
         }
         self.table_changed(&st.pm);
         for f in forwards {
             send |= self.forward(&mut st, &f, udp, out);
         }
-        send
+        if send { Answer::Reply } else { Answer::Silent }
     }
 }
 
@@ -354,9 +418,12 @@ impl NsService for RpcbindNs {
             // next write retries it.
             tracing::warn!(netns = %self.ns.name, dropped,
                 "the new configuration leaves no room for some registrations; removed");
+            // Rewritten whole off the loop; a compaction or rewrite of the old table running
+            // now gives up (and a rewrite is started again when it ends). Changes wait meanwhile.
             st.journal_stale = true;
-            if let Err(e) = self.journal(&mut st, &[]) {
-                tracing::error!(netns = %self.ns.name, error = %e, "cannot rewrite the journal");
+            st.journal_gen += 1;
+            if self.journal.is_some() && !st.replaying {
+                self.start_compaction(&mut st, true);
             }
         }
         drop(st);
@@ -386,8 +453,10 @@ impl NsService for RpcbindNs {
             local_addr: Some(d.local),
             now_unix: unix_secs(d.wall),
         };
-        if self.handle_call(&ctx, d.data, out.buf(), Some((ep, d))) {
-            out.commit(ReplyTo::sender(d));
+        match self.handle_call(&ctx, d.data, out.buf(), Some((ep, d))) {
+            Answer::Reply => out.commit(ReplyTo::sender(d)),
+            Answer::Silent => {}
+            Answer::Wait(seen) => self.answer_later(ep, d, seen),
         }
     }
 
@@ -408,7 +477,11 @@ impl NsService for RpcbindNs {
     fn namespace_gone(&self) {
         lock(&self.shared.live).remove(&self.ns.id.0);
         // A compaction still running must not bring the file back by its rename.
-        self.state().journal_gen += 1;
+        {
+            let mut st = self.state();
+            st.journal_gen += 1;
+            st.gone = true;
+        }
         // The table goes with the namespace whatever happens here. A journal that cannot be
         // deleted is harmless: it is keyed by this namespace's cookie, which no later namespace
         // gets, so it is never restored, and the sweep after the next start deletes it.

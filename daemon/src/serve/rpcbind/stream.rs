@@ -11,7 +11,8 @@ use nsaux_rpcbind::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
-use super::service::RpcbindNs;
+use super::busy::{RETRIES, WAIT};
+use super::service::{Answer, RpcbindNs};
 use super::unix_secs;
 use crate::serve::slots::{Slot, SlotBudget};
 use crate::serve::{Connection, Peer, Stream};
@@ -125,7 +126,21 @@ impl RpcbindNs {
                     local_addr: local,
                     now_unix: unix_secs(SystemTime::now()),
                 };
-                if !self.handle_call(&ctx, &rec, &mut out, None) {
+                let mut answer = if self.stream_dump(&ctx, &rec, &mut out).await {
+                    Answer::Reply
+                } else {
+                    self.handle_call(&ctx, &rec, &mut out, None)
+                };
+                // The journal is being rewritten off the loop: wait for it (this connection
+                // reads nothing meanwhile), then handle the call again (`busy.rs`).
+                for _ in 0..RETRIES {
+                    let Answer::Wait(seen) = answer else { break };
+                    if !self.journal_turn_after(seen, record.min(WAIT)).await {
+                        break;
+                    }
+                    answer = self.handle_call(&ctx, &rec, &mut out, None);
+                }
+                if answer != Answer::Reply {
                     continue;
                 }
                 wire.clear();

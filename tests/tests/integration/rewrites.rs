@@ -1,0 +1,296 @@
+//! The portmapper journal's whole-file rewrites off the loop (issue 11 item 3): after a failed
+//! write, after a reload that dropped registrations, and at `journal_max_bytes`. Each rewrite is
+//! paused 1.5 s by fault injection (`NSAUX_FAULT_COMPACTION_PAUSE_MS`, between its snapshot and
+//! its rename): meanwhile another namespace's portmapper answers at once (the loop is free), the
+//! call that needs the rewrite is answered after it (late, not lost), and `kill -9` + restart
+//! gives back exactly the acknowledged table, in order.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nsaux_tests::daemon::{Daemon, journal_files, wait_for};
+use nsaux_tests::env::require_root;
+use nsaux_tests::netns::TestNetns;
+use nsaux_tests::rpc::{
+    self, Cred, PMAP, call, connect_abstract, lo111, pmap, rpcb, stream_call, udp_call,
+    wait_portmapper_udp,
+};
+use serde_json::Value;
+
+const ABSTRACT: &str = "/run/rpcbind.sock";
+const PAUSE_ENV: &str = "NSAUX_FAULT_COMPACTION_PAUSE_MS";
+const PAUSE: Duration = Duration::from_millis(1500);
+const FIRST: u32 = 960_000;
+
+/// A socket path per program, long enough that a few dozen registrations fill a small journal.
+fn addr(prog: u32) -> String {
+    format!("/run/{}-{prog}.sock", "z".repeat(88))
+}
+
+/// A v4 SET (`set`) or UNSET over the abstract socket, waiting up to 5 s for the reply; true
+/// when answered TRUE.
+fn change(ns: &TestNetns, set: bool, prog: u32) -> anyhow::Result<bool> {
+    let (proc_, args) = if set {
+        (1, rpcb(prog, 1, "local", &addr(prog), "0"))
+    } else {
+        (2, rpcb(prog, 1, "", "", "0"))
+    };
+    let r = ns.run_in(move || {
+        let mut s = connect_abstract(ABSTRACT).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        stream_call(&mut s, &call(prog, PMAP, 4, proc_, Cred::None, &args))
+    })?;
+    Ok(r.as_ref().and_then(rpc::result_u32) == Some(1))
+}
+
+/// A v2 SET over UDP, sent once, waiting up to 5 s: the answer, if any.
+fn udp_set(ns: &TestNetns, prog: u32) -> anyhow::Result<Option<u32>> {
+    let r = ns.run_in(move || {
+        udp_call(
+            lo111(),
+            &call(prog, PMAP, 2, 1, Cred::None, &pmap(prog, 1, 17, 2049)),
+            Duration::from_secs(5),
+        )
+    })?;
+    Ok(r.as_ref().and_then(rpc::result_u32))
+}
+
+/// The registered programs from [`FIRST`] on, in table order (`nsauxctl rpc list`).
+fn table(d: &Daemon, ns: &str) -> anyhow::Result<Vec<u32>> {
+    let v = d.ctl_json(&["rpc", "list", "--ns", ns])?;
+    Ok(v[ns]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["prog"].as_u64())
+        .filter_map(|p| u32::try_from(p).ok())
+        .filter(|p| *p >= FIRST)
+        .collect())
+}
+
+/// The portmapper's journal status of namespace `name`.
+fn journal_status(d: &Daemon, name: &str) -> anyhow::Result<Value> {
+    let ns = d
+        .ns(name)?
+        .ok_or_else(|| anyhow::anyhow!("namespace {name} not listed"))?;
+    Ok(ns["services"]["rpcbind"]["status"]["journal"].clone())
+}
+
+/// The bystander's portmapper answers a GETPORT within a second (a rewrite on the loop would
+/// hold it for the whole pause).
+fn bystander_answers(b: &TestNetns) -> anyhow::Result<()> {
+    for i in 0..3 {
+        let t = Instant::now();
+        let r = b.run_in(move || {
+            udp_call(
+                lo111(),
+                &call(10 + i, PMAP, 2, 3, Cred::None, &pmap(100_000, 2, 17, 0)),
+                Duration::from_secs(1),
+            )
+        })?;
+        anyhow::ensure!(
+            r.as_ref().and_then(rpc::result_u32) == Some(111),
+            "bystander GETPORT {i} unanswered within 1 s (after {:?})",
+            t.elapsed()
+        );
+        thread::sleep(Duration::from_millis(150));
+    }
+    Ok(())
+}
+
+/// Waits until namespace `name` has no compaction or rewrite running.
+fn until_idle(d: &Daemon, name: &str) -> anyhow::Result<Value> {
+    wait_for("journal rewrite done", Duration::from_secs(10), || {
+        journal_status(d, name)
+            .ok()
+            .filter(|s| s["compacting"] == false)
+    })
+}
+
+/// kill -9, restart, and the table of `name` once its replay is done.
+fn kill9_and_replay(d: &mut Daemon, ns: &TestNetns) -> anyhow::Result<Vec<u32>> {
+    d.kill9()?;
+    d.restart()?;
+    wait_portmapper_udp(ns, "portmapper back")?;
+    wait_for("replayed", Duration::from_secs(10), || {
+        journal_status(d, &ns.name)
+            .ok()
+            .filter(|s| s["replaying"] == false)
+    })?;
+    table(d, &ns.name)
+}
+
+#[test]
+fn a_failed_write_is_repaired_off_the_loop_and_kill9_loses_nothing() -> anyhow::Result<()> {
+    if !require_root("a_failed_write_is_repaired_off_the_loop_and_kill9_loses_nothing") {
+        return Ok(());
+    }
+    let pause = PAUSE.as_millis().to_string();
+    let mut d = Daemon::start_with_env("[rpcbind]\nenabled = true\n", &[], &[(PAUSE_ENV, &pause)])?;
+    let a = d.netns("rw-fail")?;
+    let b = d.netns("rw-fail-b")?;
+    wait_portmapper_udp(&a, "portmapper in A")?;
+    wait_portmapper_udp(&b, "portmapper in B")?;
+    let mut acked = Vec::new();
+    for prog in FIRST..FIRST + 5 {
+        anyhow::ensure!(change(&a, true, prog)?, "SET {prog}");
+        acked.push(prog);
+    }
+    // A directory in the journal's place: the append fails (EISDIR, even for root), the SET is
+    // not acknowledged, and the file is stale from now on.
+    let files = journal_files(&d.state_dir());
+    anyhow::ensure!(files.len() == 1, "{files:?}");
+    let journal = files[0].clone();
+    std::fs::remove_file(&journal)?;
+    std::fs::create_dir(&journal)?;
+    assert!(
+        !change(&a, true, FIRST + 5)?,
+        "an unjournaled SET is acknowledged"
+    );
+    assert_eq!(journal_status(&d, "rw-fail")?["state"], "failing");
+    // Repaired: the next change (one UDP datagram, no retransmission) starts the rewrite of the
+    // whole file off the loop and is answered once it is done.
+    std::fs::remove_dir(&journal)?;
+    let (answer, took) = thread::scope(|s| -> anyhow::Result<_> {
+        let late = s.spawn(|| -> anyhow::Result<(Option<u32>, Duration)> {
+            let t = Instant::now();
+            Ok((udp_set(&a, FIRST + 6)?, t.elapsed()))
+        });
+        thread::sleep(Duration::from_millis(300));
+        let st = journal_status(&d, "rw-fail")?;
+        assert_eq!(st["compacting"], true, "no rewrite under way: {st}");
+        bystander_answers(&b)?;
+        late.join()
+            .map_err(|_| anyhow::anyhow!("SET thread panicked"))?
+    })?;
+    assert_eq!(answer, Some(1), "the late SET is answered TRUE");
+    assert!(
+        took >= PAUSE / 2,
+        "answered before the rewrite ended ({took:?})"
+    );
+    acked.push(FIRST + 6);
+    let st = until_idle(&d, "rw-fail")?;
+    assert_eq!(st["state"], "ok", "{st}");
+    assert!(d.log().contains("journaling resumed"));
+    assert_eq!(table(&d, "rw-fail")?, acked);
+    // The rewritten file holds every acknowledged registration, the failed one not.
+    assert_eq!(kill9_and_replay(&mut d, &a)?, acked);
+    Ok(())
+}
+
+#[test]
+fn a_reload_that_drops_registrations_rewrites_the_journal_off_the_loop() -> anyhow::Result<()> {
+    if !require_root("a_reload_that_drops_registrations_rewrites_the_journal_off_the_loop") {
+        return Ok(());
+    }
+    let roomy = "[rpcbind]\nenabled = true\nmax_registrations = 64\n";
+    let pause = PAUSE.as_millis().to_string();
+    let mut d = Daemon::start_with_env(roomy, &[], &[(PAUSE_ENV, &pause)])?;
+    let a = d.netns("rw-reload")?;
+    let b = d.netns("rw-reload-b")?;
+    wait_portmapper_udp(&a, "portmapper in A")?;
+    wait_portmapper_udp(&b, "portmapper in B")?;
+    for prog in FIRST..FIRST + 20 {
+        anyhow::ensure!(change(&a, true, prog)?, "SET {prog}");
+    }
+    // 12 self registrations + 10: the reload drops 10 of A's 20.
+    d.write_config("[rpcbind]\nenabled = true\nmax_registrations = 22\n")?;
+    let t = Instant::now();
+    let out = d.ctl(&["reload"])?;
+    assert!(out.status.success(), "{out:?}");
+    let reload_took = t.elapsed();
+    assert!(
+        reload_took < PAUSE,
+        "the reload waited for the rewrite ({reload_took:?})"
+    );
+    let kept = table(&d, "rw-reload")?;
+    assert_eq!(kept.len(), 10, "{kept:?}");
+    let st = journal_status(&d, "rw-reload")?;
+    assert_eq!(st["compacting"], true, "no rewrite under way: {st}");
+    // A change during the rewrite waits for it, then is acknowledged.
+    let (unset, took) = thread::scope(|s| -> anyhow::Result<_> {
+        let late = s.spawn(|| -> anyhow::Result<(bool, Duration)> {
+            let t = Instant::now();
+            Ok((change(&a, false, kept[0])?, t.elapsed()))
+        });
+        bystander_answers(&b)?;
+        late.join()
+            .map_err(|_| anyhow::anyhow!("UNSET thread panicked"))?
+    })?;
+    assert!(unset, "the UNSET during the rewrite is acknowledged");
+    assert!(
+        took >= Duration::from_millis(300),
+        "did not wait ({took:?})"
+    );
+    let expect: Vec<u32> = kept[1..].to_vec();
+    until_idle(&d, "rw-reload")?;
+    assert_eq!(table(&d, "rw-reload")?, expect);
+    // The journal lost the dropped registrations too: a restart under the roomy configuration
+    // does not bring them back.
+    d.write_config(roomy)?;
+    assert_eq!(kill9_and_replay(&mut d, &a)?, expect);
+    Ok(())
+}
+
+#[test]
+fn a_change_at_the_journal_cap_waits_for_a_compaction_off_the_loop() -> anyhow::Result<()> {
+    if !require_root("a_change_at_the_journal_cap_waits_for_a_compaction_off_the_loop") {
+        return Ok(());
+    }
+    const CAP: u64 = 16384;
+    let pause = PAUSE.as_millis().to_string();
+    let mut d = Daemon::start_with_env(
+        &format!("[rpcbind]\nenabled = true\njournal_max_bytes = {CAP}\n"),
+        &[],
+        &[(PAUSE_ENV, &pause)],
+    )?;
+    let a = d.netns("rw-cap")?;
+    let b = d.netns("rw-cap-b")?;
+    wait_portmapper_udp(&a, "portmapper in A")?;
+    wait_portmapper_udp(&b, "portmapper in B")?;
+    // A table of about 80 % of the cap, then churn (SET a new one, UNSET the oldest): the file
+    // passes the cap within a few steps of the compaction's start, so some change meets the
+    // file full while the compaction is paused.
+    let mut order = Vec::new();
+    let mut next = FIRST;
+    loop {
+        anyhow::ensure!(change(&a, true, next)?, "SET {next}");
+        order.push(next);
+        next += 1;
+        if journal_status(&d, "rw-cap")?["bytes"].as_u64() > Some(CAP * 8 / 10) {
+            break;
+        }
+    }
+    let mut waited = Duration::ZERO;
+    let mut bystander_checked = false;
+    for _ in 0..40 {
+        let t = Instant::now();
+        anyhow::ensure!(change(&a, true, next)?, "SET {next} not acknowledged");
+        order.push(next);
+        next += 1;
+        let old = order.remove(0);
+        anyhow::ensure!(change(&a, false, old)?, "UNSET {old} not acknowledged");
+        waited = waited.max(t.elapsed());
+        if !bystander_checked && journal_status(&d, "rw-cap")?["compacting"] == true {
+            bystander_answers(&b)?;
+            bystander_checked = true;
+        }
+        if waited >= PAUSE / 3 {
+            break;
+        }
+    }
+    assert!(bystander_checked, "no compaction seen");
+    assert!(
+        waited >= PAUSE / 3,
+        "no change waited for the compaction at the cap (longest step {waited:?})"
+    );
+    let st = until_idle(&d, "rw-cap")?;
+    assert_eq!(st["refused_at_cap"], 0, "{st}");
+    assert!(st["bytes"].as_u64() <= Some(CAP), "{st}");
+    for f in journal_files(&d.state_dir()) {
+        assert!(std::fs::metadata(&f)?.len() <= CAP, "{}", f.display());
+    }
+    assert_eq!(table(&d, "rw-cap")?, order);
+    assert_eq!(kill9_and_replay(&mut d, &a)?, order);
+    Ok(())
+}

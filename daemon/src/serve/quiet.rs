@@ -274,7 +274,8 @@ fn set_backlogged(now: bool) {
 }
 
 /// Creates the probe epoll and starts the lane thread, once (at start-up, so they are there
-/// before any namespace; otherwise on the first socket).
+/// before any namespace, and at a lower nice value: see
+/// `ops::drop_privileges_and_start_lane`; otherwise on the first socket).
 pub(crate) fn start() {
     start_lane(&REGISTRY);
 }
@@ -295,6 +296,15 @@ fn start_lane(r: &'static Registry) {
         }
     }
 }
+
+/// The lane thread's nice value, relative to the daemon's. A quiet namespace's datagram woke the lane and then waited
+/// for the scheduler: with the lane at the loop's nice value that wait was 8-28 µs per time
+/// slice under flood3 on a loaded machine (chronyd in B: 6-14 µs), at -5 it was 2-5 µs,
+/// which took B's answers/s above the stock daemons'. The lane cannot use that weight to take
+/// the loop's CPU beyond the namespaces' fair shares: what it serves is charged to each
+/// namespace's share of a round, and rounds only pass on the loop, so a lane that starved the
+/// loop would run out of shares to spend (see the `lane` integration tests).
+pub(crate) const LANE_NICE: i32 = -5;
 
 /// How long the lane sleeps in the probe before looking whether anything is still backlogged.
 const LANE_RECHECK_MS: i32 = 20;

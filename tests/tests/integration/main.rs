@@ -14,6 +14,7 @@ mod fairness;
 mod fate;
 mod host;
 mod identity;
+mod lane;
 mod metrics;
 mod ntp;
 mod offloop;

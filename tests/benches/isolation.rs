@@ -102,6 +102,19 @@ fn sched_wait(pid: u32, tid: u32) -> Option<(u64, u64)> {
     Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
 }
 
+/// On-CPU nanoseconds of one thread (`schedstat` field 1): nsauxd's loop (its main thread),
+/// whose CPU per A answer says what A's own answers cost, apart from the lane's work for B
+/// (and from the CPU the probe client itself takes from a 2-core machine when B is served
+/// faster, which lowers A's answers/s without costing A anything per answer).
+fn thread_cpu(pid: u32, tid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The thread of `pid` named `comm` (nsauxd's quiet lane), or the process itself.
 fn thread_named(pid: u32, comm: &str) -> u32 {
     std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -282,6 +295,8 @@ struct Extra {
     rq_wait: Option<Duration>,
     /// nsauxd's CPU time per answer (A's and B's).
     cpu_per_answer: Option<Duration>,
+    /// nsauxd's loop thread's CPU time per A answer.
+    loop_per_a: Option<Duration>,
 }
 
 /// Runs `floods` in A while B is probed; returns B's figures and A's answers/s.
@@ -290,6 +305,7 @@ fn scenario(s: &Setup, floods: &[Flood], time: Duration) -> anyhow::Result<(Prob
     let started = Instant::now();
     let wait0 = sched_wait(s.b_server.0, s.b_server.1);
     let cpu0 = s.daemon.map(nsaux_tests::bench::cpu_ns);
+    let loop0 = s.daemon.and_then(|p| thread_cpu(p, p));
     let handles: Vec<JoinHandle<anyhow::Result<u64>>> = floods
         .iter()
         .map(|&kind| {
@@ -319,12 +335,17 @@ fn scenario(s: &Setup, floods: &[Flood], time: Duration) -> anyhow::Result<(Prob
         .zip(s.daemon.map(nsaux_tests::bench::cpu_ns))
         .filter(|_| !floods.contains(&Flood::Junk))
         .map(|(c0, c1)| Duration::from_nanos(c1.saturating_sub(c0) / answers.max(1)));
+    let loop_per_a = loop0
+        .zip(s.daemon.and_then(|p| thread_cpu(p, p)))
+        .filter(|_| !floods.contains(&Flood::Junk))
+        .map(|(c0, c1)| Duration::from_nanos(c1.saturating_sub(c0) / a_total.max(1)));
     Ok((
         p,
         Extra {
             a_rate: a_total as f64 / secs,
             rq_wait,
             cpu_per_answer,
+            loop_per_a,
         },
     ))
 }
@@ -351,10 +372,12 @@ fn long_row(scenario: &str, label: &str, p: &Probe, x: Option<&Extra>) -> Vec<St
         x.and_then(|x| x.rq_wait)
             .map_or_else(dash, |d| format!("{:.1} µs", d.as_secs_f64() * 1e6)),
     );
-    r.push(
-        x.and_then(|x| x.cpu_per_answer)
-            .map_or_else(dash, |d| format!("{:.2} µs", d.as_secs_f64() * 1e6)),
-    );
+    for d in [
+        x.and_then(|x| x.cpu_per_answer),
+        x.and_then(|x| x.loop_per_a),
+    ] {
+        r.push(d.map_or_else(dash, |d| format!("{:.2} µs", d.as_secs_f64() * 1e6)));
+    }
     r
 }
 
@@ -510,14 +533,6 @@ fn main() -> anyhow::Result<()> {
             b_server: (d.pid(), thread_named(d.pid(), "nsaux-quiet")),
         })
         .collect();
-    // Experiment knob: renice the quiet lane of this build (not the baseline's).
-    if let Ok(n) = std::env::var("NSAUX_ISOLATION_LANE_NICE") {
-        let (pid, tid) = setups[0].b_server;
-        let st = std::process::Command::new("renice")
-            .args(["-n", &n, "-p", &tid.to_string()])
-            .status()?;
-        eprintln!("renice lane {pid}/{tid} to {n}: {st}");
-    }
     let chrony_b = _chrony_b.child.id();
     setups.push(Setup {
         label: "stock daemons",
@@ -594,6 +609,7 @@ fn main() -> anyhow::Result<()> {
             "A answers/s",
             "B rq wait",
             "CPU/ans",
+            "loop/A",
         ],
         &rows,
     );

@@ -37,8 +37,10 @@
 //! builds alternating within each pass, so an A/B on a loaded machine gets a median and range.
 //! The first table's extra columns say where B's mean wait goes: p75/p90/p95 and the mean, and
 //! `B rq wait` = the run-queue wait per time slice of the thread that served B (nsauxd's quiet
-//! lane, or chronyd in B), from `/proc/*/schedstat`: how long the scheduler kept a woken
-//! server waiting; `CPU/ans` = nsauxd's CPU time per answer it gave (A's and B's).
+//! lane, its main thread in a build without one, or chronyd in B), from `/proc/*/schedstat`:
+//! how long the scheduler kept a woken server waiting; `CPU/ans` = nsauxd's CPU time per
+//! answer it gave (A's and B's); `loop/A` = its loop thread's CPU time per A answer (what A's
+//! own answers cost it, apart from the lane's work for B).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};

@@ -65,6 +65,38 @@ pub(crate) fn notify(state: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
+/// Starts the quiet lane (`serve/quiet.rs`) at a nice value [`crate::serve::quiet::LANE_NICE`]
+/// below the daemon's, while no other thread has been spawned: this thread lowers its own
+/// value while it still may (`CAP_SYS_NICE`, or an `RLIMIT_NICE` raised with
+/// `CAP_SYS_RESOURCE`; neither is kept after start), drops the capabilities
+/// (`privilege::drop_to_kept`), spawns the lane (which inherits the value) and takes its
+/// own value back. Without either capability the lane runs at the daemon's value.
+pub(crate) fn drop_privileges_and_start_lane() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let own = crate::sys::nice::own_nice().unwrap_or(0);
+    let lane = (own + crate::serve::quiet::LANE_NICE).max(-20);
+    // RLIMIT_NICE allows nice values down to `20 - limit`.
+    let want = u64::try_from(20 - lane).unwrap_or(40);
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NICE)
+        && soft < want
+    {
+        let _ = setrlimit(Resource::RLIMIT_NICE, want, hard.max(want));
+    }
+    let lowered = crate::sys::nice::set_own_nice(lane);
+    if let Err(e) = &lowered {
+        tracing::debug!(error = %e, nice = lane, "cannot lower the nice value; the quiet lane keeps the daemon's");
+    }
+    crate::privilege::drop_to_kept();
+    // The lane's epoll and thread exist before the first namespace (fd counts are stable
+    // from "ready" on).
+    crate::serve::quiet::start();
+    if lowered.is_ok()
+        && let Err(e) = crate::sys::nice::set_own_nice(own)
+    {
+        tracing::warn!(error = %e, nice = own, "cannot restore the nice value");
+    }
+}
+
 /// Raises the open-file limit as far as allowed: every namespace costs one fd plus one per
 /// listening socket, so 10,000 namespaces need far more than the usual 1,024 (or 20,000).
 /// As root the hard limit is raised too (up to `fs.nr_open`).

@@ -104,7 +104,7 @@ pub fn daemon_main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    crate::privilege::drop_to_kept();
+    crate::ops::drop_privileges_and_start_lane();
     // One worker: the current-thread scheduler (see `default_worker_threads`).
     let mut builder = if config.worker_threads == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -180,9 +180,6 @@ async fn run_daemon(
     let mut manager = Manager::new(config, source, kinds, tx.clone(), args.runtime_dir.clone())
         .context("starting the namespace thread")?;
     manager.remember_attachments_in(&args.state_dir);
-    // The quiet lane's epoll and thread exist before the first namespace (fd counts are
-    // stable from "ready" on).
-    crate::serve::quiet::start();
     let shutdown = CancellationToken::new();
     let observe_task =
         observe.map(|l| tokio::spawn(crate::metrics::observe::serve(l, call_tx.clone())));

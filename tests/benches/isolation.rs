@@ -34,6 +34,16 @@
 //!   unit of work done. `NSAUX_ISOLATION_ONLY=offloop` runs only this table.
 //!
 //! `NSAUX_ISOLATION_SECS` (default 3) sets the probe time of one scenario.
+//! `NSAUX_ISOLATION_ONLY` (a comma-separated list of `idle`, `flood3`, `junk`, `dns-miss`,
+//! `hosts`, `workers`, `offloop`) runs only those scenarios and tables, and
+//! `NSAUX_ISOLATION_REPEAT` (default 1) runs the first table's scenarios that many times, the
+//! builds alternating within each pass, so an A/B on a loaded machine gets a median and range.
+//! The first table's extra columns say where B's mean wait goes: p75/p90/p95 and the mean, and
+//! `B rq wait` = the run-queue wait per time slice of the thread that served B (nsauxd's quiet
+//! lane, its main thread in a build without one, or chronyd in B), from `/proc/*/schedstat`:
+//! how long the scheduler kept a woken server waiting; `CPU/ans` = nsauxd's CPU time per
+//! answer it gave (A's and B's); `loop/A` = its loop thread's CPU time per A answer (what A's
+//! own answers cost it, apart from the lane's work for B).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -72,6 +82,54 @@ fn probe_time() -> Duration {
     Duration::from_secs(secs.max(1))
 }
 
+/// Whether `NSAUX_ISOLATION_ONLY` (unset: everything) names this scenario or table.
+fn wanted(name: &str) -> bool {
+    std::env::var("NSAUX_ISOLATION_ONLY")
+        .map_or(true, |only| only.split(',').any(|o| o.trim() == name))
+}
+
+/// Passes over the first table's scenarios (`NSAUX_ISOLATION_REPEAT`, default 1).
+fn repeats() -> usize {
+    std::env::var("NSAUX_ISOLATION_REPEAT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1usize)
+        .max(1)
+}
+
+/// Run-queue wait and time slices of one thread (`/proc/PID/task/TID/schedstat`, fields 2
+/// and 3): their deltas over a scenario give the wait per slice of the thread serving B.
+fn sched_wait(pid: u32, tid: u32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).ok()?;
+    let mut f = s.split_whitespace().skip(1);
+    Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+}
+
+/// On-CPU nanoseconds of one thread (`schedstat` field 1): nsauxd's loop (its main thread),
+/// whose CPU per A answer says what A's own answers cost, apart from the lane's work for B
+/// (and from the CPU the probe client itself takes from a 2-core machine when B is served
+/// faster, which lowers A's answers/s without costing A anything per answer).
+fn thread_cpu(pid: u32, tid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The thread of `pid` named `comm` (nsauxd's quiet lane), or the process itself.
+fn thread_named(pid: u32, comm: &str) -> u32 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == comm))
+        .and_then(|t| t.file_name().to_str()?.parse().ok())
+        .unwrap_or(pid)
+}
+
 fn ntp_request(tx: u64) -> Vec<u8> {
     let mut p = vec![0u8; 48];
     p[0] = 0x23; // v4, mode 3
@@ -96,7 +154,7 @@ fn getport(xid: u64) -> Vec<u8> {
 }
 
 /// A flood into A: what it sends, where.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flood {
     Ntp,
     DnsHit,
@@ -225,12 +283,32 @@ struct Setup {
     label: &'static str,
     a: PathBuf,
     b: PathBuf,
+    /// nsauxd's pid (its CPU per answer); `None` for the stock daemons.
+    daemon: Option<u32>,
+    /// The process and thread that serve B's probe under flood (see [`sched_wait`]).
+    b_server: (u32, u32),
+}
+
+/// What one scenario measured besides B's round trips.
+#[derive(Debug, Default)]
+struct Extra {
+    /// A's answers/s (junk: datagrams sent/s).
+    a_rate: f64,
+    /// Run-queue wait per time slice of B's server thread.
+    rq_wait: Option<Duration>,
+    /// nsauxd's CPU time per answer (A's and B's).
+    cpu_per_answer: Option<Duration>,
+    /// nsauxd's loop thread's CPU time per A answer.
+    loop_per_a: Option<Duration>,
 }
 
 /// Runs `floods` in A while B is probed; returns B's figures and A's answers/s.
-fn scenario(s: &Setup, floods: &[Flood], time: Duration) -> anyhow::Result<(Probe, f64)> {
+fn scenario(s: &Setup, floods: &[Flood], time: Duration) -> anyhow::Result<(Probe, Extra)> {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
+    let wait0 = sched_wait(s.b_server.0, s.b_server.1);
+    let cpu0 = s.daemon.map(nsaux_tests::bench::cpu_ns);
+    let loop0 = s.daemon.and_then(|p| thread_cpu(p, p));
     let handles: Vec<JoinHandle<anyhow::Result<u64>>> = floods
         .iter()
         .map(|&kind| {
@@ -248,8 +326,62 @@ fn scenario(s: &Setup, floods: &[Flood], time: Duration) -> anyhow::Result<(Prob
     for h in handles {
         a_total += h.join().map_err(|_| anyhow::anyhow!("flood panicked"))??;
     }
-    let a_rate = a_total as f64 / started.elapsed().as_secs_f64();
-    Ok((p??, a_rate))
+    let secs = started.elapsed().as_secs_f64();
+    let p = p??;
+    let rq_wait = wait0
+        .zip(sched_wait(s.b_server.0, s.b_server.1))
+        .map(|((w0, n0), (w1, n1))| {
+            Duration::from_nanos(w1.saturating_sub(w0) / n1.saturating_sub(n0).max(1))
+        });
+    let answers = a_total + p.rtts.len() as u64;
+    let cpu_per_answer = cpu0
+        .zip(s.daemon.map(nsaux_tests::bench::cpu_ns))
+        .filter(|_| !floods.contains(&Flood::Junk))
+        .map(|(c0, c1)| Duration::from_nanos(c1.saturating_sub(c0) / answers.max(1)));
+    let loop_per_a = loop0
+        .zip(s.daemon.and_then(|p| thread_cpu(p, p)))
+        .filter(|_| !floods.contains(&Flood::Junk))
+        .map(|(c0, c1)| Duration::from_nanos(c1.saturating_sub(c0) / a_total.max(1)));
+    Ok((
+        p,
+        Extra {
+            a_rate: a_total as f64 / secs,
+            rq_wait,
+            cpu_per_answer,
+            loop_per_a,
+        },
+    ))
+}
+
+/// B's round trips in the first table's columns: answers/s, p50, p75, p90, p95, p99, mean,
+/// lost, then the scenario's [`Extra`].
+fn long_row(scenario: &str, label: &str, p: &Probe, x: Option<&Extra>) -> Vec<String> {
+    let us = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6);
+    let mean = p.rtts.iter().sum::<Duration>() / u32::try_from(p.rtts.len().max(1)).unwrap_or(1);
+    let mut r = vec![
+        scenario.to_owned(),
+        label.to_owned(),
+        format!(
+            "{:.0}",
+            p.rtts.len() as f64 / p.elapsed.as_secs_f64().max(1e-9)
+        ),
+    ];
+    r.extend([50.0, 75.0, 90.0, 95.0, 99.0].map(|q| us(percentile(&p.rtts, q))));
+    r.push(us(mean));
+    r.push(p.lost.to_string());
+    let dash = || "-".to_owned();
+    r.push(x.map_or_else(dash, |x| format!("{:.0}", x.a_rate)));
+    r.push(
+        x.and_then(|x| x.rq_wait)
+            .map_or_else(dash, |d| format!("{:.1} µs", d.as_secs_f64() * 1e6)),
+    );
+    for d in [
+        x.and_then(|x| x.cpu_per_answer),
+        x.and_then(|x| x.loop_per_a),
+    ] {
+        r.push(d.map_or_else(dash, |d| format!("{:.2} µs", d.as_secs_f64() * 1e6)));
+    }
+    r
 }
 
 fn row(scenario: &str, label: &str, p: &Probe, a_rate: Option<f64>) -> Vec<String> {
@@ -347,8 +479,16 @@ fn main() -> anyhow::Result<()> {
     }
     nsaux_tests::bench::build_release_daemon()?;
     let time = probe_time();
-    if std::env::var("NSAUX_ISOLATION_ONLY").as_deref() == Ok("offloop") {
-        return offloop_stalls(time);
+    let first = ["idle", "flood3", "junk", "dns-miss", "hosts"];
+    if !first.iter().any(|n| wanted(n)) {
+        if wanted("workers") {
+            workers(time)?;
+        }
+        return if wanted("offloop") {
+            offloop_stalls(time)
+        } else {
+            Ok(())
+        };
     }
     let tmp = tempfile::tempdir()?;
     let etc = tmp.path().join("etc");
@@ -388,16 +528,21 @@ fn main() -> anyhow::Result<()> {
 
     let mut setups: Vec<Setup> = nsauxds
         .iter()
-        .map(|(label, _, a, b, ..)| Setup {
+        .map(|(label, d, a, b, ..)| Setup {
             label,
             a: a.path.clone(),
             b: b.path.clone(),
+            daemon: Some(d.pid()),
+            b_server: (d.pid(), thread_named(d.pid(), "nsaux-quiet")),
         })
         .collect();
+    let chrony_b = _chrony_b.child.id();
     setups.push(Setup {
         label: "stock daemons",
         a: sa.path.clone(),
         b: sb.path.clone(),
+        daemon: None,
+        b_server: (chrony_b, chrony_b),
     });
     for s in &setups {
         wait_ntp(&s.a, &format!("{}: NTP in A", s.label))?;
@@ -417,16 +562,27 @@ fn main() -> anyhow::Result<()> {
     ];
     let mut rows = Vec::new();
     let mut answered = 0;
-    for (name, floods) in scenarios {
-        for s in &setups {
-            let (p, a_rate) = scenario(s, floods, time)?;
-            answered += p.rtts.len();
-            rows.push(row(
-                name,
-                s.label,
-                &p,
-                (!floods.is_empty()).then_some(a_rate),
-            ));
+    let passes = repeats();
+    for pass in 1..=passes {
+        for (name, floods) in scenarios {
+            if !wanted(name) {
+                continue;
+            }
+            let title = if passes > 1 {
+                format!("{name} #{pass}")
+            } else {
+                name.to_owned()
+            };
+            for s in &setups {
+                let (p, x) = scenario(s, floods, time)?;
+                answered += p.rtts.len();
+                rows.push(long_row(
+                    &title,
+                    s.label,
+                    &p,
+                    (!floods.is_empty()).then_some(&x),
+                ));
+            }
         }
     }
     for (label, d, ..) in &nsauxds {
@@ -447,12 +603,32 @@ fn main() -> anyhow::Result<()> {
             "server",
             "B answers/s",
             "B p50",
+            "B p75",
+            "B p90",
+            "B p95",
             "B p99",
+            "B mean",
             "B lost",
             "A answers/s",
+            "B rq wait",
+            "CPU/ans",
+            "loop/A",
         ],
         &rows,
     );
+    if !wanted("hosts") {
+        if answered == 0 && !rows.is_empty() {
+            bail!("B never answered");
+        }
+        if wanted("workers") {
+            workers(time)?;
+        }
+        return if wanted("offloop") {
+            offloop_stalls(time)
+        } else {
+            Ok(())
+        };
+    }
 
     // Second table: A's hosts file (100,000 lines) rewritten every second while B is probed.
     let mut rows = Vec::new();
@@ -505,7 +681,10 @@ fn main() -> anyhow::Result<()> {
     if answered == 0 {
         bail!("B never answered");
     }
-    offloop_stalls(time)
+    if wanted("offloop") {
+        offloop_stalls(time)?;
+    }
+    Ok(())
 }
 
 /// Registrations in the churned namespace of [`offloop_stalls`]: about 1 MiB of journal lines.

@@ -15,6 +15,7 @@ mod fairness;
 mod fate;
 mod host;
 mod identity;
+mod lane;
 mod metrics;
 mod multiflood;
 mod ntp;

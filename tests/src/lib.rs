@@ -8,6 +8,7 @@
 //! - [`rpc`] — a tiny ONC RPC client (portmapper XDR, UDP, record-marked streams).
 //! - [`stream`] — how a stream connection ended (EOF, reset, data, timeout), for checks
 //!   that the daemon closed one.
+//! - [`floor`] — the floor server of the NTP and DNS benches (the kernel alone, best batching).
 //! - [`daemon`] — [`daemon::Daemon`]: an `nsauxd` with its own runtime/state/netns directories,
 //!   stopped by pid when dropped.
 //!
@@ -20,6 +21,7 @@ pub mod chrony;
 pub mod daemon;
 pub mod dns;
 pub mod env;
+pub mod floor;
 pub mod netns;
 pub mod rpc;
 pub mod stream;

@@ -84,7 +84,12 @@ async fn serve(
     let mut exit = None;
     loop {
         // A backlogged socket still has its readiness set (it was never cleared).
-        if !*backlogged && let Err(e) = ep.sock.readable().await {
+        // `poll_recv_ready` rather than `readable()`: the latter's future holds a readiness
+        // waiter node and tokio's nested async state in every idle socket's task; polling keeps
+        // the waker in the socket's registration, with the same wakeups (issue 16: bytes per
+        // namespace). One task polls each socket, as that single waker slot requires.
+        if !*backlogged && let Err(e) = std::future::poll_fn(|cx| ep.sock.poll_recv_ready(cx)).await
+        {
             tracing::error!(netns = %ep.ns.name, addr = %ep.bound, error = %e, "udp socket failed");
             return ListenerExit::Ended(format!("socket failed: {e}"));
         }

@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use nix::mount::{MntFlags, umount2};
 use nix::sched::{CloneFlags, setns};
-use nsaux_tests::bench::{Build, builds, cpu_ns, cpu_time, percentile, print_table, rss_kib};
+use nsaux_tests::bench::{
+    Build, builds, cpu_ns_since, cpu_time, percentile, print_table, rss_kib, task_cpu_ns,
+};
 use nsaux_tests::daemon::wait_for;
 
 /// Only the core and ident: the services have their own benchmarks.
@@ -154,10 +156,10 @@ fn run(build: &Build, n: usize) -> anyhow::Result<Row> {
     let rss_n = rss_kib(pid);
 
     let cpu0 = cpu_time(pid);
-    let exact0 = cpu_ns(pid);
+    let exact0 = task_cpu_ns(pid);
     std::thread::sleep(Duration::from_secs(10));
     let idle_cpu = cpu_time(pid).saturating_sub(cpu0);
-    let idle_cpu_exact = Duration::from_nanos(cpu_ns(pid).saturating_sub(exact0));
+    let idle_cpu_exact = Duration::from_nanos(cpu_ns_since(pid, &exact0));
 
     // Delete: time a sample one by one, then the rest in bulk.
     let mut del = Vec::new();
@@ -329,10 +331,10 @@ fn run_all_services(build: &Build, n: usize) -> anyhow::Result<AllRow> {
     let rss = rss_kib(pid).saturating_sub(rss0) as f64 / n as f64;
     let fds = fds_n.saturating_sub(fds0) as f64 / n as f64;
     let cpu0 = cpu_time(pid);
-    let exact0 = cpu_ns(pid);
+    let exact0 = task_cpu_ns(pid);
     std::thread::sleep(Duration::from_secs(10));
     let idle_cpu = cpu_time(pid).saturating_sub(cpu0);
-    let idle_cpu_exact = Duration::from_nanos(cpu_ns(pid).saturating_sub(exact0));
+    let idle_cpu_exact = Duration::from_nanos(cpu_ns_since(pid, &exact0));
     // Only now check that every service is up everywhere (the figures are of a served set).
     let list = d.ns_list()?;
     anyhow::ensure!(list.len() == n, "{} namespaces listed of {n}", list.len());

@@ -357,5 +357,10 @@ mod tests {
             spent >= 5_000_000,
             "{spent} ns counted for 20 ms of spinning"
         );
+        let since = super::cpu_ns_since(pid, &tasks);
+        assert!(
+            since >= 5_000_000,
+            "{since} ns counted for 20 ms of spinning"
+        );
     }
 }

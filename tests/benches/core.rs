@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use nix::mount::{MntFlags, umount2};
 use nix::sched::{CloneFlags, setns};
-use nsaux_tests::bench::{Build, builds, cpu_time, percentile, print_table, rss_kib};
+use nsaux_tests::bench::{
+    Build, builds, cpu_ns_since, cpu_time, percentile, print_table, rss_kib, task_cpu_ns,
+};
 use nsaux_tests::daemon::wait_for;
 
 /// Only the core and ident: the services have their own benchmarks.
@@ -94,6 +96,8 @@ struct Row {
     del_p50: Duration,
     del_p99: Duration,
     idle_cpu: Duration,
+    /// The same from schedstat: exact, where `utime + stime` counts in 10 ms units.
+    idle_cpu_exact: Duration,
 }
 
 fn run(build: &Build, n: usize) -> anyhow::Result<Row> {
@@ -152,8 +156,10 @@ fn run(build: &Build, n: usize) -> anyhow::Result<Row> {
     let rss_n = rss_kib(pid);
 
     let cpu0 = cpu_time(pid);
+    let exact0 = task_cpu_ns(pid);
     std::thread::sleep(Duration::from_secs(10));
     let idle_cpu = cpu_time(pid).saturating_sub(cpu0);
+    let idle_cpu_exact = Duration::from_nanos(cpu_ns_since(pid, &exact0));
 
     // Delete: time a sample one by one, then the rest in bulk.
     let mut del = Vec::new();
@@ -181,6 +187,7 @@ fn run(build: &Build, n: usize) -> anyhow::Result<Row> {
         del_p50: percentile(&del, 50.0),
         del_p99: percentile(&del, 99.0),
         idle_cpu,
+        idle_cpu_exact,
     })
 }
 
@@ -193,6 +200,8 @@ struct AllRow {
     up_p50: Duration,
     up_p99: Duration,
     idle_cpu: Duration,
+    /// The same from schedstat (exact).
+    idle_cpu_exact: Duration,
     /// Daemon started with the `n` namespaces present -> every listener of every namespace
     /// bound (its fd count back at the figure above, `nsauxctl status` answered).
     start_bound: Duration,
@@ -322,8 +331,10 @@ fn run_all_services(build: &Build, n: usize) -> anyhow::Result<AllRow> {
     let rss = rss_kib(pid).saturating_sub(rss0) as f64 / n as f64;
     let fds = fds_n.saturating_sub(fds0) as f64 / n as f64;
     let cpu0 = cpu_time(pid);
+    let exact0 = task_cpu_ns(pid);
     std::thread::sleep(Duration::from_secs(10));
     let idle_cpu = cpu_time(pid).saturating_sub(cpu0);
+    let idle_cpu_exact = Duration::from_nanos(cpu_ns_since(pid, &exact0));
     // Only now check that every service is up everywhere (the figures are of a served set).
     let list = d.ns_list()?;
     anyhow::ensure!(list.len() == n, "{} namespaces listed of {n}", list.len());
@@ -384,11 +395,22 @@ fn run_all_services(build: &Build, n: usize) -> anyhow::Result<AllRow> {
         up_p50: percentile(&up, 50.0),
         up_p99: percentile(&up, 99.0),
         idle_cpu,
+        idle_cpu_exact,
         start_bound,
         start_all,
         del_p50: percentile(&del, 50.0),
         del_p99: percentile(&del, 99.0),
     })
+}
+
+/// The idle CPU cell: `utime + stime` (10 ms units: a fraction of a millisecond of work can
+/// show as 10 ms) and the exact on-CPU time from schedstat.
+fn idle(ticks: Duration, exact: Duration) -> String {
+    format!(
+        "{} ms ({:.2} ms exact)",
+        ticks.as_millis(),
+        exact.as_secs_f64() * 1e3
+    )
 }
 
 fn ms(d: Duration) -> String {
@@ -454,7 +476,7 @@ fn main() -> anyhow::Result<()> {
                 ms(r.up_p99),
                 ms(r.del_p50),
                 ms(r.del_p99),
-                format!("{} ms", r.idle_cpu.as_millis()),
+                idle(r.idle_cpu, r.idle_cpu_exact),
             ]);
         }
     }
@@ -490,7 +512,7 @@ fn main() -> anyhow::Result<()> {
                 format!("{:.2}", r.fds_per_ns),
                 ms(r.up_p50),
                 ms(r.up_p99),
-                format!("{} ms", r.idle_cpu.as_millis()),
+                idle(r.idle_cpu, r.idle_cpu_exact),
                 ms(r.start_bound),
                 ms(r.start_all),
                 ms(r.del_p50),

@@ -9,6 +9,11 @@
 //!    server's CPU time per answer (exact on-CPU time of all its threads, from schedstat), per
 //!    round and in total, and the median of the per-round ratios to unbound. Once unpinned,
 //!    once with dnsperf and the server on different CPUs (`CpuMode`; issue 16), a table each.
+//!    A *floor* row (`nsaux_tests::floor`, issue 16): a minimal server with nsauxd's socket
+//!    (IPv4 bound to 127.0.0.53, no receive control messages), a blocking `recvmmsg` and one GSO
+//!    `sendmmsg` per batch, answering every query with a fixed A record and no protocol work:
+//!    the kernel's cost per answer with the best batching, printed as floor / unbound next to
+//!    nsauxd / unbound.
 //! 2. Memory: nsauxd with only the resolver on, N namespaces (default 1,000) each answering
 //!    a local record (no cache entries); RSS growth / N.
 //!
@@ -36,6 +41,7 @@ use nsaux_tests::bench::{
 };
 use nsaux_tests::daemon::wait_for;
 use nsaux_tests::dns::{Server, dig, section};
+use nsaux_tests::floor::{Floor, FloorSpec};
 use nsaux_tests::netns::TestNetns;
 
 const ORIGIN: &str = "127.0.0.2";
@@ -187,10 +193,15 @@ fn cache_hits(
     );
     let unbound = Server::unbound(&unbound_ns, "127.0.0.53", &fwd)?;
 
+    // The floor: the kernel alone, with nsauxd's socket and the best batching.
+    let floor_ns = TestNetns::create(tmp.path(), "bench-floor")?;
+    let floor = Floor::start(&floor_ns, FloorSpec::dns_stub())?;
+
     let mut servers: Vec<(&'static str, &TestNetns, u32)> = nsauxds
         .iter()
         .map(|(label, d, ns, _)| (*label, ns, d.pid()))
         .collect();
+    servers.push(("floor", &floor_ns, floor.pid()));
     servers.push(("dnsmasq", &dnsmasq_ns, dnsmasq.pid()));
     servers.push(("unbound", &unbound_ns, unbound.pid()));
     let mut out = Vec::new();
@@ -287,6 +298,8 @@ fn memory(build: &Build, n: usize) -> anyhow::Result<(f64, f64)> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Started again as a floor server: serves until killed.
+    nsaux_tests::floor::child_main()?;
     if !nix::unistd::geteuid().is_root() {
         eprintln!("the dns benchmark needs root (namespaces)");
         return Ok(());
@@ -374,6 +387,21 @@ fn print_hits(mode: CpuMode, hits: &[Total], secs: u64, rounds: usize) {
         ],
         &rows,
     );
+    if let (Some(new), Some(floor)) = (
+        hits.iter().find(|t| t.name == "nsauxd"),
+        hits.iter().find(|t| t.name == "floor"),
+    ) {
+        let floor_ratio = floor.cpu_us() / unbound_cpu;
+        let verdict = if floor_ratio > 0.60 {
+            "the floor is above the 0.60x target: no user-space change reaches it"
+        } else {
+            "the floor is below the 0.60x target"
+        };
+        println!(
+            "nsauxd / floor CPU per answer: {:.2}x (floor / unbound {floor_ratio:.2}x; {verdict})",
+            new.cpu_us() / floor.cpu_us()
+        );
+    }
     if let (Some(new), Some(base)) = (
         hits.iter().find(|t| t.name == "nsauxd"),
         hits.iter().find(|t| t.name == BASELINE_LABEL),

@@ -481,9 +481,6 @@ fn main() -> anyhow::Result<()> {
     let time = probe_time();
     let first = ["idle", "flood3", "junk", "dns-miss", "hosts"];
     if !first.iter().any(|n| wanted(n)) {
-        if wanted("workers") {
-            workers(time)?;
-        }
         return if wanted("offloop") {
             offloop_stalls(time)
         } else {
@@ -619,9 +616,6 @@ fn main() -> anyhow::Result<()> {
     if !wanted("hosts") {
         if answered == 0 && !rows.is_empty() {
             bail!("B never answered");
-        }
-        if wanted("workers") {
-            workers(time)?;
         }
         return if wanted("offloop") {
             offloop_stalls(time)

@@ -21,6 +21,11 @@
 //!   round and compared with chronyd the same way.
 //! * Every scenario runs in each `CpuMode` (issue 16): unpinned, then with the load generator
 //!   and every thread of the server on different CPUs; a table each.
+//! * Two *floor* rows (`nsaux_tests::floor`, issue 16): a minimal server with nsauxd's socket
+//!   (dual-stack `[::]:123`, pktinfo, `SO_TIMESTAMPNS`) and one with a plain IPv4 `0.0.0.0:123`
+//!   socket, each a blocking `recvmmsg` and one GSO `sendmmsg` per batch with a fixed answer:
+//!   the kernel's cost per answer with the best batching. floor / chronyd is printed next to
+//!   nsauxd / chronyd: a floor above the target means no user-space change reaches it.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -29,6 +34,7 @@ use anyhow::bail;
 use nsaux_tests::bench::{Chronyd, CpuMode, builds};
 use nsaux_tests::daemon::wait_for;
 use nsaux_tests::env::{require_root, require_tool};
+use nsaux_tests::floor::{Floor, FloorSpec};
 use nsaux_tests::netns::{TestNetns, in_netns_file, udp_exchange};
 
 const REQUESTS: u64 = 400_000;
@@ -189,6 +195,8 @@ fn measure(
 }
 
 fn main() -> anyhow::Result<()> {
+    // Started again as a floor server: serves until killed.
+    nsaux_tests::floor::child_main()?;
     if !require_root("bench ntp") || !require_tool("bench ntp", "chronyd") {
         return Ok(());
     }
@@ -205,8 +213,22 @@ fn main() -> anyhow::Result<()> {
     let other = tempfile::tempdir()?;
     let chrony_ns = TestNetns::create(other.path(), "bench-chrony")?;
     let chrony = Chronyd::start(&chrony_ns)?;
+    // The floor servers, each in a namespace of its own (outside the daemon's directory too).
+    let mut floors = Vec::new();
+    for (label, spec, name) in [
+        ("floor", FloorSpec::ntp_dual_stack(), "bench-floor"),
+        ("floor (AF_INET)", FloorSpec::ntp_v4(), "bench-floor4"),
+    ] {
+        let ns = TestNetns::create(other.path(), name)?;
+        let floor = Floor::start(&ns, spec)?;
+        floors.push((label, floor, ns));
+    }
     let probe = request(ntp_now());
-    let all_ns = nsauxds.iter().map(|(_, _, ns)| ns).chain([&chrony_ns]);
+    let all_ns = nsauxds
+        .iter()
+        .map(|(_, _, ns)| ns)
+        .chain(floors.iter().map(|(_, _, ns)| ns))
+        .chain([&chrony_ns]);
     for ns in all_ns {
         wait_for("server answers", Duration::from_secs(10), || {
             let p = probe;
@@ -218,11 +240,14 @@ fn main() -> anyhow::Result<()> {
             .flatten()
         })?;
     }
-    // The nsauxd builds first, chronyd last (the reference of every ratio).
+    // The nsauxd builds first, then the floors, chronyd last (the reference of every ratio).
     let mut servers: Vec<(&str, &std::path::Path, u32)> = nsauxds
         .iter()
         .map(|(label, d, ns)| (*label, ns.path.as_path(), d.pid()))
         .collect();
+    for (label, floor, ns) in &floors {
+        servers.push((label, ns.path.as_path(), floor.pid()));
+    }
     servers.push(("chronyd", &chrony_ns.path, chrony.child.id()));
     let chrony_i = servers.len() - 1;
     let tck = nsaux_tests::bench::clk_tck();
@@ -322,8 +347,26 @@ fn main() -> anyhow::Result<()> {
                 "{name} / chronyd CPU per answer: {ratio:.2}× (schedstat {exact:.2}×; median of rounds {median:.2}×, rounds {lo:.2}–{hi:.2}×; {target})"
             );
         }
+        // nsauxd over the floor: what nsauxd costs beyond the kernel's share.
+        if let Some(floor_i) = servers.iter().position(|(name, _, _)| *name == "floor") {
+            let over = per_answer_exact(&totals[0]) / per_answer_exact(&totals[floor_i]);
+            let floor_ratio = per_answer_exact(&totals[floor_i]) / per_answer_exact(chrony);
+            let verdict = if !label.starts_with("saturating") {
+                ""
+            } else if floor_ratio > 0.70 {
+                "; the floor is above the 0.70× target: no user-space change reaches it"
+            } else {
+                "; the floor is below the 0.70× target"
+            };
+            println!(
+                "nsauxd / floor CPU per answer: {over:.2}× (schedstat; floor / chronyd {floor_ratio:.2}×{verdict})"
+            );
+        }
         // With a baseline (index 1): the two builds compared directly, exact CPU.
-        if chrony_i == 2 {
+        if servers
+            .get(1)
+            .is_some_and(|(name, _, _)| *name == nsaux_tests::bench::BASELINE_LABEL)
+        {
             let per_round: Vec<f64> = round_ratios[0]
                 .iter()
                 .zip(&round_ratios[1])

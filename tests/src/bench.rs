@@ -136,6 +136,33 @@ pub fn cpu_ns(pid: u32) -> u64 {
         .sum()
 }
 
+/// On-CPU time of each thread of a process now, by thread id (`/proc/PID/task/*/schedstat`),
+/// for [`cpu_ns_since`].
+pub fn task_cpu_ns(pid: u32) -> std::collections::HashMap<u32, u64> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return std::collections::HashMap::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let tid = t.file_name().to_str()?.parse().ok()?;
+            let s = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            Some((tid, s.split_whitespace().next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// On-CPU time of a process since `before` ([`task_cpu_ns`]), thread by thread: a sum over
+/// the threads alive at each read ([`cpu_ns`] twice) falls when a thread exits in between
+/// (tokio's idle blocking threads exit after 10 s), which made a 10 s idle window read as 0.
+/// Threads born since count whole; those that exited since lose their time in the window.
+pub fn cpu_ns_since(pid: u32, before: &std::collections::HashMap<u32, u64>) -> u64 {
+    task_cpu_ns(pid)
+        .into_iter()
+        .map(|(tid, now)| now.saturating_sub(before.get(&tid).copied().unwrap_or(0)))
+        .sum()
+}
+
 /// The median of samples (NaN when empty): per-round ratios of two servers measured in turn
 /// on a shared machine have outliers in both directions, which the median ignores.
 pub fn median(samples: &[f64]) -> f64 {
@@ -312,3 +339,28 @@ fn pin_process(pid: u32, cpus: &[usize]) -> anyhow::Result<()> {
 }
 
 pub use crate::chrony::Chronyd;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cpu_ns_counts_this_process() {
+        let pid = std::process::id();
+        let before = super::cpu_ns(pid);
+        let tasks = super::task_cpu_ns(pid);
+        let t = std::time::Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < std::time::Duration::from_millis(20) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let spent = super::cpu_ns(pid).saturating_sub(before);
+        assert!(
+            spent >= 5_000_000,
+            "{spent} ns counted for 20 ms of spinning"
+        );
+        let since = super::cpu_ns_since(pid, &tasks);
+        assert!(
+            since >= 5_000_000,
+            "{since} ns counted for 20 ms of spinning"
+        );
+    }
+}

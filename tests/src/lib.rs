@@ -10,6 +10,7 @@
 //!   that the daemon closed one.
 //! - [`flood`] — a cheap closed-loop UDP load generator (GSO bursts out, GRO reads in) for
 //!   benches that must leave most of the machine to the server.
+//! - [`floor`] — the floor server of the NTP and DNS benches (the kernel alone, best batching).
 //! - [`daemon`] — [`daemon::Daemon`]: an `nsauxd` with its own runtime/state/netns directories,
 //!   stopped by pid when dropped.
 //!
@@ -23,6 +24,7 @@ pub mod daemon;
 pub mod dns;
 pub mod env;
 pub mod flood;
+pub mod floor;
 pub mod netns;
 pub mod rpc;
 pub mod stream;

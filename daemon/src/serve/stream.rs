@@ -11,6 +11,13 @@ use super::{Connection, NsInfo, NsService, Peer, Stream};
 /// Pause after an accept error (EMFILE and friends) so we do not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// The pause after an accept error, boxed: an accept loop is a task per listener, and a timer
+/// held inline (112 bytes) would be carried by every idle listener of every namespace for an
+/// error that almost never happens (issue 16: bytes per namespace).
+async fn accept_backoff() {
+    Box::pin(tokio::time::sleep(ACCEPT_BACKOFF)).await;
+}
+
 /// Admits `peer` into the service's shared table, or into this listener's own table when the
 /// service has none.
 /// `own` is made at the first connection that needs it: services with a shared table never
@@ -60,25 +67,31 @@ pub(crate) async fn run_tcp(
 ) {
     let mut own = None;
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                // A dual-stack listener gives IPv4 peers v4-mapped: services see them as IPv4.
-                let peer = Peer::Ip(crate::sys::unmap(peer));
-                let slot = admit(&ns, &service, &mut own, &peer);
-                let local = stream.local_addr().ok().map(crate::sys::unmap);
-                let conn = Connection {
-                    stream: Stream::Tcp(stream),
-                    peer,
-                    local,
-                    slot,
-                };
-                spawn_conn(&ns, &service, conn);
-            }
-            Err(e) => {
-                tracing::warn!(netns = %ns.name, error = %e, "tcp accept failed");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-            }
-        }
+        // `poll_accept` rather than `accept()`: the latter's future holds a readiness waiter
+        // node and the nested async state of tokio's I/O path (about 300 bytes in every idle
+        // listener's task); polling keeps the waker in the socket's registration instead, with
+        // the same wakeups (issue 16: bytes per namespace).
+        let accepted = std::future::poll_fn(|cx| listener.poll_accept(cx)).await;
+        // Matched without an await inside: a match that awaited the backoff in its error arm
+        // would keep room for the accepted stream in the task across that await.
+        let Some((stream, peer)) = accepted
+            .inspect_err(|e| tracing::warn!(netns = %ns.name, error = %e, "tcp accept failed"))
+            .ok()
+        else {
+            accept_backoff().await;
+            continue;
+        };
+        // A dual-stack listener gives IPv4 peers v4-mapped: services see them as IPv4.
+        let peer = Peer::Ip(crate::sys::unmap(peer));
+        let slot = admit(&ns, &service, &mut own, &peer);
+        let local = stream.local_addr().ok().map(crate::sys::unmap);
+        let conn = Connection {
+            stream: Stream::Tcp(stream),
+            peer,
+            local,
+            slot,
+        };
+        spawn_conn(&ns, &service, conn);
     }
 }
 
@@ -90,29 +103,30 @@ pub(crate) async fn run_unix(
 ) {
     let mut own = None;
     loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let Ok(cred) = stream.peer_cred() else {
-                    continue;
-                };
-                let peer = Peer::Local {
-                    uid: cred.uid(),
-                    gid: cred.gid(),
-                    pid: cred.pid(),
-                };
-                let slot = admit(&ns, &service, &mut own, &peer);
-                let conn = Connection {
-                    stream: Stream::Unix(stream),
-                    peer,
-                    local: None,
-                    slot,
-                };
-                spawn_conn(&ns, &service, conn);
-            }
-            Err(e) => {
-                tracing::warn!(netns = %ns.name, error = %e, "local accept failed");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-            }
-        }
+        // `poll_accept` and no await inside a match on its result, as in `run_tcp`.
+        let accepted = std::future::poll_fn(|cx| listener.poll_accept(cx)).await;
+        let Some((stream, _)) = accepted
+            .inspect_err(|e| tracing::warn!(netns = %ns.name, error = %e, "local accept failed"))
+            .ok()
+        else {
+            accept_backoff().await;
+            continue;
+        };
+        let Ok(cred) = stream.peer_cred() else {
+            continue;
+        };
+        let peer = Peer::Local {
+            uid: cred.uid(),
+            gid: cred.gid(),
+            pid: cred.pid(),
+        };
+        let slot = admit(&ns, &service, &mut own, &peer);
+        let conn = Connection {
+            stream: Stream::Unix(stream),
+            peer,
+            local: None,
+            slot,
+        };
+        spawn_conn(&ns, &service, conn);
     }
 }

@@ -81,10 +81,14 @@ async fn serve(
     backlogged: &mut bool,
 ) -> ListenerExit {
     let share = &ep.ns.share;
-    let mut exit = None;
     loop {
         // A backlogged socket still has its readiness set (it was never cleared).
-        if !*backlogged && let Err(e) = ep.sock.readable().await {
+        // `poll_recv_ready` rather than `readable()`: the latter's future holds a readiness
+        // waiter node and tokio's nested async state in every idle socket's task; polling keeps
+        // the waker in the socket's registration, with the same wakeups (issue 16: bytes per
+        // namespace). One task polls each socket, as that single waker slot requires.
+        if !*backlogged && let Err(e) = std::future::poll_fn(|cx| ep.sock.poll_recv_ready(cx)).await
+        {
             tracing::error!(netns = %ep.ns.name, addr = %ep.bound, error = %e, "udp socket failed");
             return ListenerExit::Ended(format!("socket failed: {e}"));
         }
@@ -106,43 +110,62 @@ async fn serve(
             super::share::yield_round().await;
             continue;
         }
-        let mut got = 0;
-        // A short batch means the queue is empty: report WouldBlock so `try_io` clears the
-        // readiness now instead of after one more (empty) `recvmmsg`. That is race-free:
-        // tokio clears only the readiness it saw before the call, so a datagram that
-        // arrived meanwhile keeps the socket readable.
-        let r = ep.sock.try_io(Interest::READABLE, || {
-            got = handle_batch(&BATCHES, ep, service, grant, &mut exit)?;
-            if got < grant {
-                Err(io::ErrorKind::WouldBlock.into())
-            } else {
-                Ok(())
-            }
-        });
-        let drained = match r {
-            Ok(()) => false,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
-            Err(e) => {
-                // ICMP errors from earlier sends surface here (ECONNREFUSED); they concern
-                // one peer, not the socket.
-                tracing::trace!(netns = %ep.ns.name, addr = %ep.bound, error = %e, "udp receive error");
-                got += 1;
-                false
-            }
-        };
-        share.charge(got);
-        if let Some(exit) = exit.take() {
-            return exit;
-        }
-        if *backlogged == drained {
-            *backlogged = !drained;
-            share.set_backlogged(*backlogged);
-        }
-        quiet.inspect(|q| q.turn_ended(drained));
-        if !drained {
-            super::share::yield_round().await;
+        // The turn itself is a plain function: its locals (the exit slot, counts, errors)
+        // then take no room in the task across its awaits (issue 16: bytes per socket).
+        match turn(ep, service, quiet, grant, backlogged) {
+            Err(exit) => return exit,
+            Ok(true) => {}
+            Ok(false) => super::share::yield_round().await,
         }
     }
+}
+
+/// One turn of a socket that may read `grant` datagrams: reads and answers them, charges the
+/// namespace's share and updates the socket's backlog state. `Ok(drained)`: whether the queue
+/// was emptied; `Err` when the listener must end (a service panic, a test's end request).
+fn turn(
+    ep: &Arc<UdpEndpoint>,
+    service: &dyn NsService,
+    quiet: Option<&QuietSocket>,
+    grant: usize,
+    backlogged: &mut bool,
+) -> Result<bool, ListenerExit> {
+    let share = &ep.ns.share;
+    let mut exit = None;
+    let mut got = 0;
+    // A short batch means the queue is empty: report WouldBlock so `try_io` clears the
+    // readiness now instead of after one more (empty) `recvmmsg`. That is race-free:
+    // tokio clears only the readiness it saw before the call, so a datagram that
+    // arrived meanwhile keeps the socket readable.
+    let r = ep.sock.try_io(Interest::READABLE, || {
+        got = handle_batch(&BATCHES, ep, service, grant, &mut exit)?;
+        if got < grant {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(())
+        }
+    });
+    let drained = match r {
+        Ok(()) => false,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
+        Err(e) => {
+            // ICMP errors from earlier sends surface here (ECONNREFUSED); they concern
+            // one peer, not the socket.
+            tracing::trace!(netns = %ep.ns.name, addr = %ep.bound, error = %e, "udp receive error");
+            got += 1;
+            false
+        }
+    };
+    share.charge(got);
+    if let Some(exit) = exit {
+        return Err(exit);
+    }
+    if *backlogged == drained {
+        *backlogged = !drained;
+        share.set_backlogged(*backlogged);
+    }
+    quiet.inspect(|q| q.turn_ended(drained));
+    Ok(drained)
 }
 
 /// Serves up to `max` datagrams of a quiet socket on the quiet lane (see [`super::quiet`]),

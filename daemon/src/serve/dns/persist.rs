@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,17 +59,18 @@ impl RecordDir {
     pub(crate) fn file(&self, id: NetnsId) -> RecordFile {
         lock(&self.live).insert(id.0);
         RecordFile {
-            path: self.dir.journal(id).path().to_path_buf(),
+            file: self.dir.journal(id),
             id: id.0,
             live: Arc::clone(&self.live),
         }
     }
 }
 
-/// One namespace's record file.
+/// One namespace's record file, named when used (as a portmapper journal is: no path held per
+/// namespace, issue 16).
 #[derive(Debug)]
 pub(crate) struct RecordFile {
-    path: PathBuf,
+    file: crate::serve::rpcbind::journal::Journal,
     id: u64,
     live: Arc<Mutex<HashSet<u64>>>,
 }
@@ -78,14 +79,15 @@ impl RecordFile {
     /// The records saved for this namespace (none when there is no file; a damaged file is
     /// logged and ignored).
     pub(crate) fn load(&self) -> Vec<(String, IpAddr)> {
-        match fs::read(&self.path) {
+        let path = self.file.path();
+        match fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
-                tracing::warn!(path = %self.path.display(), error = %e, "dns: saved records unreadable; ignored");
+                tracing::warn!(path = %path.display(), error = %e, "dns: saved records unreadable; ignored");
                 Vec::new()
             }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => {
-                tracing::warn!(path = %self.path.display(), error = %e, "dns: cannot read saved records");
+                tracing::warn!(path = %path.display(), error = %e, "dns: cannot read saved records");
                 Vec::new()
             }
         }
@@ -93,23 +95,25 @@ impl RecordFile {
 
     /// Replaces the saved records (temp file + rename; an empty list removes the file).
     pub(crate) fn save(&self, records: &[(String, IpAddr)]) -> io::Result<()> {
+        let path = self.file.path();
         if records.is_empty() {
-            return match fs::remove_file(&self.path) {
+            return match fs::remove_file(&path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
             };
         }
         let bytes = serde_json::to_vec(records).map_err(io::Error::other)?;
-        crate::state_file::replace(&self.path, "tmp", &bytes)
+        crate::state_file::replace(&path, "tmp", &bytes)
     }
 
     /// The namespace went: its records go with it.
     pub(crate) fn gone(&self) {
         lock(&self.live).remove(&self.id);
-        if let Err(e) = fs::remove_file(&self.path)
+        let path = self.file.path();
+        if let Err(e) = fs::remove_file(&path)
             && e.kind() != io::ErrorKind::NotFound
         {
-            tracing::warn!(path = %self.path.display(), error = %e, "dns: cannot delete saved records");
+            tracing::warn!(path = %path.display(), error = %e, "dns: cannot delete saved records");
         }
     }
 }

@@ -8,6 +8,8 @@
 //! - [`rpc`] — a tiny ONC RPC client (portmapper XDR, UDP, record-marked streams).
 //! - [`stream`] — how a stream connection ended (EOF, reset, data, timeout), for checks
 //!   that the daemon closed one.
+//! - [`closed_loop`] — the plain closed-loop UDP flood (std socket, a window in flight, answers
+//!   per time slot) the fairness tests send from a remote host behind a veth.
 //! - [`flood`] — a cheap closed-loop UDP load generator (GSO bursts out, GRO reads in) for
 //!   benches that must leave most of the machine to the server.
 //! - [`floor`] — the floor server of the NTP and DNS benches (the kernel alone, best batching).
@@ -20,6 +22,7 @@
 
 pub mod bench;
 pub mod chrony;
+pub mod closed_loop;
 pub mod daemon;
 pub mod dns;
 pub mod env;

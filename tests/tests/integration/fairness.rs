@@ -4,11 +4,12 @@
 //! namespace served by the same daemon keep getting answers within a generous bound. Timing
 //! targets live in `cargo bench --bench isolation`, not here.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use nsaux_tests::closed_loop::{ClosedLoop, dns_a_query, junk, ntp_request};
 use nsaux_tests::daemon::{Daemon, wait_for};
 use nsaux_tests::dns::{dig, section};
 use nsaux_tests::env::require;
@@ -29,62 +30,27 @@ const BOUND: Duration = Duration::from_secs(3);
 /// NTP exchanges made one after another from the quiet namespace during the flood.
 const QUIET_BURST: u64 = 200;
 
-fn dns_query(id: u16) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    q.extend_from_slice(b"\x05probe\x03lan\x00\x00\x01\x00\x01");
-    q
-}
-
-fn ntp_request(tx: u64) -> Vec<u8> {
-    let mut p = vec![0u8; 48];
-    p[0] = 0x23;
-    p[40..48].copy_from_slice(&tx.to_be_bytes());
-    p
-}
-
 /// A closed-loop flood (`port` 0: open-loop junk to all three ports) from the current
 /// namespace; returns the answers it got (junk: datagrams sent).
 fn flood(port: u16, stop: &AtomicBool) -> anyhow::Result<u64> {
-    let start = Instant::now();
-    let s = UdpSocket::bind("0.0.0.0:0")?;
-    let (mut n, mut answers, mut in_flight) = (0u64, 0u64, 0u64);
-    let over =
-        |n: u64| stop.load(Ordering::Relaxed) || start.elapsed() > FLOOD_TIME || n >= FLOOD_MAX;
     if port == 0 {
-        s.set_nonblocking(true)?;
-        while !over(n) {
-            let to = SocketAddr::from((TARGET, [123, 53, 111][(n % 3) as usize]));
-            let _ = s.send_to(&[0xff; 8], to);
-            n += 1;
-        }
-        return Ok(n);
+        let to = [123, 53, 111].map(|p| SocketAddr::from((TARGET, p)));
+        return Ok(junk(&to, stop, FLOOD_TIME, FLOOD_MAX)?);
     }
-    s.connect(SocketAddr::from((TARGET, port)))?;
-    s.set_read_timeout(Some(Duration::from_millis(20)))?;
-    let mut buf = [0u8; 2048];
-    while !over(n) {
-        while in_flight < WINDOW {
-            let req = match port {
-                123 => ntp_request(n),
-                53 => dns_query(n as u16),
-                _ => call(n as u32, PMAP, 2, 3, Cred::None, &pmap(PMAP, 2, 17, 0)),
-            };
-            if s.send(&req).is_err() {
-                break;
-            }
-            n += 1;
-            in_flight += 1;
-        }
-        match s.recv(&mut buf) {
-            Ok(_) => {
-                answers += 1;
-                in_flight = in_flight.saturating_sub(1);
-            }
-            Err(_) => in_flight = 0,
-        }
-    }
-    Ok(answers)
+    let flood = ClosedLoop {
+        to: SocketAddr::from((TARGET, port)),
+        window: WINDOW,
+        time: FLOOD_TIME,
+        max_requests: FLOOD_MAX,
+        stop,
+        slot: None,
+    };
+    let got = flood.run(|n| match port {
+        123 => ntp_request(n),
+        53 => dns_a_query(n as u16, "probe.lan"),
+        _ => call(n as u32, PMAP, 2, 3, Cred::None, &pmap(PMAP, 2, 17, 0)),
+    })?;
+    Ok(got.answers)
 }
 
 /// Runs `script` in `ns`, checks it succeeds within [`BOUND`] and returns its stdout.

@@ -5,11 +5,12 @@
 //! namespace on the loop its share. Played from a remote host behind a veth per namespace,
 //! bounded in time and count.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use nsaux_tests::closed_loop::{ClosedLoop, ntp_request};
 use nsaux_tests::daemon::Daemon;
 use nsaux_tests::env::require_root;
 use nsaux_tests::netns::{TestNetns, in_netns_file, veth};
@@ -25,38 +26,17 @@ const BUSY_WINDOW: u64 = 256;
 const FLOOD_TIME: Duration = Duration::from_secs(4);
 const FLOOD_MAX: u64 = 2_000_000;
 
-fn ntp_request(tx: u64) -> Vec<u8> {
-    let mut p = vec![0u8; 48];
-    p[0] = 0x23;
-    p[40..48].copy_from_slice(&tx.to_be_bytes());
-    p
-}
-
 /// A closed-loop NTP flood to `to` with `window` requests in flight; returns the answers.
 fn flood(to: SocketAddr, window: u64, stop: &AtomicBool) -> anyhow::Result<u64> {
-    let start = Instant::now();
-    let s = UdpSocket::bind("0.0.0.0:0")?;
-    s.connect(to)?;
-    s.set_read_timeout(Some(Duration::from_millis(20)))?;
-    let (mut n, mut answers, mut in_flight) = (0u64, 0u64, 0u64);
-    let mut buf = [0u8; 512];
-    while !stop.load(Ordering::Relaxed) && start.elapsed() < FLOOD_TIME && n < FLOOD_MAX {
-        while in_flight < window {
-            if s.send(&ntp_request(n)).is_err() {
-                break;
-            }
-            n += 1;
-            in_flight += 1;
-        }
-        match s.recv(&mut buf) {
-            Ok(_) => {
-                answers += 1;
-                in_flight = in_flight.saturating_sub(1);
-            }
-            Err(_) => in_flight = 0,
-        }
-    }
-    Ok(answers)
+    let flood = ClosedLoop {
+        to,
+        window,
+        time: FLOOD_TIME,
+        max_requests: FLOOD_MAX,
+        stop,
+        slot: None,
+    };
+    Ok(flood.run(ntp_request)?.answers)
 }
 
 /// `/proc/PID/task/TID/stat` field 19, the thread's nice value.

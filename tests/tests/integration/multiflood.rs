@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use nsaux_tests::closed_loop::{ClosedLoop, dns_a_query, junk, ntp_request};
 use nsaux_tests::daemon::{Daemon, wait_for};
 use nsaux_tests::dns::{dig, section};
 use nsaux_tests::env::{require, require_root};
@@ -32,78 +33,31 @@ const BOUND: Duration = Duration::from_secs(3);
 /// pause a loaded test machine was seen to give the daemon (about 200 ms).
 const SLOT: Duration = Duration::from_millis(500);
 
-fn ntp_request(tx: u64) -> Vec<u8> {
-    let mut p = vec![0u8; 48];
-    p[0] = 0x23;
-    p[40..48].copy_from_slice(&tx.to_be_bytes());
-    p
-}
-
-fn dns_query(id: u16) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    q.extend_from_slice(b"\x05probe\x03lan\x00\x00\x01\x00\x01");
-    q
-}
-
 /// A flood from the current namespace to `TARGET`: closed loop on `port` (123 or 53) with
 /// `WINDOW` requests in flight, or open-loop junk to both ports (`port` 0), until `stop`, the
-/// time `limit` or `FLOOD_MAX`. Returns the answers it got per [`SLOT`] (junk: datagrams sent
-/// in one slot).
+/// time `limit` or `FLOOD_MAX`. Returns the answers it got per [`SLOT`] (junk: datagrams sent,
+/// as one count).
 fn flood(port: u16, stop: &AtomicBool, limit: Duration) -> anyhow::Result<Vec<u64>> {
-    let start = Instant::now();
-    let s = UdpSocket::bind("0.0.0.0:0")?;
-    let mut slots = vec![0u64];
-    let (mut n, mut in_flight) = (0u64, 0u64);
-    let over = |n: u64| stop.load(Ordering::Relaxed) || start.elapsed() > limit || n >= FLOOD_MAX;
-    let count = |slots: &mut Vec<u64>| {
-        let i = (start.elapsed().as_nanos() / SLOT.as_nanos()) as usize;
-        if slots.len() <= i {
-            slots.resize(i + 1, 0);
-        }
-        slots[i] += 1;
-    };
     if port == 0 {
-        s.set_nonblocking(true)?;
-        while !over(n) {
-            let to = SocketAddr::from((TARGET, [123, 53][(n % 2) as usize]));
-            let _ = s.send_to(&[0xff; 8], to);
-            n += 1;
-            if n.is_multiple_of(4096) {
-                count(&mut slots);
-            }
-        }
-        return Ok(vec![n]);
+        let to = [123, 53].map(|p| SocketAddr::from((TARGET, p)));
+        return Ok(vec![junk(&to, stop, limit, FLOOD_MAX)?]);
     }
-    s.connect(SocketAddr::from((TARGET, port)))?;
-    s.set_read_timeout(Some(Duration::from_millis(20)))?;
-    let mut buf = [0u8; 2048];
-    while !over(n) {
-        while in_flight < WINDOW {
-            let req = if port == 123 {
-                ntp_request(n)
-            } else {
-                dns_query(n as u16)
-            };
-            if s.send(&req).is_err() {
-                break;
-            }
-            n += 1;
-            in_flight += 1;
+    let flood = ClosedLoop {
+        to: SocketAddr::from((TARGET, port)),
+        window: WINDOW,
+        time: limit,
+        max_requests: FLOOD_MAX,
+        stop,
+        slot: Some(SLOT),
+    };
+    let got = flood.run(|n| {
+        if port == 123 {
+            ntp_request(n)
+        } else {
+            dns_a_query(n as u16, "probe.lan")
         }
-        match s.recv(&mut buf) {
-            Ok(_) => {
-                count(&mut slots);
-                in_flight = in_flight.saturating_sub(1);
-            }
-            Err(_) => in_flight = 0,
-        }
-    }
-    // The last slot is partial.
-    if slots.len() > 1 {
-        slots.pop();
-    }
-    Ok(slots)
+    })?;
+    Ok(got.slots)
 }
 
 /// Starts floods from `far` (one thread each) for at most `limit`.

@@ -89,6 +89,7 @@ impl RpcbindNs {
             // what the operator was told is gone. The operator sees the error and may retry.
             if let Err(e) = self.journal(&mut st, &changes) {
                 st.pm.undo_unset(removed);
+                self.start_due_compaction(&mut st);
                 tracing::error!(netns = %self.ns.name, prog, vers, netid, error = %e,
                     "cannot journal an operator unset; nothing removed");
                 return Err(format!("cannot write the journal ({e}); nothing removed"));

@@ -103,6 +103,7 @@ impl RpcbindNs {
             // Kept rather than removed in memory only, which a restart would undo. Their misses
             // stay past the limit, so the next round tries again (and they are not probed).
             undo(&mut st.pm, removals);
+            self.start_due_compaction(st);
             tracing::error!(netns = %self.ns.name, error = %err, kept = dead.len(),
                 "cannot journal the removal of silent registrations; kept, retrying next round");
             return tcp;

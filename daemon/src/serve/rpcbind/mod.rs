@@ -217,6 +217,7 @@ impl ServiceKind for Rpcbind {
                 compacting: false,
                 rewriting_whole: false,
                 compact_retry_at: 0,
+                compaction_due: false,
                 journal_gen: 0,
                 compactions: 0,
                 gone: false,

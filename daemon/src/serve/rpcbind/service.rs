@@ -113,6 +113,10 @@ pub(super) struct State {
     pub(super) rewriting_whole: bool,
     /// After a failed compaction, the next starts only once the file reached this size.
     pub(super) compact_retry_at: usize,
+    /// A change met a stale file or the size cap and must wait for a rewrite or compaction.
+    /// It is started by [`RpcbindNs::start_due_compaction`] once that change has been taken
+    /// back, so its snapshot never holds a change that was not acknowledged.
+    pub(super) compaction_due: bool,
     /// Bumped whenever the file a running compaction works from stops being the one to
     /// replace (a reconfiguration that dropped registrations, the namespace going): that
     /// compaction gives up.
@@ -171,20 +175,16 @@ fn busy() -> io::Error {
 /// [`RpcbindNs::journal`] without the bookkeeping of failures. Nothing here rewrites the
 /// whole file on the loop: a stale file, and a change that would take the file past its cap,
 /// start a rewrite off the loop (`compact.rs`) and get [`busy`].
-fn write_journal(
-    ns: &RpcbindNs,
-    j: &Journal,
-    st: &mut State,
-    changes: &[Change],
-) -> io::Result<()> {
+fn write_journal(j: &Journal, st: &mut State, changes: &[Change]) -> io::Result<()> {
     if st.compacting && st.rewriting_whole {
         // The file is being replaced by the table as it was: nothing may be appended to it.
         return Err(busy());
     }
     if st.journal_stale {
         // Appending to a file of unknown content could lose or resurrect lines: it is
-        // replaced whole (temp file + rename) off the loop first.
-        ns.start_compaction(st, true);
+        // replaced whole (temp file + rename) off the loop first, started once the caller
+        // took these changes back (`compaction_due`).
+        st.compaction_due = true;
         return Err(busy());
     }
     let (mut added, mut removed) = (0, 0);
@@ -205,8 +205,9 @@ fn write_journal(
             ));
         }
         // Compacted, the file has room for it: compact off the loop (the changes that fit
-        // keep appending meanwhile), and this one waits for it.
-        ns.start_compaction(st, true);
+        // keep appending meanwhile), and this one waits for it. Started once the caller took
+        // these changes back (`compaction_due`).
+        st.compaction_due = true;
         return Err(busy());
     }
     // `append` cuts the file back on failure; should that fail too, rewrite next time.
@@ -252,7 +253,9 @@ impl RpcbindNs {
     ///
     /// A write that fails (a full disk) is remembered in `journal_error` for the status; the
     /// next change starts a rewrite of the whole file off the loop, so journaling resumes by
-    /// itself once there is room.
+    /// itself once there is room. After an error the caller takes its changes back, then calls
+    /// [`Self::start_due_compaction`]: a rewrite or compaction started before that would
+    /// snapshot a table holding changes that are not acknowledged (and may never be).
     pub(super) fn journal(&self, st: &mut State, changes: &[Change]) -> io::Result<()> {
         let Some(j) = &self.journal else {
             return Ok(());
@@ -261,7 +264,7 @@ impl RpcbindNs {
             // The file's size and content are not known yet; nothing may be written before.
             return Err(io::Error::other("the journal is still being replayed"));
         }
-        let r = write_journal(self, j, st, changes);
+        let r = write_journal(j, st, changes);
         match &r {
             Ok(()) => {
                 if wants_compaction(st) {
@@ -357,6 +360,7 @@ impl RpcbindNs {
                 // (read under the lock, so its end cannot be missed).
                 undo(&mut st.pm, applied);
                 self.table_changed(&st.pm);
+                self.start_due_compaction(&mut st);
                 out.clear();
                 return Answer::Wait(self.journal_turns.borrow().0);
             }

@@ -235,6 +235,29 @@ impl Daemon {
         Ok(self.ns_list()?.into_iter().find(|n| n["name"] == name))
     }
 
+    /// The portmapper's journal status of namespace `name` (`ns list`: whether a compaction or
+    /// rewrite runs, the file's state and size), which the journal tests wait on and check.
+    pub fn rpc_journal(&self, name: &str) -> anyhow::Result<Value> {
+        let ns = self
+            .ns(name)?
+            .ok_or_else(|| anyhow::anyhow!("namespace {name} not listed"))?;
+        Ok(ns["services"]["rpcbind"]["status"]["journal"].clone())
+    }
+
+    /// The programs from `first` on registered in namespace `ns`, in table order (`rpc list`):
+    /// what a test compares with the registrations it saw acknowledged.
+    pub fn rpc_progs(&self, ns: &str, first: u32) -> anyhow::Result<Vec<u32>> {
+        let v = self.ctl_json(&["rpc", "list", "--ns", ns])?;
+        Ok(v[ns]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["prog"].as_u64())
+            .filter_map(|p| u32::try_from(p).ok())
+            .filter(|p| *p >= first)
+            .collect())
+    }
+
     /// Number of open fds of the daemon. Linux ≥ 6.2 reports it as the size of `/proc/PID/fd`
     /// (cheap even with 50,000 fds); older kernels report 0 there, so we count entries.
     pub fn fd_count(&self) -> usize {

@@ -198,6 +198,63 @@ pub fn lo111() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 111))
 }
 
+/// A v4 SET (`set`) of `prog` version 1, netid `local` at `uaddr`, or an UNSET of it, over the
+/// abstract socket `/run/rpcbind.sock` of `ns` (as root: owner "superuser"), waiting up to
+/// `timeout` for the reply: true when answered TRUE. The registration change of the journal
+/// tests.
+pub fn change_local(
+    ns: &crate::netns::TestNetns,
+    set: bool,
+    prog: u32,
+    uaddr: &str,
+    timeout: Duration,
+) -> anyhow::Result<bool> {
+    let (proc_, args) = if set {
+        (1, rpcb(prog, 1, "local", uaddr, "0"))
+    } else {
+        (2, rpcb(prog, 1, "", "", "0"))
+    };
+    let r = ns.run_in(move || {
+        let mut s = connect_abstract("/run/rpcbind.sock").ok()?;
+        s.set_read_timeout(Some(timeout)).ok()?;
+        stream_call(&mut s, &call(prog, PMAP, 4, proc_, Cred::None, &args))
+    })?;
+    Ok(r.as_ref().and_then(result_u32) == Some(1))
+}
+
+/// Rows of `rpcinfo -p` output as (program, version, protocol, port), in output order (the
+/// header and anything else that is not a row left out).
+pub fn pmap_rows(out: &str) -> Vec<(u32, u32, String, u16)> {
+    out.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((
+                f.first()?.parse().ok()?,
+                f.get(1)?.parse().ok()?,
+                (*f.get(2)?).to_owned(),
+                f.get(3)?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// A v2 GETPORT of the portmapper itself (UDP) to port 111 in `ns`: true when answered 111
+/// within `timeout`. Shows a namespace's portmapper answers while another one is busy.
+pub fn getport_answered(
+    ns: &crate::netns::TestNetns,
+    xid: u32,
+    timeout: Duration,
+) -> anyhow::Result<bool> {
+    let r = ns.run_in(move || {
+        udp_call(
+            lo111(),
+            &call(xid, PMAP, 2, 3, Cred::None, &pmap(PMAP, 2, 17, 0)),
+            timeout,
+        )
+    })?;
+    Ok(r.as_ref().and_then(result_u32) == Some(111))
+}
+
 /// Starts stock rpcbind in `ns`, in the foreground, in a private mount namespace with a tmpfs on
 /// /run (its lock, socket and state go there, never the host's). nsenter, unshare and bash all
 /// exec, so the child's pid is rpcbind's: stop it by that pid.

@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 
 use nsaux_tests::daemon::Daemon;
 use nsaux_tests::env::require;
-use nsaux_tests::netns::TestNetns;
 use nsaux_tests::rpc::{
-    self, Cred, PMAP, call, connect_abstract, lo111, pmap, rpcb, stream_call, udp_call,
+    self, Cred, PMAP, call, connect_abstract, getport_answered, rpcb, stream_call,
     wait_portmapper_udp,
 };
 
@@ -28,29 +27,9 @@ fn reg(i: u32) -> (u32, &'static str, u16) {
 
 /// `rpcinfo -p` rows (program, version, protocol, port) from `FIRST` on, in output order.
 fn pmap_rows(out: &str) -> Vec<(u32, u32, String, u16)> {
-    out.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            Some((
-                f.first()?.parse().ok()?,
-                f.get(1)?.parse().ok()?,
-                (*f.get(2)?).to_owned(),
-                f.get(3)?.parse().ok()?,
-            ))
-        })
-        .filter(|r| r.0 >= FIRST)
-        .collect()
-}
-
-fn getport_answered(b: &TestNetns, xid: u32) -> anyhow::Result<bool> {
-    let r = b.run_in(move || {
-        udp_call(
-            lo111(),
-            &call(xid, PMAP, 2, 3, Cred::None, &pmap(100_000, 2, 17, 0)),
-            Duration::from_secs(1),
-        )
-    })?;
-    Ok(r.as_ref().and_then(rpc::result_u32) == Some(111))
+    let mut rows = rpc::pmap_rows(out);
+    rows.retain(|r| r.0 >= FIRST);
+    rows
 }
 
 #[test]
@@ -127,7 +106,7 @@ fn rpcinfo_lists_thousands_of_registrations_while_another_namespace_answers() ->
         while !dumper.is_finished() {
             let t = Instant::now();
             anyhow::ensure!(
-                getport_answered(&b, probes)?,
+                getport_answered(&b, probes, Duration::from_secs(1))?,
                 "B's GETPORT {probes} unanswered (after {:?})",
                 t.elapsed()
             );

@@ -11,9 +11,8 @@ use nsaux_tests::daemon::{Daemon, journal_files, wait_for};
 use nsaux_tests::env::require_root;
 use nsaux_tests::netns::TestNetns;
 use nsaux_tests::rpc::{
-    self, Cred, PMAP, call, connect_abstract, rpcb, stream_call, wait_portmapper_udp,
+    self, Cred, PMAP, call, change_local, connect_abstract, rpcb, stream_call, wait_portmapper_udp,
 };
-use serde_json::Value;
 
 const ABSTRACT: &str = "/run/rpcbind.sock";
 /// The fault-injection pause of a compaction between its snapshot and its catch-up (the daemon
@@ -23,17 +22,7 @@ const FIRST: u32 = 950_000;
 
 /// A v4 SET (`set`) or UNSET over the abstract socket; true when answered TRUE.
 fn change(ns: &TestNetns, set: bool, prog: u32) -> anyhow::Result<bool> {
-    let (proc_, args) = if set {
-        (1, rpcb(prog, 1, "local", &addr(prog), "0"))
-    } else {
-        (2, rpcb(prog, 1, "", "", "0"))
-    };
-    let r = ns.run_in(move || {
-        let mut s = connect_abstract(ABSTRACT).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        stream_call(&mut s, &call(prog, PMAP, 4, proc_, Cred::None, &args))
-    })?;
-    Ok(r.as_ref().and_then(rpc::result_u32) == Some(1))
+    change_local(ns, set, prog, &addr(prog), Duration::from_secs(2))
 }
 
 /// A socket path per program, long enough that a few hundred changes fill a small journal.
@@ -41,25 +30,9 @@ fn addr(prog: u32) -> String {
     format!("/run/{}-{prog}.sock", "y".repeat(60))
 }
 
-/// The registered programs from [`FIRST`] on, in table order (`nsauxctl rpc list`).
+/// The registered programs from [`FIRST`] on, in table order.
 fn table(d: &Daemon, ns: &str) -> anyhow::Result<Vec<u32>> {
-    let v = d.ctl_json(&["rpc", "list", "--ns", ns])?;
-    Ok(v[ns]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["prog"].as_u64())
-        .filter_map(|p| u32::try_from(p).ok())
-        .filter(|p| *p >= FIRST)
-        .collect())
-}
-
-/// The portmapper's journal status of namespace `name`.
-fn journal_status(d: &Daemon, name: &str) -> anyhow::Result<Value> {
-    let ns = d
-        .ns(name)?
-        .ok_or_else(|| anyhow::anyhow!("namespace {name} not listed"))?;
-    Ok(ns["services"]["rpcbind"]["status"]["journal"].clone())
+    d.rpc_progs(ns, FIRST)
 }
 
 /// The acknowledged table: what a client that saw every reply knows is registered, in order.
@@ -94,7 +67,7 @@ impl Model {
     ) -> anyhow::Result<()> {
         for i in 0..max {
             self.step(ns, live)?;
-            if i % 4 == 3 && journal_status(d, &ns.name)?["compacting"] == true {
+            if i % 4 == 3 && d.rpc_journal(&ns.name)?["compacting"] == true {
                 return Ok(());
             }
         }
@@ -126,13 +99,13 @@ fn compaction_off_the_loop_loses_nothing_across_kill9() -> anyhow::Result<()> {
     for _ in 0..6 {
         m.step(&a, LIVE)?;
     }
-    let st = journal_status(&d, "ol-a")?;
+    let st = d.rpc_journal("ol-a")?;
     assert_eq!(
         st["compacting"], true,
         "the compaction ended too soon: {st}"
     );
     let done = wait_for("compaction done", Duration::from_secs(10), || {
-        journal_status(&d, "ol-a")
+        d.rpc_journal("ol-a")
             .ok()
             .filter(|s| s["compacting"] == false && s["compactions"].as_u64() >= Some(1))
     })?;
@@ -160,7 +133,7 @@ fn compaction_off_the_loop_loses_nothing_across_kill9() -> anyhow::Result<()> {
     for _ in 0..5 {
         m.step(&a, LIVE)?;
     }
-    assert_eq!(journal_status(&d, "ol-a")?["compacting"], true);
+    assert_eq!(d.rpc_journal("ol-a")?["compacting"], true);
     d.kill9()?;
     d.restart()?;
     let got = wait_for("ol-a restored", Duration::from_secs(10), || {
@@ -172,7 +145,7 @@ fn compaction_off_the_loop_loses_nothing_across_kill9() -> anyhow::Result<()> {
         m.step(&a, LIVE)?;
     }
     assert_eq!(table(&d, "ol-a")?, m.order);
-    let st = journal_status(&d, "ol-a")?;
+    let st = d.rpc_journal("ol-a")?;
     assert_eq!(st["state"], "ok", "{st}");
     assert_eq!(st["replaying"], false, "{st}");
     Ok(())

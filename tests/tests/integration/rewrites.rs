@@ -3,21 +3,23 @@
 //! paused 1.5 s by fault injection (`NSAUX_FAULT_COMPACTION_PAUSE_MS`, between its snapshot and
 //! its rename): meanwhile another namespace's portmapper answers at once (the loop is free), the
 //! call that needs the rewrite is answered after it (late, not lost), and `kill -9` + restart
-//! gives back exactly the acknowledged table, in order.
+//! gives back exactly the acknowledged table, in order. A burst of UDP SETs during a rewrite
+//! keeps at most 16 calls waiting (`serve/rpcbind/busy.rs`): those are answered after it, the
+//! rest get no reply and change nothing, and another namespace's `rpcinfo` is answered meanwhile.
 
+use std::net::UdpSocket;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use nsaux_tests::daemon::{Daemon, journal_files, wait_for};
-use nsaux_tests::env::require_root;
+use nsaux_tests::env::{require, require_root};
 use nsaux_tests::netns::TestNetns;
 use nsaux_tests::rpc::{
-    self, Cred, PMAP, call, connect_abstract, lo111, pmap, rpcb, stream_call, udp_call,
+    self, Cred, PMAP, call, change_local, getport_answered, lo111, pmap, udp_call,
     wait_portmapper_udp,
 };
 use serde_json::Value;
 
-const ABSTRACT: &str = "/run/rpcbind.sock";
 const PAUSE_ENV: &str = "NSAUX_FAULT_COMPACTION_PAUSE_MS";
 const PAUSE: Duration = Duration::from_millis(1500);
 const FIRST: u32 = 960_000;
@@ -30,17 +32,7 @@ fn addr(prog: u32) -> String {
 /// A v4 SET (`set`) or UNSET over the abstract socket, waiting up to 5 s for the reply; true
 /// when answered TRUE.
 fn change(ns: &TestNetns, set: bool, prog: u32) -> anyhow::Result<bool> {
-    let (proc_, args) = if set {
-        (1, rpcb(prog, 1, "local", &addr(prog), "0"))
-    } else {
-        (2, rpcb(prog, 1, "", "", "0"))
-    };
-    let r = ns.run_in(move || {
-        let mut s = connect_abstract(ABSTRACT).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        stream_call(&mut s, &call(prog, PMAP, 4, proc_, Cred::None, &args))
-    })?;
-    Ok(r.as_ref().and_then(rpc::result_u32) == Some(1))
+    change_local(ns, set, prog, &addr(prog), Duration::from_secs(5))
 }
 
 /// A v2 SET over UDP, sent once, waiting up to 5 s: the answer, if any.
@@ -55,25 +47,9 @@ fn udp_set(ns: &TestNetns, prog: u32) -> anyhow::Result<Option<u32>> {
     Ok(r.as_ref().and_then(rpc::result_u32))
 }
 
-/// The registered programs from [`FIRST`] on, in table order (`nsauxctl rpc list`).
+/// The registered programs from [`FIRST`] on, in table order.
 fn table(d: &Daemon, ns: &str) -> anyhow::Result<Vec<u32>> {
-    let v = d.ctl_json(&["rpc", "list", "--ns", ns])?;
-    Ok(v[ns]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["prog"].as_u64())
-        .filter_map(|p| u32::try_from(p).ok())
-        .filter(|p| *p >= FIRST)
-        .collect())
-}
-
-/// The portmapper's journal status of namespace `name`.
-fn journal_status(d: &Daemon, name: &str) -> anyhow::Result<Value> {
-    let ns = d
-        .ns(name)?
-        .ok_or_else(|| anyhow::anyhow!("namespace {name} not listed"))?;
-    Ok(ns["services"]["rpcbind"]["status"]["journal"].clone())
+    d.rpc_progs(ns, FIRST)
 }
 
 /// The bystander's portmapper answers a GETPORT within a second (a rewrite on the loop would
@@ -81,15 +57,8 @@ fn journal_status(d: &Daemon, name: &str) -> anyhow::Result<Value> {
 fn bystander_answers(b: &TestNetns) -> anyhow::Result<()> {
     for i in 0..3 {
         let t = Instant::now();
-        let r = b.run_in(move || {
-            udp_call(
-                lo111(),
-                &call(10 + i, PMAP, 2, 3, Cred::None, &pmap(100_000, 2, 17, 0)),
-                Duration::from_secs(1),
-            )
-        })?;
         anyhow::ensure!(
-            r.as_ref().and_then(rpc::result_u32) == Some(111),
+            getport_answered(b, 10 + i, Duration::from_secs(1))?,
             "bystander GETPORT {i} unanswered within 1 s (after {:?})",
             t.elapsed()
         );
@@ -101,7 +70,7 @@ fn bystander_answers(b: &TestNetns) -> anyhow::Result<()> {
 /// Waits until namespace `name` has no compaction or rewrite running.
 fn until_idle(d: &Daemon, name: &str) -> anyhow::Result<Value> {
     wait_for("journal rewrite done", Duration::from_secs(10), || {
-        journal_status(d, name)
+        d.rpc_journal(name)
             .ok()
             .filter(|s| s["compacting"] == false)
     })
@@ -113,7 +82,7 @@ fn kill9_and_replay(d: &mut Daemon, ns: &TestNetns) -> anyhow::Result<Vec<u32>> 
     d.restart()?;
     wait_portmapper_udp(ns, "portmapper back")?;
     wait_for("replayed", Duration::from_secs(10), || {
-        journal_status(d, &ns.name)
+        d.rpc_journal(&ns.name)
             .ok()
             .filter(|s| s["replaying"] == false)
     })?;
@@ -147,7 +116,7 @@ fn a_failed_write_is_repaired_off_the_loop_and_kill9_loses_nothing() -> anyhow::
         !change(&a, true, FIRST + 5)?,
         "an unjournaled SET is acknowledged"
     );
-    assert_eq!(journal_status(&d, "rw-fail")?["state"], "failing");
+    assert_eq!(d.rpc_journal("rw-fail")?["state"], "failing");
     // Repaired: the next change (one UDP datagram, no retransmission) starts the rewrite of the
     // whole file off the loop and is answered once it is done.
     std::fs::remove_dir(&journal)?;
@@ -157,7 +126,7 @@ fn a_failed_write_is_repaired_off_the_loop_and_kill9_loses_nothing() -> anyhow::
             Ok((udp_set(&a, FIRST + 6)?, t.elapsed()))
         });
         thread::sleep(Duration::from_millis(300));
-        let st = journal_status(&d, "rw-fail")?;
+        let st = d.rpc_journal("rw-fail")?;
         assert_eq!(st["compacting"], true, "no rewrite under way: {st}");
         bystander_answers(&b)?;
         late.join()
@@ -205,7 +174,7 @@ fn a_reload_that_drops_registrations_rewrites_the_journal_off_the_loop() -> anyh
     );
     let kept = table(&d, "rw-reload")?;
     assert_eq!(kept.len(), 10, "{kept:?}");
-    let st = journal_status(&d, "rw-reload")?;
+    let st = d.rpc_journal("rw-reload")?;
     assert_eq!(st["compacting"], true, "no rewrite under way: {st}");
     // A change during the rewrite waits for it, then is acknowledged.
     let (unset, took) = thread::scope(|s| -> anyhow::Result<_> {
@@ -257,7 +226,7 @@ fn a_change_at_the_journal_cap_waits_for_a_compaction_off_the_loop() -> anyhow::
         anyhow::ensure!(change(&a, true, next)?, "SET {next}");
         order.push(next);
         next += 1;
-        if journal_status(&d, "rw-cap")?["bytes"].as_u64() > Some(CAP * 8 / 10) {
+        if d.rpc_journal("rw-cap")?["bytes"].as_u64() > Some(CAP * 8 / 10) {
             break;
         }
     }
@@ -271,7 +240,7 @@ fn a_change_at_the_journal_cap_waits_for_a_compaction_off_the_loop() -> anyhow::
         let old = order.remove(0);
         anyhow::ensure!(change(&a, false, old)?, "UNSET {old} not acknowledged");
         waited = waited.max(t.elapsed());
-        if !bystander_checked && journal_status(&d, "rw-cap")?["compacting"] == true {
+        if !bystander_checked && d.rpc_journal("rw-cap")?["compacting"] == true {
             bystander_answers(&b)?;
             bystander_checked = true;
         }
@@ -292,5 +261,163 @@ fn a_change_at_the_journal_cap_waits_for_a_compaction_off_the_loop() -> anyhow::
     }
     assert_eq!(table(&d, "rw-cap")?, order);
     assert_eq!(kill9_and_replay(&mut d, &a)?, order);
+    Ok(())
+}
+
+/// UDP calls per namespace that may wait for a rewrite at once (`MAX_WAITING` in
+/// `daemon/src/serve/rpcbind/busy.rs`); the rest get no reply, as after a lost datagram.
+const MAX_WAITING: usize = 16;
+/// UDP SETs sent back to back while the rewrite runs: well past [`MAX_WAITING`].
+const BURST: u32 = 40;
+/// The rewrite's pause in the burst test: long enough that the bystander's `rpcinfo` runs
+/// and is seen to end inside it on a loaded machine, shorter than a waiting call's 5 s.
+const BURST_PAUSE: Duration = Duration::from_millis(3000);
+
+/// A v2 SET over UDP for each of `progs` (xid = program), sent back to back from one loopback
+/// socket (SET is refused to non-loopback callers) in `ns`; then the replies that come within
+/// `listen` of the first send: (xid, the bool result, when).
+fn udp_set_burst(
+    ns: &TestNetns,
+    progs: Vec<u32>,
+    listen: Duration,
+) -> anyhow::Result<Vec<(u32, Option<u32>, Duration)>> {
+    ns.run_in(move || -> anyhow::Result<_> {
+        let s = UdpSocket::bind("127.0.0.1:0")?;
+        s.connect(lo111())?;
+        let t0 = Instant::now();
+        for &p in &progs {
+            s.send(&call(p, PMAP, 2, 1, Cred::None, &pmap(p, 1, 17, 2049)))?;
+        }
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        while let Some(left) = listen.checked_sub(t0.elapsed()) {
+            s.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+            match s.recv(&mut buf) {
+                Ok(n) => {
+                    let (xid, answer) = rpc::parse_reply(&buf[..n])
+                        .map_or((0, None), |(x, r)| (x, rpc::result_u32(&r)));
+                    got.push((xid, answer, t0.elapsed()));
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(got)
+    })?
+}
+
+#[test]
+fn a_burst_of_udp_sets_during_a_rewrite_keeps_16_waiting_and_drops_the_rest() -> anyhow::Result<()>
+{
+    let name = "a_burst_of_udp_sets_during_a_rewrite_keeps_16_waiting_and_drops_the_rest";
+    if !require(name, &["rpcinfo"]) {
+        return Ok(());
+    }
+    let pause = BURST_PAUSE.as_millis().to_string();
+    let mut d = Daemon::start_with_env("[rpcbind]\nenabled = true\n", &[], &[(PAUSE_ENV, &pause)])?;
+    let a = d.netns("rw-burst")?;
+    let b = d.netns("rw-burst-b")?;
+    wait_portmapper_udp(&a, "portmapper in A")?;
+    wait_portmapper_udp(&b, "portmapper in B")?;
+    let mut acked = Vec::new();
+    for prog in FIRST..FIRST + 3 {
+        anyhow::ensure!(change(&a, true, prog)?, "SET {prog}");
+        acked.push(prog);
+    }
+    // A failed append makes the file stale (as in the first test): the next change starts a
+    // rewrite of the whole file, and every change meanwhile waits for it.
+    let files = journal_files(&d.state_dir());
+    anyhow::ensure!(files.len() == 1, "{files:?}");
+    std::fs::remove_file(&files[0])?;
+    std::fs::create_dir(&files[0])?;
+    assert!(
+        !change(&a, true, FIRST + 3)?,
+        "an unjournaled SET is acknowledged"
+    );
+    std::fs::remove_dir(&files[0])?;
+
+    let burst: Vec<u32> = (FIRST + 10..FIRST + 10 + BURST).collect();
+    let (replies, rpcinfo) = thread::scope(|s| -> anyhow::Result<_> {
+        let flood =
+            s.spawn(|| udp_set_burst(&a, burst.clone(), BURST_PAUSE + Duration::from_secs(3)));
+        thread::sleep(Duration::from_millis(300));
+        let st = d.rpc_journal("rw-burst")?;
+        anyhow::ensure!(st["compacting"] == true, "no rewrite under way: {st}");
+        // Another namespace's portmapper answers real rpcinfo calls during the rewrite.
+        let out = b.sh("rpcinfo -u 127.0.0.1 100000 2 && rpcinfo -p 127.0.0.1")?;
+        let st = d.rpc_journal("rw-burst")?;
+        anyhow::ensure!(
+            st["compacting"] == true,
+            "the rewrite ended before rpcinfo in B did: {st}"
+        );
+        let replies = flood
+            .join()
+            .map_err(|_| anyhow::anyhow!("burst thread panicked"))??;
+        Ok((replies, out))
+    })?;
+    let text = String::from_utf8_lossy(&rpcinfo.stdout);
+    assert!(rpcinfo.status.success(), "rpcinfo in B: {rpcinfo:?}");
+    assert!(
+        text.contains("ready and waiting"),
+        "rpcinfo -u in B: {text}"
+    );
+    assert!(
+        rpc::pmap_rows(&text).contains(&(PMAP, 2, "udp".to_owned(), 111)),
+        "rpcinfo -p in B: {text}"
+    );
+
+    // The first MAX_WAITING calls waited and were answered TRUE once the rewrite was over; the
+    // others got no reply at all (no FALSE, no error: the client retries, as after a loss).
+    assert_eq!(
+        replies.len(),
+        MAX_WAITING,
+        "replies to the burst: {replies:?}"
+    );
+    let mut answered: Vec<u32> = replies.iter().map(|r| r.0).collect();
+    answered.sort_unstable();
+    answered.dedup();
+    assert_eq!(
+        answered.len(),
+        MAX_WAITING,
+        "a call answered twice: {replies:?}"
+    );
+    for &(xid, answer, at) in &replies {
+        assert!(
+            burst.contains(&xid),
+            "a reply to no call of the burst: {xid}"
+        );
+        assert_eq!(answer, Some(1), "SET {xid} during the rewrite: {replies:?}");
+        assert!(
+            at >= BURST_PAUSE / 2,
+            "SET {xid} answered before the rewrite ended ({at:?})"
+        );
+    }
+    let st = until_idle(&d, "rw-burst")?;
+    assert_eq!(st["state"], "ok", "{st}");
+    // Nothing lost, nothing unacknowledged: the table holds the acknowledged registrations
+    // and the answered SETs (whose retries ran concurrently, so in any order), no other.
+    let t = table(&d, "rw-burst")?;
+    assert_eq!(t[..acked.len().min(t.len())], acked[..], "{t:?}");
+    let mut rest = t[acked.len().min(t.len())..].to_vec();
+    rest.sort_unstable();
+    assert_eq!(rest, answered, "the table after the rewrite");
+    // The dropped calls changed nothing; retried now, each is acknowledged at once.
+    let mut expect = t;
+    for &prog in burst.iter().filter(|p| !answered.contains(p)) {
+        assert_eq!(udp_set(&a, prog)?, Some(1), "retried SET {prog}");
+        expect.push(prog);
+    }
+    // The daemon is still there, and the journal holds exactly what was acknowledged.
+    let status = d.ctl_json(&["status"])?;
+    assert_eq!(status["namespaces"].as_u64(), Some(2), "{status}");
+    assert_eq!(table(&d, "rw-burst")?, expect);
+    assert_eq!(kill9_and_replay(&mut d, &a)?, expect);
     Ok(())
 }

@@ -80,19 +80,7 @@ fn stdout(o: &Output) -> String {
 
 /// Rows of `rpcinfo -p` as (prog, vers, proto, port), sorted.
 fn pmap_rows(text: &str) -> Vec<(u32, u32, String, u16)> {
-    let mut v: Vec<_> = text
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            Some((
-                f.first()?.parse().ok()?,
-                f.get(1)?.parse().ok()?,
-                (*f.get(2)?).to_owned(),
-                f.get(3)?.parse().ok()?,
-            ))
-        })
-        .collect();
+    let mut v = rpc::pmap_rows(text);
     v.sort();
     v
 }

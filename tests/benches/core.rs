@@ -52,9 +52,6 @@ fn all_services_config(etc: &Path) -> String {
         }
     )
 }
-/// An upper bound of the fds a namespace costs with every product service on (for sizing to
-/// the fd limit; the bench prints the measured figure), room for a DNS upstream socket left.
-const FDS_PER_NS_ALL: usize = 7;
 const IDENT: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
     std::net::Ipv4Addr::LOCALHOST,
     7867,
@@ -302,6 +299,24 @@ fn settled_fds(d: &nsaux_tests::daemon::Daemon, floor: usize) -> anyhow::Result<
     }
 }
 
+/// The fds a namespace costs with the configuration the all-services rows run
+/// ([`all_services_config`]: 8 by default, 6 with DNS on 127.0.0.53 alone), measured on one
+/// namespace for each build, plus room for a DNS upstream socket: sizes those runs to the fd
+/// limit. Measured, not a constant: the count follows the configured addresses and the build.
+fn fds_per_ns_all(builds: &[Build]) -> anyhow::Result<usize> {
+    let mut most = 0;
+    for build in builds {
+        let etc = tempfile::tempdir()?;
+        let d = build.start(&all_services_config(etc.path()))?;
+        std::thread::sleep(Duration::from_millis(200));
+        let fds0 = d.fd_count();
+        let _ns = d.netns("fd-probe")?;
+        let fds = settled_fds(&d, fds0)?;
+        most = most.max(fds.saturating_sub(fds0));
+    }
+    Ok(most + 1)
+}
+
 /// RSS growth, fds, lifecycle latencies and idle CPU per namespace with the product services
 /// on, over `n` namespaces.
 fn run_all_services(build: &Build, n: usize) -> anyhow::Result<AllRow> {
@@ -443,18 +458,24 @@ fn main() -> anyhow::Result<()> {
             }
         })
         .collect();
-    let fit_all = usize::try_from(hard.saturating_sub(200)).unwrap_or(usize::MAX) / FDS_PER_NS_ALL;
+    let builds = builds()?;
     let all_sizes: Vec<usize> = std::env::var("NSAUX_BENCH_ALL_SIZES")
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1_000, 2_000]);
+    let per_ns_all = if all_sizes.is_empty() {
+        1
+    } else {
+        fds_per_ns_all(&builds)?
+    };
+    let fit_all = usize::try_from(hard.saturating_sub(200)).unwrap_or(usize::MAX) / per_ns_all;
     let all_sizes: Vec<usize> = all_sizes
         .into_iter()
         .map(|n| {
             if n > fit_all {
                 notes.push(format!(
                     "all services: {n} namespaces may need {} fds; the fd hard limit here is {hard}: measured {fit_all} instead",
-                    n * FDS_PER_NS_ALL
+                    n * per_ns_all
                 ));
                 fit_all
             } else {
@@ -462,7 +483,6 @@ fn main() -> anyhow::Result<()> {
             }
         })
         .collect();
-    let builds = builds()?;
     let mut rows = Vec::new();
     for n in sizes {
         for b in &builds {

@@ -37,7 +37,8 @@ use anyhow::{Context as _, bail};
 use nix::mount::{MntFlags, umount2};
 use nix::sched::{CloneFlags, setns};
 use nsaux_tests::bench::{
-    BASELINE_LABEL, Build, CpuMode, ab_summary, builds, cpu_ns, median, print_table, range, rss_kib,
+    BASELINE_LABEL, Build, CpuMode, ab_summary, builds, cpu_mark, median, print_table, range,
+    rss_kib,
 };
 use nsaux_tests::daemon::wait_for;
 use nsaux_tests::dns::{Server, dig, section};
@@ -82,7 +83,9 @@ fn load(
             .ok()
             .filter(|o| section(o, "ANSWER").len() == 1)
     })?;
-    let cpu0 = cpu_ns(pid);
+    // Per-thread schedstat since this mark, with the process's utime + stime as the figure for
+    // threads that exit in the window (`CpuMark::spent_ns`).
+    let cpu0 = cpu_mark(pid);
     let taskset = mode.taskset_args();
     let mut cmd = if taskset.is_empty() {
         ns.command("dnsperf")
@@ -110,7 +113,7 @@ fn load(
         .arg(data)
         .output()
         .context("running dnsperf")?;
-    let cpu = cpu_ns(pid).saturating_sub(cpu0);
+    let cpu = cpu0.spent_ns();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let field = |key: &str| -> Option<f64> {
         text.lines()

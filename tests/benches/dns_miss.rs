@@ -25,7 +25,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use nix::sched::{CloneFlags, setns};
 use nsaux_tests::bench::{
-    BASELINE_LABEL, ab_summary, builds, clk_tck, cpu_ns, cpu_ticks, median, print_table, range,
+    BASELINE_LABEL, ab_summary, builds, clk_tck, cpu_mark, median, print_table, range,
 };
 use nsaux_tests::daemon::wait_for;
 use nsaux_tests::dns::{Server, answer_a, dig, section};
@@ -114,8 +114,9 @@ fn query_file(path: &Path, tag: &str) -> anyhow::Result<()> {
 
 /// Loads the forwarder on 127.0.0.53 in `ns` with one pass over `data` (every query a miss).
 fn load(ns: &TestNetns, pid: u32, secs: u64, data: &Path) -> anyhow::Result<Run> {
-    let cpu0 = cpu_ns(pid);
-    let ticks0 = cpu_ticks(pid)?;
+    // Per-thread schedstat since this mark, with the process's utime + stime as the figure for
+    // threads that exit in the window (`CpuMark::spent_ns`).
+    let cpu0 = cpu_mark(pid);
     let out = ns
         .command("dnsperf")
         .args([
@@ -138,8 +139,8 @@ fn load(ns: &TestNetns, pid: u32, secs: u64, data: &Path) -> anyhow::Result<Run>
         .arg(data)
         .output()
         .context("running dnsperf")?;
-    let cpu = cpu_ns(pid).saturating_sub(cpu0);
-    let ticks = cpu_ticks(pid)?.saturating_sub(ticks0);
+    let cpu = cpu0.spent_ns();
+    let ticks = cpu0.ticks_since();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let field = |key: &str| -> Option<f64> {
         text.lines()

@@ -31,7 +31,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::bail;
-use nsaux_tests::bench::{Chronyd, CpuMode, builds};
+use nsaux_tests::bench::{Chronyd, CpuMode, builds, cpu_mark};
 use nsaux_tests::daemon::wait_for;
 use nsaux_tests::env::{require_root, require_tool};
 use nsaux_tests::floor::{Floor, FloorSpec};
@@ -180,18 +180,14 @@ fn measure(
     mode: CpuMode,
 ) -> anyhow::Result<(Run, u64, u64)> {
     mode.pin_server(pid)?;
-    let before = nsaux_tests::bench::cpu_ticks(pid)?;
-    let before_ns = nsaux_tests::bench::cpu_ns(pid);
+    // Per-thread schedstat since this mark, with the process's utime + stime as the figure
+    // for threads that exit in the window (`CpuMark::spent_ns`).
+    let mark = cpu_mark(pid);
     let run = in_netns_file(ns, move || {
         mode.pin_load_thread()?;
         if paced { paced_load() } else { load() }
     })??;
-    let after = nsaux_tests::bench::cpu_ticks(pid)?;
-    Ok((
-        run,
-        after - before,
-        nsaux_tests::bench::cpu_ns(pid).saturating_sub(before_ns),
-    ))
+    Ok((run, mark.ticks_since(), mark.spent_ns()))
 }
 
 fn main() -> anyhow::Result<()> {

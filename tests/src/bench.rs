@@ -163,6 +163,60 @@ pub fn cpu_ns_since(pid: u32, before: &std::collections::HashMap<u32, u64>) -> u
         .sum()
 }
 
+/// A process's CPU counters at one moment ([`cpu_mark`]), for [`CpuMark::spent_ns`]: a bench
+/// window must count the threads that exit in it (tokio's idle blocking threads exit after
+/// 10 s), which neither a sum over live threads read twice nor [`cpu_ns_since`] alone does.
+#[derive(Debug, Clone)]
+pub struct CpuMark {
+    pid: u32,
+    /// On-CPU ns of each live thread ([`task_cpu_ns`]): exact.
+    tasks: std::collections::HashMap<u32, u64>,
+    /// utime + stime of the whole process in ticks ([`cpu_ticks`]): whole ticks, but it keeps
+    /// the time of the threads that exited.
+    ticks: u64,
+    /// ns per tick.
+    tick_ns: u64,
+}
+
+/// Marks the CPU process `pid` has used so far (see [`CpuMark`]).
+pub fn cpu_mark(pid: u32) -> CpuMark {
+    CpuMark {
+        pid,
+        tasks: task_cpu_ns(pid),
+        ticks: cpu_ticks(pid).unwrap_or(0),
+        tick_ns: 1_000_000_000 / clk_tck(),
+    }
+}
+
+impl CpuMark {
+    /// CPU the process used since the mark, in ns: the exact per-thread figure
+    /// ([`cpu_ns_since`]), unless the process's own utime + stime (which hold the threads that
+    /// exited meanwhile) passed it by more than their rounding (under two ticks at each read),
+    /// when a thread left with its time and the tick figure is the better one.
+    pub fn spent_ns(&self) -> u64 {
+        let exact = cpu_ns_since(self.pid, &self.tasks);
+        let ticks = self.ticks_since();
+        ticks_or_exact(exact, ticks * self.tick_ns, self.tick_ns)
+    }
+
+    /// utime + stime since the mark, in ticks (exited threads included).
+    pub fn ticks_since(&self) -> u64 {
+        cpu_ticks(self.pid)
+            .unwrap_or(self.ticks)
+            .saturating_sub(self.ticks)
+    }
+}
+
+/// The per-thread figure `exact`, or `by_ticks` when it passed `exact` by more than the ticks'
+/// rounding (two ticks of `tick_ns`): then threads that exited took CPU time with them.
+fn ticks_or_exact(exact: u64, by_ticks: u64, tick_ns: u64) -> u64 {
+    if by_ticks > exact + 2 * tick_ns {
+        by_ticks
+    } else {
+        exact
+    }
+}
+
 /// The median of samples (NaN when empty): per-round ratios of two servers measured in turn
 /// on a shared machine have outliers in both directions, which the median ignores.
 pub fn median(samples: &[f64]) -> f64 {
@@ -361,6 +415,57 @@ mod tests {
         assert!(
             since >= 5_000_000,
             "{since} ns counted for 20 ms of spinning"
+        );
+    }
+
+    #[test]
+    fn a_mark_counts_a_thread_that_exited_in_the_window() {
+        let pid = std::process::id();
+        let mark = super::cpu_mark(pid);
+        // Spins until it used 200 ms of CPU (not of wall time: the machine may be loaded).
+        let used = std::thread::spawn(|| {
+            use nix::sys::resource::{UsageWho, getrusage};
+            let cpu = || {
+                getrusage(UsageWho::RUSAGE_THREAD).map_or(0, |u| {
+                    let us = |t: nix::sys::time::TimeVal| t.tv_sec() * 1_000_000 + t.tv_usec();
+                    us(u.user_time()) + us(u.system_time())
+                })
+            };
+            let t = std::time::Instant::now();
+            let mut x = 0u64;
+            while cpu() < 200_000 && t.elapsed() < std::time::Duration::from_secs(20) {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+            cpu()
+        })
+        .join()
+        .expect("spinner");
+        assert!(
+            used >= 200_000,
+            "the spinner got only {used} µs of CPU in 20 s"
+        );
+        // The spinner is gone: only the process's utime + stime still hold its time.
+        let spent = mark.spent_ns();
+        assert!(
+            spent >= 150_000_000,
+            "{spent} ns counted for a thread that used 200 ms of CPU and exited"
+        );
+    }
+
+    #[test]
+    fn the_tick_figure_wins_only_past_its_rounding() {
+        let tick = 10_000_000;
+        assert_eq!(
+            super::ticks_or_exact(5_000_000, 20_000_000, tick),
+            5_000_000
+        );
+        assert_eq!(
+            super::ticks_or_exact(5_000_000, 30_000_000, tick),
+            30_000_000
+        );
+        assert_eq!(
+            super::ticks_or_exact(90_000_000, 80_000_000, tick),
+            90_000_000
         );
     }
 }

@@ -466,7 +466,12 @@ fn main() -> anyhow::Result<()> {
     let per_ns_all = if all_sizes.is_empty() {
         1
     } else {
-        fds_per_ns_all(&builds)?
+        let per_ns = fds_per_ns_all(&builds)?;
+        eprintln!(
+            "core bench: all-services sizes capped for {per_ns} fds per namespace \
+             (measured on one namespace, the most of the builds, +1 for an upstream socket)"
+        );
+        per_ns
     };
     let fit_all = usize::try_from(hard.saturating_sub(200)).unwrap_or(usize::MAX) / per_ns_all;
     let all_sizes: Vec<usize> = all_sizes

@@ -27,10 +27,12 @@
 //! the same way off the loop (`State::rewriting_whole`): no line of it is copied, so nothing is
 //! appended meanwhile. Calls that change the table wait for it (`busy.rs`). A change that
 //! would take the file past `journal_max_bytes` also waits, for a compaction started at once.
-//! Either is started only after the change that asked for it was taken back
-//! (`State::compaction_due`): its snapshot is the acknowledged table, never one holding the
-//! waiting change (which a restart would otherwise replay, even if the call was never answered,
-//! and in the wrong place once it is handled again). Nothing rewrites the whole file on the loop.
+//! The rewrite of a stale file is started only after the change that asked for it was taken
+//! back (`State::compaction_due`): the file written is the acknowledged table, never one holding
+//! the waiting change (which a restart would otherwise replay, even if the call was never
+//! answered, and in the wrong place once it is handled again). The compaction at the cap is
+//! started with the waiting change still applied, as its room needs (see `write_journal`).
+//! Nothing rewrites the whole file on the loop.
 
 use std::io;
 use std::sync::{Arc, Weak};
@@ -103,9 +105,9 @@ impl RpcbindNs {
         rt.spawn_blocking(move || run(&me, &journal, table, snap));
     }
 
-    /// Starts the rewrite or compaction a change that met a stale file or the size cap asked
-    /// for (`State::compaction_due`). Called with the state locked, after that change was
-    /// taken back: the snapshot is then the acknowledged table.
+    /// Starts the rewrite a change that met a stale file asked for (`State::compaction_due`).
+    /// Called with the state locked, after that change was taken back: the file written is
+    /// then the acknowledged table.
     pub(super) fn start_due_compaction(&self, st: &mut State) {
         if std::mem::take(&mut st.compaction_due) {
             self.start_compaction(st, true);

@@ -113,9 +113,9 @@ pub(super) struct State {
     pub(super) rewriting_whole: bool,
     /// After a failed compaction, the next starts only once the file reached this size.
     pub(super) compact_retry_at: usize,
-    /// A change met a stale file or the size cap and must wait for a rewrite or compaction.
-    /// It is started by [`RpcbindNs::start_due_compaction`] once that change has been taken
-    /// back, so its snapshot never holds a change that was not acknowledged.
+    /// A change met a stale file and must wait for it to be rewritten whole. The rewrite is
+    /// started by [`RpcbindNs::start_due_compaction`] once that change has been taken back, so
+    /// the file written never holds a change that was not acknowledged.
     pub(super) compaction_due: bool,
     /// Bumped whenever the file a running compaction works from stops being the one to
     /// replace (a reconfiguration that dropped registrations, the namespace going): that
@@ -173,9 +173,15 @@ fn busy() -> io::Error {
 }
 
 /// [`RpcbindNs::journal`] without the bookkeeping of failures. Nothing here rewrites the
-/// whole file on the loop: a stale file, and a change that would take the file past its cap,
-/// start a rewrite off the loop (`compact.rs`) and get [`busy`].
-fn write_journal(j: &Journal, st: &mut State, changes: &[Change]) -> io::Result<()> {
+/// whole file on the loop: a stale file (once the caller took its changes back), and a change
+/// that would take the file past its cap, start a rewrite off the loop (`compact.rs`) and get
+/// [`busy`].
+fn write_journal(
+    ns: &RpcbindNs,
+    j: &Journal,
+    st: &mut State,
+    changes: &[Change],
+) -> io::Result<()> {
     if st.compacting && st.rewriting_whole {
         // The file is being replaced by the table as it was: nothing may be appended to it.
         return Err(busy());
@@ -205,9 +211,12 @@ fn write_journal(j: &Journal, st: &mut State, changes: &[Change]) -> io::Result<
             ));
         }
         // Compacted, the file has room for it: compact off the loop (the changes that fit
-        // keep appending meanwhile), and this one waits for it. Started once the caller took
-        // these changes back (`compaction_due`).
-        st.compaction_due = true;
+        // keep appending meanwhile), and this one waits for it. Started now, with these
+        // changes in the snapshot: that is what makes room for an UNSET at the cap (its line
+        // adds bytes; a snapshot of the table without it would compact to the same size). The
+        // price: if the call is never handled again (given up after its retries), a restart
+        // replays the change the snapshot holds. Not so for a stale file (above).
+        ns.start_compaction(st, true);
         return Err(busy());
     }
     // `append` cuts the file back on failure; should that fail too, rewrite next time.
@@ -254,8 +263,8 @@ impl RpcbindNs {
     /// A write that fails (a full disk) is remembered in `journal_error` for the status; the
     /// next change starts a rewrite of the whole file off the loop, so journaling resumes by
     /// itself once there is room. After an error the caller takes its changes back, then calls
-    /// [`Self::start_due_compaction`]: a rewrite or compaction started before that would
-    /// snapshot a table holding changes that are not acknowledged (and may never be).
+    /// [`Self::start_due_compaction`]: a rewrite of a stale file started before that would
+    /// write a table holding changes that are not acknowledged (and may never be).
     pub(super) fn journal(&self, st: &mut State, changes: &[Change]) -> io::Result<()> {
         let Some(j) = &self.journal else {
             return Ok(());
@@ -264,7 +273,7 @@ impl RpcbindNs {
             // The file's size and content are not known yet; nothing may be written before.
             return Err(io::Error::other("the journal is still being replayed"));
         }
-        let r = write_journal(j, st, changes);
+        let r = write_journal(self, j, st, changes);
         match &r {
             Ok(()) => {
                 if wants_compaction(st) {

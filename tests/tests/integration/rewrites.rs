@@ -6,6 +6,8 @@
 //! gives back exactly the acknowledged table, in order. A burst of UDP SETs during a rewrite
 //! keeps at most 16 calls waiting (`serve/rpcbind/busy.rs`): those are answered after it, the
 //! rest get no reply and change nothing, and another namespace's `rpcinfo` is answered meanwhile.
+//! An UNSET at a full journal that is given up during the compaction it started does not come
+//! back on restart: the entry is still registered.
 
 use std::net::UdpSocket;
 use std::thread;
@@ -419,5 +421,59 @@ fn a_burst_of_udp_sets_during_a_rewrite_keeps_16_waiting_and_drops_the_rest() ->
     assert_eq!(status["namespaces"].as_u64(), Some(2), "{status}");
     assert_eq!(table(&d, "rw-burst")?, expect);
     assert_eq!(kill9_and_replay(&mut d, &a)?, expect);
+    Ok(())
+}
+
+/// The compaction's pause in [`an_unset_given_up_at_a_full_journal_is_not_replayed`]: longer
+/// than a waiting call's 5 s (`WAIT` in `busy.rs`), so the call that met the cap is given up.
+const GIVE_UP_PAUSE: Duration = Duration::from_millis(6500);
+
+/// An UNSET at a full journal (`journal_max_bytes`) needs the room a compaction gives, so the
+/// compaction it starts snapshots the table without the entry, while the call waits with the
+/// entry back in the table. Given up after its wait, the UNSET was never acknowledged: the
+/// entry must still be there after `kill -9` and a restart (the file is rewritten whole from
+/// the table once the call is given up).
+#[test]
+fn an_unset_given_up_at_a_full_journal_is_not_replayed() -> anyhow::Result<()> {
+    if !require_root("an_unset_given_up_at_a_full_journal_is_not_replayed") {
+        return Ok(());
+    }
+    const CAP: u64 = 16384;
+    let pause = GIVE_UP_PAUSE.as_millis().to_string();
+    let mut d = Daemon::start_with_env(
+        &format!("[rpcbind]\nenabled = true\njournal_max_bytes = {CAP}\n"),
+        &[],
+        &[(PAUSE_ENV, &pause)],
+    )?;
+    let a = d.netns("rw-give-up")?;
+    wait_portmapper_udp(&a, "portmapper in A")?;
+    // SETs only (no garbage in the file, so no compaction) until one is refused at the cap.
+    let mut order = Vec::new();
+    for prog in FIRST..FIRST + 400 {
+        if !change(&a, true, prog)? {
+            break;
+        }
+        order.push(prog);
+    }
+    let st = d.rpc_journal("rw-give-up")?;
+    anyhow::ensure!(st["refused_at_cap"] == 1, "the journal never filled: {st}");
+    let first = order[0];
+    let t = Instant::now();
+    assert!(
+        !change(&a, false, first)?,
+        "the UNSET was acknowledged before the compaction ended"
+    );
+    anyhow::ensure!(
+        t.elapsed() >= Duration::from_secs(4),
+        "UNSET refused at once ({:?}), not given up after a wait",
+        t.elapsed()
+    );
+    wait_for("journal rewritten", GIVE_UP_PAUSE * 4, || {
+        d.rpc_journal("rw-give-up")
+            .ok()
+            .filter(|s| s["compacting"] == false && s["state"] == "ok")
+    })?;
+    assert_eq!(table(&d, "rw-give-up")?, order);
+    assert_eq!(kill9_and_replay(&mut d, &a)?, order);
     Ok(())
 }

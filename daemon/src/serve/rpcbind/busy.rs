@@ -9,6 +9,15 @@
 //! ([`UdpEndpoint::send_from`]). At most [`MAX_WAITING`] UDP calls per namespace wait (the rest
 //! get no reply and retry, as after a lost datagram), each for at most [`RETRIES`] rewrites and
 //! [`WAIT`] each.
+//!
+//! The compaction started for room at `journal_max_bytes` snapshots the table with the waiting
+//! change in it (an UNSET at a full file needs that room), so until the call is handled again
+//! the file holds a change the table does not. The call keeps a [`HeldChange`] meanwhile: when
+//! it is dropped (the call handled again, given up after its retries or its wait, or dropped
+//! for want of room among the waiting calls) the file is marked stale and rewritten whole from
+//! the table off the loop (a compaction still running gives up and leaves the old file, which
+//! never held the change). A restart therefore never replays a change that was not
+//! acknowledged, whatever became of the call.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -52,7 +61,13 @@ impl RpcbindNs {
 
     /// Handles datagram `d` again once the journal rewrite running now is over, and sends the
     /// reply then, if there is room among the waiting calls and a runtime to wait on.
-    pub(super) fn answer_later(&self, ep: &Arc<UdpEndpoint>, d: &Datagram<'_>, seen: u64) {
+    pub(super) fn answer_later(
+        &self,
+        ep: &Arc<UdpEndpoint>,
+        d: &Datagram<'_>,
+        seen: u64,
+        held: Option<HeldChange>,
+    ) {
         let (Some(me), Ok(rt)) = (self.me.upgrade(), tokio::runtime::Handle::try_current()) else {
             return;
         };
@@ -68,12 +83,12 @@ impl RpcbindNs {
             ifindex: d.ifindex,
         };
         rt.spawn(async move {
-            me.retry_datagram(call, seen).await;
+            me.retry_datagram(call, seen, held).await;
             me.waiting.fetch_sub(1, Ordering::Relaxed);
         });
     }
 
-    async fn retry_datagram(&self, call: Waiting, mut seen: u64) {
+    async fn retry_datagram(&self, call: Waiting, mut seen: u64, mut held: Option<HeldChange>) {
         let mut out = Vec::new();
         for _ in 0..RETRIES {
             if !self.journal_turn_after(seen, WAIT).await {
@@ -99,7 +114,10 @@ impl RpcbindNs {
                 local_addr: Some(call.local),
                 now_unix: unix_secs(wall),
             };
-            match self.handle_call(&ctx, &call.data, &mut out, Some((&ep, &d))) {
+            let answer = self.handle_call(&ctx, &call.data, &mut out, Some((&ep, &d)));
+            // Handled again: whatever the answer, the file is made to match the table.
+            drop(held.take());
+            match answer {
                 Answer::Reply => {
                     let to = ReplyTo::sender(&d);
                     if let Err(e) = ep.send_from(&out, to.dst, to.src, to.ifindex) {
@@ -108,8 +126,38 @@ impl RpcbindNs {
                     return;
                 }
                 Answer::Silent => return,
-                Answer::Wait(s) => seen = s,
+                Answer::Wait { seen: s, held: h } => {
+                    seen = s;
+                    held = h.then(|| self.held_change());
+                }
             }
+        }
+    }
+
+    /// The guard for a call whose change a compaction at the cap holds (see the module docs).
+    pub(super) fn held_change(&self) -> HeldChange {
+        HeldChange(self.me.clone())
+    }
+}
+
+/// Kept by a call whose change the compaction at `journal_max_bytes` holds while the table
+/// does not; dropped once the call is handled again or given up, it has the journal rewritten
+/// whole from the table (module docs). Dropped with the state unlocked.
+pub(super) struct HeldChange(Weak<RpcbindNs>);
+
+impl Drop for HeldChange {
+    fn drop(&mut self) {
+        let Some(ns) = self.0.upgrade() else {
+            return;
+        };
+        let mut st = ns.state();
+        if st.gone {
+            return;
+        }
+        // A compaction running now sees the file stale and gives up, then starts the rewrite.
+        st.journal_stale = true;
+        if !st.replaying {
+            ns.start_compaction(&mut st, true);
         }
     }
 }

@@ -31,7 +31,9 @@
 //! back (`State::compaction_due`): the file written is the acknowledged table, never one holding
 //! the waiting change (which a restart would otherwise replay, even if the call was never
 //! answered, and in the wrong place once it is handled again). The compaction at the cap is
-//! started with the waiting change still applied, as its room needs (see `write_journal`).
+//! started with the waiting change still applied, as its room needs (see `write_journal`); the
+//! call's `HeldChange` (`busy.rs`) has the file rewritten whole once the call is handled again
+//! or given up.
 //! Nothing rewrites the whole file on the loop.
 
 use std::io;

@@ -89,6 +89,9 @@ impl RpcbindNs {
             // what the operator was told is gone. The operator sees the error and may retry.
             if let Err(e) = self.journal(&mut st, &changes) {
                 st.pm.undo_unset(removed);
+                // At the cap the compaction started holds this UNSET (`write_journal`): the
+                // operator is told to retry, and the retry appends to the compacted file.
+                st.cap_held = false;
                 self.start_due_compaction(&mut st);
                 tracing::error!(netns = %self.ns.name, prog, vers, netid, error = %e,
                     "cannot journal an operator unset; nothing removed");

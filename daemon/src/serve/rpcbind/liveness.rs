@@ -103,6 +103,9 @@ impl RpcbindNs {
             // Kept rather than removed in memory only, which a restart would undo. Their misses
             // stay past the limit, so the next round tries again (and they are not probed).
             undo(&mut st.pm, removals);
+            // At the cap the compaction started holds these removals (`write_journal`): the
+            // next round removes them again, appending to the compacted file.
+            st.cap_held = false;
             self.start_due_compaction(st);
             tracing::error!(netns = %self.ns.name, error = %err, kept = dead.len(),
                 "cannot journal the removal of silent registrations; kept, retrying next round");

@@ -218,6 +218,7 @@ impl ServiceKind for Rpcbind {
                 rewriting_whole: false,
                 compact_retry_at: 0,
                 compaction_due: false,
+                cap_held: false,
                 journal_gen: 0,
                 compactions: 0,
                 gone: false,

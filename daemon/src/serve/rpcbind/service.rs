@@ -72,8 +72,13 @@ pub(super) enum Answer {
     Silent,
     /// The change could not be journaled yet because the journal file is being rewritten off
     /// the loop (after a failed write, a reconfiguration, or at `journal_max_bytes`); nothing
-    /// was changed. Handle the call again once `journal_turns` passed this value.
-    Wait(u64),
+    /// was changed. Handle the call again once `journal_turns` passed this value. `held`: the
+    /// compaction started for room at `journal_max_bytes` holds this call's change although
+    /// the table does not (see `write_journal`); the caller keeps a [`HeldChange`] until the
+    /// call is handled again or given up.
+    ///
+    /// [`HeldChange`]: super::busy::HeldChange
+    Wait { seen: u64, held: bool },
 }
 
 /// Slack past twice the live size before the journal is compacted, so a table that churns
@@ -117,6 +122,9 @@ pub(super) struct State {
     /// started by [`RpcbindNs::start_due_compaction`] once that change has been taken back, so
     /// the file written never holds a change that was not acknowledged.
     pub(super) compaction_due: bool,
+    /// The compaction just started at `journal_max_bytes` holds the change that met the cap,
+    /// which the caller then takes back: taken by that call's [`Answer::Wait`] (`held`).
+    pub(super) cap_held: bool,
     /// Bumped whenever the file a running compaction works from stops being the one to
     /// replace (a reconfiguration that dropped registrations, the namespace going): that
     /// compaction gives up.
@@ -214,9 +222,14 @@ fn write_journal(
         // keep appending meanwhile), and this one waits for it. Started now, with these
         // changes in the snapshot: that is what makes room for an UNSET at the cap (its line
         // adds bytes; a snapshot of the table without it would compact to the same size). The
-        // price: if the call is never handled again (given up after its retries), a restart
-        // replays the change the snapshot holds. Not so for a stale file (above).
+        // file then holds a change the table does not (and, once the call is handled again,
+        // holds it twice, at the snapshot's place): the call keeps a `HeldChange` (`busy.rs`),
+        // which has the file rewritten whole from the table once the call is handled again or
+        // given up, so a restart never replays a change that was not acknowledged. Not so for
+        // a stale file (above).
+        let started = !st.compacting;
         ns.start_compaction(st, true);
+        st.cap_held = started && st.compacting;
         return Err(busy());
     }
     // `append` cuts the file back on failure; should that fail too, rewrite next time.
@@ -371,7 +384,10 @@ impl RpcbindNs {
                 self.table_changed(&st.pm);
                 self.start_due_compaction(&mut st);
                 out.clear();
-                return Answer::Wait(self.journal_turns.borrow().0);
+                return Answer::Wait {
+                    seen: self.journal_turns.borrow().0,
+                    held: std::mem::take(&mut st.cap_held),
+                };
             }
             if let Err(e) = journaled {
                 // SET and UNSET alike: acknowledging a change the journal does not hold would
@@ -469,7 +485,10 @@ impl NsService for RpcbindNs {
         match self.handle_call(&ctx, d.data, out.buf(), Some((ep, d))) {
             Answer::Reply => out.commit(ReplyTo::sender(d)),
             Answer::Silent => {}
-            Answer::Wait(seen) => self.answer_later(ep, d, seen),
+            Answer::Wait { seen, held } => {
+                let held = held.then(|| self.held_change());
+                self.answer_later(ep, d, seen, held);
+            }
         }
     }
 

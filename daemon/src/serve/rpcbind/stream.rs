@@ -134,11 +134,18 @@ impl RpcbindNs {
                 // The journal is being rewritten off the loop: wait for it (this connection
                 // reads nothing meanwhile), then handle the call again (`busy.rs`).
                 for _ in 0..RETRIES {
-                    let Answer::Wait(seen) = answer else { break };
+                    let Answer::Wait { seen, held } = answer else {
+                        break;
+                    };
+                    // Dropped once the call is handled again or given up (`busy.rs`).
+                    let _held = held.then(|| self.held_change());
                     if !self.journal_turn_after(seen, record.min(WAIT)).await {
                         break;
                     }
                     answer = self.handle_call(&ctx, &rec, &mut out, None);
+                }
+                if let Answer::Wait { held: true, .. } = answer {
+                    drop(self.held_change()); // the last retry met the cap again: given up
                 }
                 if answer != Answer::Reply {
                     continue;

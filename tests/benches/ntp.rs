@@ -215,11 +215,21 @@ fn main() -> anyhow::Result<()> {
     let chrony = Chronyd::start(&chrony_ns)?;
     // The floor servers, each in a namespace of its own (outside the daemon's directory too).
     let mut floors = Vec::new();
-    for (label, spec, name) in [
-        ("floor", FloorSpec::ntp_dual_stack(), "bench-floor"),
-        ("floor (AF_INET)", FloorSpec::ntp_v4(), "bench-floor4"),
-    ] {
-        let ns = TestNetns::create(other.path(), name)?;
+    let mut specs = vec![
+        ("floor".to_owned(), FloorSpec::ntp_dual_stack()),
+        ("floor (AF_INET)".to_owned(), FloorSpec::ntp_v4()),
+    ];
+    // Floors with a receive coalescing delay (`NSAUX_FLOOR_COALESCE_US`).
+    for d in nsaux_tests::floor::coalesce_delays()? {
+        let spec = FloorSpec {
+            coalesce_us: d,
+            ..FloorSpec::ntp_dual_stack()
+        };
+        specs.push((format!("floor +{d} µs"), spec));
+    }
+    for (i, (label, spec)) in specs.into_iter().enumerate() {
+        let label: &'static str = Box::leak(label.into_boxed_str());
+        let ns = TestNetns::create(other.path(), &format!("bench-floor{i}"))?;
         let floor = Floor::start(&ns, spec)?;
         floors.push((label, floor, ns));
     }

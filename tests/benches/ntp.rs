@@ -63,11 +63,41 @@ fn ntp_now() -> u64 {
 }
 
 /// Result of one load run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Run {
     sent: u64,
     answers: u64,
     elapsed: Duration,
+    /// Round trips of the paced run's probe client (one request at a time, every
+    /// `PROBE_GAP`, on a socket of its own): what a light client sees next to the load.
+    probe: Vec<Duration>,
+}
+
+/// Time between two requests of the paced run's probe client.
+const PROBE_GAP: Duration = Duration::from_millis(1);
+
+/// The probe client: one request at a time on its own socket until `stop`, round trips.
+fn probe(stop: &std::sync::atomic::AtomicBool) -> anyhow::Result<Vec<Duration>> {
+    let s = UdpSocket::bind("127.0.0.1:0")?;
+    s.connect(SERVER)?;
+    s.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let mut buf = [0u8; 512];
+    let mut rtts = Vec::new();
+    let mut i = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let t = Instant::now();
+        s.send(&request(i))?;
+        i += 1;
+        // A lost probe (timeout) is left out; a late answer to an earlier one is skipped.
+        while let Ok(n) = s.recv(&mut buf) {
+            if n == 48 && buf[24..32] == (i - 1).to_be_bytes() {
+                rtts.push(t.elapsed());
+                break;
+            }
+        }
+        std::thread::sleep(PROBE_GAP);
+    }
+    Ok(rtts)
 }
 
 /// The load generator (runs inside the server's namespace): keeps up to `WINDOW` requests in
@@ -120,6 +150,7 @@ fn load() -> anyhow::Result<Run> {
         sent,
         answers,
         elapsed: start.elapsed(),
+        probe: Vec::new(),
     })
 }
 
@@ -136,6 +167,12 @@ fn paced_load() -> anyhow::Result<Run> {
             Ok(s)
         })
         .collect::<std::io::Result<Vec<_>>>()?;
+    // The probe thread inherits this thread's namespace and CPU affinity.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = {
+        let stop = stop.clone();
+        std::thread::spawn(move || probe(&stop))
+    };
     let start = Instant::now();
     let (mut sent, mut answers) = (0u64, 0u64);
     let mut buf = [0u8; 512];
@@ -165,11 +202,25 @@ fn paced_load() -> anyhow::Result<Run> {
     }
     std::thread::sleep(Duration::from_millis(50));
     drain(&mut answers);
+    let elapsed = start.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let probe = prober
+        .join()
+        .map_err(|_| anyhow::anyhow!("probe thread panicked"))??;
     Ok(Run {
         sent,
         answers,
-        elapsed: start.elapsed(),
+        elapsed,
+        probe,
     })
+}
+
+/// Percentile `p` of `rtts`, µs (NaN when empty).
+fn pct_us(rtts: &[Duration], p: f64) -> f64 {
+    if rtts.is_empty() {
+        return f64::NAN;
+    }
+    nsaux_tests::bench::percentile(rtts, p).as_secs_f64() * 1e6
 }
 
 /// One measured run against the server with process `pid` in namespace file `ns`.
@@ -285,6 +336,8 @@ fn main() -> anyhow::Result<()> {
             let label = format!("{label}, {}", mode.label());
             println!("ntp bench, {label}, {ROUNDS} rounds");
             let mut totals = vec![(0u64, 0u64, Duration::ZERO, 0u64, 0u64); servers.len()];
+            // The probe client's round trips, per server, all rounds.
+            let mut probes: Vec<Vec<Duration>> = vec![Vec::new(); servers.len()];
             // Each server / chronyd in each round (exact CPU), for the median.
             let mut round_ratios = vec![Vec::with_capacity(ROUNDS); servers.len()];
             for round in 0..ROUNDS {
@@ -305,6 +358,15 @@ fn main() -> anyhow::Result<()> {
                         bail!("{name} did not answer");
                     }
                     per_answer_ns[i] = ns as f64 / run.answers.max(1) as f64;
+                    if !run.probe.is_empty() {
+                        println!(
+                            "  round {round} {name:<17} probe round trip p50 {:>6.0} µs  p99 {:>6.0} µs  ({} probes)",
+                            pct_us(&run.probe, 50.0),
+                            pct_us(&run.probe, 99.0),
+                            run.probe.len()
+                        );
+                    }
+                    probes[i].extend_from_slice(&run.probe);
                     let t = &mut totals[i];
                     t.0 += run.sent;
                     t.1 += run.answers;
@@ -316,13 +378,13 @@ fn main() -> anyhow::Result<()> {
                     ratios.push(ns / per_answer_ns[chrony_i]);
                 }
             }
-            tables.push((label, totals, round_ratios));
+            tables.push((label, totals, round_ratios, probes));
         }
     }
     type Total = (u64, u64, Duration, u64, u64);
     let per_answer = |t: &Total| t.3 as f64 * 1e6 / tck as f64 / t.1.max(1) as f64;
     let per_answer_exact = |t: &Total| t.4 as f64 / 1000.0 / t.1.max(1) as f64;
-    for (label, totals, round_ratios) in &tables {
+    for (label, totals, round_ratios, probes) in &tables {
         println!();
         println!("{label}");
         println!(
@@ -339,6 +401,19 @@ fn main() -> anyhow::Result<()> {
                 per_answer_exact(t),
                 100.0 * t.1 as f64 / t.0.max(1) as f64
             );
+        }
+        if probes.iter().any(|p| !p.is_empty()) {
+            println!(
+                "probe client (one request at a time every {PROBE_GAP:?} next to the paced load), round trip µs:"
+            );
+            for ((name, _, _), p) in servers.iter().zip(probes) {
+                println!(
+                    "  {name:<17} p50 {:>6.0}  p99 {:>6.0}  ({} probes)",
+                    pct_us(p, 50.0),
+                    pct_us(p, 99.0),
+                    p.len()
+                );
+            }
         }
         // The target is for load that batching can serve; the paced load (a few
         // requests per wakeup) measures the per-datagram floor both servers share.

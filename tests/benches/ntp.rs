@@ -25,7 +25,11 @@
 //!   (dual-stack `[::]:123`, pktinfo, `SO_TIMESTAMPNS`) and one with a plain IPv4 `0.0.0.0:123`
 //!   socket, each a blocking `recvmmsg` and one GSO `sendmmsg` per batch with a fixed answer:
 //!   the kernel's cost per answer with the best batching. floor / chronyd is printed next to
-//!   nsauxd / chronyd: a floor above the target means no user-space change reaches it.
+//!   nsauxd / chronyd. `NSAUX_FLOOR_COALESCE_US=10,25,...` adds a `floor +D µs` row per delay:
+//!   the same floor sleeping D µs after every batch that was not full (receive coalescing).
+//! * The paced scenario also runs a probe client (one request at a time every 1 ms on its own
+//!   socket) and prints its round-trip p50/p99 per server: what a light client sees next to
+//!   the load (receive coalescing must not delay it).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -439,7 +443,7 @@ fn main() -> anyhow::Result<()> {
             let verdict = if !label.starts_with("saturating") {
                 ""
             } else if floor_ratio > 0.70 {
-                "; the floor is above the 0.70× target: no user-space change reaches it"
+                "; the floor is above the 0.70× target: only fewer wakeups per answer (receive coalescing, the `floor +D µs` rows) go below it"
             } else {
                 "; the floor is below the 0.70× target"
             };

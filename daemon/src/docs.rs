@@ -339,7 +339,12 @@ mod tests {
                 );
             }
         }
-        for key in ["host_netns", "netns_dirs", "worker_threads"] {
+        for key in [
+            "host_netns",
+            "netns_dirs",
+            "worker_threads",
+            "receive_coalesce_us",
+        ] {
             assert!(EXAMPLE_CONFIG.contains(&format!("{key} =")), "{key}");
         }
     }

@@ -113,6 +113,14 @@ pub fn daemon_main() -> ExitCode {
         b.worker_threads(config.worker_threads);
         b
     };
+    // Receive coalescing under sustained load (`serve::coalesce`): decided in the park hook,
+    // which runs only when a worker is about to block in `epoll_wait`.
+    let coalesce = Duration::from_micros(config.receive_coalesce_us);
+    if !coalesce.is_zero() {
+        builder
+            .on_thread_park(move || crate::serve::coalesce::on_park(coalesce))
+            .on_thread_unpark(crate::serve::coalesce::on_unpark);
+    }
     let runtime = match builder.thread_name("nsaux-worker").enable_all().build() {
         Ok(r) => r,
         Err(e) => {

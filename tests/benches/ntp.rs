@@ -25,7 +25,11 @@
 //!   (dual-stack `[::]:123`, pktinfo, `SO_TIMESTAMPNS`) and one with a plain IPv4 `0.0.0.0:123`
 //!   socket, each a blocking `recvmmsg` and one GSO `sendmmsg` per batch with a fixed answer:
 //!   the kernel's cost per answer with the best batching. floor / chronyd is printed next to
-//!   nsauxd / chronyd: a floor above the target means no user-space change reaches it.
+//!   nsauxd / chronyd. `NSAUX_FLOOR_COALESCE_US=10,25,...` adds a `floor +D µs` row per delay:
+//!   the same floor sleeping D µs after every batch that was not full (receive coalescing).
+//! * The paced scenario also runs a probe client (one request at a time every 1 ms on its own
+//!   socket) and prints its round-trip p50/p99 per server: what a light client sees next to
+//!   the load (receive coalescing must not delay it).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -63,11 +67,41 @@ fn ntp_now() -> u64 {
 }
 
 /// Result of one load run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Run {
     sent: u64,
     answers: u64,
     elapsed: Duration,
+    /// Round trips of the paced run's probe client (one request at a time, every
+    /// `PROBE_GAP`, on a socket of its own): what a light client sees next to the load.
+    probe: Vec<Duration>,
+}
+
+/// Time between two requests of the paced run's probe client.
+const PROBE_GAP: Duration = Duration::from_millis(1);
+
+/// The probe client: one request at a time on its own socket until `stop`, round trips.
+fn probe(stop: &std::sync::atomic::AtomicBool) -> anyhow::Result<Vec<Duration>> {
+    let s = UdpSocket::bind("127.0.0.1:0")?;
+    s.connect(SERVER)?;
+    s.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let mut buf = [0u8; 512];
+    let mut rtts = Vec::new();
+    let mut i = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let t = Instant::now();
+        s.send(&request(i))?;
+        i += 1;
+        // A lost probe (timeout) is left out; a late answer to an earlier one is skipped.
+        while let Ok(n) = s.recv(&mut buf) {
+            if n == 48 && buf[24..32] == (i - 1).to_be_bytes() {
+                rtts.push(t.elapsed());
+                break;
+            }
+        }
+        std::thread::sleep(PROBE_GAP);
+    }
+    Ok(rtts)
 }
 
 /// The load generator (runs inside the server's namespace): keeps up to `WINDOW` requests in
@@ -120,6 +154,7 @@ fn load() -> anyhow::Result<Run> {
         sent,
         answers,
         elapsed: start.elapsed(),
+        probe: Vec::new(),
     })
 }
 
@@ -136,6 +171,12 @@ fn paced_load() -> anyhow::Result<Run> {
             Ok(s)
         })
         .collect::<std::io::Result<Vec<_>>>()?;
+    // The probe thread inherits this thread's namespace and CPU affinity.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = {
+        let stop = stop.clone();
+        std::thread::spawn(move || probe(&stop))
+    };
     let start = Instant::now();
     let (mut sent, mut answers) = (0u64, 0u64);
     let mut buf = [0u8; 512];
@@ -165,11 +206,25 @@ fn paced_load() -> anyhow::Result<Run> {
     }
     std::thread::sleep(Duration::from_millis(50));
     drain(&mut answers);
+    let elapsed = start.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let probe = prober
+        .join()
+        .map_err(|_| anyhow::anyhow!("probe thread panicked"))??;
     Ok(Run {
         sent,
         answers,
-        elapsed: start.elapsed(),
+        elapsed,
+        probe,
     })
+}
+
+/// Percentile `p` of `rtts`, µs (NaN when empty).
+fn pct_us(rtts: &[Duration], p: f64) -> f64 {
+    if rtts.is_empty() {
+        return f64::NAN;
+    }
+    nsaux_tests::bench::percentile(rtts, p).as_secs_f64() * 1e6
 }
 
 /// One measured run against the server with process `pid` in namespace file `ns`.
@@ -211,11 +266,21 @@ fn main() -> anyhow::Result<()> {
     let chrony = Chronyd::start(&chrony_ns)?;
     // The floor servers, each in a namespace of its own (outside the daemon's directory too).
     let mut floors = Vec::new();
-    for (label, spec, name) in [
-        ("floor", FloorSpec::ntp_dual_stack(), "bench-floor"),
-        ("floor (AF_INET)", FloorSpec::ntp_v4(), "bench-floor4"),
-    ] {
-        let ns = TestNetns::create(other.path(), name)?;
+    let mut specs = vec![
+        ("floor".to_owned(), FloorSpec::ntp_dual_stack()),
+        ("floor (AF_INET)".to_owned(), FloorSpec::ntp_v4()),
+    ];
+    // Floors with a receive coalescing delay (`NSAUX_FLOOR_COALESCE_US`).
+    for d in nsaux_tests::floor::coalesce_delays()? {
+        let spec = FloorSpec {
+            coalesce_us: d,
+            ..FloorSpec::ntp_dual_stack()
+        };
+        specs.push((format!("floor +{d} µs"), spec));
+    }
+    for (i, (label, spec)) in specs.into_iter().enumerate() {
+        let label: &'static str = Box::leak(label.into_boxed_str());
+        let ns = TestNetns::create(other.path(), &format!("bench-floor{i}"))?;
         let floor = Floor::start(&ns, spec)?;
         floors.push((label, floor, ns));
     }
@@ -271,6 +336,8 @@ fn main() -> anyhow::Result<()> {
             let label = format!("{label}, {}", mode.label());
             println!("ntp bench, {label}, {ROUNDS} rounds");
             let mut totals = vec![(0u64, 0u64, Duration::ZERO, 0u64, 0u64); servers.len()];
+            // The probe client's round trips, per server, all rounds.
+            let mut probes: Vec<Vec<Duration>> = vec![Vec::new(); servers.len()];
             // Each server / chronyd in each round (exact CPU), for the median.
             let mut round_ratios = vec![Vec::with_capacity(ROUNDS); servers.len()];
             for round in 0..ROUNDS {
@@ -291,6 +358,15 @@ fn main() -> anyhow::Result<()> {
                         bail!("{name} did not answer");
                     }
                     per_answer_ns[i] = ns as f64 / run.answers.max(1) as f64;
+                    if !run.probe.is_empty() {
+                        println!(
+                            "  round {round} {name:<17} probe round trip p50 {:>6.0} µs  p99 {:>6.0} µs  ({} probes)",
+                            pct_us(&run.probe, 50.0),
+                            pct_us(&run.probe, 99.0),
+                            run.probe.len()
+                        );
+                    }
+                    probes[i].extend_from_slice(&run.probe);
                     let t = &mut totals[i];
                     t.0 += run.sent;
                     t.1 += run.answers;
@@ -302,13 +378,13 @@ fn main() -> anyhow::Result<()> {
                     ratios.push(ns / per_answer_ns[chrony_i]);
                 }
             }
-            tables.push((label, totals, round_ratios));
+            tables.push((label, totals, round_ratios, probes));
         }
     }
     type Total = (u64, u64, Duration, u64, u64);
     let per_answer = |t: &Total| t.3 as f64 * 1e6 / tck as f64 / t.1.max(1) as f64;
     let per_answer_exact = |t: &Total| t.4 as f64 / 1000.0 / t.1.max(1) as f64;
-    for (label, totals, round_ratios) in &tables {
+    for (label, totals, round_ratios, probes) in &tables {
         println!();
         println!("{label}");
         println!(
@@ -325,6 +401,19 @@ fn main() -> anyhow::Result<()> {
                 per_answer_exact(t),
                 100.0 * t.1 as f64 / t.0.max(1) as f64
             );
+        }
+        if probes.iter().any(|p| !p.is_empty()) {
+            println!(
+                "probe client (one request at a time every {PROBE_GAP:?} next to the paced load), round trip µs:"
+            );
+            for ((name, _, _), p) in servers.iter().zip(probes) {
+                println!(
+                    "  {name:<17} p50 {:>6.0}  p99 {:>6.0}  ({} probes)",
+                    pct_us(p, 50.0),
+                    pct_us(p, 99.0),
+                    p.len()
+                );
+            }
         }
         // The target is for load that batching can serve; the paced load (a few
         // requests per wakeup) measures the per-datagram floor both servers share.
@@ -350,7 +439,7 @@ fn main() -> anyhow::Result<()> {
             let verdict = if !label.starts_with("saturating") {
                 ""
             } else if floor_ratio > 0.70 {
-                "; the floor is above the 0.70× target: no user-space change reaches it"
+                "; the floor is above the 0.70× target: only fewer wakeups per answer (receive coalescing, the `floor +D µs` rows) go below it"
             } else {
                 "; the floor is below the 0.70× target"
             };

@@ -4,8 +4,8 @@
 //! names and the field wording are rewritten here.
 
 /// The daemon-wide keys and the service sections: what an unknown top-level key is told.
-const TOP_LEVEL_KEYS: &str = "host_netns, netns_dirs, worker_threads, netns, limits, \
-     ident, rpcbind, ntp, dns";
+const TOP_LEVEL_KEYS: &str = "host_netns, netns_dirs, worker_threads, receive_coalesce_us, \
+     netns, limits, ident, rpcbind, ntp, dns";
 
 /// Rust type names as serde writes them after `expected`, and what a TOML author reads instead.
 const TYPE_WORDS: [(&str, &str); 10] = [
@@ -128,11 +128,21 @@ mod tests {
             ("[[netns]]\nmatch = \"a\"\ndns = { port = 0 }\n", "dns.port"),
             ("worker_threads = 0\n", "worker_threads"),
             ("worker_threads = 65\n", "worker_threads"),
+            ("receive_coalesce_us = 1001\n", "receive_coalesce_us"),
+            ("receive_coalesce_us = -1\n", "receive_coalesce_us"),
         ] {
             let e = Config::from_toml(bad, None).expect_err(bad).to_string();
             assert!(e.contains(field), "{bad}: {e}");
         }
         let c = Config::from_toml("worker_threads = 64\n", None).expect("valid");
         assert_eq!(c.worker_threads, 64);
+        assert_eq!(c.receive_coalesce_us, 50, "the default");
+        for (text, us) in [
+            ("receive_coalesce_us = 0\n", 0),
+            ("receive_coalesce_us = 1000\n", 1000),
+        ] {
+            let c = Config::from_toml(text, None).expect(text);
+            assert_eq!(c.receive_coalesce_us, us, "{text}");
+        }
     }
 }

@@ -69,6 +69,8 @@ struct FileConfig {
     netns_dirs: Vec<PathBuf>,
     #[serde(default = "default_worker_threads")]
     worker_threads: usize,
+    #[serde(default = "default_receive_coalesce_us")]
+    receive_coalesce_us: u64,
     #[serde(default)]
     netns: Vec<toml::Table>,
     #[serde(default)]
@@ -94,15 +96,21 @@ fn default_worker_threads() -> usize {
     1
 }
 
+/// See [`crate::serve::coalesce::DEFAULT_COALESCE_US`].
+fn default_receive_coalesce_us() -> u64 {
+    crate::serve::coalesce::DEFAULT_COALESCE_US
+}
+
 fn default_netns_dirs() -> Vec<PathBuf> {
     vec![PathBuf::from("/run/netns")]
 }
 
 /// Keys of the file that are daemon-wide (everything else is a service section).
-const DAEMON_KEYS: [&str; 7] = [
+const DAEMON_KEYS: [&str; 8] = [
     "host_netns",
     "netns_dirs",
     "worker_threads",
+    "receive_coalesce_us",
     "netns",
     "limits",
     "observe",
@@ -135,6 +143,9 @@ pub(crate) struct Config {
     pub(crate) netns_dirs: Vec<PathBuf>,
     /// tokio worker threads (read at start only; a reload does not change it).
     pub(crate) worker_threads: usize,
+    /// Most a worker under sustained load delays its next wait for datagrams, µs (0: never;
+    /// read at start only). See `serve::coalesce`.
+    pub(crate) receive_coalesce_us: u64,
     /// Daemon-wide budgets.
     pub(crate) limits: LimitsConfig,
     /// The observation socket and opt-in per-namespace series and logs.
@@ -212,6 +223,7 @@ impl Config {
         Self::from_toml("", None).unwrap_or_else(|_| Self {
             host_netns: true,
             worker_threads: default_worker_threads(),
+            receive_coalesce_us: default_receive_coalesce_us(),
             netns_dirs: default_netns_dirs(),
             limits: LimitsConfig::default(),
             observe: ObserveConfig::default(),
@@ -255,6 +267,13 @@ impl Config {
                 file.worker_threads
             )));
         }
+        let max_coalesce = crate::serve::coalesce::MAX_COALESCE_US;
+        if file.receive_coalesce_us > max_coalesce {
+            return Err(invalid(format!(
+                "receive_coalesce_us: {} out of range 0..={max_coalesce}",
+                file.receive_coalesce_us
+            )));
+        }
         let mut base: toml::Table = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         for k in DAEMON_KEYS {
             base.remove(k);
@@ -279,6 +298,7 @@ impl Config {
         Ok(Self {
             host_netns: file.host_netns,
             worker_threads: file.worker_threads,
+            receive_coalesce_us: file.receive_coalesce_us,
             netns_dirs: file.netns_dirs,
             limits: file.limits,
             observe,

@@ -135,6 +135,13 @@ impl Collector for Exposition {
             MetricType::Counter,
         )?;
         ConstCounter::new(failures).encode(e)?;
+        let e = enc.encode_descriptor(
+            "nsaux_receive_coalesced_waits",
+            "Waits for datagrams a worker under sustained load delayed by up to receive_coalesce_us",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.snap.coalesced_waits).encode(e)?;
 
         // Per-namespace series: one descriptor per name, one sample per opted-in namespace.
         let per_ns: Vec<usize> = (0..N).filter(|i| SERIES[*i].per_ns).collect();
@@ -229,6 +236,7 @@ mod tests {
             "nsaux_rpcbind_calls_total{version=\"2\",procedure=\"getport\"}",
             "nsaux_dns_upstream_latency_seconds_bucket{le=\"+Inf\"}",
             "nsaux_journal_writes_total",
+            "nsaux_receive_coalesced_waits_total",
             "nsaux_rpcbind_registrations ",
             "commit=\"",
             "rustc=\"rustc ",

@@ -435,6 +435,8 @@ pub(crate) struct Snapshot {
     pub(crate) latency_count: u64,
     /// Journal writes and failures.
     pub(crate) journal: (u64, u64),
+    /// Waits a worker delayed to coalesce receives (`serve::coalesce`).
+    pub(crate) coalesced_waits: u64,
 }
 
 /// Reads every counter.
@@ -504,6 +506,7 @@ pub(crate) fn snapshot() -> Snapshot {
             TALLY.journal_writes.load(Ordering::Relaxed),
             TALLY.journal_failures.load(Ordering::Relaxed),
         ),
+        coalesced_waits: crate::serve::coalesce::DELAYED_WAITS.load(Ordering::Relaxed),
     }
 }
 

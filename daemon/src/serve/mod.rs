@@ -6,6 +6,7 @@
 //! their context, and drops everything when the namespace goes. Services never open listeners
 //! themselves, so they cannot end up in the wrong namespace.
 
+pub(crate) mod coalesce;
 pub(crate) mod contain;
 pub(crate) mod dns;
 #[cfg(feature = "fault-injection")]

@@ -206,6 +206,7 @@ fn handle_batch(
         } else {
             rx.recv_plain(ep.sock.as_fd(), max)?
         };
+        super::coalesce::served(n);
         let received = Instant::now();
         let wall = SystemTime::now();
         replies.clear();

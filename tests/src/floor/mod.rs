@@ -50,6 +50,10 @@ pub struct FloorSpec {
     pub pktinfo: bool,
     /// `SO_TIMESTAMPNS` receive stamps and `SO_TIMESTAMPING` report flags (nsauxd's NTP).
     pub timestamps: bool,
+    /// Receive coalescing delay, µs (0: off): after a batch that was not full the server
+    /// sleeps this long before the next `recvmmsg`, so across CPUs more requests arrive per
+    /// wakeup (issue 16 target 5: what batching by waiting can buy at the floor).
+    pub coalesce_us: u32,
 }
 
 impl FloorSpec {
@@ -62,6 +66,7 @@ impl FloorSpec {
             dual_stack: true,
             pktinfo: true,
             timestamps: true,
+            coalesce_us: 0,
         }
     }
 
@@ -84,6 +89,7 @@ impl FloorSpec {
             dual_stack: false,
             pktinfo: false,
             timestamps: false,
+            coalesce_us: 0,
         }
     }
 
@@ -93,17 +99,18 @@ impl FloorSpec {
             Answer::Dns => "dns",
         };
         format!(
-            "{answer},{},{},{},{}",
+            "{answer},{},{},{},{},{}",
             self.addr,
             u8::from(self.dual_stack),
             u8::from(self.pktinfo),
-            u8::from(self.timestamps)
+            u8::from(self.timestamps),
+            self.coalesce_us
         )
     }
 
     fn from_arg(s: &str) -> anyhow::Result<Self> {
         let f: Vec<&str> = s.split(',').collect();
-        let [answer, addr, dual, pktinfo, ts] = f[..] else {
+        let [answer, addr, dual, pktinfo, ts, coalesce] = f[..] else {
             bail!("bad floor spec {s:?}");
         };
         Ok(Self {
@@ -116,8 +123,25 @@ impl FloorSpec {
             dual_stack: dual == "1",
             pktinfo: pktinfo == "1",
             timestamps: ts == "1",
+            coalesce_us: coalesce.parse()?,
         })
     }
+}
+
+/// The extra floor rows a bench runs: `NSAUX_FLOOR_COALESCE_US` as a comma-separated list of
+/// receive coalescing delays in µs (e.g. `10,25,50,100`; unset or empty: none). Each becomes a
+/// row `floor +D µs` next to the plain floor (issue 16 target 5).
+pub fn coalesce_delays() -> anyhow::Result<Vec<u32>> {
+    let raw = std::env::var("NSAUX_FLOOR_COALESCE_US").unwrap_or_default();
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<u32>()
+                .with_context(|| format!("NSAUX_FLOOR_COALESCE_US: bad delay {s:?}"))
+        })
+        .filter(|d| !matches!(d, Ok(0)))
+        .collect()
 }
 
 /// A running floor server (its own process, killed by pid when dropped).
@@ -264,6 +288,10 @@ mod tests {
             FloorSpec::ntp_dual_stack(),
             FloorSpec::ntp_v4(),
             FloorSpec::dns_stub(),
+            FloorSpec {
+                coalesce_us: 25,
+                ..FloorSpec::dns_stub()
+            },
         ] {
             assert_eq!(FloorSpec::from_arg(&s.to_arg()).ok(), Some(s));
         }

@@ -200,6 +200,13 @@ pub(super) fn serve(spec: FloorSpec) -> std::io::Error {
 
 fn run(spec: FloorSpec) -> std::io::Result<()> {
     let fd = socket(spec)?;
+    let coalesce = std::time::Duration::from_micros(u64::from(spec.coalesce_us));
+    if spec.coalesce_us > 0 {
+        // The default 50 µs timer slack would stretch every short sleep by up to that much.
+        // SAFETY: plain prctl on the calling thread.
+        let rc = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
+        check(rc, "prctl(PR_SET_TIMERSLACK)")?;
+    }
     let bound_src = match spec.addr.ip() {
         // A socket bound to one IPv4 address still names it as the source, as nsauxd does.
         std::net::IpAddr::V4(ip) if !ip.is_unspecified() => {
@@ -366,6 +373,10 @@ fn run(spec: FloorSpec) -> std::io::Result<()> {
                     libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
                 );
             }
+        }
+        // A batch that was not full: let more requests queue before the next receive.
+        if n < BATCH && !coalesce.is_zero() {
+            std::thread::sleep(coalesce);
         }
     }
 }

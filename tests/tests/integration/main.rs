@@ -4,6 +4,7 @@
 mod attacks;
 mod bigdump;
 mod budgets;
+mod coalesce;
 mod conformance;
 mod containers;
 mod core;

@@ -317,6 +317,10 @@ fn config_errors_quote_the_value_list_the_keys_and_say_integer() -> anyhow::Resu
             "worker_threads = 0\n",
             &["worker_threads", "0 out of range 1..=64"],
         ),
+        (
+            "receive_coalesce_us = 5000\n",
+            &["receive_coalesce_us", "5000 out of range 0..=1000"],
+        ),
     ] {
         std::fs::write(&file, doc)?;
         let out = Command::new(bin("nsauxctl"))

@@ -11,7 +11,7 @@
 //! [`QuietSocket::turn_ended`]) a lane thread sleeps in `epoll_wait` on that set and serves
 //! what arrives there at once, with its own buffers, within its own allowance per namespace
 //! (`share::LANE_QUANTUM` a millisecond, not the namespace's share of the loop's rounds) and
-//! its own CPU budget (`pace.rs`: half a CPU). When nothing is busy the
+//! its own CPU budget (`pace.rs`: three quarters of a CPU). When nothing is busy the
 //! lane is parked and the loop alone serves everyone (no extra wakeup per datagram).
 //!
 //! A socket leaves the set when it is busy (its own turns serve it, under the share), or
@@ -312,7 +312,8 @@ fn start_lane(r: &'static Registry) {
 /// for the scheduler: with the lane at the loop's nice value that wait was 8-28 µs per time
 /// slice under flood3 on a loaded machine (chronyd in B: 6-14 µs), at -5 it was 2-5 µs,
 /// which took B's answers/s above the stock daemons'. The lane cannot use that weight to take
-/// the loop's CPU: its own CPU budget (`pace.rs`) holds it to half a CPU, and each namespace to
+/// the loop's CPU: its own CPU budget (`pace.rs`) holds it to three quarters of a
+/// CPU, and each namespace to
 /// `share::LANE_QUANTUM` datagrams a millisecond on it (see the `lane` integration tests).
 pub(crate) const LANE_NICE: i32 = -5;
 

@@ -2,7 +2,7 @@
 //! is busy runs at a lower nice value than the loop (the scheduler then wakes it sooner), and
 //! a tenant cannot turn that into a way of starving the loop: flooding many namespaces just
 //! gently enough that each stays "quiet" (so the lane serves them all) still leaves a busy
-//! namespace on the loop its share, and the lane within its CPU budget (half a CPU). Played from a remote host behind a veth per namespace,
+//! namespace on the loop its share, and the lane within its CPU budget (three quarters of a CPU). Played from a remote host behind a veth per namespace,
 //! bounded in time and count.
 
 use std::net::{SocketAddr, UdpSocket};
@@ -193,10 +193,9 @@ fn many_gently_flooded_namespaces_served_by_the_lane_leave_a_busy_one_its_share(
         between > 0,
         "the lane served none of the gentle floods' {gentle} answers"
     );
-    // The lane keeps to its CPU budget (`serve/pace.rs`: half a CPU, a 2 ms burst, read
-    // every 0.25 ms), so the loop keeps at least the other half of any core they share,
-    // however many namespaces the attacker floods. Asserted with margin for the scheduler
-    // statistics' granularity: 60 %.
+    // The lane keeps to its CPU budget (`serve/pace.rs`: three quarters of a CPU, a 2 ms
+    // burst, read every 0.25 ms), so the loop keeps at least a quarter of any core they
+    // share, however many namespaces the attacker floods. Asserted with margin: 85 %.
     let lane_share = lane_cpu as f64 / wall.as_secs_f64() / 1e9;
     eprintln!(
         "busy namespace: {busy} answers; gentle ones: {got:?}, {between} served by the lane, \
@@ -204,15 +203,16 @@ fn many_gently_flooded_namespaces_served_by_the_lane_leave_a_busy_one_its_share(
         lane_share * 100.0
     );
     assert!(
-        lane_share <= 0.6,
+        lane_share <= 0.85,
         "the quiet lane used {:.0} % of a CPU over {wall:?}",
         lane_share * 100.0
     );
     // On the loop every namespace here (one NTP socket each) reads at most a batch per round,
     // so the busy one gets a ninth or more of the loop's answers; the lane, which serves only
-    // gentle ones, answers at most about what the loop does (half a CPU against the loop's at
-    // least half): the busy namespace keeps about 1/18 of all answers or more. Asserted with
-    // margin: 1 / (4 * 9) = 2.8 %.
+    // gentle ones, has at most three times the loop's CPU on a shared core (on 2 CPUs they
+    // mostly run apart): the busy namespace keeps about 1/36 of all answers or more in the
+    // worst case, and in practice several times that (a sixth to a third in the runs so far).
+    // Asserted: 1 / 36 = 2.8 %.
     let total = busy + gentle;
     assert!(
         busy * 4 * (u64::from(GENTLE) + 1) >= total,

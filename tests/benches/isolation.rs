@@ -43,7 +43,10 @@
 //! lane, its main thread in a build without one, or chronyd in B), from `/proc/*/schedstat`:
 //! how long the scheduler kept a woken server waiting; `CPU/ans` = nsauxd's CPU time per
 //! answer it gave (A's and B's); `loop/A` = its loop thread's CPU time per A answer (what A's
-//! own answers cost it, apart from the lane's work for B).
+//! own answers cost it, apart from the lane's work for B); `B srv CPU` = the CPUs used by
+//! that thread which served B (the lane, chronyd in B) over the scenario; `B by lane` = the
+//! share of B's answers the quiet lane served (nsauxd's `served_between` for B; the rest
+//! waited for the loop).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -300,6 +303,10 @@ struct Extra {
     cpu_per_answer: Option<Duration>,
     /// nsauxd's loop thread's CPU time per A answer.
     loop_per_a: Option<Duration>,
+    /// CPU of B's server thread (nsauxd's quiet lane, chronyd in B), in CPUs.
+    b_server_cpu: Option<f64>,
+    /// Share of B's answers the quiet lane served (nsauxd only; from `served_between`).
+    b_by_lane: Option<f64>,
 }
 
 /// Runs `floods` in A while B is probed; returns B's figures and A's answers/s.
@@ -309,6 +316,7 @@ fn scenario(s: &Setup, floods: &[Flood], time: Duration) -> anyhow::Result<(Prob
     let wait0 = sched_wait(s.b_server.0, s.b_server.1);
     let cpu0 = s.daemon.map(nsaux_tests::bench::cpu_ns);
     let loop0 = s.daemon.and_then(|p| thread_cpu(p, p));
+    let server0 = thread_cpu(s.b_server.0, s.b_server.1);
     let handles: Vec<JoinHandle<anyhow::Result<u64>>> = floods
         .iter()
         .map(|&kind| {
@@ -342,6 +350,9 @@ fn scenario(s: &Setup, floods: &[Flood], time: Duration) -> anyhow::Result<(Prob
         .zip(s.daemon.and_then(|p| thread_cpu(p, p)))
         .filter(|_| !floods.contains(&Flood::Junk))
         .map(|(c0, c1)| Duration::from_nanos(c1.saturating_sub(c0) / a_total.max(1)));
+    let b_server_cpu = server0
+        .zip(thread_cpu(s.b_server.0, s.b_server.1))
+        .map(|(c0, c1)| c1.saturating_sub(c0) as f64 / 1e9 / secs);
     Ok((
         p,
         Extra {
@@ -349,6 +360,8 @@ fn scenario(s: &Setup, floods: &[Flood], time: Duration) -> anyhow::Result<(Prob
             rq_wait,
             cpu_per_answer,
             loop_per_a,
+            b_server_cpu,
+            b_by_lane: None,
         },
     ))
 }
@@ -381,6 +394,14 @@ fn long_row(scenario: &str, label: &str, p: &Probe, x: Option<&Extra>) -> Vec<St
     ] {
         r.push(d.map_or_else(dash, |d| format!("{:.2} µs", d.as_secs_f64() * 1e6)));
     }
+    r.push(
+        x.and_then(|x| x.b_server_cpu)
+            .map_or_else(dash, |c| format!("{c:.2}")),
+    );
+    r.push(
+        x.and_then(|x| x.b_by_lane)
+            .map_or_else(dash, |f| format!("{:.1} %", f * 100.0)),
+    );
     r
 }
 
@@ -570,8 +591,17 @@ fn main() -> anyhow::Result<()> {
             } else {
                 name.to_owned()
             };
-            for s in &setups {
-                let (p, x) = scenario(s, floods, time)?;
+            for (i, s) in setups.iter().enumerate() {
+                // B's datagrams served by the quiet lane, from nsauxd's own count.
+                let by_lane = || -> Option<u64> {
+                    let ns = nsauxds.get(i)?.1.ns("B").ok()??;
+                    ns["udp"]["served_between"].as_u64()
+                };
+                let lane0 = by_lane();
+                let (p, mut x) = scenario(s, floods, time)?;
+                x.b_by_lane = lane0
+                    .zip(by_lane())
+                    .map(|(l0, l1)| l1.saturating_sub(l0) as f64 / p.rtts.len().max(1) as f64);
                 answered += p.rtts.len();
                 rows.push(long_row(
                     &title,
@@ -610,6 +640,8 @@ fn main() -> anyhow::Result<()> {
             "B rq wait",
             "CPU/ans",
             "loop/A",
+            "B srv CPU",
+            "B by lane",
         ],
         &rows,
     );

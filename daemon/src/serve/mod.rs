@@ -13,6 +13,7 @@ pub(crate) mod dns;
 pub(crate) mod fault;
 pub(crate) mod ident;
 pub(crate) mod ntp;
+pub(crate) mod pace;
 pub(crate) mod quiet;
 pub(crate) mod rpcbind;
 pub(crate) mod share;

@@ -9,13 +9,14 @@
 //! UDP socket whose queue was drained at the end of its last turn (a *quiet* one) also sits in
 //! a second, level-triggered epoll set (`sys/probe.rs`), and while any socket is busy (see
 //! [`QuietSocket::turn_ended`]) a lane thread sleeps in `epoll_wait` on that set and serves
-//! what arrives there at once, with its own buffers, charged to the socket's namespace like a
-//! turn. When nothing is busy the
+//! what arrives there at once, with its own buffers, within its own allowance per namespace
+//! (`share::LANE_QUANTUM` a millisecond, not the namespace's share of the loop's rounds) and
+//! its own CPU budget (`pace.rs`: three quarters of a CPU). When nothing is busy the
 //! lane is parked and the loop alone serves everyone (no extra wakeup per datagram).
 //!
 //! A socket leaves the set when it is busy (its own turns serve it, under the share), or
 //! when the lane found more than [`INLINE_MAX`] datagrams on it or its namespace had spent its
-//! share; its task puts it back after a turn that drained it. The socket's own task is still
+//! lane allowance; its task puts it back after a turn that drained it. The socket's own task is still
 //! woken by tokio for datagrams the lane took and then finds the queue empty: one empty read,
 //! paid only by quiet sockets while another namespace is busy.
 
@@ -26,6 +27,8 @@ use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::contain::ListenerExit;
+use super::pace::LanePace;
+use super::share::LANE_WINDOW_NS;
 use super::{NsService, UdpEndpoint};
 use crate::lock::lock;
 use crate::sys::probe::Probe;
@@ -218,10 +221,11 @@ impl QuietSocket {
         lock(&self.exit).take().map(|e| *e)
     }
 
-    /// Serves up to [`INLINE_MAX`] of its queued datagrams now.
-    fn serve(&self) {
+    /// Serves up to [`INLINE_MAX`] of its queued datagrams now, in lane window `window` (see
+    /// `share::LANE_WINDOW_NS`).
+    fn serve(&self, window: u64) {
         let share = &self.ep.ns.share;
-        let grant = share.grant().min(INLINE_MAX);
+        let grant = share.grant_lane(window).min(INLINE_MAX);
         if grant == 0 {
             self.leave();
             return;
@@ -235,7 +239,7 @@ impl QuietSocket {
             // An ICMP error from an earlier send, consumed by the read.
             Err(_) => 1,
         };
-        share.charge(got);
+        share.charge_lane(got);
         share.served_between(got);
         if got >= grant {
             self.leave();
@@ -308,9 +312,9 @@ fn start_lane(r: &'static Registry) {
 /// for the scheduler: with the lane at the loop's nice value that wait was 8-28 µs per time
 /// slice under flood3 on a loaded machine (chronyd in B: 6-14 µs), at -5 it was 2-5 µs,
 /// which took B's answers/s above the stock daemons'. The lane cannot use that weight to take
-/// the loop's CPU beyond the namespaces' fair shares: what it serves is charged to each
-/// namespace's share of a round, and rounds only pass on the loop, so a lane that starved the
-/// loop would run out of shares to spend (see the `lane` integration tests).
+/// the loop's CPU: its own CPU budget (`pace.rs`) holds it to three quarters of a
+/// CPU, and each namespace to
+/// `share::LANE_QUANTUM` datagrams a millisecond on it (see the `lane` integration tests).
 pub(crate) const LANE_NICE: i32 = -5;
 
 /// How long the lane sleeps in the probe before looking whether anything is still backlogged.
@@ -335,11 +339,14 @@ fn sweep(r: &Registry, now: u64) {
 }
 
 /// The lane: parked while nothing is backlogged, else waits on the probe and serves quiet
-/// sockets as their datagrams arrive.
+/// sockets as their datagrams arrive, within its CPU budget (`pace.rs`).
 fn run_lane(r: &'static Registry) {
     let Some(p) = &r.probe else { return };
     let mut keys = [0u64; 8];
     let mut swept = now_ns();
+    let cpu = || crate::sys::clock::thread_cpu_ns().ok();
+    // No thread CPU clock (never seen on Linux): the lane runs unbudgeted, as it did before.
+    let mut pace = cpu().map(|c| LanePace::new(now_ns(), c));
     loop {
         let now = now_ns();
         if now.saturating_sub(swept) >= LANE_RECHECK_NS {
@@ -351,6 +358,20 @@ fn run_lane(r: &'static Registry) {
             // is stored. A timed park woke an idle daemon every second (issue 16: idle CPU
             // stays 0).
             std::thread::park();
+            continue;
+        }
+        if let Some(pace) = pace.as_mut().filter(|pc| pc.due(now))
+            && let Some(c) = cpu()
+            && let Some(pause) = pace.check(now, c)
+        {
+            // Over budget: the sockets stay in the probe set and their own tasks serve them
+            // meanwhile, under the loop's fair share.
+            tracing::trace!(
+                pause_ns = pause,
+                pauses = pace.pauses(),
+                "quiet lane paused"
+            );
+            std::thread::sleep(Duration::from_nanos(pause));
             continue;
         }
         let n = match p.ready(&mut keys, LANE_RECHECK_MS) {
@@ -366,10 +387,11 @@ fn run_lane(r: &'static Registry) {
         if r.backlogged.load(Relaxed) == 0 {
             continue;
         }
+        let window = now_ns() / LANE_WINDOW_NS;
         for key in &keys[..n] {
             let q = lock(&r.sockets).get(key).and_then(Weak::upgrade);
             if let Some(q) = q {
-                q.serve();
+                q.serve(window);
             }
         }
     }

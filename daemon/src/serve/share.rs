@@ -10,6 +10,12 @@
 //! (A namespace whose sockets were drained does not even wait for that while others are
 //! busy: the quiet lane, `quiet.rs`, serves it from a thread of its own.)
 //!
+//! The lane does not spend a namespace's share of the loop's rounds: it has its own allowance
+//! per namespace, [`LANE_QUANTUM`] datagrams per [`LANE_WINDOW_NS`] of wall time, and its own
+//! CPU bound (`pace.rs`). Rounds pass only when the loop's thread runs; charged to them, a
+//! namespace the lane served quickly while that thread was descheduled spent its share, left
+//! the lane and waited for the loop after all (issue 11, the DNS-miss flood).
+//!
 //! A round is one pass of the scheduler over its ready tasks. tokio's `yield_now` defers the
 //! waker until the I/O driver has been polled, so a task coming back from it knows a round has
 //! passed; [`yield_round`] then advances the round counter, and every namespace's share is
@@ -44,6 +50,17 @@ pub(crate) const QUANTUM: usize = 4 * BATCH;
 /// still reads several datagrams per system call.
 const MIN_GRANT: usize = 4;
 
+/// Datagrams the quiet lane may serve per namespace per [`LANE_WINDOW_NS`]: 128,000 a second,
+/// above what one quiet namespace sends (the lane leaves a socket with more than 8 queued),
+/// so it binds only a namespace with many quiet sockets; the lane as a whole is bounded by its
+/// CPU budget (`pace.rs`).
+pub(crate) const LANE_QUANTUM: usize = QUANTUM;
+
+/// The quiet lane's accounting window for [`LANE_QUANTUM`]: about one time slice of a loop
+/// thread the scheduler put aside, so an allowance spent while the loop is not running comes
+/// back within the wait it would otherwise add.
+pub(crate) const LANE_WINDOW_NS: u64 = 1_000_000;
+
 /// Scheduler rounds seen so far (see [`yield_round`]); a namespace's share is per round.
 static ROUND: AtomicU64 = AtomicU64::new(0);
 
@@ -69,6 +86,12 @@ pub(crate) struct NsShare {
     backlogged: AtomicUsize,
     /// Turns given up because the share was spent.
     deferred: AtomicU64,
+    /// The lane window (see [`LANE_WINDOW_NS`]) `lane_spent` counts for.
+    lane_window: AtomicU64,
+    /// Datagrams the lane served in `lane_window`.
+    lane_spent: AtomicUsize,
+    /// Times the lane left the namespace to the loop because its lane allowance was spent.
+    lane_deferred: AtomicU64,
     /// Datagrams of its quiet sockets served by the quiet lane (`serve/quiet.rs`).
     between: AtomicU64,
     /// The namespace's open UDP sockets, to read their kernel drop counters for a report.
@@ -101,6 +124,26 @@ impl NsShare {
     /// Counts `n` datagrams read against this round's share.
     pub(crate) fn charge(&self, n: usize) {
         self.spent.fetch_add(n, Relaxed);
+    }
+
+    /// How many datagrams the quiet lane may serve for this namespace in lane window `window`
+    /// (wall time / [`LANE_WINDOW_NS`]); 0: its allowance is spent, its own turns serve it.
+    /// Only the lane thread calls it.
+    pub(crate) fn grant_lane(&self, window: u64) -> usize {
+        if self.lane_window.load(Relaxed) != window {
+            self.lane_window.store(window, Relaxed);
+            self.lane_spent.store(0, Relaxed);
+        }
+        let left = LANE_QUANTUM.saturating_sub(self.lane_spent.load(Relaxed));
+        if left == 0 {
+            self.lane_deferred.fetch_add(1, Relaxed);
+        }
+        left
+    }
+
+    /// Counts `n` datagrams the lane served against the namespace's lane allowance.
+    pub(crate) fn charge_lane(&self, n: usize) {
+        self.lane_spent.fetch_add(n, Relaxed);
     }
 
     /// Counts datagrams served by the quiet lane while another socket was busy (see
@@ -155,6 +198,7 @@ impl NsShare {
             "dropped": self.dropped(),
             "deferred": self.deferred.load(Relaxed),
             "served_between": self.between.load(Relaxed),
+            "lane_deferred": self.lane_deferred.load(Relaxed),
         })
     }
 }
@@ -187,5 +231,22 @@ mod tests {
             s.set_backlogged(true);
         }
         assert_eq!(s.grant_in(8), MIN_GRANT);
+    }
+
+    #[test]
+    fn the_lane_has_its_own_allowance_per_window_and_spends_no_round_share() {
+        let s = NsShare::default();
+        assert_eq!(s.grant_lane(3), LANE_QUANTUM);
+        s.charge_lane(LANE_QUANTUM - 1);
+        assert_eq!(s.grant_lane(3), 1);
+        s.charge_lane(1);
+        // Spent for this window (however many loop rounds pass: there are none here) ...
+        assert_eq!(s.grant_lane(3), 0);
+        assert_eq!(s.lane_deferred.load(Relaxed), 1);
+        // ... and the loop's share of the round is untouched by it.
+        assert_eq!(s.grant_in(1), BATCH.min(QUANTUM));
+        assert_eq!(s.deferred.load(Relaxed), 0);
+        // The next window refills it, without any round having passed.
+        assert_eq!(s.grant_lane(4), LANE_QUANTUM);
     }
 }

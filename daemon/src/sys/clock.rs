@@ -5,6 +5,8 @@
 //!   that an NTP daemon on the host keeps up to date.
 //! * [`realtime_resolution_ns`]: `clock_getres(CLOCK_REALTIME)`, the lower bound of the
 //!   precision we advertise.
+//! * [`thread_cpu_ns`]: `CLOCK_THREAD_CPUTIME_ID`, the CPU the calling thread has used, by
+//!   which the quiet lane bounds its own share of the machine (`serve/pace.rs`).
 
 use std::io;
 use std::mem::zeroed;
@@ -52,6 +54,21 @@ pub(crate) fn realtime_resolution_ns() -> io::Result<u64> {
     Ok(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
 }
 
+/// CPU time the calling thread has used so far, in nanoseconds (a system call: the vDSO does
+/// not serve per-thread clocks, so callers read it sparingly).
+pub(crate) fn thread_cpu_ns() -> io::Result<u64> {
+    // SAFETY: plain old data, zero is valid.
+    let mut ts: libc::timespec = unsafe { zeroed() };
+    // SAFETY: `ts` is a live, writable timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    Ok(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +78,15 @@ mod tests {
         let a = read_kernel_timex().expect("adjtimex modes 0");
         assert!(a.maxerror >= 0);
         assert!(realtime_resolution_ns().expect("clock_getres") >= 1);
+    }
+
+    #[test]
+    fn a_threads_cpu_clock_advances_with_its_work() {
+        let before = thread_cpu_ns().expect("thread CPU clock");
+        let mut x = 0u64;
+        while thread_cpu_ns().expect("thread CPU clock") == before {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(thread_cpu_ns().expect("thread CPU clock") > before);
     }
 }

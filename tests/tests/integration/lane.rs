@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nsaux_tests::closed_loop::{ClosedLoop, ntp_request};
 use nsaux_tests::daemon::Daemon;

@@ -136,7 +136,7 @@ mod tests {
         }
         let c = Config::from_toml("worker_threads = 64\n", None).expect("valid");
         assert_eq!(c.worker_threads, 64);
-        assert_eq!(c.receive_coalesce_us, 50, "the default");
+        assert_eq!(c.receive_coalesce_us, 100, "the default");
         for (text, us) in [
             ("receive_coalesce_us = 0\n", 0),
             ("receive_coalesce_us = 1000\n", 1000),

@@ -35,8 +35,11 @@ pub(crate) const MIN_SERVED: u64 = 2;
 pub(crate) const MAX_COALESCE_US: u64 = 1_000;
 
 /// The built-in bound: on the cross-CPU DNS bench's floor server 50 µs brought the kernel's
-/// cost per answer from ~0.8x to ~0.55x unbound's (README, "Cross-CPU").
-pub(crate) const DEFAULT_COALESCE_US: u64 = 50;
+/// cost per answer from ~0.8x to ~0.55x unbound's, and 100 µs to ~0.5x; the daemon itself,
+/// with its own per-datagram work, needed 100 µs to stay under 0.6x in every run (0.57-0.58x
+/// against 0.61-0.65x at 50 µs, in the same runs), for about 10-25 % more average latency
+/// under that sustained load only (README, "Receive coalescing").
+pub(crate) const DEFAULT_COALESCE_US: u64 = 100;
 
 /// Waits that were delayed, daemon-wide (metric `nsaux_receive_coalesced_waits_total`).
 pub(crate) static DELAYED_WAITS: AtomicU64 = AtomicU64::new(0);

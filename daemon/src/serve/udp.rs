@@ -98,7 +98,7 @@ async fn serve(
         }
         let grant = share.grant().min(BATCH);
         if grant == 0 {
-            quiet.inspect(|q| q.turn_ended(false));
+            quiet.inspect(|q| q.turn_ended(false, 0));
             // The namespace has had its share of this round: the rest waits in the socket's
             // queue (or is dropped there by the kernel) while others are served. Counted as
             // backlogged, so next round the share is split with this socket too and a sibling
@@ -164,7 +164,7 @@ fn turn(
         *backlogged = !drained;
         share.set_backlogged(*backlogged);
     }
-    quiet.inspect(|q| q.turn_ended(drained));
+    quiet.inspect(|q| q.turn_ended(drained, got));
     Ok(drained)
 }
 

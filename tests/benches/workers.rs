@@ -24,9 +24,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use nsaux_tests::bench::{Build, builds, median, print_table, range};
-use nsaux_tests::daemon::{Daemon, wait_for};
+use nsaux_tests::closed_loop::{ntp_request, wait_ntp_answers};
+use nsaux_tests::daemon::Daemon;
 use nsaux_tests::flood::{Flood, FloodReport};
-use nsaux_tests::netns::{TestNetns, in_netns_file, udp_exchange};
+use nsaux_tests::netns::TestNetns;
 
 const NTP: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 123);
 /// Namespaces a flood is spread over, one table each.
@@ -37,13 +38,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
-}
-
-fn ntp_request(tx: u64) -> Vec<u8> {
-    let mut p = vec![0u8; 48];
-    p[0] = 0x23; // v4, mode 3
-    p[40..48].copy_from_slice(&tx.to_be_bytes());
-    p
 }
 
 /// The `worker_threads` values to compare.
@@ -81,20 +75,7 @@ fn start(build: &Build, n: usize, spaces: usize) -> anyhow::Result<Server> {
         .map(|i| daemon.netns(&format!("W{i}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     for ns in &spaces {
-        let path = ns.path.clone();
-        wait_for(
-            "NTP in a worker-table namespace",
-            Duration::from_secs(10),
-            || {
-                let path = path.clone();
-                in_netns_file(&path, || {
-                    udp_exchange(NTP, &ntp_request(1), Duration::from_millis(200))
-                })
-                .ok()
-                .and_then(Result::ok)
-                .flatten()
-            },
-        )?;
+        wait_ntp_answers(&ns.path, "NTP in a worker-table namespace")?;
     }
     Ok(Server {
         label: format!("{} N={n}", build.label),

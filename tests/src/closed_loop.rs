@@ -150,6 +150,24 @@ fn unspecified(to: SocketAddr) -> SocketAddr {
     }
 }
 
+/// Waits up to 10 s until NTP on 127.0.0.1:123 inside the namespace at `path` answers one
+/// request: a namespace is served a moment after it appears, and a flood or a probe started
+/// before that would count the start-up as losses.
+pub fn wait_ntp_answers(path: &std::path::Path, what: &str) -> anyhow::Result<()> {
+    let ntp = SocketAddr::from((Ipv4Addr::LOCALHOST, 123));
+    let path = path.to_path_buf();
+    crate::daemon::wait_for(what, Duration::from_secs(10), || {
+        let path = path.clone();
+        crate::netns::in_netns_file(&path, move || {
+            crate::netns::udp_exchange(ntp, &ntp_request(1), Duration::from_millis(200))
+        })
+        .ok()
+        .and_then(Result::ok)
+        .flatten()
+    })
+    .map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,11 +10,12 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use nsaux_tests::daemon::{Daemon, wait_for};
+use nsaux_tests::closed_loop::{ntp_request, wait_ntp_answers};
+use nsaux_tests::daemon::Daemon;
 use nsaux_tests::dns::{dig, section};
 use nsaux_tests::env::require;
 use nsaux_tests::flood::Flood;
-use nsaux_tests::netns::{TestNetns, in_netns_file, udp_exchange};
+use nsaux_tests::netns::{TestNetns, in_netns_file};
 
 /// A bound large enough that a delayed answer is told apart from scheduling noise.
 const BOUND_US: u64 = 300;
@@ -28,13 +29,6 @@ fn config(bound_us: u64) -> String {
     )
 }
 
-fn ntp_request(tx: u64) -> Vec<u8> {
-    let mut p = vec![0u8; 48];
-    p[0] = 0x23;
-    p[40..48].copy_from_slice(&tx.to_be_bytes());
-    p
-}
-
 /// `nsaux_receive_coalesced_waits_total` from `nsauxctl metrics`.
 fn delayed_waits(d: &Daemon) -> anyhow::Result<u64> {
     let out = d.ctl(&["metrics"])?;
@@ -46,17 +40,7 @@ fn delayed_waits(d: &Daemon) -> anyhow::Result<u64> {
 }
 
 fn wait_ntp(ns: &TestNetns) -> anyhow::Result<()> {
-    let path = ns.path.clone();
-    wait_for("NTP answers", Duration::from_secs(10), || {
-        let path = path.clone();
-        in_netns_file(&path, || {
-            udp_exchange(NTP, &ntp_request(1), Duration::from_millis(200))
-        })
-        .ok()
-        .and_then(Result::ok)
-        .flatten()
-    })
-    .map(drop)
+    wait_ntp_answers(&ns.path, "NTP answers")
 }
 
 /// A moderate closed-loop NTP load from `ns` for `time`: few requests in flight, so the

@@ -7,10 +7,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use nsaux_tests::daemon::{Daemon, wait_for};
+use nsaux_tests::closed_loop::{ntp_request, wait_ntp_answers};
+use nsaux_tests::daemon::Daemon;
 use nsaux_tests::env::require;
 use nsaux_tests::flood::Flood;
-use nsaux_tests::netns::{in_netns_file, udp_exchange};
 
 const CONFIG: &str = "worker_threads = 2\n[ntp]\nstratum = 10\nlocal_stratum = 10\n\
     rate_limit = { enabled = false }\n[dns]\nenabled = false\n[rpcbind]\nenabled = false\n";
@@ -18,13 +18,6 @@ const NTP: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr:
 /// CPU each of the two workers must have used during the flood: a small part of what one gets
 /// even on a loaded machine (hundreds of ms), but far more than an idle worker's.
 const WORKER_MIN_CPU: Duration = Duration::from_millis(20);
-
-fn ntp_request(tx: u64) -> Vec<u8> {
-    let mut p = vec![0u8; 48];
-    p[0] = 0x23;
-    p[40..48].copy_from_slice(&tx.to_be_bytes());
-    p
-}
 
 /// On-CPU time of each `nsaux-worker` thread of `pid`, by thread id.
 fn worker_cpu(pid: u32) -> anyhow::Result<Vec<(String, Duration)>> {
@@ -58,16 +51,7 @@ fn floods_over_several_namespaces_keep_both_workers_busy() -> anyhow::Result<()>
         .collect::<anyhow::Result<Vec<_>>>()?;
     let quiet = d.netns("wk-quiet")?;
     for ns in spaces.iter().chain([&quiet]) {
-        let path = ns.path.clone();
-        wait_for("NTP answers", Duration::from_secs(10), || {
-            let path = path.clone();
-            in_netns_file(&path, || {
-                udp_exchange(NTP, &ntp_request(1), Duration::from_millis(200))
-            })
-            .ok()
-            .and_then(Result::ok)
-            .flatten()
-        })?;
+        wait_ntp_answers(&ns.path, "NTP answers")?;
     }
     let before = worker_cpu(d.pid())?;
     let flood = Flood {

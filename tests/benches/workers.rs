@@ -75,7 +75,7 @@ fn start(build: &Build, n: usize, spaces: usize) -> anyhow::Result<Server> {
         .map(|i| daemon.netns(&format!("W{i}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     for ns in &spaces {
-        wait_ntp_answers(&ns.path, "NTP in a worker-table namespace")?;
+        wait_ntp_answers(&ns.path, NTP, "NTP in a worker-table namespace")?;
     }
     Ok(Server {
         label: format!("{} N={n}", build.label),

@@ -150,22 +150,42 @@ fn unspecified(to: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Waits up to 10 s until NTP on 127.0.0.1:123 inside the namespace at `path` answers one
+/// Waits up to 10 s until NTP at `to`, asked from inside the namespace at `path`, answers one
 /// request: a namespace is served a moment after it appears, and a flood or a probe started
 /// before that would count the start-up as losses.
-pub fn wait_ntp_answers(path: &std::path::Path, what: &str) -> anyhow::Result<()> {
-    let ntp = SocketAddr::from((Ipv4Addr::LOCALHOST, 123));
+pub fn wait_ntp_answers(path: &std::path::Path, to: SocketAddr, what: &str) -> anyhow::Result<()> {
     let path = path.to_path_buf();
     crate::daemon::wait_for(what, Duration::from_secs(10), || {
         let path = path.clone();
         crate::netns::in_netns_file(&path, move || {
-            crate::netns::udp_exchange(ntp, &ntp_request(1), Duration::from_millis(200))
+            crate::netns::udp_exchange(to, &ntp_request(1), Duration::from_millis(200))
         })
         .ok()
         .and_then(Result::ok)
         .flatten()
     })
     .map(drop)
+}
+
+/// The configuration the flood tests (`fairness`, `multiflood`) run: NTP without rate limiting
+/// (a flood must be answered, not shed by the limiter), DNS also on [`FLOODED_ADDR`] with a
+/// local record `probe.lan` to ask for.
+pub const FLOODED_CONFIG: &str = "[ntp]\nstratum = 10\nlocal_stratum = 10\nrate_limit = { enabled = false }\n\
+    [dns]\naddresses = [\"127.0.0.53\", \"10.0.0.5\"]\nlocal_domains = [\"lan\"]\n\
+    records = [{ name = \"probe.lan\", addr = \"10.9.9.9\" }]\n";
+
+/// The flooded namespace's address on its veth in those tests.
+pub const FLOODED_ADDR: [u8; 4] = [10, 0, 0, 5];
+
+/// Request `n` of a closed-loop flood to `port` of the daemon: NTP (123), a DNS query for
+/// `probe.lan` (53), otherwise a portmapper GETPORT (v2).
+pub fn request_for(port: u16, n: u64) -> Vec<u8> {
+    use crate::rpc::{Cred, PMAP, call, pmap};
+    match port {
+        123 => ntp_request(n),
+        53 => dns_a_query(n as u16, "probe.lan"),
+        _ => call(n as u32, PMAP, 2, 3, Cred::None, &pmap(PMAP, 2, 17, 0)),
+    }
 }
 
 #[cfg(test)]

@@ -40,6 +40,13 @@ pub(crate) fn read_kernel_timex() -> io::Result<Timex> {
     })
 }
 
+/// A non-negative `timespec` in nanoseconds (saturating; a negative field counts as 0).
+fn timespec_ns(ts: &libc::timespec) -> u64 {
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+}
+
 /// The resolution of `CLOCK_REALTIME` in nanoseconds (1 with high-resolution timers).
 pub(crate) fn realtime_resolution_ns() -> io::Result<u64> {
     // SAFETY: plain old data, zero is valid.
@@ -49,9 +56,7 @@ pub(crate) fn realtime_resolution_ns() -> io::Result<u64> {
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
-    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
-    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
-    Ok(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
+    Ok(timespec_ns(&ts))
 }
 
 /// CPU time the calling thread has used so far, in nanoseconds (a system call: the vDSO does
@@ -64,9 +69,7 @@ pub(crate) fn thread_cpu_ns() -> io::Result<u64> {
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
-    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
-    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
-    Ok(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
+    Ok(timespec_ns(&ts))
 }
 
 #[cfg(test)]

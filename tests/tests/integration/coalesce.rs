@@ -40,7 +40,7 @@ fn delayed_waits(d: &Daemon) -> anyhow::Result<u64> {
 }
 
 fn wait_ntp(ns: &TestNetns) -> anyhow::Result<()> {
-    wait_ntp_answers(&ns.path, "NTP answers")
+    wait_ntp_answers(&ns.path, NTP, "NTP answers")
 }
 
 /// A moderate closed-loop NTP load from `ns` for `time`: few requests in flight, so the

@@ -9,17 +9,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use nsaux_tests::closed_loop::{ClosedLoop, dns_a_query, junk, ntp_request};
+use nsaux_tests::closed_loop::{
+    ClosedLoop, FLOODED_ADDR, FLOODED_CONFIG, junk, ntp_request, request_for,
+};
 use nsaux_tests::daemon::{Daemon, wait_for};
 use nsaux_tests::dns::{dig, section};
 use nsaux_tests::env::require;
 use nsaux_tests::netns::{TestNetns, veth};
-use nsaux_tests::rpc::{Cred, PMAP, call, pmap, wait_portmapper_udp};
+use nsaux_tests::rpc::wait_portmapper_udp;
 
-const CONFIG: &str = "[ntp]\nstratum = 10\nlocal_stratum = 10\nrate_limit = { enabled = false }\n\
-    [dns]\naddresses = [\"127.0.0.53\", \"10.0.0.5\"]\nlocal_domains = [\"lan\"]\n\
-    records = [{ name = \"probe.lan\", addr = \"10.9.9.9\" }]\n";
-const TARGET: [u8; 4] = [10, 0, 0, 5];
+const CONFIG: &str = FLOODED_CONFIG;
+const TARGET: [u8; 4] = FLOODED_ADDR;
 /// Each flood stops after this long or this many requests, whichever comes first.
 const FLOOD_TIME: Duration = Duration::from_secs(8);
 const FLOOD_MAX: u64 = 3_000_000;
@@ -45,11 +45,7 @@ fn flood(port: u16, stop: &AtomicBool) -> anyhow::Result<u64> {
         stop,
         slot: None,
     };
-    let got = flood.run(|n| match port {
-        123 => ntp_request(n),
-        53 => dns_a_query(n as u16, "probe.lan"),
-        _ => call(n as u32, PMAP, 2, 3, Cred::None, &pmap(PMAP, 2, 17, 0)),
-    })?;
+    let got = flood.run(|n| request_for(port, n))?;
     Ok(got.answers)
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use nsaux_tests::closed_loop::{ClosedLoop, ntp_request};
+use nsaux_tests::closed_loop::{ClosedLoop, ntp_request, wait_ntp_answers};
 use nsaux_tests::daemon::Daemon;
 use nsaux_tests::env::require_root;
 use nsaux_tests::netns::{TestNetns, in_netns_file, veth};
@@ -123,15 +123,7 @@ fn many_gently_flooded_namespaces_served_by_the_lane_leave_a_busy_one_its_share(
     let target = |k: u8| SocketAddr::from(([10, 61, k, 1], 123));
     // Every namespace answers before the floods start.
     for k in 0..=GENTLE {
-        let to = target(k);
-        nsaux_tests::daemon::wait_for("ntp answers", Duration::from_secs(10), || {
-            in_netns_file(&far.path, move || {
-                nsaux_tests::netns::udp_exchange(to, &ntp_request(1), Duration::from_millis(200))
-            })
-            .ok()
-            .and_then(Result::ok)
-            .flatten()
-        })?;
+        wait_ntp_answers(&far.path, target(k), "ntp answers")?;
     }
 
     let lane = thread_named(d.pid(), "nsaux-quiet")?;

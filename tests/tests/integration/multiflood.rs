@@ -11,18 +11,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use nsaux_tests::closed_loop::{ClosedLoop, dns_a_query, junk, ntp_request};
+use nsaux_tests::closed_loop::{
+    ClosedLoop, FLOODED_ADDR, FLOODED_CONFIG, junk, ntp_request, request_for,
+};
 use nsaux_tests::daemon::{Daemon, wait_for};
 use nsaux_tests::dns::{dig, section};
 use nsaux_tests::env::{require, require_root};
 use nsaux_tests::netns::{TestNetns, in_netns_file, udp_exchange, veth};
 use nsaux_tests::rpc::wait_portmapper_udp;
 
-const CONFIG: &str = "[ntp]\nstratum = 10\nlocal_stratum = 10\nrate_limit = { enabled = false }\n\
-    [dns]\naddresses = [\"127.0.0.53\", \"10.0.0.5\"]\nlocal_domains = [\"lan\"]\n\
-    records = [{ name = \"probe.lan\", addr = \"10.9.9.9\" }]\n";
+const CONFIG: &str = FLOODED_CONFIG;
 /// The flooded namespaces' address on their veth (each its own namespace, so one address).
-const TARGET: [u8; 4] = [10, 0, 0, 5];
+const TARGET: [u8; 4] = FLOODED_ADDR;
 /// Each flood stops after this long or this many requests, whichever comes first.
 const FLOOD_TIME: Duration = Duration::from_secs(6);
 const FLOOD_MAX: u64 = 2_000_000;
@@ -50,13 +50,7 @@ fn flood(port: u16, stop: &AtomicBool, limit: Duration) -> anyhow::Result<Vec<u6
         stop,
         slot: Some(SLOT),
     };
-    let got = flood.run(|n| {
-        if port == 123 {
-            ntp_request(n)
-        } else {
-            dns_a_query(n as u16, "probe.lan")
-        }
-    })?;
+    let got = flood.run(|n| request_for(port, n))?;
     Ok(got.slots)
 }
 

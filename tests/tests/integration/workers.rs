@@ -51,7 +51,7 @@ fn floods_over_several_namespaces_keep_both_workers_busy() -> anyhow::Result<()>
         .collect::<anyhow::Result<Vec<_>>>()?;
     let quiet = d.netns("wk-quiet")?;
     for ns in spaces.iter().chain([&quiet]) {
-        wait_ntp_answers(&ns.path, "NTP answers")?;
+        wait_ntp_answers(&ns.path, NTP, "NTP answers")?;
     }
     let before = worker_cpu(d.pid())?;
     let flood = Flood {

@@ -5,7 +5,7 @@
 //! tokio do not offer, and read-only clock state for NTP (`adjtimex` with modes 0,
 //! `clock_getres`), and process identity through pidfds (`SO_PEERPIDFD`, liveness), and the
 //! zero-timeout epoll that finds quiet sockets with datagrams waiting (`probe`), and the quiet
-//! lane's nice value (`nice`). Every `unsafe` block carries a `// SAFETY:` comment.
+//! lane's nice value and time slice (`nice`). Every `unsafe` block carries a `// SAFETY:` comment.
 #![allow(unsafe_code)]
 
 pub(crate) mod asyncfd;

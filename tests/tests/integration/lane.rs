@@ -1,5 +1,6 @@
 //! Issue 11, the quiet lane's priority: the thread that serves quiet namespaces while another
-//! is busy runs at a lower nice value than the loop (the scheduler then wakes it sooner), and
+//! is busy runs at a lower nice value and a shorter time slice than the loop (the scheduler
+//! then wakes it sooner), and
 //! a tenant cannot turn that into a way of starving the loop: flooding many namespaces just
 //! gently enough that each stays "quiet" (so the lane serves them all) still leaves a busy
 //! namespace on the loop its share, and the lane within its CPU budget (three quarters of a CPU). Played from a remote host behind a veth per namespace,
@@ -53,6 +54,22 @@ fn nice_of(pid: u32, tid: &str) -> anyhow::Result<i64> {
     Ok(nice.parse()?)
 }
 
+/// `se.slice` of thread `tid` of `pid` (ns), when the kernel shows it (`/proc/.../sched`).
+fn slice_of(pid: u32, tid: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/sched")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("se.slice"))?;
+    line.split(':').nth(1)?.trim().parse().ok()
+}
+
+/// Linux 6.12 or later: normal tasks may ask for their own time slice.
+fn custom_slices_supported() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .split(['.', '-'])
+        .map(|p| p.trim().parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (6, 12)
+}
+
 /// The thread of `pid` named `comm`.
 fn thread_named(pid: u32, comm: &str) -> anyhow::Result<String> {
     for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
@@ -75,8 +92,9 @@ fn thread_cpu_ns(pid: u32, tid: &str) -> anyhow::Result<u64> {
 }
 
 #[test]
-fn the_quiet_lane_runs_at_a_lower_nice_value_than_the_loop() -> anyhow::Result<()> {
-    if !require_root("the_quiet_lane_runs_at_a_lower_nice_value_than_the_loop") {
+fn the_quiet_lane_runs_at_a_lower_nice_value_and_shorter_slice_than_the_loop() -> anyhow::Result<()>
+{
+    if !require_root("the_quiet_lane_runs_at_a_lower_nice_value_and_shorter_slice_than_the_loop") {
         return Ok(());
     }
     let d = Daemon::start(CONFIG)?;
@@ -92,6 +110,19 @@ fn the_quiet_lane_runs_at_a_lower_nice_value_than_the_loop() -> anyhow::Result<(
         ours,
         "the loop's nice value"
     );
+    // And the lane asks for the shortest time slice (so it preempts the loop on waking);
+    // the loop keeps the kernel's default.
+    if custom_slices_supported() {
+        let lane_slice = slice_of(pid, &lane);
+        let loop_slice = slice_of(pid, &pid.to_string());
+        if let (Some(lane_slice), Some(loop_slice)) = (lane_slice, loop_slice) {
+            assert_eq!(lane_slice, 100_000, "the quiet lane's time slice");
+            assert!(
+                loop_slice > lane_slice,
+                "the loop's time slice {loop_slice}"
+            );
+        }
+    }
     Ok(())
 }
 

@@ -95,7 +95,7 @@ impl DnsNs {
             self.wake.notify_one();
             return;
         }
-        if self.stop.is_cancelled() {
+        if self.stop().is_cancelled() {
             return;
         }
         g.driver = true;
@@ -109,7 +109,7 @@ impl DnsNs {
                 self.me.clone(),
                 Arc::clone(&self.ns),
                 Arc::clone(&self.wake),
-                self.stop.clone(),
+                self.stop().clone(),
             ),
             move || {
                 if let Some(this) = weak.upgrade() {

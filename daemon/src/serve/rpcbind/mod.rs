@@ -54,6 +54,7 @@
 //! - `busy`: calls answered once such a rewrite is over (UDP replies sent later).
 //! - `dump`: DUMP over a stream, encoded from a snapshot off the loop.
 //! - `replay`: the journal read back on a blocking thread when a namespace appears.
+//! - `signals`: replay done and rewrite ends, as waiters see them.
 
 mod busy;
 mod compact;
@@ -68,6 +69,7 @@ mod path;
 mod refuse;
 mod replay;
 mod service;
+mod signals;
 mod stream;
 
 use std::collections::{HashMap, HashSet};
@@ -226,7 +228,7 @@ impl ServiceKind for Rpcbind {
                 liveness: None,
             }),
             journal,
-            replayed: tokio::sync::watch::channel(false).0,
+            signals: signals::Signals::default(),
             slots: crate::serve::slots::SlotTable::new(),
             shared: Arc::clone(&self.shared),
             prune: Mutex::new(None),
@@ -235,7 +237,6 @@ impl ServiceKind for Rpcbind {
             account,
             refusal_log: crate::budget::LogLimit::default(),
             journal_log: crate::budget::LogLimit::default(),
-            journal_turns: tokio::sync::watch::channel((0, true)).0,
             waiting: std::sync::atomic::AtomicUsize::new(0),
             dump_gate: tokio::sync::Semaphore::new(1),
         });

@@ -166,7 +166,10 @@ fn resolvers_share_settings_but_keep_their_own_allow_list() {
     let mut wide = cfg.clone();
     wide.allow = vec![crate::Cidr::new(ip("10.0.0.0"), 8).expect("cidr")];
     wide.upstreams = vec![sa("192.0.2.1:53")];
-    assert!(shared.fits(&wide), "upstreams and allow list are per instance");
+    assert!(
+        shared.fits(&wide),
+        "upstreams and allow list are per instance"
+    );
     let mut b = Resolver::with_shared_local(wide, [2; 32], &shared).expect("b");
     assert!(a.shares_settings_with(&b), "one copy of the settings");
     let ask_from = |r: &mut Resolver, from: &str| {

@@ -92,7 +92,9 @@ impl DnsNs {
     /// Makes sure the driver runs and sees new work.
     pub(super) fn kick(&self, g: &mut Inner) {
         if g.driver {
-            self.wake.notify_one();
+            if let Some(wake) = self.wake.get() {
+                wake.notify_one();
+            }
             return;
         }
         if self.stop().is_cancelled() {
@@ -108,7 +110,7 @@ impl DnsNs {
             driver(
                 self.me.clone(),
                 Arc::clone(&self.ns),
-                Arc::clone(&self.wake),
+                Arc::clone(self.wake.get_or_init(|| Arc::new(Notify::new()))),
                 self.stop().clone(),
             ),
             move || {

@@ -189,7 +189,8 @@ pub(crate) struct DnsNs {
     /// Everything a query, reply or timer changes.
     inner: Mutex<Inner>,
     /// Wakes the driver (new transmits, new deadlines).
-    wake: Arc<Notify>,
+    /// Made with the driver's first start (most namespaces never start one).
+    wake: OnceLock<Arc<Notify>>,
     /// Cancelled when this instance goes (namespace gone, or the service disabled by a
     /// reload): ends the driver and every task spawned for it. Made with the first such
     /// task (see [`DnsNs::stop`]): a child token is about 150 bytes, and most namespaces never
@@ -252,7 +253,7 @@ impl DnsNs {
             stop: OnceLock::new(),
             ns,
             inner: Mutex::new(inner),
-            wake: Arc::new(Notify::new()),
+            wake: OnceLock::new(),
             slots: crate::serve::slots::SlotTable::new(),
             records,
             query_log: query_log::QueryLogLimit::new(now),

@@ -196,8 +196,9 @@ pub(crate) struct DnsNs {
     /// task (see [`DnsNs::stop`]): a child token is about 150 bytes, and most namespaces never
     /// start one (issue 16: bytes per namespace).
     stop: OnceLock<CancellationToken>,
-    /// Client TCP connections of every listener of this namespace (budgets per class and peer).
-    slots: Arc<crate::serve::slots::SlotTable>,
+    /// Client TCP connections of every listener of this namespace (budgets per class and peer;
+    /// the table made at the first connection).
+    slots: crate::serve::slots::LazySlots,
     /// Where this namespace's run-time records are saved.
     records: Option<persist::RecordFile>,
     /// The query log's per-namespace rate limit (a flood must not decide the log volume).
@@ -254,7 +255,7 @@ impl DnsNs {
             ns,
             inner: Mutex::new(inner),
             wake: OnceLock::new(),
-            slots: crate::serve::slots::SlotTable::new(),
+            slots: crate::serve::slots::LazySlots::default(),
             records,
             query_log: query_log::QueryLogLimit::new(now),
         }))
@@ -340,7 +341,7 @@ impl NsService for DnsNs {
             remote: c.tcp_max_connections,
             per_peer: c.tcp_max_connections_per_peer,
         };
-        Some((Arc::clone(&self.slots), budget))
+        Some((Arc::clone(self.slots.table()), budget))
     }
 
     fn sync_metrics(&self) {

@@ -16,7 +16,7 @@ use super::{Shared, new_portmapper, pm_config, self_endpoints, unix_secs, user_e
 use crate::budget::{Account, LogLimit};
 use crate::config::{RpcbindConfig, ServicesConfig};
 use crate::lock::lock;
-use crate::serve::slots::{SlotBudget, SlotTable};
+use crate::serve::slots::{LazySlots, SlotBudget, SlotTable};
 use crate::serve::{
     ConnFuture, Connection, Datagram, ListenerSpec, NsInfo, NsService, Replies, ReplyTo,
     UdpEndpoint,
@@ -39,8 +39,8 @@ pub(crate) struct RpcbindNs {
     /// or given up if it failed (`busy.rs`).
     pub(super) signals: super::signals::Signals,
     /// TCP + AF_LOCAL connections open now (all listeners and the path socket), with their
-    /// budgets per class and per peer.
-    pub(super) slots: Arc<SlotTable>,
+    /// budgets per class and per peer (the table made at the first connection).
+    pub(super) slots: LazySlots,
     /// Routing and status shared with the kind and the path socket.
     pub(super) shared: Arc<Shared>,
     /// The liveness task, only while `prune` is on.
@@ -502,7 +502,7 @@ impl NsService for RpcbindNs {
     }
 
     fn slots(&self) -> Option<(Arc<SlotTable>, SlotBudget)> {
-        Some((Arc::clone(&self.slots), self.slot_budget()))
+        Some((Arc::clone(self.slots.table()), self.slot_budget()))
     }
 
     fn namespace_gone(&self) {

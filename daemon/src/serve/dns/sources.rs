@@ -101,6 +101,11 @@ impl Inner {
     /// files are read by the next [`DnsNs::check_sources`].
     pub(super) fn set_sources(&mut self, ns: &NsInfo, c: &DnsConfig) {
         let dir = c.netns_etc_dir.join(&ns.name);
+        // "The files looked for" is made from the files in use: fixed now, as it was shown
+        // until this setup is read (the next check then compares and logs as for any source).
+        if self.upstream_source.is_none() {
+            self.upstream_source = Some(self.upstream_source());
+        }
         self.files = UpstreamFiles::new(ns, c);
         let had_hosts = self.hosts.is_some();
         self.hosts = c.hosts_file.then(|| Watched::new(dir.join("hosts")));

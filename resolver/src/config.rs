@@ -92,6 +92,56 @@ pub struct Config {
     pub rate_limit: Option<RateLimitConfig>,
 }
 
+impl Config {
+    /// Whether `other` has the same settings, leaving out the per-instance lists (upstreams,
+    /// allow list) and the local records and domains (compared apart by
+    /// [`crate::SharedLocal::fits`]). Every field is named, so a new one must be decided here.
+    pub(crate) fn same_settings(&self, other: &Self) -> bool {
+        let Self {
+            upstreams: _,
+            allow: _,
+            edns_udp_size,
+            max_udp_response,
+            cache_max_entries,
+            cache_max_bytes,
+            max_ttl,
+            max_negative_ttl,
+            serve_stale,
+            local_ttl,
+            local_records: _,
+            local_domains: _,
+            attempt_timeout,
+            query_timeout,
+            max_attempts,
+            down_after,
+            probe_interval,
+            max_probe_interval,
+            max_outstanding,
+            max_waiters,
+            overload,
+            rate_limit,
+        } = self;
+        *edns_udp_size == other.edns_udp_size
+            && *max_udp_response == other.max_udp_response
+            && *cache_max_entries == other.cache_max_entries
+            && *cache_max_bytes == other.cache_max_bytes
+            && *max_ttl == other.max_ttl
+            && *max_negative_ttl == other.max_negative_ttl
+            && *serve_stale == other.serve_stale
+            && *local_ttl == other.local_ttl
+            && *attempt_timeout == other.attempt_timeout
+            && *query_timeout == other.query_timeout
+            && *max_attempts == other.max_attempts
+            && *down_after == other.down_after
+            && *probe_interval == other.probe_interval
+            && *max_probe_interval == other.max_probe_interval
+            && *max_outstanding == other.max_outstanding
+            && *max_waiters == other.max_waiters
+            && *overload == other.overload
+            && *rate_limit == other.rate_limit
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {

@@ -85,6 +85,10 @@ pub struct SharedLocal {
     domains: Vec<String>,
     /// The parsed and indexed records.
     own: Arc<Own>,
+    /// The rest of the settings it was built from, without the per-instance lists
+    /// (upstreams, allow list, local records and domains): what the resolvers made from it
+    /// share (see [`crate::Resolver::with_shared_local`]).
+    settings: Arc<Config>,
 }
 
 impl SharedLocal {
@@ -98,13 +102,28 @@ impl SharedLocal {
             records: config.local_records.clone(),
             domains: config.local_domains.clone(),
             own: local.own,
+            settings: Arc::new(Config {
+                upstreams: Vec::new(),
+                allow: Vec::new(),
+                local_records: Vec::new(),
+                local_domains: Vec::new(),
+                ..config.clone()
+            }),
         })
     }
 
-    /// Whether it was built from the same local records and domains as `config` has (only
-    /// then may a resolver for `config` use it).
+    /// Whether it was built from the same local records and domains and the same other
+    /// settings as `config` has (only then may a resolver for `config` use it); the
+    /// upstreams and the allow list may differ.
     pub fn fits(&self, config: &Config) -> bool {
-        self.records == config.local_records && self.domains == config.local_domains
+        self.records == config.local_records
+            && self.domains == config.local_domains
+            && self.settings.same_settings(config)
+    }
+
+    /// The shared settings (see [`SharedLocal::settings`]).
+    pub(crate) fn settings(&self) -> Arc<Config> {
+        Arc::clone(&self.settings)
     }
 }
 

@@ -101,7 +101,7 @@ pub use liveness::{
 pub use outcome::{DropReason, Effect, Outcome, Refusal, Verdict};
 pub use record::{DEFAULT_MAX_RECORD, RecordDecoder, frame_record};
 pub use refuse::refuse_set_reply;
-pub use registry::{Entry, Registry, Removed, entry_bytes};
+pub use registry::{Entry, Registry, Removed, SelfTable, entry_bytes};
 pub use rmtcall::{Forward, PendingCall, RemoteKind, remote_call_allowed};
 pub use rpc::{AuthStat, NotACall, PMAP_PROG, ReplyBody, decode_reply, is_rpc_reply, message_xid};
 pub use server::{Portmapper, UDP_REPLY_FACTOR};

@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use crate::context::SUPERUSER;
-use crate::shared_str::SharedStr;
+use crate::rpc::PMAP_PROG;
+use crate::shared_str::{SharedStr, superuser};
 use crate::types::Pmap;
 use crate::uaddr::uaddr_port;
 
@@ -96,6 +97,51 @@ pub fn entry_bytes(netid: &str, uaddr: &str, owner: &str) -> usize {
     ENTRY_OVERHEAD + netid.len() + uaddr.len() + owner.len()
 }
 
+/// The portmapper's own registrations for one set of self endpoints, built once. Why: every
+/// namespace's portmapper starts with the same ones (14 entries, 0.7 KiB with the default
+/// endpoints); portmappers made with [`crate::Portmapper::with_self_table`] share this table
+/// until their first change (copy on write), so a namespace nobody registers in holds no
+/// table of its own (issue 16: bytes per namespace).
+#[derive(Debug, Clone)]
+pub struct SelfTable {
+    /// The entries, without limits (the portmapper's own always exist).
+    pub(crate) registry: Registry,
+}
+
+impl SelfTable {
+    /// For each endpoint, in order, 100000 v2 (udp/tcp only), v3 and v4, owned by "superuser";
+    /// `self_endpoints` are (netid, uaddr), as for [`crate::Portmapper::new`].
+    pub fn new(self_endpoints: &[(SharedStr, SharedStr)]) -> Self {
+        let mut registry = Registry::new(usize::MAX, usize::MAX);
+        let versions_of = |netid: &str| -> &'static [u32] {
+            if netid_to_prot(netid).is_some() {
+                &[2, 3, 4]
+            } else {
+                &[3, 4]
+            }
+        };
+        registry.reserve_exact(
+            self_endpoints
+                .iter()
+                .map(|(netid, _)| versions_of(netid).len())
+                .sum(),
+        );
+        let owner = superuser();
+        for (netid, uaddr) in self_endpoints {
+            for &vers in versions_of(netid) {
+                registry.insert_unchecked(Entry {
+                    prog: PMAP_PROG,
+                    vers,
+                    netid: netid.clone(),
+                    uaddr: uaddr.clone(),
+                    owner: owner.clone(),
+                });
+            }
+        }
+        Self { registry }
+    }
+}
+
 /// The registration table of one namespace.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -121,6 +167,18 @@ impl Registry {
             entries: Arc::new(Vec::new()),
             max,
             bytes: 0,
+            max_bytes,
+            refused_bytes: 0,
+        }
+    }
+
+    /// A table with `shared`'s entries, held in common (not copied) until its first change,
+    /// and these limits.
+    pub(crate) fn from_shared(shared: &Self, max: usize, max_bytes: usize) -> Self {
+        Self {
+            entries: Arc::clone(&shared.entries),
+            max,
+            bytes: shared.bytes,
             max_bytes,
             refused_bytes: 0,
         }

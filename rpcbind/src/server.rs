@@ -7,13 +7,13 @@
 use crate::config::Config;
 use crate::context::{CallContext, SUPERUSER, Transport};
 use crate::outcome::{Answer, DropReason, Effect, Outcome, Refusal, Verdict};
-use crate::registry::{Entry, Registry, Removed, SetResult, netid_to_prot, pmap_of, prot_to_netid};
+use crate::registry::{Entry, Registry, Removed, SelfTable, SetResult, pmap_of, prot_to_netid};
 use crate::rmtcall::{RemoteKind, callit};
 use crate::rpc::{
     AcceptStat, AuthStat, CallHeader, PMAP_PROG, RPC_VERSION, check_cred, decode_call,
     encode_accepted, encode_auth_error, encode_rpc_mismatch,
 };
-use crate::shared_str::{SharedStr, superuser};
+use crate::shared_str::SharedStr;
 use crate::stats::Stats;
 use crate::types::{Netbuf, Pmap, Rpcb, RpcbEntry, encode_list, encode_list_within};
 use crate::uaddr::{merge, netconfig, taddr_to_uaddr, uaddr_to_taddr};
@@ -67,32 +67,17 @@ impl Portmapper {
         config: Config,
         self_endpoints: &[(SharedStr, SharedStr)],
     ) -> Self {
-        let mut registry = Registry::new(config.max_registrations, config.max_registration_bytes);
-        let versions_of = |netid: &str| -> &'static [u32] {
-            if netid_to_prot(netid).is_some() {
-                &[2, 3, 4]
-            } else {
-                &[3, 4]
-            }
-        };
-        registry.reserve_exact(
-            self_endpoints
-                .iter()
-                .map(|(netid, _)| versions_of(netid).len())
-                .sum(),
+        Self::with_self_table(config, &SelfTable::new(self_endpoints))
+    }
+
+    /// As [`Portmapper::new`], starting from `table`'s self registrations, held in common with
+    /// every other portmapper made from it until this one's first change (copy on write).
+    pub fn with_self_table(config: Config, table: &SelfTable) -> Self {
+        let registry = Registry::from_shared(
+            &table.registry,
+            config.max_registrations,
+            config.max_registration_bytes,
         );
-        let owner = superuser();
-        for (netid, uaddr) in self_endpoints {
-            for &vers in versions_of(netid) {
-                registry.insert_unchecked(Entry {
-                    prog: PMAP_PROG,
-                    vers,
-                    netid: netid.clone(),
-                    uaddr: uaddr.clone(),
-                    owner: owner.clone(),
-                });
-            }
-        }
         let stats = Stats::new(config.max_stat_rows);
         Self {
             config,

@@ -1037,3 +1037,41 @@ fn self_entries_share_the_endpoint_strings() {
         assert_eq!(x.owner.as_ptr(), y.owner.as_ptr());
     }
 }
+
+#[test]
+fn a_self_table_is_shared_until_the_first_change() {
+    let eps: Vec<(SharedStr, SharedStr)> = vec![
+        ("udp".into(), "0.0.0.0.0.111".into()),
+        ("tcp".into(), "0.0.0.0.0.111".into()),
+    ];
+    let table = SelfTable::new(&eps);
+    let mut a = Portmapper::with_self_table(Config::default(), &table);
+    let b = Portmapper::with_self_table(Config::default(), &table);
+    let plain = Portmapper::with_shared_endpoints(Config::default(), &eps);
+    assert_eq!(a.entries(), plain.entries());
+    assert_eq!(a.registration_bytes(), plain.registration_bytes());
+    assert_eq!(a.entries().as_ptr(), b.entries().as_ptr(), "one table");
+    let user = Entry {
+        prog: 100_024,
+        vers: 1,
+        netid: "udp".into(),
+        uaddr: "0.0.0.0.3.1".into(),
+        owner: "0".into(),
+    };
+    assert_eq!(a.restore([user.clone()]), 1);
+    assert_ne!(
+        a.entries().as_ptr(),
+        b.entries().as_ptr(),
+        "copied on change"
+    );
+    assert_eq!(a.entries().len(), 7);
+    assert_eq!(b.entries(), plain.entries(), "the others unchanged");
+    // The limits are the portmapper's own, as before: the self entries fill a cap of 6.
+    let capped = Config {
+        max_registrations: 6,
+        ..Config::default()
+    };
+    let mut c = Portmapper::with_self_table(capped.clone(), &table);
+    let mut d = Portmapper::with_shared_endpoints(capped, &eps);
+    assert_eq!((c.restore([user.clone()]), d.restore([user])), (0, 0));
+}

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
@@ -104,6 +104,24 @@ impl Table {
 pub(crate) struct SlotTable {
     /// Guarded entries; held only for short scans, never across an await.
     table: Mutex<Table>,
+}
+
+/// A service's slot table in one namespace, made at its first connection. Why: most
+/// namespaces never see a TCP or AF_LOCAL client, and a table is an 80-byte block (issue 16:
+/// bytes per namespace); until then it reads as empty.
+#[derive(Debug, Default)]
+pub(crate) struct LazySlots(OnceLock<Arc<SlotTable>>);
+
+impl LazySlots {
+    /// The table, made now if this is the first connection.
+    pub(crate) fn table(&self) -> &Arc<SlotTable> {
+        self.0.get_or_init(SlotTable::new)
+    }
+
+    /// Connections open now (0 before the first).
+    pub(crate) fn len(&self) -> usize {
+        self.0.get().map_or(0, |t| t.len())
+    }
 }
 
 /// What a caller learns when its connection was admitted.
@@ -221,6 +239,23 @@ mod tests {
         remote: 4,
         per_peer: 2,
     };
+
+    #[test]
+    fn a_lazy_table_is_made_by_the_first_connection() {
+        let lazy = LazySlots::default();
+        assert_eq!(lazy.len(), 0, "reads as empty before");
+        assert!(
+            lazy.0.get().is_none(),
+            "no table before the first connection"
+        );
+        let (a, _) = lazy.table().admit(&ip("192.0.2.1:1000"), B);
+        assert_eq!(lazy.len(), 1);
+        let (_b, _) = lazy.table().admit(&uid(1), B);
+        assert!(Arc::ptr_eq(lazy.table(), lazy.table()), "one table");
+        assert_eq!(lazy.len(), 2);
+        drop(a);
+        assert_eq!(lazy.len(), 1);
+    }
 
     #[test]
     fn per_peer_cap_evicts_that_peers_longest_idle() {

@@ -45,7 +45,7 @@ impl Resolver {
                 }
             }
         }
-        if !acl::allowed(&self.cfg.allow, ip) {
+        if !acl::allowed(&self.allow, ip) {
             self.stats.refused += 1;
             self.bare_reply(out, &header, query, rcode::REFUSED);
             return ControlFlow::Break(QueryOutcome::Answered(AnswerKind::Refused));

@@ -150,8 +150,13 @@ impl LazyRng {
 /// A caching DNS forwarder for one namespace. See the crate docs for the driving loop.
 #[derive(Debug)]
 pub struct Resolver {
-    /// Settings.
-    cfg: Config,
+    /// Settings, without the upstreams, allow list and local records (kept apart below):
+    /// shared by every resolver made from one [`SharedLocal`], since a daemon makes one
+    /// resolver per namespace from the same settings (issue 16: about 250 bytes per namespace).
+    cfg: Arc<Config>,
+    /// Clients allowed to query (`Config::allow`): per instance, as it follows the
+    /// namespace's own addresses.
+    allow: Vec<Cidr>,
     /// Source of query IDs (seeded by the daemon from the OS CSPRNG), made from the seed
     /// at the first upstream attempt: a generator is about 300 bytes, and most namespaces
     /// never forward a query (issue 16: bytes per namespace).
@@ -162,8 +167,9 @@ pub struct Resolver {
     local: LocalRecords,
     /// Upstream servers and their health.
     upstreams: Upstreams,
-    /// Per-client limiter, if configured.
-    limiter: Option<RateLimiter>,
+    /// Per-client limiter, if configured (boxed: most resolvers have none, and the inline
+    /// struct would cost each of them its size).
+    limiter: Option<Box<RateLimiter>>,
     /// Resolutions in flight and what they owe the daemon, from the first miss on.
     flight: Option<Box<Flight>>,
     /// Next token.
@@ -221,13 +227,18 @@ impl Resolver {
         {
             return Err(Error::Config("max_stale_age above 30 days"));
         }
-        let local = match shared.filter(|s| s.fits(&config)) {
-            Some(s) => LocalRecords::from_shared(s),
-            None => LocalRecords::from_shared(&SharedLocal::new(&config)?),
+        let made;
+        let shared = match shared.filter(|s| s.fits(&config)) {
+            Some(s) => s,
+            None => {
+                made = SharedLocal::new(&config)?;
+                &made
+            }
         };
-        // Only read to build the local store above: not kept per instance.
-        config.local_records = Vec::new();
-        config.local_domains = Vec::new();
+        let local = LocalRecords::from_shared(shared);
+        // The per-instance parts; the local records were only read to build the store above.
+        let allow = std::mem::take(&mut config.allow);
+        let upstreams = std::mem::take(&mut config.upstreams);
         let stale_window = config
             .serve_stale
             .map_or(Duration::ZERO, |s| s.max_stale_age);
@@ -239,16 +250,17 @@ impl Resolver {
             ),
             local,
             upstreams: Upstreams::new(
-                &config.upstreams,
+                &upstreams,
                 HealthConfig {
                     down_after: config.down_after,
                     probe_interval: config.probe_interval,
                     max_probe_interval: config.max_probe_interval,
                 },
             ),
-            limiter: config.rate_limit.map(RateLimiter::new),
+            limiter: config.rate_limit.map(|r| Box::new(RateLimiter::new(r))),
             rng: LazyRng::new(rng_seed),
-            cfg: config,
+            cfg: shared.settings(),
+            allow,
             flight: None,
             next_token: 0,
             stats: Stats::default(),
@@ -366,7 +378,7 @@ impl Resolver {
 
     /// Bytes the per-client rate-limit table is accounted as (0 without rate limiting).
     pub fn rate_limit_bytes(&self) -> usize {
-        self.limiter.as_ref().map_or(0, RateLimiter::bytes)
+        self.limiter.as_deref().map_or(0, RateLimiter::bytes)
     }
 
     /// Holds the rate-limit table to `bytes`: past it, new clients push out stale ones as at
@@ -411,12 +423,17 @@ impl Resolver {
     /// cache is kept: flush explicitly if the new servers answer differently.
     pub fn set_upstreams(&mut self, upstreams: Vec<SocketAddr>) {
         self.upstreams.replace(&upstreams);
-        self.cfg.upstreams = upstreams;
+    }
+
+    /// Whether the two hold one copy of the settings (tests of the sharing).
+    #[cfg(test)]
+    pub(crate) fn shares_settings_with(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.cfg, &other.cfg)
     }
 
     /// Replaces the allow list (the namespace's addresses changed).
     pub fn set_allow(&mut self, allow: Vec<Cidr>) {
-        self.cfg.allow = allow;
+        self.allow = allow;
     }
 }
 

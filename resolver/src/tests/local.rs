@@ -155,3 +155,49 @@ fn resolvers_sharing_local_records_edit_their_own_copy() {
     let (_, m) = ask(&mut c, "gw.vs.internal.", RecordType::A);
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
 }
+
+#[test]
+fn resolvers_share_settings_but_keep_their_own_allow_list() {
+    let mut cfg = config(&[]);
+    cfg.local_records = vec![("gw.vs.internal".into(), ip("10.9.0.1"))];
+    let shared = SharedLocal::new(&cfg).expect("records");
+    let mut a = Resolver::with_shared_local(cfg.clone(), [1; 32], &shared).expect("a");
+    // Another namespace: its own addresses allowed and its own upstreams, same settings.
+    let mut wide = cfg.clone();
+    wide.allow = vec![crate::Cidr::new(ip("10.0.0.0"), 8).expect("cidr")];
+    wide.upstreams = vec![sa("192.0.2.1:53")];
+    assert!(
+        shared.fits(&wide),
+        "upstreams and allow list are per instance"
+    );
+    let mut b = Resolver::with_shared_local(wide, [2; 32], &shared).expect("b");
+    assert!(a.shares_settings_with(&b), "one copy of the settings");
+    let ask_from = |r: &mut Resolver, from: &str| {
+        let mut out = Vec::new();
+        let client = ClientInfo {
+            addr: sa(from),
+            ..udp_client()
+        };
+        let q = query(0x4242, "gw.vs.internal.", RecordType::A, None);
+        answered(r.handle_query(t0(), client, &q, &mut out), &out).1
+    };
+    let m = ask_from(&mut a, "10.1.2.3:5000");
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    let m = ask_from(&mut b, "10.1.2.3:5000");
+    assert_eq!(m.answers.len(), 1, "b allows its own subnet");
+    b.set_allow(Vec::new());
+    let m = ask_from(&mut b, "10.1.2.3:5000");
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    let m = ask_from(&mut a, "127.0.0.1:5000");
+    assert_eq!(m.answers.len(), 1, "a unchanged");
+    // Other settings do not fit: that resolver has its own copy, with its own TTL.
+    let mut other = cfg;
+    other.local_ttl = 99;
+    assert!(!shared.fits(&other));
+    let mut c = Resolver::with_shared_local(other, [3; 32], &shared).expect("c");
+    assert!(!a.shares_settings_with(&c));
+    let m = ask_from(&mut c, "127.0.0.1:5000");
+    assert_eq!(m.answers[0].ttl, 99);
+    let m = ask_from(&mut a, "127.0.0.1:5000");
+    assert_eq!(m.answers[0].ttl, 10);
+}

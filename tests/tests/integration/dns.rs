@@ -349,11 +349,23 @@ fn no_upstream_means_servfail_and_a_log_line_until_resolv_conf_appears() -> anyh
                 .then_some(())
         },
     )?;
+    // The status names the files looked for (made when shown, issue 16).
+    let resolv = etc.path().join("vsnone").join("resolv.conf");
+    let absent = stats(&d, "vsnone")?["upstream_source"].clone();
+    let absent = absent.as_str().unwrap_or_default();
+    assert!(
+        absent.ends_with(" (absent)") && absent.contains(&*resolv.to_string_lossy()),
+        "{absent}"
+    );
     // The file appears: the next query uses it (no restart, no reload).
     write_resolv(etc.path(), "vsnone", &format!("nameserver {UP_ADDR}\n"))?;
     let out = dig(&vs, "@127.0.0.53 www.test A")?;
     assert_eq!(status(&out).as_deref(), Some("NOERROR"), "{out}");
     assert_eq!(section(&out, "ANSWER")[0].3, "10.7.7.7");
+    assert_eq!(
+        stats(&d, "vsnone")?["upstream_source"],
+        resolv.to_string_lossy().as_ref()
+    );
     Ok(())
 }
 

@@ -16,7 +16,7 @@ impl DnsNs {
         let g = self.lock();
         json!({
             "upstreams": g.upstreams.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "upstream_source": g.upstream_source,
+            "upstream_source": g.upstream_source(),
             "cache_entries": g.resolver.cache_len(),
             "outstanding": g.resolver.outstanding(),
             "upstream_sockets": g.pool.busy(),
@@ -117,7 +117,7 @@ impl DnsNs {
             "rate_limited": s.rate_limited,
             "cache_entries": g.resolver.cache_len(),
             "outstanding": g.resolver.outstanding(),
-            "upstream_source": g.upstream_source,
+            "upstream_source": g.upstream_source(),
             "upstreams": upstreams,
         })
     }

@@ -92,10 +92,12 @@ impl DnsNs {
     /// Makes sure the driver runs and sees new work.
     pub(super) fn kick(&self, g: &mut Inner) {
         if g.driver {
-            self.wake.notify_one();
+            if let Some(wake) = self.wake.get() {
+                wake.notify_one();
+            }
             return;
         }
-        if self.stop.is_cancelled() {
+        if self.stop().is_cancelled() {
             return;
         }
         g.driver = true;
@@ -108,8 +110,8 @@ impl DnsNs {
             driver(
                 self.me.clone(),
                 Arc::clone(&self.ns),
-                Arc::clone(&self.wake),
-                self.stop.clone(),
+                Arc::clone(self.wake.get_or_init(|| Arc::new(Notify::new()))),
+                self.stop().clone(),
             ),
             move || {
                 if let Some(this) = weak.upgrade() {

@@ -59,7 +59,7 @@ mod watched;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 use std::time::Instant;
 
 use nsaux_resolver::{Cidr, Resolver, Transport, UpstreamTransmit};
@@ -134,8 +134,9 @@ struct Inner {
     routes: HashMap<u64, Route>,
     /// Next client token.
     next_client: u64,
-    /// Upstream UDP sockets: free and in use, the epoll watching them, transmits waiting.
-    pool: pool::UpPool,
+    /// Upstream UDP sockets: free and in use, the epoll watching them, transmits waiting
+    /// (made at the first upstream query).
+    pool: pool::LazyPool,
     /// TCP transmits for the driver to start.
     tcp_jobs: Vec<UpstreamTransmit>,
     /// The driver task runs.
@@ -157,7 +158,8 @@ struct Inner {
     last_file_check: Option<Instant>,
     /// The upstreams in use and where they came from.
     upstreams: Vec<SocketAddr>,
-    upstream_source: String,
+    /// `None`: no file found, see [`Inner::upstream_source`].
+    upstream_source: Option<String>,
     /// "No upstreams" was logged (reset when some appear).
     warned_no_upstreams: bool,
     /// The namespace's own subnets (allowed clients).
@@ -187,12 +189,16 @@ pub(crate) struct DnsNs {
     /// Everything a query, reply or timer changes.
     inner: Mutex<Inner>,
     /// Wakes the driver (new transmits, new deadlines).
-    wake: Arc<Notify>,
+    /// Made with the driver's first start (most namespaces never start one).
+    wake: OnceLock<Arc<Notify>>,
     /// Cancelled when this instance goes (namespace gone, or the service disabled by a
-    /// reload): ends the driver and every task spawned for it.
-    stop: CancellationToken,
-    /// Client TCP connections of every listener of this namespace (budgets per class and peer).
-    slots: Arc<crate::serve::slots::SlotTable>,
+    /// reload): ends the driver and every task spawned for it. Made with the first such
+    /// task (see [`DnsNs::stop`]): a child token is about 150 bytes, and most namespaces never
+    /// start one (issue 16: bytes per namespace).
+    stop: OnceLock<CancellationToken>,
+    /// Client TCP connections of every listener of this namespace (budgets per class and peer;
+    /// the table made at the first connection).
+    slots: crate::serve::slots::LazySlots,
     /// Where this namespace's run-time records are saved.
     records: Option<persist::RecordFile>,
     /// The query log's per-namespace rate limit (a flood must not decide the log volume).
@@ -201,7 +207,9 @@ pub(crate) struct DnsNs {
 
 impl Drop for DnsNs {
     fn drop(&mut self) {
-        self.stop.cancel();
+        if let Some(stop) = self.stop.get() {
+            stop.cancel();
+        }
     }
 }
 
@@ -219,7 +227,7 @@ impl DnsNs {
             resolver,
             routes: HashMap::new(),
             next_client: 0,
-            pool: pool::UpPool::default(),
+            pool: pool::LazyPool::default(),
             tcp_jobs: Vec::new(),
             driver: false,
             files: None,
@@ -229,7 +237,7 @@ impl DnsNs {
             hosts_gen: 0,
             last_file_check: None,
             upstreams: Vec::new(),
-            upstream_source: String::new(),
+            upstream_source: Some(String::new()),
             warned_no_upstreams: false,
             subnets: Vec::new(),
             refreshing: false,
@@ -243,11 +251,11 @@ impl DnsNs {
         Ok(Arc::new_cyclic(|me| Self {
             me: me.clone(),
             cfg: RwLock::new(settings::SETTINGS.get(c)),
-            stop: ns.cancel.child_token(),
+            stop: OnceLock::new(),
             ns,
             inner: Mutex::new(inner),
-            wake: Arc::new(Notify::new()),
-            slots: crate::serve::slots::SlotTable::new(),
+            wake: OnceLock::new(),
+            slots: crate::serve::slots::LazySlots::default(),
             records,
             query_log: query_log::QueryLogLimit::new(now),
         }))
@@ -256,6 +264,12 @@ impl DnsNs {
     /// A snapshot of the settings (not held across a reload).
     fn cfg(&self) -> Arc<DnsConfig> {
         Arc::clone(&crate::lock::read(&self.cfg))
+    }
+
+    /// The token that ends this instance's tasks (made on first use, cancelled already if
+    /// the namespace is gone).
+    fn stop(&self) -> &CancellationToken {
+        self.stop.get_or_init(|| self.ns.cancel.child_token())
     }
 
     /// The state lock (poison-tolerant: a panicked task must not take DNS down).
@@ -327,7 +341,7 @@ impl NsService for DnsNs {
             remote: c.tcp_max_connections,
             per_peer: c.tcp_max_connections_per_peer,
         };
-        Some((Arc::clone(&self.slots), budget))
+        Some((Arc::clone(self.slots.table()), budget))
     }
 
     fn sync_metrics(&self) {

@@ -149,7 +149,7 @@ impl DnsNs {
         }
         if !g.warned_no_upstreams {
             g.warned_no_upstreams = true;
-            tracing::warn!(netns = %self.ns.name, source = %g.upstream_source,
+            tracing::warn!(netns = %self.ns.name, source = %g.upstream_source(),
                 "dns: no upstream servers for this namespace; answering SERVFAIL");
         }
         outcome

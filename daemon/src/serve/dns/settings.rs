@@ -56,10 +56,11 @@ pub(super) fn resolver_config(
 /// [`crate::serve::shared_cfg`]).
 pub(super) static SETTINGS: SharedCfg<DnsConfig> = SharedCfg::new();
 
-/// The configured local records last parsed. Why: every namespace's resolver made from the
-/// same records shares this one copy (issue 16: about 1 KiB per namespace); a reload that
-/// changes them (or a per-namespace override) builds and keeps a new one, and resolvers made
-/// before keep the copy they share.
+/// The configured local records last parsed, and the other resolver settings. Why: every
+/// namespace's resolver made from the same records and settings shares this one copy of them
+/// (issue 16: about 1 KiB per namespace for the records, 250 bytes for the settings); a reload
+/// that changes them (or a per-namespace override) builds and keeps a new one, and resolvers
+/// made before keep the copy they share.
 static SHARED_LOCAL: Mutex<Option<SharedLocal>> = Mutex::new(None);
 
 /// A new resolver for `cfg` with a fresh random seed, its configured local records shared

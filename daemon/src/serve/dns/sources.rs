@@ -41,10 +41,13 @@ impl DnsNs {
             }
             g.refreshing = true;
         }
-        let (weak, ns, stop) = (self.me.clone(), Arc::clone(&self.ns), self.stop.clone());
+        // The namespace's own token, not the instance's (`DnsNs::stop`, made on first use):
+        // every instance reads its subnets once at start, and an instance dropped meanwhile
+        // is seen below (`weak`) once the short read is over.
+        let (weak, ns) = (self.me.clone(), Arc::clone(&self.ns));
         tokio::spawn(async move {
             let read = tokio::select! {
-                () = stop.cancelled() => return,
+                () = ns.cancel.cancelled() => return,
                 r = ns.run_in(own_subnets) => r,
             };
             let Some(me) = weak.upgrade() else { return };
@@ -98,6 +101,11 @@ impl Inner {
     /// files are read by the next [`DnsNs::check_sources`].
     pub(super) fn set_sources(&mut self, ns: &NsInfo, c: &DnsConfig) {
         let dir = c.netns_etc_dir.join(&ns.name);
+        // "The files looked for" is made from the files in use: fixed now, as it was shown
+        // until this setup is read (the next check then compares and logs as for any source).
+        if self.upstream_source.is_none() {
+            self.upstream_source = Some(self.upstream_source());
+        }
         self.files = UpstreamFiles::new(ns, c);
         let had_hosts = self.hosts.is_some();
         self.hosts = c.hosts_file.then(|| Watched::new(dir.join("hosts")));
@@ -109,18 +117,20 @@ impl Inner {
         }
         if !c.upstreams.is_empty() {
             let list: Vec<SocketAddr> = c.upstreams.iter().map(|u| u.0).collect();
-            self.apply_upstreams(ns, list, "config".into());
+            self.apply_upstreams(ns, list, Some("config".into()));
         } else if self.files.is_none() {
-            self.apply_upstreams(ns, Vec::new(), "none".into());
+            self.apply_upstreams(ns, Vec::new(), Some("none".into()));
         }
         self.last_file_check = None;
     }
 
     /// Installs a new upstream list (from the config, a file, or none) and says so.
-    fn apply_upstreams(&mut self, ns: &NsInfo, list: Vec<SocketAddr>, source: String) {
+    fn apply_upstreams(&mut self, ns: &NsInfo, list: Vec<SocketAddr>, source: Option<String>) {
         if list == self.upstreams && source == self.upstream_source {
             return;
         }
+        self.upstream_source = source;
+        let source = self.upstream_source();
         tracing::info!(netns = %ns.name, upstreams = ?list, %source, "dns: upstream servers");
         if !self.upstreams.is_empty() && list != self.upstreams {
             // Different servers may give a different view: never serve the old one's data.
@@ -131,7 +141,15 @@ impl Inner {
         }
         self.resolver.set_upstreams(list.clone());
         self.upstreams = list;
-        self.upstream_source = source;
+    }
+
+    /// Where the upstreams in use came from, for status and logs.
+    pub(super) fn upstream_source(&self) -> String {
+        match (&self.upstream_source, &self.files) {
+            (Some(s), _) => s.clone(),
+            (None, Some(files)) => files.looked_for(),
+            (None, None) => String::new(),
+        }
     }
 }
 
@@ -162,7 +180,8 @@ impl DnsNs {
             let own = files
                 .own_path()
                 .unwrap_or_else(|| "dns.upstreams".to_owned());
-            tracing::warn!(netns = %self.ns.name, file = %choice.source, upstreams_file = %own,
+            let file = choice.source.clone().unwrap_or_else(|| files.looked_for());
+            tracing::warn!(netns = %self.ns.name, file = %file, upstreams_file = %own,
                 "dns: the namespace's resolv.conf names only nsaux itself, so nsaux has no upstream to forward to; \
                  write the real servers to the upstreams file (one address per line) or set dns.upstreams");
         }

@@ -85,7 +85,7 @@ impl DnsNs {
     pub(super) fn spares_made(&self, v6: bool, made: io::Result<Vec<std::net::UdpSocket>>) {
         let now = Instant::now();
         let mut g = self.lock();
-        let added = made.and_then(|socks| g.pool.add(v6, socks, now, &self.stop));
+        let added = made.and_then(|socks| g.pool.add(v6, socks, now, self.stop()));
         match added {
             Ok(started) => {
                 if let Some((epoll, stop)) = started {

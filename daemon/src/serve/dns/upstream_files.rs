@@ -75,8 +75,10 @@ pub(super) struct UpstreamFiles {
 pub(super) struct Choice {
     /// The upstreams.
     pub(super) list: Vec<SocketAddr>,
-    /// The file they came from (or the files looked for), for status and logs.
-    pub(super) source: String,
+    /// The file they came from, for status and logs; `None` when no file was found (the
+    /// files looked for are then [`UpstreamFiles::looked_for`], made when shown: a namespace
+    /// without files would otherwise keep a string of their paths, about 180 bytes).
+    pub(super) source: Option<String>,
     /// The file found names nameservers, but every one of them is nsaux itself.
     pub(super) only_self: bool,
 }
@@ -125,7 +127,7 @@ impl UpstreamFiles {
             }
             return Choice {
                 list,
-                source: own.path(),
+                source: Some(own.path()),
                 only_self: false,
             };
         }
@@ -142,20 +144,29 @@ impl UpstreamFiles {
                 && conf.nameservers.iter().all(|ip| *ip == RESOLVED_STUB);
             if stub_only && let Some(rtext) = &resolved.text {
                 let mut choice = from_resolv_conf(ns, c, rtext, resolved.path());
-                choice.source = format!("{} (behind the stub in {})", resolved.path(), h.path());
+                choice.source = Some(format!(
+                    "{} (behind the stub in {})",
+                    resolved.path(),
+                    h.path()
+                ));
                 return choice;
             }
             return from_resolv_conf(ns, c, text, h.path());
         }
+        Choice {
+            list: Vec::new(),
+            source: None,
+            only_self: false,
+        }
+    }
+
+    /// The files looked for, when none was found (see [`Choice::source`]).
+    pub(super) fn looked_for(&self) -> String {
         let looked = self.own.iter().chain(&self.resolv).map(Src::path);
         let looked: Vec<String> = looked
             .chain(self.host.as_deref().map(|(h, _)| h.path()))
             .collect();
-        Choice {
-            list: Vec::new(),
-            source: format!("{} (absent)", looked.join(", ")),
-            only_self: false,
-        }
+        format!("{} (absent)", looked.join(", "))
     }
 
     /// Where nsaux's own upstream list for this namespace goes (for the WARN that says so).
@@ -186,7 +197,7 @@ fn from_resolv_conf(ns: &NsInfo, c: &DnsConfig, text: &str, source: String) -> C
     Choice {
         only_self: named > 0 && list.is_empty(),
         list,
-        source,
+        source: Some(source),
     }
 }
 

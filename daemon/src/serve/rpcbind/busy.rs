@@ -44,13 +44,8 @@ impl RpcbindNs {
     /// `limit`. True if it did and succeeded: the call may be handled again. Otherwise the call
     /// is given up (and that is logged, rate-limited).
     pub(super) async fn journal_turn_after(&self, seen: u64, limit: Duration) -> bool {
-        let mut rx = self.journal_turns.subscribe();
-        // The watch's read guard is dropped at once: the state lock is taken below, and the
-        // rewrite's end takes the two the other way round.
-        let ended = tokio::time::timeout(limit, rx.wait_for(|(n, _)| *n > seen))
-            .await
-            .map(|r| r.map(|t| t.1));
-        let ok = matches!(ended, Ok(Ok(true)));
+        let ended = tokio::time::timeout(limit, self.signals.turn_after(seen)).await;
+        let ok = matches!(ended, Ok(true));
         if !ok && self.journal_log.allow() {
             let error = self.state().journal_error.clone().unwrap_or_default();
             tracing::error!(netns = %self.ns.name, error = %error, timed_out = ended.is_err(),

@@ -129,8 +129,7 @@ fn run(me: &Weak<RpcbindNs>, journal: &Journal, table: Arc<Vec<Entry>>, snap: Sn
     let outcome = prepared.and_then(|p| finish(journal, &snap, p, &mut st));
     // Calls waiting for this end are handled again, or given up if it failed (`busy.rs`).
     let ok = outcome.is_ok();
-    ns.journal_turns
-        .send_modify(|(n, last_ok)| (*n, *last_ok) = (*n + 1, ok));
+    ns.signals.end_turn(ok);
     match outcome {
         Ok(true) if snap.whole => {
             st.compact_retry_at = 0;

@@ -54,6 +54,7 @@
 //! - `busy`: calls answered once such a rewrite is over (UDP replies sent later).
 //! - `dump`: DUMP over a stream, encoded from a snapshot off the loop.
 //! - `replay`: the journal read back on a blocking thread when a namespace appears.
+//! - `signals`: replay done and rewrite ends, as waiters see them.
 
 mod busy;
 mod compact;
@@ -68,6 +69,7 @@ mod path;
 mod refuse;
 mod replay;
 mod service;
+mod signals;
 mod stream;
 
 use std::collections::{HashMap, HashSet};
@@ -78,7 +80,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nsaux_rpcbind::uaddr::format_uaddr;
-use nsaux_rpcbind::{Config as PmConfig, Entry, PMAP_PROG, Portmapper, SUPERUSER, SharedStr};
+use nsaux_rpcbind::{
+    Config as PmConfig, Entry, PMAP_PROG, Portmapper, SUPERUSER, SelfTable, SharedStr,
+};
 
 use self::journal::JournalDir;
 use self::path::PathTask;
@@ -226,8 +230,8 @@ impl ServiceKind for Rpcbind {
                 liveness: None,
             }),
             journal,
-            replayed: tokio::sync::watch::channel(false).0,
-            slots: crate::serve::slots::SlotTable::new(),
+            signals: signals::Signals::default(),
+            slots: crate::serve::slots::LazySlots::default(),
             shared: Arc::clone(&self.shared),
             prune: Mutex::new(None),
             prune_on: AtomicBool::new(false),
@@ -235,7 +239,6 @@ impl ServiceKind for Rpcbind {
             account,
             refusal_log: crate::budget::LogLimit::default(),
             journal_log: crate::budget::LogLimit::default(),
-            journal_turns: tokio::sync::watch::channel((0, true)).0,
             waiting: std::sync::atomic::AtomicUsize::new(0),
             dump_gate: tokio::sync::Semaphore::new(1),
         });
@@ -299,13 +302,29 @@ fn self_endpoints(cfg: &RpcbindConfig) -> Vec<(String, String)> {
 static SELF_ENDPOINTS: crate::serve::shared_cfg::SharedCfg<Vec<(SharedStr, SharedStr)>> =
     crate::serve::shared_cfg::SharedCfg::new();
 
+/// The table of self registrations built last, with the endpoints it was built from. Why:
+/// every namespace's portmapper shares it until its first registration (copy on write), so
+/// an idle namespace holds no table of its own (issue 16: about 0.7 KiB per namespace).
+type SelfTableFor = (Arc<Vec<(SharedStr, SharedStr)>>, SelfTable);
+static SELF_TABLE: Mutex<Option<SelfTableFor>> = Mutex::new(None);
+
 /// A portmapper for `cfg` holding only its self registrations.
 fn new_portmapper(cfg: &RpcbindConfig) -> Portmapper {
     let endpoints: Vec<(SharedStr, SharedStr)> = self_endpoints(cfg)
         .into_iter()
         .map(|(netid, uaddr)| (netid.into(), uaddr.into()))
         .collect();
-    Portmapper::with_shared_endpoints(pm_config(cfg), &SELF_ENDPOINTS.get(&endpoints))
+    let endpoints = SELF_ENDPOINTS.get(&endpoints);
+    let mut last = lock(&SELF_TABLE);
+    let table = match last.as_ref() {
+        Some((built_for, table)) if Arc::ptr_eq(built_for, &endpoints) => table.clone(),
+        _ => {
+            let table = SelfTable::new(&endpoints);
+            *last = Some((endpoints, table.clone()));
+            table
+        }
+    };
+    Portmapper::with_self_table(pm_config(cfg), &table)
 }
 
 /// The registrations clients made (what the journal holds).

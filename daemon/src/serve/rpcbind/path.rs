@@ -151,7 +151,7 @@ async fn path_socket_task(path: PathBuf, shared: Arc<Shared>) {
             pid: cred.pid(),
         };
         // Path callers count in their namespace's local budget, like its abstract socket.
-        let (slot, adm) = inst.slots.admit(&peer, inst.slot_budget());
+        let (slot, adm) = inst.slots.table().admit(&peer, inst.slot_budget());
         if adm.evicted > 0 {
             tracing::debug!(netns = %inst.ns.name, ?peer, evicted = adm.evicted,
                 "connection budget reached; closed the longest-idle connection to admit a new one");

@@ -34,13 +34,12 @@ impl RpcbindNs {
     /// Marks the table complete and wakes the connections waiting for it.
     fn replay_done(&self) {
         self.state().replaying = false;
-        self.replayed.send_replace(true);
+        self.signals.set_replayed();
     }
 
     /// Waits until the replay is done (connections call this before their first record).
     pub(super) async fn wait_replayed(&self) {
-        let mut rx = self.replayed.subscribe();
-        let _ = rx.wait_for(|done| *done).await;
+        self.signals.replayed().await;
     }
 }
 

@@ -16,7 +16,7 @@ use super::{Shared, new_portmapper, pm_config, self_endpoints, unix_secs, user_e
 use crate::budget::{Account, LogLimit};
 use crate::config::{RpcbindConfig, ServicesConfig};
 use crate::lock::lock;
-use crate::serve::slots::{SlotBudget, SlotTable};
+use crate::serve::slots::{LazySlots, SlotBudget, SlotTable};
 use crate::serve::{
     ConnFuture, Connection, Datagram, ListenerSpec, NsInfo, NsService, Replies, ReplyTo,
     UdpEndpoint,
@@ -33,11 +33,14 @@ pub(crate) struct RpcbindNs {
     pub(super) state: Mutex<State>,
     /// Where changes are journaled; `None` when the state directory is unusable.
     pub(super) journal: Option<Journal>,
-    /// Becomes true once the journal is replayed (`replay.rs`); connections wait for it.
-    pub(super) replayed: tokio::sync::watch::Sender<bool>,
+    /// The journal is replayed (`replay.rs`; connections wait for it), and the ends of
+    /// journal compactions and rewrites off the loop (`compact.rs`) with whether the last one
+    /// succeeded, so a call that met one running (`Answer::Wait`) is answered once it is over,
+    /// or given up if it failed (`busy.rs`).
+    pub(super) signals: super::signals::Signals,
     /// TCP + AF_LOCAL connections open now (all listeners and the path socket), with their
-    /// budgets per class and per peer.
-    pub(super) slots: Arc<SlotTable>,
+    /// budgets per class and per peer (the table made at the first connection).
+    pub(super) slots: LazySlots,
     /// Routing and status shared with the kind and the path socket.
     pub(super) shared: Arc<Shared>,
     /// The liveness task, only while `prune` is on.
@@ -53,10 +56,6 @@ pub(crate) struct RpcbindNs {
     pub(super) refusal_log: LogLimit,
     /// Rate limit of the "cannot journal" log lines (a full disk under a flood of SETs).
     pub(super) journal_log: LogLimit,
-    /// Counts the ends of journal compactions and rewrites off the loop (`compact.rs`), and
-    /// whether the last one succeeded, so a call that met one running (`Answer::Wait`) is
-    /// answered once it is over, or given up if it failed (`busy.rs`).
-    pub(super) journal_turns: tokio::sync::watch::Sender<(u64, bool)>,
     /// UDP calls waiting for such an end now (bounded by `busy::MAX_WAITING`).
     pub(super) waiting: AtomicUsize,
     /// One DUMP encoded off the loop at a time in this namespace (`dump.rs`).
@@ -72,7 +71,7 @@ pub(super) enum Answer {
     Silent,
     /// The change could not be journaled yet because the journal file is being rewritten off
     /// the loop (after a failed write, a reconfiguration, or at `journal_max_bytes`); nothing
-    /// was changed. Handle the call again once `journal_turns` passed this value. `held`: the
+    /// was changed. Handle the call again once `signals.turns()` passed this value. `held`: the
     /// compaction started for room at `journal_max_bytes` holds this call's change although
     /// the table does not (see `write_journal`); the caller keeps a [`HeldChange`] until the
     /// call is handled again or given up.
@@ -271,7 +270,7 @@ impl RpcbindNs {
     /// the table as it was before them. An error of kind `FileTooLarge` means the changes add
     /// registrations that do not fit under `journal_max_bytes` even compacted; of kind
     /// `WouldBlock`, that the file is being rewritten off the loop (retry once
-    /// `journal_turns` moves). Nothing was written in either case.
+    /// `signals.turns()` moves). Nothing was written in either case.
     ///
     /// A write that fails (a full disk) is remembered in `journal_error` for the status; the
     /// next change starts a rewrite of the whole file off the loop, so journaling resumes by
@@ -385,7 +384,7 @@ impl RpcbindNs {
                 self.start_due_compaction(&mut st);
                 out.clear();
                 return Answer::Wait {
-                    seen: self.journal_turns.borrow().0,
+                    seen: self.signals.turns(),
                     held: std::mem::take(&mut st.cap_held),
                 };
             }
@@ -503,7 +502,7 @@ impl NsService for RpcbindNs {
     }
 
     fn slots(&self) -> Option<(Arc<SlotTable>, SlotBudget)> {
-        Some((Arc::clone(&self.slots), self.slot_budget()))
+        Some((Arc::clone(self.slots.table()), self.slot_budget()))
     }
 
     fn namespace_gone(&self) {

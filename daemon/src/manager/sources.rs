@@ -539,60 +539,6 @@ impl Manager {
             .map(|(s, m)| json!({ "name": s.name(), "origin": m.origin, "key": m.key }))
             .collect()
     }
-
-    /// Writes the attachment list (a failure is logged: attachments then do not survive a
-    /// restart, but serving goes on).
-    fn persist_attachments(&self) {
-        let Some(store) = &self.store else {
-            return;
-        };
-        let list: Vec<super::attachments::Remembered> = self
-            .attached
-            .iter()
-            .map(|(source, meta)| super::attachments::Remembered {
-                name: source.name().to_owned(),
-                cookie: meta.cookie.0,
-                pid: match source {
-                    Source::Pid { pid, .. } => Some(*pid),
-                    _ => None,
-                },
-                path: match source {
-                    Source::Path { path, .. } => Some(path.clone()),
-                    _ => None,
-                },
-                key: meta.key.clone(),
-                origin: meta.origin.clone(),
-            })
-            .collect();
-        if let Err(e) = store.save(&list) {
-            tracing::error!(error = %e, "cannot remember attachments; they will not survive a restart");
-        }
-    }
-
-    /// Re-attaches what an earlier run remembered, keeping only namespaces that still have
-    /// their cookie. Runs before the first control call, so the portmapper's journals of these
-    /// namespaces are replayed (and not swept).
-    pub(super) async fn restore_attachments(&mut self) {
-        let Some(store) = &self.store else {
-            return;
-        };
-        let list = store.load();
-        for r in list {
-            let how = AttachHow {
-                key: r.key,
-                origin: r.origin,
-                expect: Some(NetnsId(r.cookie)),
-            };
-            let resp = self.attach(r.name.clone(), r.pid, r.path, how).await;
-            if resp.ok {
-                tracing::info!(netns = %r.name, id = r.cookie, "re-attached after restart");
-            } else {
-                tracing::info!(netns = %r.name, id = r.cookie, reason = resp.error.as_deref().unwrap_or(""),
-                    "remembered attachment is gone; forgotten");
-            }
-        }
-        self.persist_attachments();
-    }
 }
 
 fn watch_pid(

@@ -12,9 +12,9 @@
 //! namespaces (default 1,000 and 2,000, capped to the fd limit): RSS growth and fds per
 //! namespace, created -> all three answering (p50/p99), idle CPU, a restarted daemon's time
 //! from start to every listener of every namespace bound (the last change of its fd count) and
-//! the CPU it used for that, and (an upper bound, the sequential
-//! probing included) to all namespaces found answering on all three, and deleted -> fds
-//! released (p50/p99).
+//! the CPU it used for that, and, restarted again, to all namespaces found answering on all
+//! three (every namespace asked at once as soon as the fd count is whole: an upper bound by
+//! the polling), and deleted -> fds released (p50/p99, also from the unlink's return).
 //!
 //! `NSAUX_BENCH_BASELINE=path` (see `nsaux_tests::bench::builds`) measures another nsauxd
 //! build too, in the same run, as row `nsauxd (baseline)` after `nsauxd` at every size and in
@@ -236,9 +236,8 @@ fn service_probes() -> [(SocketAddr, Vec<u8>); 3] {
 }
 
 /// Polls all three services from the calling thread's namespace until each has answered
-/// (50 µs sleeps, as [`probe`]; with `spin`, 50 µs of yielding instead: a sleep that short
-/// lasts ~100 µs, which over 2,000 namespaces probed in turn is most of the probing).
-fn probe_all(deadline: Instant, spin: bool) -> anyhow::Result<()> {
+/// (50 µs sleeps, as [`probe`]).
+fn probe_all(deadline: Instant) -> anyhow::Result<()> {
     let mut pending: Vec<(UdpSocket, SocketAddr, Vec<u8>)> = Vec::new();
     for (to, q) in service_probes() {
         let sock = UdpSocket::bind("127.0.0.1:0")?;
@@ -251,18 +250,7 @@ fn probe_all(deadline: Instant, spin: bool) -> anyhow::Result<()> {
             sock.send_to(q, *to)?;
         }
         for _ in 0..4 {
-            if spin {
-                let until = Instant::now() + Duration::from_micros(50);
-                while Instant::now() < until {
-                    pending.retain(|(sock, _, _)| sock.recv_from(&mut buf).is_err());
-                    if pending.is_empty() {
-                        break;
-                    }
-                    std::thread::yield_now();
-                }
-            } else {
-                std::thread::sleep(Duration::from_micros(50));
-            }
+            std::thread::sleep(Duration::from_micros(50));
             pending.retain(|(sock, _, _)| sock.recv_from(&mut buf).is_err());
             if pending.is_empty() {
                 break;
@@ -273,27 +261,59 @@ fn probe_all(deadline: Instant, spin: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `f` inside each namespace file `names` of `dir` in turn, on one thread that returns
-/// home after each.
-fn in_each(
-    dir: &Path,
-    names: Vec<String>,
-    f: impl Fn(&str) -> anyhow::Result<()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let dir = dir.to_path_buf();
-    std::thread::spawn(move || -> anyhow::Result<()> {
-        let home = File::open("/proc/thread-self/ns/net")?;
-        for name in names {
-            let ns = File::open(dir.join(&name))?;
-            setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).context("setns")?;
-            let r = f(&name);
-            setns(home.as_fd(), CloneFlags::CLONE_NEWNET).context("setns home")?;
-            r?;
+/// Probe sockets for the three services inside each of many namespaces (made by one thread
+/// visiting them), to ask all namespaces at once.
+struct ProbeSet {
+    probes: Vec<(UdpSocket, SocketAddr, Vec<u8>)>,
+}
+
+impl ProbeSet {
+    fn open(dir: &Path, names: &[String]) -> anyhow::Result<Self> {
+        let (dir, names) = (dir.to_path_buf(), names.to_vec());
+        std::thread::spawn(move || -> anyhow::Result<Self> {
+            let home = File::open("/proc/thread-self/ns/net")?;
+            let mut probes = Vec::with_capacity(names.len() * 3);
+            for name in names {
+                let ns = File::open(dir.join(&name))?;
+                setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).context("setns")?;
+                let made = (|| -> anyhow::Result<()> {
+                    for (to, q) in service_probes() {
+                        let sock = UdpSocket::bind("127.0.0.1:0")?;
+                        sock.set_nonblocking(true)?;
+                        probes.push((sock, to, q));
+                    }
+                    Ok(())
+                })();
+                setns(home.as_fd(), CloneFlags::CLONE_NEWNET).context("setns home")?;
+                made.with_context(|| name.clone())?;
+            }
+            Ok(Self { probes })
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("probe thread panicked"))?
+    }
+
+    /// Sends every query, again every 5 ms to the sockets not yet answered, until all are.
+    fn until_answered(mut self, deadline: Instant) -> anyhow::Result<()> {
+        let mut buf = [0u8; 1024];
+        while !self.probes.is_empty() {
+            for (sock, to, q) in &self.probes {
+                sock.send_to(q, *to)?;
+            }
+            let resend = Instant::now() + Duration::from_millis(5);
+            while !self.probes.is_empty() && Instant::now() < resend {
+                self.probes
+                    .retain(|(sock, _, _)| sock.recv_from(&mut buf).is_err());
+                std::thread::yield_now();
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{} probes unanswered",
+                self.probes.len()
+            );
         }
         Ok(())
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("prober thread panicked"))?
+    }
 }
 
 /// Waits until the daemon's fd count stops changing (listeners come up asynchronously), at
@@ -351,8 +371,7 @@ fn run_all_services(build: &Build, n: usize) -> anyhow::Result<AllRow> {
         for i in 0..n {
             nsaux_tests::netns::create_on_this_thread(&dir2, &format!("a{i}"))?;
             let t0 = Instant::now();
-            probe_all(t0 + Duration::from_secs(5), false)
-                .with_context(|| format!("namespace a{i}"))?;
+            probe_all(t0 + Duration::from_secs(5)).with_context(|| format!("namespace a{i}"))?;
             lat.push(t0.elapsed());
             setns(home.as_fd(), CloneFlags::CLONE_NEWNET).context("setns home")?;
         }
@@ -380,18 +399,16 @@ fn run_all_services(build: &Build, n: usize) -> anyhow::Result<AllRow> {
             );
         }
     }
-    // Started with all of them present: from the start to the last one answering on all
-    // three services (probed in creation order, yielding between polls; an upper bound, probing
-    // included).
+    // Started with all of them present, twice. First from the start to every listener bound:
+    // the fds a namespace costs, in every namespace, and then the count still for 300 ms; the
+    // time is that of its last change. Not the moment the count first reaches the total: a
+    // daemon starting many namespaces at once holds their files (and not yet registered
+    // sockets) meanwhile, so the total is crossed before the last listener is up. Polled every
+    // 1 ms (`fd_count` is one `stat` on Linux >= 6.2). And the CPU the daemon used for that.
+    let target = fds0 + n * (fds.floor() as usize).max(1);
     d.stop()?;
     let t0 = Instant::now();
     d.restart()?;
-    // Every listener bound: the fds a namespace costs, in every namespace, and then the count
-    // still for 300 ms; the time is that of its last change. Not the moment the count first
-    // reaches the total: a daemon starting many namespaces at once holds their files (and
-    // not yet registered sockets) meanwhile, so the total is crossed before the last
-    // listener is up. Polled every 1 ms (`fd_count` is one `stat` on Linux >= 6.2).
-    let per_ns_floor = (fds.floor() as usize).max(1);
     let bound_deadline = Instant::now() + Duration::from_secs(60);
     let (mut last, mut changed) = (d.fd_count(), t0.elapsed());
     let mut reached = false;
@@ -400,7 +417,7 @@ fn run_all_services(build: &Build, n: usize) -> anyhow::Result<AllRow> {
         if now != last {
             (last, changed) = (now, t0.elapsed());
         }
-        reached |= now >= fds0 + n * per_ns_floor;
+        reached |= now >= target;
         if reached && t0.elapsed() > changed + Duration::from_millis(300) {
             break;
         }
@@ -413,10 +430,23 @@ fn run_all_services(build: &Build, n: usize) -> anyhow::Result<AllRow> {
     let start_bound = changed;
     // The daemon's CPU from its start to here (all its threads, 10 ms ticks).
     let start_cpu = cpu_time(d.pid());
+    // Then from the start to the last namespace answering on all three services: the probe
+    // sockets are made inside every namespace before the start, and once the fd count reaches
+    // the total all queries go out at once, again every 5 ms to those not yet answered. An
+    // upper bound by the polling (the answers of 2,000 namespaces are read in turn).
     let names: Vec<String> = (0..n).map(|i| format!("a{i}")).collect();
-    in_each(&dir, names, |name| {
-        probe_all(Instant::now() + Duration::from_secs(10), true).with_context(|| name.to_owned())
-    })?;
+    let probes = ProbeSet::open(&dir, &names)?;
+    d.stop()?;
+    let t0 = Instant::now();
+    d.restart()?;
+    while d.fd_count() < target {
+        anyhow::ensure!(
+            Instant::now() < bound_deadline + Duration::from_secs(60),
+            "listeners not all bound within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    probes.until_answered(Instant::now() + Duration::from_secs(10))?;
     let start_all = t0.elapsed();
     settled_fds(&d, n)?;
     // A namespace's fds as measured above, whole.

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::netns::{NetnsId, Source};
+
 /// The file's name inside the state directory.
 const FILE_NAME: &str = "attachments.json";
 
@@ -92,6 +94,62 @@ impl AttachStore {
         };
         let bytes = serde_json::to_vec_pretty(&form).map_err(io::Error::other)?;
         crate::state_file::replace(&self.path, "json.tmp", &bytes)
+    }
+}
+
+impl super::Manager {
+    /// Writes the attachment list (a failure is logged: attachments then do not survive a
+    /// restart, but serving goes on).
+    pub(super) fn persist_attachments(&self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let list: Vec<Remembered> = self
+            .attached
+            .iter()
+            .map(|(source, meta)| Remembered {
+                name: source.name().to_owned(),
+                cookie: meta.cookie.0,
+                pid: match source {
+                    Source::Pid { pid, .. } => Some(*pid),
+                    _ => None,
+                },
+                path: match source {
+                    Source::Path { path, .. } => Some(path.clone()),
+                    _ => None,
+                },
+                key: meta.key.clone(),
+                origin: meta.origin.clone(),
+            })
+            .collect();
+        if let Err(e) = store.save(&list) {
+            tracing::error!(error = %e, "cannot remember attachments; they will not survive a restart");
+        }
+    }
+
+    /// Re-attaches what an earlier run remembered, keeping only namespaces that still have
+    /// their cookie. Runs before the first control call, so the portmapper's journals of these
+    /// namespaces are replayed (and not swept).
+    pub(super) async fn restore_attachments(&mut self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let list = store.load();
+        for r in list {
+            let how = super::sources::AttachHow {
+                key: r.key,
+                origin: r.origin,
+                expect: Some(NetnsId(r.cookie)),
+            };
+            let resp = self.attach(r.name.clone(), r.pid, r.path, how).await;
+            if resp.ok {
+                tracing::info!(netns = %r.name, id = r.cookie, "re-attached after restart");
+            } else {
+                tracing::info!(netns = %r.name, id = r.cookie, reason = resp.error.as_deref().unwrap_or(""),
+                    "remembered attachment is gone; forgotten");
+            }
+        }
+        self.persist_attachments();
     }
 }
 

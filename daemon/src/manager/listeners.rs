@@ -118,10 +118,15 @@ impl ServiceSlot {
 
 /// A socket created inside a namespace, not yet handed to the runtime.
 #[derive(Debug)]
-enum RawListener {
+pub(super) enum RawListener {
     Udp(std::net::UdpSocket),
     Tcp(std::net::TcpListener),
     Unix(std::os::unix::net::UnixListener),
+}
+
+/// Creates the sockets for `specs`, in order. Call inside the target namespace.
+pub(super) fn create_listeners(specs: &[ListenerSpec]) -> Vec<io::Result<RawListener>> {
+    specs.iter().map(create_listener).collect()
 }
 
 fn create_listener(spec: &ListenerSpec) -> io::Result<RawListener> {
@@ -145,6 +150,9 @@ fn create_listener(spec: &ListenerSpec) -> io::Result<RawListener> {
         }
     })
 }
+
+/// Listeners to bind in one namespace, by service.
+pub(super) type Wanted = Vec<(&'static str, ListenerSpec)>;
 
 /// The backoff after `attempts` failures in a row: 1 s, doubling, at most 60 s.
 pub(super) fn retry_delay(attempts: u32) -> Duration {
@@ -233,7 +241,11 @@ impl Manager {
             l.close().await;
         }
         if !to_bind.is_empty() {
-            self.bind(id, to_bind).await;
+            match &mut self.bind_later {
+                // A start-up burst binds many namespaces' listeners in one trip (`arrivals`).
+                Some(later) => later.push((id, to_bind)),
+                None => self.bind(id, to_bind).await,
+            }
         }
         for (service, msg) in panicked {
             self.service_panicked(id, service, &msg).await;
@@ -242,7 +254,7 @@ impl Manager {
 
     /// Creates listeners inside the namespace in one trip to the namespace thread, and one
     /// more for the halves of dual-stack sockets that could not be bound.
-    async fn bind(&mut self, id: NetnsId, wanted: Vec<(&'static str, ListenerSpec)>) {
+    pub(super) async fn bind(&mut self, id: NetnsId, wanted: Vec<(&'static str, ListenerSpec)>) {
         let mut wanted = wanted;
         while !wanted.is_empty() {
             wanted = self.bind_once(id, wanted).await;
@@ -255,21 +267,31 @@ impl Manager {
         id: NetnsId,
         wanted: Vec<(&'static str, ListenerSpec)>,
     ) -> Vec<(&'static str, ListenerSpec)> {
-        let mut again = Vec::new();
         let Some(entry) = self.namespaces.get(&id) else {
-            return again;
+            return Vec::new();
         };
         let specs: Vec<ListenerSpec> = wanted.iter().map(|(_, s)| s.clone()).collect();
         let created = match entry.info.handle.open() {
             Ok(fd) => {
                 self.factory
-                    .run_in(fd, move || {
-                        Ok(specs.iter().map(create_listener).collect::<Vec<_>>())
-                    })
+                    .run_in(fd, move || Ok(create_listeners(&specs)))
                     .await
             }
             Err(e) => Err(e),
         };
+        self.finish_bind(id, wanted, created)
+    }
+
+    /// Hands the sockets created for `wanted` (or the error of the trip) to their services:
+    /// starts each listener, or records its failure and schedules its retry. Returns the
+    /// halves of the dual-stack specs that failed, to be bound next.
+    pub(super) fn finish_bind(
+        &mut self,
+        id: NetnsId,
+        wanted: Vec<(&'static str, ListenerSpec)>,
+        created: io::Result<Vec<io::Result<RawListener>>>,
+    ) -> Vec<(&'static str, ListenerSpec)> {
+        let mut again = Vec::new();
         let results: Vec<io::Result<RawListener>> = match created {
             Ok(r) => r,
             Err(e) => {

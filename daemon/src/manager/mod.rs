@@ -12,6 +12,7 @@
 //! - `reports.rs` — what `status` and `ns list` show;
 //! - `supervise.rs` — listener tasks that end and services that panic: restart, rebuild, backoff.
 
+mod arrivals;
 mod attachments;
 mod dual;
 mod listeners;
@@ -20,7 +21,7 @@ mod small_map;
 mod sources;
 mod supervise;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::control::{Call, Request, Response};
 use crate::netns::factory::SocketFactory;
-use crate::netns::tracker::{NetnsTracker, TrackerEvent};
+use crate::netns::tracker::NetnsTracker;
 use crate::netns::{NetnsId, Source};
 use crate::serve::{ListenerSpec, ServiceKind};
 
@@ -132,6 +133,12 @@ pub(crate) struct Manager {
     attached: HashMap<Source, sources::AttachMeta>,
     /// Where attachments are remembered (`None`: the state directory is unusable).
     store: Option<attachments::AttachStore>,
+    /// Every served namespace's label (labels are unique), so an arrival's label check does
+    /// not walk all namespaces.
+    labels: HashSet<String>,
+    /// While a burst of arrivals is being started (`arrivals.rs`): the listeners `apply`
+    /// wants bound, collected to be created in a few trips instead of one per namespace.
+    bind_later: Option<Vec<(NetnsId, listeners::Wanted)>>,
 }
 
 impl Manager {
@@ -163,6 +170,8 @@ impl Manager {
             runtime_dir,
             attached: HashMap::new(),
             store: None,
+            labels: HashSet::new(),
+            bind_later: None,
         })
     }
 
@@ -195,7 +204,17 @@ impl Manager {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                Some(ev) = ev_rx.recv() => self.on_tracker(ev).await,
+                Some(ev) = ev_rx.recv() => {
+                    // Whatever else the tracker already reported goes with it, bounded: a
+                    // start-up scan's thousands of namespaces are started in bursts.
+                    let mut batch = vec![ev];
+                    while batch.len() < arrivals::BURST_MAX
+                        && let Ok(ev) = ev_rx.try_recv()
+                    {
+                        batch.push(ev);
+                    }
+                    self.on_tracker_batch(batch).await;
+                }
                 Some(call) = calls.recv() => {
                     let resp = self.on_control(call.request).await;
                     let _ = call.reply.send(resp);
@@ -208,6 +227,7 @@ impl Manager {
         }
         let n = self.namespaces.len();
         self.pid_watchers.clear();
+        self.labels.clear();
         for (_, entry) in std::mem::take(&mut self.namespaces) {
             entry.close().await;
         }
@@ -237,19 +257,6 @@ impl Manager {
                     tracing::error!(error = %e, "reload failed; keeping the running configuration");
                 }
             }
-        }
-    }
-
-    async fn on_tracker(&mut self, ev: TrackerEvent) {
-        match ev {
-            TrackerEvent::Appeared {
-                source,
-                fd,
-                file_id,
-            } => {
-                self.add_found_source(source, fd, Some(file_id), 0).await;
-            }
-            TrackerEvent::Vanished { source } => self.remove_source(&source).await,
         }
     }
 

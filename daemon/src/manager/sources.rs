@@ -138,11 +138,25 @@ impl Manager {
             self.remove_source(&source).await;
         }
         self.cookie_retries.remove(&source);
-        let cookie = match self
+        let cookie = self
             .factory
             .run_in(Arc::clone(&fd), sys::netns::current_netns_cookie)
+            .await;
+        self.add_with_cookie(source, fd, file_id, attempt, cookie)
             .await
-        {
+    }
+
+    /// The rest of [`Manager::add_source_try`] once the cookie was read (or not): the
+    /// start-up burst (`arrivals.rs`) reads many cookies in one trip and comes in here.
+    pub(super) async fn add_with_cookie(
+        &mut self,
+        source: Source,
+        fd: Arc<OwnedFd>,
+        file_id: Option<FileId>,
+        attempt: Option<u32>,
+        cookie: io::Result<u64>,
+    ) -> Option<NetnsId> {
+        let cookie = match cookie {
             Ok(c) => NetnsId(c),
             Err(e) => {
                 match attempt {
@@ -180,7 +194,9 @@ impl Manager {
     /// never reused within a boot, so this is unique unless someone named a file so; then a
     /// counter is appended).
     fn unique_label(&self, wanted: &str, cookie: NetnsId) -> String {
-        let taken = |l: &str| self.namespaces.values().any(|e| e.info.name == l);
+        // The label index, not a walk of every namespace: at start-up with 2,000 namespaces
+        // present the walk made arrivals quadratic.
+        let taken = |l: &str| self.labels.contains(l);
         if !taken(wanted) {
             return wanted.to_owned();
         }
@@ -220,6 +236,7 @@ impl Manager {
         if let Some((source, _)) = sources.first() {
             tracing::info!(netns = %info.name, id = %cookie, %source, "namespace appeared");
         }
+        self.labels.insert(info.name.clone());
         self.namespaces.insert(
             cookie,
             NsEntry {
@@ -273,6 +290,7 @@ impl Manager {
         entry.sources.retain(|(s, _)| s != source);
         if entry.sources.is_empty() {
             if let Some(entry) = self.namespaces.remove(&id) {
+                self.labels.remove(&entry.info.name);
                 let name = entry.info.name.clone();
                 for slot in entry.services.values() {
                     if let Ok(inst) = &slot.instance {
@@ -297,6 +315,7 @@ impl Manager {
         let Some(mut old) = self.namespaces.remove(&id) else {
             return;
         };
+        self.labels.remove(&old.info.name);
         let sources = std::mem::take(&mut old.sources);
         let fd = match old.info.handle.open() {
             Ok(fd) => fd,
@@ -519,60 +538,6 @@ impl Manager {
             .filter_map(|(s, _)| self.attached.get(s).map(|m| (s, m)))
             .map(|(s, m)| json!({ "name": s.name(), "origin": m.origin, "key": m.key }))
             .collect()
-    }
-
-    /// Writes the attachment list (a failure is logged: attachments then do not survive a
-    /// restart, but serving goes on).
-    fn persist_attachments(&self) {
-        let Some(store) = &self.store else {
-            return;
-        };
-        let list: Vec<super::attachments::Remembered> = self
-            .attached
-            .iter()
-            .map(|(source, meta)| super::attachments::Remembered {
-                name: source.name().to_owned(),
-                cookie: meta.cookie.0,
-                pid: match source {
-                    Source::Pid { pid, .. } => Some(*pid),
-                    _ => None,
-                },
-                path: match source {
-                    Source::Path { path, .. } => Some(path.clone()),
-                    _ => None,
-                },
-                key: meta.key.clone(),
-                origin: meta.origin.clone(),
-            })
-            .collect();
-        if let Err(e) = store.save(&list) {
-            tracing::error!(error = %e, "cannot remember attachments; they will not survive a restart");
-        }
-    }
-
-    /// Re-attaches what an earlier run remembered, keeping only namespaces that still have
-    /// their cookie. Runs before the first control call, so the portmapper's journals of these
-    /// namespaces are replayed (and not swept).
-    pub(super) async fn restore_attachments(&mut self) {
-        let Some(store) = &self.store else {
-            return;
-        };
-        let list = store.load();
-        for r in list {
-            let how = AttachHow {
-                key: r.key,
-                origin: r.origin,
-                expect: Some(NetnsId(r.cookie)),
-            };
-            let resp = self.attach(r.name.clone(), r.pid, r.path, how).await;
-            if resp.ok {
-                tracing::info!(netns = %r.name, id = r.cookie, "re-attached after restart");
-            } else {
-                tracing::info!(netns = %r.name, id = r.cookie, reason = resp.error.as_deref().unwrap_or(""),
-                    "remembered attachment is gone; forgotten");
-            }
-        }
-        self.persist_attachments();
     }
 }
 

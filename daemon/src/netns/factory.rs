@@ -24,7 +24,8 @@ type Job = Box<dyn FnOnce(&File) -> bool + Send>;
 /// Runs closures inside a given network namespace on a dedicated thread.
 ///
 /// One round trip costs about 20 µs of thread work plus a channel hop; callers batch all the
-/// sockets a namespace needs into one closure.
+/// sockets a namespace needs into one closure, and many namespaces into one trip when they come
+/// in bursts ([`SocketFactory::run_in_each`]).
 #[derive(Debug, Clone)]
 pub(crate) struct SocketFactory {
     tx: Arc<Mutex<mpsc::Sender<Job>>>,
@@ -84,6 +85,62 @@ impl SocketFactory {
         done_rx
             .await
             .unwrap_or_else(|_| Err(io::Error::other("namespace thread stopped")))
+    }
+
+    /// Runs `f` once per item, each inside its item's namespace, in order and in ONE trip of
+    /// the thread (start-up bursts: one wake-up and one reply for many namespaces instead of
+    /// one each). The job is queued at once, before the returned future is polled, so a caller
+    /// can queue several and work on the first answers while the thread does the rest.
+    ///
+    /// The thread goes from namespace to namespace and home at the end; `f` runs only right
+    /// after entering its own item's namespace (a failed entry gives that item the error and
+    /// runs nothing). If the thread cannot get home, every result is dropped and turned into
+    /// an error, and the thread retires, as in [`SocketFactory::run_in`].
+    pub(crate) fn run_in_each<T, R, F>(
+        &self,
+        items: Vec<(Arc<OwnedFd>, T)>,
+        f: F,
+    ) -> impl Future<Output = Vec<io::Result<R>>> + use<T, R, F>
+    where
+        T: Send + 'static,
+        R: Send + 'static,
+        F: Fn(T) -> io::Result<R> + Send + 'static,
+    {
+        let n = items.len();
+        let (done_tx, done_rx) = oneshot::channel::<Vec<io::Result<R>>>();
+        let job: Job = Box::new(move |home: &File| {
+            let mut out = Vec::with_capacity(n);
+            let mut away = false;
+            for (ns, item) in items {
+                match sys::netns::enter(ns.as_fd()) {
+                    Ok(()) => {
+                        away = true;
+                        out.push(f(item));
+                    }
+                    Err(e) => out.push(Err(e)),
+                }
+            }
+            if away && let Err(e) = sys::netns::enter(home.as_fd()) {
+                tracing::error!(error = %e, "cannot return namespace thread home; retiring it");
+                let msg = format!("setns home failed: {e}");
+                drop(out);
+                let _ = done_tx.send((0..n).map(|_| Err(io::Error::other(msg.clone()))).collect());
+                return false;
+            }
+            let _ = done_tx.send(out);
+            true
+        });
+        let submitted = self.submit(job);
+        async move {
+            let failed = |msg: String| (0..n).map(|_| Err(io::Error::other(msg.clone()))).collect();
+            match submitted {
+                Err(e) => failed(e.to_string()),
+                Ok(()) => match done_rx.await {
+                    Ok(out) => out,
+                    Err(_) => failed("namespace thread stopped".into()),
+                },
+            }
+        }
     }
 
     fn submit(&self, job: Job) -> io::Result<()> {

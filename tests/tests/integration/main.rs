@@ -28,5 +28,6 @@ mod rewrites;
 mod rpcbind;
 mod rpcbind_series;
 mod slots;
+mod start_many;
 mod workers;
 mod xleave;

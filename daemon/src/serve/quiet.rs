@@ -358,8 +358,10 @@ fn sweep(r: &Registry, now: u64) {
 /// sockets as their datagrams arrive, within its CPU budget (`pace.rs`).
 fn run_lane(r: &'static Registry) {
     let Some(p) = &r.probe else { return };
-    if let Err(e) = crate::sys::nice::set_own_slice(LANE_SLICE_NS) {
-        tracing::debug!(error = %e, "quiet lane: no shorter time slice (kernel before 6.12?)");
+    match crate::sys::nice::set_own_slice(LANE_SLICE_NS) {
+        Ok(true) => {}
+        Ok(false) => tracing::debug!("quiet lane: not a normal or batch policy; slice left as is"),
+        Err(e) => tracing::debug!(error = %e, "quiet lane: no shorter time slice"),
     }
     let mut keys = [0u64; 8];
     let mut swept = now_ns();

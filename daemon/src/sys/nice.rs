@@ -57,14 +57,24 @@ struct SchedAttr {
 }
 
 /// Asks the scheduler for a shorter time slice for the calling thread, keeping its nice
-/// value and the normal policy. Since Linux 6.12 a normal task's `sched_runtime` is its
-/// slice (0.1-100 ms); a task with a shorter slice gets an earlier virtual deadline, so on
-/// waking it preempts a running task of a longer slice instead of waiting for that task's
-/// slice to run out. Older kernels refuse or ignore it (`EINVAL` is returned as an error).
-pub(crate) fn set_own_slice(slice_ns: u64) -> io::Result<()> {
+/// value and its policy. Since Linux 6.12 a normal task's `sched_runtime` is its slice
+/// (0.1-100 ms); a task with a shorter slice gets an earlier virtual deadline, so on waking
+/// it preempts a running task of a longer slice instead of waiting for that task's slice to
+/// run out. Older kernels ignore it. Only for `SCHED_OTHER` and `SCHED_BATCH` (an operator's
+/// `CPUSchedulingPolicy=batch` is kept); under any other policy the thread is left as it is
+/// and `Ok(false)` returned.
+pub(crate) fn set_own_slice(slice_ns: u64) -> io::Result<bool> {
+    // SAFETY: plain system call on the calling thread (pid 0); the result is checked.
+    let policy = unsafe { libc::sched_getscheduler(0) };
+    if policy < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if policy != libc::SCHED_OTHER && policy != libc::SCHED_BATCH {
+        return Ok(false);
+    }
     let attr = SchedAttr {
         size: size_of::<SchedAttr>() as u32,
-        policy: libc::SCHED_OTHER as u32,
+        policy: policy as u32,
         flags: 0,
         nice: own_nice()?,
         priority: 0,
@@ -80,7 +90,7 @@ pub(crate) fn set_own_slice(slice_ns: u64) -> io::Result<()> {
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -124,7 +134,7 @@ mod tests {
         let (nice_before, nice_after, slice) = std::thread::spawn(|| -> io::Result<_> {
             let n = (own_nice()? + 1).min(19);
             set_own_nice(n)?;
-            set_own_slice(100_000)?;
+            assert!(set_own_slice(100_000)?, "a normal thread takes a slice");
             Ok((n, own_nice()?, own_slice()))
         })
         .join()
@@ -144,6 +154,32 @@ mod tests {
         {
             assert_ne!(ours, 100_000);
         }
+        Ok(())
+    }
+
+    #[test]
+    fn a_batch_thread_stays_batch_and_an_idle_one_is_left_alone() -> io::Result<()> {
+        let (batch, idle) = std::thread::spawn(|| -> io::Result<_> {
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: plain system call on the calling thread with a live sched_param.
+            if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &raw const param) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let took = set_own_slice(100_000)?;
+            // SAFETY: as above.
+            let batch = (took, unsafe { libc::sched_getscheduler(0) });
+            // SAFETY: as above (going to SCHED_IDLE needs no privilege).
+            if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &raw const param) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let took = set_own_slice(100_000)?;
+            // SAFETY: as above.
+            Ok((batch, (took, unsafe { libc::sched_getscheduler(0) })))
+        })
+        .join()
+        .map_err(|_| io::Error::other("thread panicked"))??;
+        assert_eq!(batch, (true, libc::SCHED_BATCH));
+        assert_eq!(idle, (false, libc::SCHED_IDLE));
         Ok(())
     }
 }

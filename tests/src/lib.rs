@@ -13,6 +13,8 @@
 //! - [`flood`] — a cheap closed-loop UDP load generator (GSO bursts out, GRO reads in) for
 //!   benches that must leave most of the machine to the server.
 //! - [`floor`] — the floor server of the NTP and DNS benches (the kernel alone, best batching).
+//! - [`service_probe`] — probes of the portmapper, DNS and NTP inside namespaces, for the
+//!   benches that time when namespaces start answering.
 //! - [`daemon`] — [`daemon::Daemon`]: an `nsauxd` with its own runtime/state/netns directories,
 //!   stopped by pid when dropped.
 //!
@@ -30,4 +32,5 @@ pub mod flood;
 pub mod floor;
 pub mod netns;
 pub mod rpc;
+pub mod service_probe;
 pub mod stream;

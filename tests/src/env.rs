@@ -9,6 +9,16 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+/// Whether the running kernel is `major.minor` or later (`/proc/sys/kernel/osrelease`), for
+/// assertions on behaviour a kernel version brought; false when the release cannot be read.
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .split(['.', '-'])
+        .map(|p| p.trim().parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
+}
+
 /// True when the test may proceed. Without root: fails under CI, skips loudly elsewhere.
 pub fn require_root(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {

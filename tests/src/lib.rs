@@ -5,6 +5,7 @@
 //!   locating the built binaries.
 //! - [`netns`] — [`netns::TestNetns`]: a namespace bound into a private directory, created and
 //!   deleted the way `ip netns add/del` do, and helpers to run code or commands inside it.
+//! - [`ntpdig`] — ntpdig's JSON report, read one way.
 //! - [`rpc`] — a tiny ONC RPC client (portmapper XDR, UDP, record-marked streams).
 //! - [`stream`] — how a stream connection ended (EOF, reset, data, timeout), for checks
 //!   that the daemon closed one.
@@ -31,6 +32,7 @@ pub mod env;
 pub mod flood;
 pub mod floor;
 pub mod netns;
+pub mod ntpdig;
 pub mod rpc;
 pub mod service_probe;
 pub mod stream;

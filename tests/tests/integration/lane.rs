@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use nsaux_tests::closed_loop::{ClosedLoop, ntp_request, wait_ntp_answers};
 use nsaux_tests::daemon::Daemon;
-use nsaux_tests::env::require_root;
+use nsaux_tests::env::{kernel_at_least, require_root};
 use nsaux_tests::netns::{TestNetns, in_netns_file, veth};
 
 const CONFIG: &str = "[ntp]\nstratum = 10\nlocal_stratum = 10\nrate_limit = { enabled = false }\n\
@@ -61,15 +61,6 @@ fn slice_of(pid: u32, tid: &str) -> Option<u64> {
     line.split(':').nth(1)?.trim().parse().ok()
 }
 
-/// Linux 6.12 or later: normal tasks may ask for their own time slice.
-fn custom_slices_supported() -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut parts = release
-        .split(['.', '-'])
-        .map(|p| p.trim().parse::<u32>().unwrap_or(0));
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (6, 12)
-}
-
 /// The thread of `pid` named `comm`.
 fn thread_named(pid: u32, comm: &str) -> anyhow::Result<String> {
     for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
@@ -112,7 +103,8 @@ fn the_quiet_lane_runs_at_a_lower_nice_value_and_shorter_slice_than_the_loop() -
     );
     // And the lane asks for the shortest time slice (so it preempts the loop on waking);
     // the loop keeps the kernel's default.
-    if custom_slices_supported() {
+    // Linux 6.12 or later: normal tasks may ask for their own time slice.
+    if kernel_at_least(6, 12) {
         let lane_slice = slice_of(pid, &lane);
         let loop_slice = slice_of(pid, &pid.to_string());
         if let (Some(lane_slice), Some(loop_slice)) = (lane_slice, loop_slice) {

@@ -141,8 +141,7 @@ fn three_flooded_namespaces_leave_a_fourth_answering() -> anyhow::Result<()> {
     let checks = (|| -> anyhow::Result<()> {
         for _ in 0..2 {
             let out = timed(&quiet, "ntpdig -j -t 2 127.0.0.1")?;
-            let v: serde_json::Value = serde_json::from_str(out.trim())
-                .map_err(|e| anyhow::anyhow!("ntpdig output {out:?}: {e}"))?;
+            let v = nsaux_tests::ntpdig::report(&out)?;
             anyhow::ensure!(v["stratum"].as_u64() == Some(10), "ntpdig: {v}");
             let out = timed(&quiet, "dig +time=2 +tries=1 @127.0.0.53 probe.lan A")?;
             let answer = section(&out, "ANSWER");

@@ -127,8 +127,7 @@ fn ntpdig_and_chronyd_agree_in_two_namespaces() -> anyhow::Result<()> {
         for server in ["127.0.0.1", "::1"] {
             let out = ns.sh(&format!("ntpdig -j -t 2 {server}"))?;
             let text = String::from_utf8_lossy(&out.stdout);
-            let v: Value = serde_json::from_str(text.trim())
-                .map_err(|e| anyhow::anyhow!("ntpdig output {text:?}: {e}"))?;
+            let v = nsaux_tests::ntpdig::report(&text)?;
             let offset = v["offset"].as_f64().unwrap_or(f64::NAN);
             let delay = v["delay"].as_f64().unwrap_or(f64::NAN);
             // One clock on both ends: the server's stamps lie between the client's, so the

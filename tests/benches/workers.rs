@@ -4,7 +4,7 @@
 //! spread and fails only if no answer came back.
 //!
 //! One daemon per `worker_threads` value N (1, 2, and the number of allowed CPUs if more; or
-//! `NSAUX_WORKERS_N=1,2,4`), all running at once, each serving NTP in the same number of
+//! `NSAUX_WORKERS_N=1,2,4`), all running at once, each serving NTP and DNS in the same number of
 //! namespaces. Each round floods every daemon in turn (the order reversed every other round, so
 //! drift in the load of a shared machine hits every N alike) with NTP requests spread over
 //! `SPREADS` namespaces, from the cheap generator of [`nsaux_tests::flood`] (GSO bursts out,
@@ -15,6 +15,13 @@
 //! (close together: the work is spread, nothing serialises on one thread), CPU per answer, the generator's CPU per request and
 //! its CPUs busy / waiting; medians over rounds with their range. `NSAUX_BENCH_BASELINE` adds the same rows for that build.
 //!
+//! Two kinds of flood, one set of tables each (`NSAUX_WORKERS_KIND=ntp|dns|ntp,dns`, default
+//! both): NTP, whose answer costs the server about what the request costs the generator (on
+//! loopback the sender pays the delivery into the receiver's socket), so on 2 CPUs the two
+//! split the machine and a second worker has no CPU left to use; and DNS queries for a record
+//! of the daemon's configuration (`w.lan`), which cost the server about twice as much per
+//! answer, so the generator leaves it room for more than one CPU even on a 2-CPU machine.
+//!
 //! `NSAUX_WORKERS_SECS` (default 2) is the time of one flood, `NSAUX_WORKERS_ROUNDS` (default 3)
 //! the rounds; `NSAUX_FLOOD_SOCKETS` (default 4) client sockets per namespace,
 //! `NSAUX_FLOOD_WINDOW` (default 32) requests in flight per socket, `NSAUX_FLOOD_THREADS`
@@ -24,12 +31,59 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use nsaux_tests::bench::{Build, builds, median, print_table, range};
-use nsaux_tests::closed_loop::{ntp_request, wait_ntp_answers};
+use nsaux_tests::closed_loop::{dns_a_query, ntp_request, wait_ntp_answers};
 use nsaux_tests::daemon::Daemon;
 use nsaux_tests::flood::{Flood, FloodReport};
 use nsaux_tests::netns::TestNetns;
 
 const NTP: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 123);
+const DNS: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 53)),
+    53,
+);
+
+/// What a flood asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Ntp,
+    /// A record from the daemon's configuration (answered without an upstream).
+    Dns,
+}
+
+impl Kind {
+    fn target(self) -> SocketAddr {
+        match self {
+            Self::Ntp => NTP,
+            Self::Dns => DNS,
+        }
+    }
+
+    fn request(self) -> fn(u64) -> Vec<u8> {
+        match self {
+            Self::Ntp => ntp_request,
+            Self::Dns => |n| dns_a_query(n as u16, "w.lan"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Ntp => "NTP",
+            Self::Dns => "DNS (configured record)",
+        }
+    }
+}
+
+/// The kinds to run (`NSAUX_WORKERS_KIND`, default both).
+fn kinds() -> Vec<Kind> {
+    let s = std::env::var("NSAUX_WORKERS_KIND").unwrap_or_else(|_| "ntp,dns".into());
+    s.split(',')
+        .filter_map(|k| match k.trim() {
+            "ntp" => Some(Kind::Ntp),
+            "dns" => Some(Kind::Dns),
+            _ => None,
+        })
+        .collect()
+}
 /// Namespaces a flood is spread over, one table each.
 const SPREADS: [usize; 2] = [4, 8];
 
@@ -68,7 +122,8 @@ struct Server {
 fn start(build: &Build, n: usize, spaces: usize) -> anyhow::Result<Server> {
     let config = format!(
         "worker_threads = {n}\n[ntp]\nstratum = 10\nlocal_stratum = 10\n\
-         rate_limit = {{ enabled = false }}\n[dns]\nenabled = false\n[rpcbind]\nenabled = false\n"
+         rate_limit = {{ enabled = false }}\n[dns]\nlocal_domains = [\"lan\"]\n\
+         records = [{{ name = \"w.lan\", addr = \"10.9.9.9\" }}]\n[rpcbind]\nenabled = false\n"
     );
     let daemon = build.start(&config)?;
     let spaces = (0..spaces)
@@ -76,6 +131,23 @@ fn start(build: &Build, n: usize, spaces: usize) -> anyhow::Result<Server> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     for ns in &spaces {
         wait_ntp_answers(&ns.path, NTP, "NTP in a worker-table namespace")?;
+        let path = ns.path.clone();
+        nsaux_tests::daemon::wait_for(
+            "DNS in a worker-table namespace",
+            Duration::from_secs(10),
+            || {
+                nsaux_tests::netns::in_netns_file(&path, || {
+                    nsaux_tests::netns::udp_exchange(
+                        DNS,
+                        &dns_a_query(1, "w.lan"),
+                        Duration::from_millis(200),
+                    )
+                })
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
+            },
+        )?;
     }
     Ok(Server {
         label: format!("{} N={n}", build.label),
@@ -96,9 +168,9 @@ struct Sample {
     worker_spread: Option<(Duration, Duration)>,
 }
 
-fn measure(s: &Server, spread: usize, time: Duration) -> anyhow::Result<Sample> {
+fn measure(s: &Server, kind: Kind, spread: usize, time: Duration) -> anyhow::Result<Sample> {
     let flood = Flood {
-        target: NTP,
+        target: kind.target(),
         namespaces: s.spaces[..spread].iter().map(|n| n.path.clone()).collect(),
         sockets_per_ns: env_or("NSAUX_FLOOD_SOCKETS", 4),
         window: env_or("NSAUX_FLOOD_WINDOW", 32),
@@ -106,7 +178,7 @@ fn measure(s: &Server, spread: usize, time: Duration) -> anyhow::Result<Sample> 
         threads: env_or("NSAUX_FLOOD_THREADS", 1),
         time,
         max_requests: u64::MAX,
-        request: ntp_request,
+        request: kind.request(),
     };
     let pid = s.daemon.pid();
     let (cpu0, waited0) = (nsaux_tests::bench::cpu_ns(pid), run_delay_ns(pid));
@@ -212,11 +284,16 @@ fn main() -> anyhow::Result<()> {
     }
     // Warm-up: threads, buffers and caches made before anything is measured.
     for s in &servers {
-        measure(s, most, Duration::from_millis(300))?;
+        for &kind in &kinds() {
+            measure(s, kind, most, Duration::from_millis(300))?;
+        }
     }
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let mut answered = 0;
-    for spread in SPREADS {
+    for (kind, spread) in kinds()
+        .into_iter()
+        .flat_map(|k| SPREADS.map(move |s| (k, s)))
+    {
         let mut samples: Vec<Vec<Sample>> = servers.iter().map(|_| Vec::new()).collect();
         for round in 0..rounds {
             let mut order: Vec<usize> = (0..servers.len()).collect();
@@ -224,7 +301,7 @@ fn main() -> anyhow::Result<()> {
                 order.reverse();
             }
             for i in order {
-                samples[i].push(measure(&servers[i], spread, time)?);
+                samples[i].push(measure(&servers[i], kind, spread, time)?);
             }
         }
         let mut rows = Vec::new();
@@ -255,8 +332,9 @@ fn main() -> anyhow::Result<()> {
             ]);
         }
         println!(
-            "\nNTP floods spread over {spread} namespaces, {rounds} rounds of {:.1} s, \
+            "\n{} floods spread over {spread} namespaces, {rounds} rounds of {:.1} s, \
              {cores} CPUs allowed (median (range)):\n",
+            kind.name(),
             time.as_secs_f64()
         );
         print_table(

@@ -12,7 +12,12 @@
 //! * Load, from Rust threads inside A (closed loop, `WINDOW` requests in flight per socket):
 //!   `flood3` = NTP + DNS cache hits + rpcbind GETPORT at once; `junk` = undecodable 8-byte
 //!   datagrams to all three ports as fast as one thread sends (open loop); `dns-miss` = DNS
-//!   queries for names never asked before (each a cache miss forwarded upstream).
+//!   queries for names never asked before (each a cache miss forwarded upstream);
+//!   `junk-paced` = junk at a fixed rate (`NSAUX_JUNK_RATE`, default 60,000/s), the same
+//!   offered load for every server (the open-loop `junk` sends as fast as its thread gets CPU,
+//!   so a server that spends less of the shared CPU on junk is sent more of it);
+//!   `flood3-b-paced` = flood3 while B asks at a fixed rate (`NSAUX_PROBE_RATE`, default
+//!   1,000/s, still one request in flight): A's answers/s compare at equal work for B.
 //! * Probe, from inside B: one NTP request in flight for `PROBE` (timeout `PROBE_TIMEOUT`,
 //!   counted lost); B's answers/s, p50, p99 and losses, and A's answers/s (junk: datagrams
 //!   sent/s). `idle` is the probe with nothing else running.
@@ -34,8 +39,8 @@
 //!   unit of work done. `NSAUX_ISOLATION_ONLY=offloop` runs only this table.
 //!
 //! `NSAUX_ISOLATION_SECS` (default 3) sets the probe time of one scenario.
-//! `NSAUX_ISOLATION_ONLY` (a comma-separated list of `idle`, `flood3`, `junk`, `dns-miss`,
-//! `hosts`, `workers`, `offloop`) runs only those scenarios and tables, and
+//! `NSAUX_ISOLATION_ONLY` (a comma-separated list of `idle`, `flood3`, `flood3-b-paced`, `junk`,
+//! `junk-paced`, `dns-miss`, `hosts`, `offloop`) runs only those scenarios and tables, and
 //! `NSAUX_ISOLATION_REPEAT` (default 1) runs the first table's scenarios that many times, the
 //! builds alternating within each pass, so an A/B on a loaded machine gets a median and range.
 //! The first table's extra columns say where B's mean wait goes: p75/p90/p95 and the mean, and
@@ -48,7 +53,9 @@
 //! share of B's answers the quiet lane served (nsauxd's `served_between` for B; the rest
 //! waited for the loop).
 
-use std::net::{SocketAddr, UdpSocket};
+mod load;
+mod offloop;
+
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::Arc;
@@ -57,21 +64,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use nix::sys::socket::{setsockopt, sockopt};
 use nsaux_tests::bench::{Chronyd, builds, percentile, print_table};
-use nsaux_tests::daemon::wait_for;
 use nsaux_tests::dns::Server;
-use nsaux_tests::netns::{TestNetns, in_netns_file, udp_exchange, veth};
-use nsaux_tests::rpc::{Cred, PMAP, call, pmap, spawn_stock_rpcbind, wait_portmapper_udp};
+use nsaux_tests::netns::{TestNetns, in_netns_file, veth};
+use nsaux_tests::rpc::{spawn_stock_rpcbind, wait_portmapper_udp};
 
-const WINDOW: u64 = 256;
-const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
-const NTP: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 123);
-const RPC: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 111);
-const DNS: SocketAddr = SocketAddr::new(
-    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 53)),
-    53,
-);
+use load::{Flood, Probe, flood, probe, wait_dns, wait_ntp};
+use offloop::offloop_stalls;
+
 const ORIGIN_ZONE: &str = "  local-zone: \".\" refuse\n  local-zone: \"benchzone.\" static\n  \
     local-data: \"benchzone. 3600 IN SOA ns.benchzone. admin.benchzone. 1 3600 600 86400 30\"\n  \
     local-data: \"www.benchzone. 3600 IN A 10.0.0.1\"\n";
@@ -133,154 +133,6 @@ fn thread_named(pid: u32, comm: &str) -> u32 {
         .unwrap_or(pid)
 }
 
-fn ntp_request(tx: u64) -> Vec<u8> {
-    let mut p = vec![0u8; 48];
-    p[0] = 0x23; // v4, mode 3
-    p[40..48].copy_from_slice(&tx.to_be_bytes());
-    p
-}
-
-fn dns_query(id: u64, name: &str) -> Vec<u8> {
-    let mut q = Vec::with_capacity(64);
-    q.extend_from_slice(&(id as u16).to_be_bytes());
-    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.split('.').filter(|l| !l.is_empty()) {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
-}
-
-fn getport(xid: u64) -> Vec<u8> {
-    call(xid as u32, PMAP, 2, 3, Cred::None, &pmap(PMAP, 2, 17, 0))
-}
-
-/// A flood into A: what it sends, where.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flood {
-    Ntp,
-    DnsHit,
-    DnsMiss,
-    Getport,
-    Junk,
-}
-
-impl Flood {
-    fn target(self) -> SocketAddr {
-        match self {
-            Self::Ntp => NTP,
-            Self::DnsHit | Self::DnsMiss => DNS,
-            Self::Getport => RPC,
-            Self::Junk => NTP,
-        }
-    }
-
-    fn request(self, n: u64, salt: u64) -> Vec<u8> {
-        match self {
-            Self::Ntp => ntp_request(n),
-            Self::DnsHit => dns_query(n, "www.benchzone"),
-            Self::DnsMiss => dns_query(n, &format!("m{salt}x{n}.benchzone")),
-            Self::Getport => getport(n),
-            Self::Junk => vec![0xff; 8],
-        }
-    }
-}
-
-/// A client socket with a receive buffer large enough for a full window of answers.
-fn client_socket(to: SocketAddr) -> anyhow::Result<UdpSocket> {
-    let s = UdpSocket::bind("127.0.0.1:0")?;
-    setsockopt(&s, sockopt::RcvBufForce, &(4 << 20))?;
-    s.connect(to)?;
-    Ok(s)
-}
-
-/// Closed loop (or, for junk, open loop) from inside the current namespace until `stop`;
-/// returns answers (junk: datagrams sent).
-fn flood(kind: Flood, stop: &AtomicBool) -> anyhow::Result<u64> {
-    // Names never asked before in this run: the DNS miss flood misses every time.
-    let salt = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    if let Flood::Junk = kind {
-        let s = UdpSocket::bind("127.0.0.1:0")?;
-        s.set_nonblocking(true)?;
-        let mut sent = 0u64;
-        let targets = [NTP, DNS, RPC];
-        while !stop.load(Ordering::Relaxed) {
-            for _ in 0..256 {
-                if s.send_to(&[0xff; 8], targets[(sent % 3) as usize]).is_ok() {
-                    sent += 1;
-                }
-            }
-        }
-        return Ok(sent);
-    }
-    let s = client_socket(kind.target())?;
-    s.set_read_timeout(Some(Duration::from_millis(20)))?;
-    let (mut n, mut answers, mut in_flight) = (0u64, 0u64, 0u64);
-    let mut buf = [0u8; 2048];
-    while !stop.load(Ordering::Relaxed) {
-        while in_flight < WINDOW {
-            match s.send(&kind.request(n, salt)) {
-                Ok(_) => {
-                    n += 1;
-                    in_flight += 1;
-                }
-                Err(_) => break,
-            }
-        }
-        match s.recv(&mut buf) {
-            Ok(_) => {
-                answers += 1;
-                in_flight = in_flight.saturating_sub(1);
-            }
-            // Lost somewhere (a queue overflowed): start a fresh window.
-            Err(_) => in_flight = 0,
-        }
-    }
-    Ok(answers)
-}
-
-/// B's figures for one scenario.
-#[derive(Debug, Default)]
-struct Probe {
-    rtts: Vec<Duration>,
-    lost: u64,
-    elapsed: Duration,
-}
-
-/// One NTP request in flight from inside the current namespace for `time`.
-fn probe(time: Duration) -> anyhow::Result<Probe> {
-    let s = client_socket(NTP)?;
-    s.set_read_timeout(Some(PROBE_TIMEOUT))?;
-    let mut p = Probe::default();
-    let mut buf = [0u8; 512];
-    let start = Instant::now();
-    let mut tx = 1u64;
-    while start.elapsed() < time {
-        tx += 1;
-        let t0 = Instant::now();
-        s.send(&ntp_request(tx))?;
-        loop {
-            match s.recv(&mut buf) {
-                // The answer to this request (its origin stamp is our transmit stamp).
-                Ok(48) if buf[24..32] == tx.to_be_bytes() => {
-                    p.rtts.push(t0.elapsed());
-                    break;
-                }
-                Ok(_) if t0.elapsed() < PROBE_TIMEOUT => {}
-                _ => {
-                    p.lost += 1;
-                    break;
-                }
-            }
-        }
-    }
-    p.elapsed = start.elapsed();
-    Ok(p)
-}
-
 /// The namespaces one server setup serves, and the pid(s) to watch.
 struct Setup {
     label: &'static str,
@@ -310,7 +162,12 @@ struct Extra {
 }
 
 /// Runs `floods` in A while B is probed; returns B's figures and A's answers/s.
-fn scenario(s: &Setup, floods: &[Flood], time: Duration) -> anyhow::Result<(Probe, Extra)> {
+fn scenario(
+    s: &Setup,
+    floods: &[Flood],
+    b_rate: Option<f64>,
+    time: Duration,
+) -> anyhow::Result<(Probe, Extra)> {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let wait0 = sched_wait(s.b_server.0, s.b_server.1);
@@ -328,7 +185,7 @@ fn scenario(s: &Setup, floods: &[Flood], time: Duration) -> anyhow::Result<(Prob
     if !floods.is_empty() {
         std::thread::sleep(Duration::from_millis(300));
     }
-    let p = in_netns_file(&s.b, move || probe(time));
+    let p = in_netns_file(&s.b, move || probe(time, b_rate));
     stop.store(true, Ordering::Relaxed);
     let mut a_total = 0u64;
     for h in handles {
@@ -344,11 +201,11 @@ fn scenario(s: &Setup, floods: &[Flood], time: Duration) -> anyhow::Result<(Prob
     let answers = a_total + p.rtts.len() as u64;
     let cpu_per_answer = cpu0
         .zip(s.daemon.map(nsaux_tests::bench::cpu_ns))
-        .filter(|_| !floods.contains(&Flood::Junk))
+        .filter(|_| !floods.iter().any(|f| f.is_junk()))
         .map(|(c0, c1)| Duration::from_nanos(c1.saturating_sub(c0) / answers.max(1)));
     let loop_per_a = loop0
         .zip(s.daemon.and_then(|p| thread_cpu(p, p)))
-        .filter(|_| !floods.contains(&Flood::Junk))
+        .filter(|_| !floods.iter().any(|f| f.is_junk()))
         .map(|(c0, c1)| Duration::from_nanos(c1.saturating_sub(c0) / a_total.max(1)));
     let b_server_cpu = server0
         .zip(thread_cpu(s.b_server.0, s.b_server.1))
@@ -405,6 +262,7 @@ fn long_row(scenario: &str, label: &str, p: &Probe, x: Option<&Extra>) -> Vec<St
     r
 }
 
+/// B's round trips in the second and fourth tables' short columns.
 fn row(scenario: &str, label: &str, p: &Probe, a_rate: Option<f64>) -> Vec<String> {
     let us = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6);
     vec![
@@ -446,38 +304,6 @@ impl Drop for Killed {
     }
 }
 
-fn wait_ntp(ns: &Path, what: &str) -> anyhow::Result<()> {
-    let ns = ns.to_owned();
-    wait_for(what, Duration::from_secs(10), || {
-        in_netns_file(&ns, || {
-            udp_exchange(NTP, &ntp_request(1), Duration::from_millis(200))
-        })
-        .ok()
-        .and_then(Result::ok)
-        .flatten()
-    })
-    .map(|_| ())
-}
-
-fn wait_dns(ns: &Path, what: &str) -> anyhow::Result<()> {
-    let ns = ns.to_owned();
-    wait_for(what, Duration::from_secs(10), || {
-        in_netns_file(&ns, || {
-            udp_exchange(
-                DNS,
-                &dns_query(7, "www.benchzone"),
-                Duration::from_millis(500),
-            )
-        })
-        .ok()
-        .and_then(Result::ok)
-        .flatten()
-        // An answer with one record.
-        .filter(|(b, _)| b.len() > 12 && b[7] == 1)
-    })
-    .map(|_| ())
-}
-
 fn hosts_file(version: usize) -> String {
     let mut s = String::with_capacity(HOSTS_LINES * 28);
     for i in 0..HOSTS_LINES {
@@ -500,7 +326,15 @@ fn main() -> anyhow::Result<()> {
     }
     nsaux_tests::bench::build_release_daemon()?;
     let time = probe_time();
-    let first = ["idle", "flood3", "junk", "dns-miss", "hosts"];
+    let first = [
+        "idle",
+        "flood3",
+        "flood3-b-paced",
+        "junk",
+        "junk-paced",
+        "dns-miss",
+        "hosts",
+    ];
     if !first.iter().any(|n| wanted(n)) {
         return if wanted("offloop") {
             offloop_stalls(time)
@@ -572,17 +406,21 @@ fn main() -> anyhow::Result<()> {
         wait_portmapper_udp(a, label)?;
     }
 
-    let scenarios: [(&str, &[Flood]); 4] = [
-        ("idle", &[]),
-        ("flood3", &[Flood::Ntp, Flood::DnsHit, Flood::Getport]),
-        ("junk", &[Flood::Junk]),
-        ("dns-miss", &[Flood::DnsMiss]),
+    const FLOOD3: &[Flood] = &[Flood::Ntp, Flood::DnsHit, Flood::Getport];
+    // (name, floods into A, B's request rate: None = closed loop)
+    let scenarios: [(&str, &[Flood], Option<f64>); 6] = [
+        ("idle", &[], None),
+        ("flood3", FLOOD3, None),
+        ("flood3-b-paced", FLOOD3, Some(load::probe_rate())),
+        ("junk", &[Flood::Junk], None),
+        ("junk-paced", &[Flood::JunkPaced], None),
+        ("dns-miss", &[Flood::DnsMiss], None),
     ];
     let mut rows = Vec::new();
     let mut answered = 0;
     let passes = repeats();
     for pass in 1..=passes {
-        for (name, floods) in scenarios {
+        for (name, floods, b_rate) in scenarios {
             if !wanted(name) {
                 continue;
             }
@@ -598,7 +436,7 @@ fn main() -> anyhow::Result<()> {
                     ns["udp"]["served_between"].as_u64()
                 };
                 let lane0 = by_lane();
-                let (p, mut x) = scenario(s, floods, time)?;
+                let (p, mut x) = scenario(s, floods, b_rate, time)?;
                 x.b_by_lane = lane0
                     .zip(by_lane())
                     .map(|(l0, l1)| l1.saturating_sub(l0) as f64 / p.rtts.len().max(1) as f64);
@@ -659,7 +497,7 @@ fn main() -> anyhow::Result<()> {
     // Second table: A's hosts file (100,000 lines) rewritten every second while B is probed.
     let mut rows = Vec::new();
     for (label, _, _, b, _, _, etc_b) in &nsauxds {
-        let idle = in_netns_file(&b.path, move || probe(time))??;
+        let idle = in_netns_file(&b.path, move || probe(time, None))??;
         let stop = Arc::new(AtomicBool::new(false));
         let writer = {
             let stop = Arc::clone(&stop);
@@ -678,7 +516,7 @@ fn main() -> anyhow::Result<()> {
             })
         };
         std::thread::sleep(Duration::from_millis(200));
-        let busy = in_netns_file(&b.path, move || probe(time))??;
+        let busy = in_netns_file(&b.path, move || probe(time, None))??;
         stop.store(true, Ordering::Relaxed);
         let writes = writer
             .join()
@@ -710,216 +548,5 @@ fn main() -> anyhow::Result<()> {
     if wanted("offloop") {
         offloop_stalls(time)?;
     }
-    Ok(())
-}
-
-/// Registrations in the churned namespace of [`offloop_stalls`]: about 1 MiB of journal lines.
-const OFFLOOP_TABLE: u32 = 8_000;
-/// Changes per second of that churn (a compaction about every second and a half).
-const OFFLOOP_CHURN_RATE: f64 = 6_000.0;
-
-/// One SET (`set`) or UNSET of program `prog` over an open AF_LOCAL connection; true if TRUE.
-fn offloop_change(s: &mut std::os::unix::net::UnixStream, set: bool, prog: u32) -> bool {
-    let uaddr = format!("/run/offloop-{}-{prog}.sock", "z".repeat(40));
-    let (proc_, args) = if set {
-        (1, nsaux_tests::rpc::rpcb(prog, 1, "local", &uaddr, "0"))
-    } else {
-        (2, nsaux_tests::rpc::rpcb(prog, 1, "", "", "0"))
-    };
-    nsaux_tests::rpc::stream_call(s, &call(prog, PMAP, 4, proc_, Cred::None, &args))
-        .as_ref()
-        .and_then(nsaux_tests::rpc::result_u32)
-        == Some(1)
-}
-
-/// The fourth table (see the module docs): what work that used to run on the loop costs a quiet
-/// namespace's NTP client, at thousands of namespaces, per build (A/B with the baseline).
-fn offloop_stalls(time: Duration) -> anyhow::Result<()> {
-    use std::os::fd::AsFd as _;
-    let n: usize = std::env::var("NSAUX_OFFLOOP_NS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2_000);
-    let config = "[ntp]\nstratum = 10\nlocal_stratum = 10\nrate_limit = { enabled = false }\n\
-                  [rpcbind]\nmax_registrations = 20000\nmax_registration_bytes = 67108864\n";
-    let mut rows = Vec::new();
-    for build in builds()? {
-        let d = build.start(config)?;
-        let b = d.netns("B")?;
-        let j = d.netns("J")?;
-        // The crowd, created on one thread that returns home after each.
-        let dir = d.netns_dir();
-        let names: Vec<String> = (0..n).map(|i| format!("S{i}")).collect();
-        let names2 = names.clone();
-        std::thread::spawn(move || -> anyhow::Result<()> {
-            let home = std::fs::File::open("/proc/thread-self/ns/net")?;
-            for name in &names2 {
-                nsaux_tests::netns::create_on_this_thread(&dir, name)?;
-                nix::sched::setns(home.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
-            }
-            Ok(())
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("creator thread panicked"))??;
-        // An older build may not hold this many namespaces (its fd limit): say so and go on
-        // with the next build rather than fail the whole table.
-        if let Err(e) = wait_for("every namespace listed", Duration::from_secs(120), || {
-            (d.ns_list().ok()?.len() >= n + 2).then_some(())
-        }) {
-            println!(
-                "{}: did not serve {n} namespaces ({e}); no row",
-                build.label
-            );
-            continue;
-        }
-        wait_ntp(&b.path, "NTP in B")?;
-        wait_portmapper_udp(&j, "portmapper in J")?;
-        // J's table: OFFLOOP_TABLE registrations over one connection.
-        j.run_in(|| -> anyhow::Result<()> {
-            let mut s = nsaux_tests::rpc::connect_abstract("/run/rpcbind.sock")?;
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            for p in 0..OFFLOOP_TABLE {
-                anyhow::ensure!(offloop_change(&mut s, true, 600_000 + p), "SET {p}");
-            }
-            Ok(())
-        })??;
-
-        type Job<'a> = &'a (dyn Fn(&Arc<AtomicBool>) -> anyhow::Result<u64> + Sync);
-        let work: [(&str, Job<'_>); 6] = [
-            ("idle", &|_| Ok(0)),
-            ("ns list --json", &|stop| {
-                let mut k = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    anyhow::ensure!(d.ctl(&["ns", "list", "--json"])?.status.success());
-                    k += 1;
-                }
-                Ok(k)
-            }),
-            ("metrics", &|stop| {
-                let mut k = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    anyhow::ensure!(d.ctl(&["metrics"])?.status.success());
-                    k += 1;
-                }
-                Ok(k)
-            }),
-            ("journal churn", &|stop| {
-                let stop = Arc::clone(stop);
-                j.run_in(move || -> anyhow::Result<u64> {
-                    let mut s = nsaux_tests::rpc::connect_abstract("/run/rpcbind.sock")?;
-                    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-                    let (mut k, mut next) = (0u64, OFFLOOP_TABLE);
-                    let started = Instant::now();
-                    while !stop.load(Ordering::Relaxed) {
-                        // A fixed rate, so every build does the same work per second.
-                        let due = Duration::from_secs_f64(k as f64 / OFFLOOP_CHURN_RATE);
-                        if let Some(ahead) = due.checked_sub(started.elapsed()) {
-                            std::thread::sleep(ahead);
-                        }
-                        anyhow::ensure!(offloop_change(&mut s, true, 600_000 + next), "SET");
-                        anyhow::ensure!(
-                            offloop_change(&mut s, false, 600_000 + next - OFFLOOP_TABLE),
-                            "UNSET"
-                        );
-                        next += 1;
-                        k += 2;
-                    }
-                    Ok(k)
-                })?
-            }),
-            ("DUMP 8,000", &|stop| {
-                let stop = Arc::clone(stop);
-                j.run_in(move || -> anyhow::Result<u64> {
-                    let mut s = nsaux_tests::rpc::connect_abstract("/run/rpcbind.sock")?;
-                    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-                    let mut k = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        let req = call(k as u32, PMAP, 4, 4, Cred::None, &[]);
-                        std::io::Write::write_all(&mut s, &nsaux_tests::rpc::frame(&req))?;
-                        let rec = nsaux_tests::rpc::read_record(&mut s)
-                            .ok_or_else(|| anyhow::anyhow!("no DUMP reply"))?;
-                        anyhow::ensure!(rec.len() > 400_000, "short DUMP: {}", rec.len());
-                        k += 1;
-                    }
-                    Ok(k)
-                })?
-            }),
-            ("replay 8,000", &|stop| {
-                let off =
-                    format!("{config}[[netns]]\nmatch = \"J\"\nrpcbind = {{ enabled = false }}\n");
-                let mut k = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    d.write_config(&off)?;
-                    anyhow::ensure!(d.ctl(&["reload"])?.status.success(), "reload off");
-                    d.write_config(config)?;
-                    anyhow::ensure!(d.ctl(&["reload"])?.status.success(), "reload on");
-                    wait_for("J replayed", Duration::from_secs(10), || {
-                        let n = d.ns("J").ok()??;
-                        let st = &n["services"]["rpcbind"]["status"];
-                        (st["registrations"].as_u64()? >= u64::from(OFFLOOP_TABLE)
-                            && st["journal"]["replaying"] == false)
-                            .then_some(())
-                    })?;
-                    k += 1;
-                }
-                Ok(k)
-            }),
-        ];
-        for (name, job) in work {
-            let stop = Arc::new(AtomicBool::new(false));
-            let cpu0 = nsaux_tests::bench::cpu_ns(d.pid());
-            let (p, done, secs) = std::thread::scope(|sc| -> anyhow::Result<_> {
-                let started = Instant::now();
-                let h = sc.spawn(|| job(&stop));
-                std::thread::sleep(Duration::from_millis(100));
-                let bpath = b.path.clone();
-                let p = in_netns_file(&bpath, move || probe(time));
-                stop.store(true, Ordering::Relaxed);
-                let done = h
-                    .join()
-                    .map_err(|_| anyhow::anyhow!("work thread panicked"))??;
-                Ok((p??, done, started.elapsed().as_secs_f64()))
-            })?;
-            let mut r = row(name, build.label, &p, None);
-            let max = p.rtts.iter().max().copied().unwrap_or_default();
-            r.insert(5, format!("{:.0} µs", max.as_secs_f64() * 1e6));
-            let cpu = nsaux_tests::bench::cpu_ns(d.pid()).saturating_sub(cpu0);
-            r[7] = if name == "idle" {
-                "-".into()
-            } else {
-                format!("{:.1}/s", done as f64 / secs)
-            };
-            r.push(if name == "idle" || done == 0 {
-                "-".into()
-            } else {
-                format!("{:.0} µs", cpu as f64 / 1e3 / done as f64)
-            });
-            rows.push(r);
-        }
-        let dir = d.netns_dir();
-        for name in &names {
-            let path = dir.join(name);
-            let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
-            let _ = std::fs::remove_file(&path);
-        }
-    }
-    println!(
-        "\nB probed (1 NTP request in flight) at {n} namespaces while the daemon does work that \
-         once ran on its loop; max = the longest wait B saw:\n"
-    );
-    print_table(
-        &[
-            "work",
-            "server",
-            "B answers/s",
-            "B p50",
-            "B p99",
-            "B max",
-            "B lost",
-            "work done",
-            "CPU / work",
-        ],
-        &rows,
-    );
     Ok(())
 }

@@ -267,6 +267,16 @@ impl Drop for QuietSocket {
     }
 }
 
+/// Whether the lane thread runs (set once it is spawned).
+static LANE_UP: AtomicBool = AtomicBool::new(false);
+
+/// Whether the lane serves quiet sockets now (a lane thread runs and some socket is busy): a
+/// quiet namespace's datagram then does not wait for the loop, so the loop's receive
+/// coalescing (`coalesce.rs`) may delay its own wait without delaying that namespace.
+pub(crate) fn lane_serving() -> bool {
+    LANE_UP.load(Relaxed) && REGISTRY.backlogged.load(Relaxed) > 0
+}
+
 /// A socket became busy (`true`) or drained: while any is, the lane serves the quiet ones.
 fn set_backlogged(now: bool) {
     let r = &*REGISTRY;
@@ -306,6 +316,7 @@ fn start_lane(r: &'static Registry) {
             // timeout, so an idle daemon's lane never wakes).
             h.thread().unpark();
             *lane = Some(h.thread().clone());
+            LANE_UP.store(true, Relaxed);
         }
         Err(e) => {
             tracing::warn!(error = %e, "no quiet lane thread: quiet namespaces wait for turns")

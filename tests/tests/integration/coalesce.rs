@@ -4,7 +4,10 @@
 //! and count) keeps the daemon busy the delay is taken (`nsaux_receive_coalesced_waits_total`
 //! moves), and `dig` and `ntpdig` in another namespace are still answered; a paced client (one
 //! request every 2 ms) and a one-at-a-time client never trigger it (the counter stays put); with
-//! `receive_coalesce_us = 0` the same load never triggers it. Timing targets live in the
+//! `receive_coalesce_us = 0` the same load never triggers it; and a gentle load that arms it
+//! alone (no socket busy, the quiet lane parked) stops arming it while a one-at-a-time client
+//! in another namespace is served (issue 11: one namespace's load must not delay another's
+//! lone requests). Timing targets live in the
 //! benches (`cargo bench --bench dns`, `--bench ntp`), not here.
 
 use std::net::{SocketAddr, UdpSocket};
@@ -154,5 +157,69 @@ fn zero_turns_it_off() -> anyhow::Result<()> {
     let report = load(&ns, Duration::from_millis(1000)).run()?;
     assert!(report.answers > 1_000, "the load really ran: {report:?}");
     assert_eq!(delayed_waits(&d)?, 0, "coalescing is off");
+    Ok(())
+}
+
+/// A moderate load in one namespace (its queues drained every turn, so the quiet lane stays
+/// parked) must not make the worker sleep while another namespace's one-at-a-time client
+/// waits: that client's lone datagrams disarm the delay (`serve/coalesce.rs`). Counted, not
+/// timed: delayed waits per second of the same load, alone and next to the client.
+#[test]
+fn a_lone_client_in_another_namespace_keeps_a_moderate_load_from_delaying_it() -> anyhow::Result<()>
+{
+    let d = Daemon::start(&config(BOUND_US))?;
+    let busy = d.netns("co-mod")?;
+    let quiet = d.netns("co-lone")?;
+    wait_ntp(&busy)?;
+    wait_ntp(&quiet)?;
+    let time = Duration::from_millis(1500);
+    // One socket, 4 in flight: every turn drains its queue, so no socket counts as busy and
+    // the quiet lane stays parked (the loop serves the lone client too).
+    let gentle = || Flood {
+        sockets_per_ns: 1,
+        window: 4,
+        ..load(&busy, time)
+    };
+    // The load alone.
+    let before = delayed_waits(&d)?;
+    let alone = gentle().run()?;
+    let delayed_alone = delayed_waits(&d)? - before;
+    // The same load next to a one-at-a-time client in the quiet namespace.
+    let before = delayed_waits(&d)?;
+    let flood = gentle();
+    let running = std::thread::spawn(move || flood.run());
+    let started = Instant::now();
+    let mut lone = Vec::new();
+    while started.elapsed() < time {
+        lone.extend(paced_rtts(&quiet, 200, Duration::ZERO)?);
+    }
+    let next_to = running
+        .join()
+        .map_err(|_| anyhow::anyhow!("load panicked"))??;
+    let delayed_next_to = delayed_waits(&d)? - before;
+    let by_lane = d
+        .ns("co-lone")?
+        .and_then(|n| n["udp"]["served_between"].as_u64())
+        .unwrap_or(0);
+    eprintln!(
+        "alone: {} answers, {delayed_alone} delayed waits; next to a lone client ({} answers): \
+         {} answers, {delayed_next_to} delayed waits; {by_lane} served by the lane",
+        alone.answers,
+        lone.len(),
+        next_to.answers
+    );
+    assert!(
+        alone.answers > 1_000 && next_to.answers > 1_000,
+        "the load really ran"
+    );
+    assert!(
+        delayed_alone > 100,
+        "the load alone should arm coalescing: {delayed_alone} delayed waits"
+    );
+    assert!(
+        delayed_next_to * 4 < delayed_alone,
+        "a lone client in another namespace still met {delayed_next_to} delayed waits \
+         (the load alone: {delayed_alone})"
+    );
     Ok(())
 }

@@ -344,6 +344,7 @@ mod tests {
             "netns_dirs",
             "worker_threads",
             "receive_coalesce_us",
+            "quiet_lane_cpu_percent",
         ] {
             assert!(EXAMPLE_CONFIG.contains(&format!("{key} =")), "{key}");
         }

@@ -71,7 +71,7 @@ pub(crate) fn notify(state: &[sd_notify::NotifyState<'_>]) {
 /// `CAP_SYS_RESOURCE`; neither is kept after start), drops the capabilities
 /// (`privilege::drop_to_kept`), spawns the lane (which inherits the value) and takes its
 /// own value back. Without either capability the lane runs at the daemon's value.
-pub(crate) fn drop_privileges_and_start_lane() {
+pub(crate) fn drop_privileges_and_start_lane(lane_cpu_percent: u64) {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let own = crate::sys::nice::own_nice().unwrap_or(0);
     let lane = (own + crate::serve::quiet::LANE_NICE).max(-20);
@@ -89,7 +89,7 @@ pub(crate) fn drop_privileges_and_start_lane() {
     crate::privilege::drop_to_kept();
     // The lane's epoll and thread exist before the first namespace (fd counts are stable
     // from "ready" on).
-    crate::serve::quiet::start();
+    crate::serve::quiet::start(lane_cpu_percent);
     if lowered.is_ok()
         && let Err(e) = crate::sys::nice::set_own_nice(own)
     {

@@ -104,7 +104,7 @@ pub fn daemon_main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    crate::ops::drop_privileges_and_start_lane();
+    crate::ops::drop_privileges_and_start_lane(config.quiet_lane_cpu_percent);
     // One worker: the current-thread scheduler (see `default_worker_threads`).
     let mut builder = if config.worker_threads == 1 {
         tokio::runtime::Builder::new_current_thread()

@@ -207,6 +207,17 @@ impl Daemon {
             .context("running nsauxctl")
     }
 
+    /// The value of one daemon-wide counter of `nsauxctl metrics` (`name` with its `_total`),
+    /// e.g. `nsaux_quiet_lane_pauses_total`.
+    pub fn counter(&self, name: &str) -> anyhow::Result<u64> {
+        let out = self.ctl(&["metrics"])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no counter {name} in\n{text}"))
+    }
+
     /// `nsauxctl ARGS --json`, parsed; error with stderr if it fails.
     pub fn ctl_json(&self, args: &[&str]) -> anyhow::Result<Value> {
         let mut a = args.to_vec();

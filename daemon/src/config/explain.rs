@@ -5,7 +5,7 @@
 
 /// The daemon-wide keys and the service sections: what an unknown top-level key is told.
 const TOP_LEVEL_KEYS: &str = "host_netns, netns_dirs, worker_threads, receive_coalesce_us, \
-     netns, limits, ident, rpcbind, ntp, dns";
+     quiet_lane_cpu_percent, netns, limits, observe, hooks, ident, rpcbind, ntp, dns";
 
 /// Rust type names as serde writes them after `expected`, and what a TOML author reads instead.
 const TYPE_WORDS: [(&str, &str); 10] = [
@@ -130,6 +130,8 @@ mod tests {
             ("worker_threads = 65\n", "worker_threads"),
             ("receive_coalesce_us = 1001\n", "receive_coalesce_us"),
             ("receive_coalesce_us = -1\n", "receive_coalesce_us"),
+            ("quiet_lane_cpu_percent = 101\n", "quiet_lane_cpu_percent"),
+            ("quiet_lane_cpu_percent = -5\n", "quiet_lane_cpu_percent"),
         ] {
             let e = Config::from_toml(bad, None).expect_err(bad).to_string();
             assert!(e.contains(field), "{bad}: {e}");
@@ -143,6 +145,14 @@ mod tests {
         ] {
             let c = Config::from_toml(text, None).expect(text);
             assert_eq!(c.receive_coalesce_us, us, "{text}");
+        }
+        assert_eq!(c.quiet_lane_cpu_percent, 75, "the default");
+        for (text, pct) in [
+            ("quiet_lane_cpu_percent = 0\n", 0),
+            ("quiet_lane_cpu_percent = 100\n", 100),
+        ] {
+            let c = Config::from_toml(text, None).expect(text);
+            assert_eq!(c.quiet_lane_cpu_percent, pct, "{text}");
         }
     }
 }

@@ -71,6 +71,8 @@ struct FileConfig {
     worker_threads: usize,
     #[serde(default = "default_receive_coalesce_us")]
     receive_coalesce_us: u64,
+    #[serde(default = "default_quiet_lane_cpu_percent")]
+    quiet_lane_cpu_percent: u64,
     #[serde(default)]
     netns: Vec<toml::Table>,
     #[serde(default)]
@@ -101,16 +103,22 @@ fn default_receive_coalesce_us() -> u64 {
     crate::serve::coalesce::DEFAULT_COALESCE_US
 }
 
+/// See [`crate::serve::pace::DEFAULT_LANE_CPU_PERCENT`].
+fn default_quiet_lane_cpu_percent() -> u64 {
+    crate::serve::pace::DEFAULT_LANE_CPU_PERCENT
+}
+
 fn default_netns_dirs() -> Vec<PathBuf> {
     vec![PathBuf::from("/run/netns")]
 }
 
 /// Keys of the file that are daemon-wide (everything else is a service section).
-const DAEMON_KEYS: [&str; 8] = [
+const DAEMON_KEYS: [&str; 9] = [
     "host_netns",
     "netns_dirs",
     "worker_threads",
     "receive_coalesce_us",
+    "quiet_lane_cpu_percent",
     "netns",
     "limits",
     "observe",
@@ -146,6 +154,9 @@ pub(crate) struct Config {
     /// Most a worker under sustained load delays its next wait for datagrams, µs (0: never;
     /// read at start only). See `serve::coalesce`.
     pub(crate) receive_coalesce_us: u64,
+    /// The quiet lane's CPU budget, percent of one CPU (0: no lane; read at start only). See
+    /// `serve::pace`.
+    pub(crate) quiet_lane_cpu_percent: u64,
     /// Daemon-wide budgets.
     pub(crate) limits: LimitsConfig,
     /// The observation socket and opt-in per-namespace series and logs.
@@ -224,6 +235,7 @@ impl Config {
             host_netns: true,
             worker_threads: default_worker_threads(),
             receive_coalesce_us: default_receive_coalesce_us(),
+            quiet_lane_cpu_percent: default_quiet_lane_cpu_percent(),
             netns_dirs: default_netns_dirs(),
             limits: LimitsConfig::default(),
             observe: ObserveConfig::default(),
@@ -274,6 +286,12 @@ impl Config {
                 file.receive_coalesce_us
             )));
         }
+        if file.quiet_lane_cpu_percent > 100 {
+            return Err(invalid(format!(
+                "quiet_lane_cpu_percent: {} out of range 0..=100",
+                file.quiet_lane_cpu_percent
+            )));
+        }
         let mut base: toml::Table = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         for k in DAEMON_KEYS {
             base.remove(k);
@@ -299,6 +317,7 @@ impl Config {
             host_netns: file.host_netns,
             worker_threads: file.worker_threads,
             receive_coalesce_us: file.receive_coalesce_us,
+            quiet_lane_cpu_percent: file.quiet_lane_cpu_percent,
             netns_dirs: file.netns_dirs,
             limits: file.limits,
             observe,

@@ -142,6 +142,13 @@ impl Collector for Exposition {
             MetricType::Counter,
         )?;
         ConstCounter::new(self.snap.coalesced_waits).encode(e)?;
+        let e = enc.encode_descriptor(
+            "nsaux_quiet_lane_pauses",
+            "Times the quiet lane paused because it had used its CPU budget (quiet_lane_cpu_percent)",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.snap.lane_pauses).encode(e)?;
 
         // Per-namespace series: one descriptor per name, one sample per opted-in namespace.
         let per_ns: Vec<usize> = (0..N).filter(|i| SERIES[*i].per_ns).collect();
@@ -237,6 +244,7 @@ mod tests {
             "nsaux_dns_upstream_latency_seconds_bucket{le=\"+Inf\"}",
             "nsaux_journal_writes_total",
             "nsaux_receive_coalesced_waits_total",
+            "nsaux_quiet_lane_pauses_total",
             "nsaux_rpcbind_registrations ",
             "commit=\"",
             "rustc=\"rustc ",

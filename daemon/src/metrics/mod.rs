@@ -437,6 +437,8 @@ pub(crate) struct Snapshot {
     pub(crate) journal: (u64, u64),
     /// Waits a worker delayed to coalesce receives (`serve::coalesce`).
     pub(crate) coalesced_waits: u64,
+    /// Times the quiet lane paused over its CPU budget (`serve::pace`).
+    pub(crate) lane_pauses: u64,
 }
 
 /// Reads every counter.
@@ -507,6 +509,7 @@ pub(crate) fn snapshot() -> Snapshot {
             TALLY.journal_failures.load(Ordering::Relaxed),
         ),
         coalesced_waits: crate::serve::coalesce::DELAYED_WAITS.load(Ordering::Relaxed),
+        lane_pauses: crate::serve::pace::LANE_PAUSES.load(Ordering::Relaxed),
     }
 }
 

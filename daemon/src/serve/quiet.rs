@@ -116,6 +116,9 @@ impl QuietSocket {
         service: &Arc<dyn NsService>,
     ) -> Option<Arc<Self>> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
+        if LANE_CPU_PERCENT.load(Relaxed) == 0 {
+            return None;
+        }
         let r = &*REGISTRY;
         r.probe.as_ref()?;
         start_lane(r);
@@ -270,6 +273,10 @@ impl Drop for QuietSocket {
 /// Whether the lane thread runs (set once it is spawned).
 static LANE_UP: AtomicBool = AtomicBool::new(false);
 
+/// The lane's CPU budget in percent of one CPU (`quiet_lane_cpu_percent`, set by [`start`]
+/// before any socket exists); 0: no lane, quiet sockets wait for their turns on the loop.
+static LANE_CPU_PERCENT: AtomicU64 = AtomicU64::new(super::pace::DEFAULT_LANE_CPU_PERCENT);
+
 /// Whether the lane serves quiet sockets now (a lane thread runs and some socket is busy): a
 /// quiet namespace's datagram then does not wait for the loop, so the loop's receive
 /// coalescing (`coalesce.rs`) may delay its own wait without delaying that namespace.
@@ -295,8 +302,14 @@ fn set_backlogged(now: bool) {
 
 /// Creates the probe epoll and starts the lane thread, once (at start-up, so they are there
 /// before any namespace, and at a lower nice value: see
-/// `ops::drop_privileges_and_start_lane`; otherwise on the first socket).
-pub(crate) fn start() {
+/// `ops::drop_privileges_and_start_lane`; otherwise on the first socket), with a CPU budget of
+/// `cpu_percent` of one CPU; 0 turns the lane off (no thread, no probe set: every socket is
+/// served by its own task on the loop, under the fair share alone).
+pub(crate) fn start(cpu_percent: u64) {
+    LANE_CPU_PERCENT.store(cpu_percent.min(100), Relaxed);
+    if cpu_percent == 0 {
+        return;
+    }
     start_lane(&REGISTRY);
 }
 
@@ -378,7 +391,8 @@ fn run_lane(r: &'static Registry) {
     let mut swept = now_ns();
     let cpu = || crate::sys::clock::thread_cpu_ns().ok();
     // No thread CPU clock (never seen on Linux): the lane runs unbudgeted, as it did before.
-    let mut pace = cpu().map(|c| LanePace::new(now_ns(), c));
+    let percent = LANE_CPU_PERCENT.load(Relaxed);
+    let mut pace = cpu().map(|c| LanePace::new(now_ns(), c, percent));
     loop {
         let now = now_ns();
         if now.saturating_sub(swept) >= LANE_RECHECK_NS {

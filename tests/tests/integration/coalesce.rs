@@ -34,12 +34,7 @@ fn config(bound_us: u64) -> String {
 
 /// `nsaux_receive_coalesced_waits_total` from `nsauxctl metrics`.
 fn delayed_waits(d: &Daemon) -> anyhow::Result<u64> {
-    let out = d.ctl(&["metrics"])?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.strip_prefix("nsaux_receive_coalesced_waits_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no coalescing counter in\n{text}"))
+    d.counter("nsaux_receive_coalesced_waits_total")
 }
 
 fn wait_ntp(ns: &TestNetns) -> anyhow::Result<()> {

@@ -6,21 +6,23 @@
 //! One daemon per `worker_threads` value N (1, 2, and the number of allowed CPUs if more; or
 //! `NSAUX_WORKERS_N=1,2,4`), all running at once, each serving NTP and DNS in the same number of
 //! namespaces. Each round floods every daemon in turn (the order reversed every other round, so
-//! drift in the load of a shared machine hits every N alike) with NTP requests spread over
-//! `SPREADS` namespaces, from the cheap generator of [`nsaux_tests::flood`] (GSO bursts out,
-//! GRO reads in: it leaves most of the machine to the server). Per daemon: answers/s, the
+//! drift in the load of a shared machine hits every N alike) with requests spread over
+//! `SPREADS` namespaces, from the cheap generators of [`nsaux_tests::flood`] (UDP: GSO bursts
+//! out, GRO reads in) and [`nsaux_tests::tcp_flood`] (pipelined TCP). Per daemon: answers/s, the
 //! server's CPUs busy and CPUs *waiting* (its threads runnable but not running, from
 //! `schedstat`: on a shared machine, busy + waiting near N says the daemon had work for all N
 //! workers and the machine set the pace), the CPUs of the least and the most busy worker thread
 //! (close together: the work is spread, nothing serialises on one thread), CPU per answer, the generator's CPU per request and
 //! its CPUs busy / waiting; medians over rounds with their range. `NSAUX_BENCH_BASELINE` adds the same rows for that build.
 //!
-//! Two kinds of flood, one set of tables each (`NSAUX_WORKERS_KIND=ntp|dns|ntp,dns`, default
-//! both): NTP, whose answer costs the server about what the request costs the generator (on
+//! Three kinds of flood, one set of tables each (`NSAUX_WORKERS_KIND`, a comma-separated list
+//! of `ntp`, `dns`, `dns-tcp`; default all): NTP, whose answer costs the server about what the request costs the generator (on
 //! loopback the sender pays the delivery into the receiver's socket), so on 2 CPUs the two
 //! split the machine and a second worker has no CPU left to use; and DNS queries for a record
 //! of the daemon's configuration (`w.lan`), which cost the server about twice as much per
-//! answer, so the generator leaves it room for more than one CPU even on a 2-CPU machine.
+//! answer; and the same DNS queries over TCP, pipelined (`nsaux_tests::tcp_flood`: a window of
+//! queries per `write`), where the generator costs a fraction of the server's CPU per answer,
+//! so a second worker has a CPU to use even on a 2-CPU machine.
 //!
 //! `NSAUX_WORKERS_SECS` (default 2) is the time of one flood, `NSAUX_WORKERS_ROUNDS` (default 3)
 //! the rounds; `NSAUX_FLOOD_SOCKETS` (default 4) client sockets per namespace,
@@ -35,6 +37,7 @@ use nsaux_tests::closed_loop::{dns_a_query, ntp_request, wait_ntp_answers};
 use nsaux_tests::daemon::Daemon;
 use nsaux_tests::flood::{Flood, FloodReport};
 use nsaux_tests::netns::TestNetns;
+use nsaux_tests::tcp_flood::TcpFlood;
 
 const NTP: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 123);
 const DNS: SocketAddr = SocketAddr::new(
@@ -48,20 +51,23 @@ enum Kind {
     Ntp,
     /// A record from the daemon's configuration (answered without an upstream).
     Dns,
+    /// The same over TCP, pipelined (`nsaux_tests::tcp_flood`): a window of queries per
+    /// `write`, so the generator costs a fraction of what the server does per answer.
+    DnsTcp,
 }
 
 impl Kind {
     fn target(self) -> SocketAddr {
         match self {
             Self::Ntp => NTP,
-            Self::Dns => DNS,
+            Self::Dns | Self::DnsTcp => DNS,
         }
     }
 
     fn request(self) -> fn(u64) -> Vec<u8> {
         match self {
             Self::Ntp => ntp_request,
-            Self::Dns => |n| dns_a_query(n as u16, "w.lan"),
+            Self::Dns | Self::DnsTcp => |n| dns_a_query(n as u16, "w.lan"),
         }
     }
 
@@ -69,17 +75,19 @@ impl Kind {
         match self {
             Self::Ntp => "NTP",
             Self::Dns => "DNS (configured record)",
+            Self::DnsTcp => "DNS over TCP, pipelined (configured record)",
         }
     }
 }
 
 /// The kinds to run (`NSAUX_WORKERS_KIND`, default both).
 fn kinds() -> Vec<Kind> {
-    let s = std::env::var("NSAUX_WORKERS_KIND").unwrap_or_else(|_| "ntp,dns".into());
+    let s = std::env::var("NSAUX_WORKERS_KIND").unwrap_or_else(|_| "ntp,dns,dns-tcp".into());
     s.split(',')
         .filter_map(|k| match k.trim() {
             "ntp" => Some(Kind::Ntp),
             "dns" => Some(Kind::Dns),
+            "dns-tcp" => Some(Kind::DnsTcp),
             _ => None,
         })
         .collect()
@@ -169,21 +177,39 @@ struct Sample {
 }
 
 fn measure(s: &Server, kind: Kind, spread: usize, time: Duration) -> anyhow::Result<Sample> {
-    let flood = Flood {
-        target: kind.target(),
-        namespaces: s.spaces[..spread].iter().map(|n| n.path.clone()).collect(),
-        sockets_per_ns: env_or("NSAUX_FLOOD_SOCKETS", 4),
-        window: env_or("NSAUX_FLOOD_WINDOW", 32),
-        burst: 32,
-        threads: env_or("NSAUX_FLOOD_THREADS", 1),
-        time,
-        max_requests: u64::MAX,
-        request: kind.request(),
+    let namespaces: Vec<_> = s.spaces[..spread].iter().map(|n| n.path.clone()).collect();
+    let sockets = env_or("NSAUX_FLOOD_SOCKETS", 4);
+    let window = env_or("NSAUX_FLOOD_WINDOW", 32);
+    let run = move || -> anyhow::Result<FloodReport> {
+        if kind == Kind::DnsTcp {
+            return TcpFlood {
+                target: kind.target(),
+                namespaces,
+                conns_per_ns: sockets,
+                window,
+                time,
+                max_requests: u64::MAX,
+                request: kind.request(),
+            }
+            .run();
+        }
+        Flood {
+            target: kind.target(),
+            namespaces,
+            sockets_per_ns: sockets,
+            window,
+            burst: 32,
+            threads: env_or("NSAUX_FLOOD_THREADS", 1),
+            time,
+            max_requests: u64::MAX,
+            request: kind.request(),
+        }
+        .run()
     };
     let pid = s.daemon.pid();
     let (cpu0, waited0) = (nsaux_tests::bench::cpu_ns(pid), run_delay_ns(pid));
     let workers0 = worker_cpu(pid);
-    let report = flood.run()?;
+    let report = run()?;
     // The N busiest `nsaux-worker` threads (the runtime's blocking pool has the same name but
     // idles here); with one worker the runtime runs on the main thread instead.
     let mut used: Vec<u64> = worker_cpu(pid)

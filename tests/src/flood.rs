@@ -282,7 +282,7 @@ fn drain(sock: &UdpSocket, buf: &mut [u8], cmsg: &mut [u8]) -> usize {
 }
 
 /// CPU time (user + system) of the calling thread.
-fn thread_cpu() -> anyhow::Result<Duration> {
+pub(crate) fn thread_cpu() -> anyhow::Result<Duration> {
     use nix::sys::resource::{UsageWho, getrusage};
     let u = getrusage(UsageWho::RUSAGE_THREAD)?;
     let tv = |t: nix::sys::time::TimeVal| {
@@ -296,7 +296,7 @@ fn thread_cpu() -> anyhow::Result<Duration> {
 
 /// How long the calling thread has been runnable but not running (second field of
 /// `/proc/thread-self/schedstat`; zero when the kernel does not keep it).
-fn thread_run_delay() -> Duration {
+pub(crate) fn thread_run_delay() -> Duration {
     Duration::from_nanos(
         std::fs::read_to_string("/proc/thread-self/schedstat")
             .ok()

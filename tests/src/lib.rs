@@ -36,3 +36,4 @@ pub mod ntpdig;
 pub mod rpc;
 pub mod service_probe;
 pub mod stream;
+pub mod tcp_flood;

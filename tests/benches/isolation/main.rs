@@ -51,7 +51,8 @@
 //! own answers cost it, apart from the lane's work for B); `B srv CPU` = the CPUs used by
 //! that thread which served B (the lane, chronyd in B) over the scenario; `B by lane` = the
 //! share of B's answers the quiet lane served (nsauxd's `served_between` for B; the rest
-//! waited for the loop).
+//! waited for the loop); `coalesced/s` = waits nsauxd's loop delayed to coalesce receives
+//! (`nsaux_receive_coalesced_waits_total`), per second.
 
 mod load;
 mod offloop;
@@ -159,6 +160,8 @@ struct Extra {
     b_server_cpu: Option<f64>,
     /// Share of B's answers the quiet lane served (nsauxd only; from `served_between`).
     b_by_lane: Option<f64>,
+    /// Waits nsauxd's loop delayed to coalesce receives, per second (`receive_coalesce_us`).
+    coalesced: Option<f64>,
 }
 
 /// Runs `floods` in A while B is probed; returns B's figures and A's answers/s.
@@ -219,6 +222,7 @@ fn scenario(
             loop_per_a,
             b_server_cpu,
             b_by_lane: None,
+            coalesced: None,
         },
     ))
 }
@@ -254,6 +258,10 @@ fn long_row(scenario: &str, label: &str, p: &Probe, x: Option<&Extra>) -> Vec<St
     r.push(
         x.and_then(|x| x.b_server_cpu)
             .map_or_else(dash, |c| format!("{c:.2}")),
+    );
+    r.push(
+        x.and_then(|x| x.coalesced)
+            .map_or_else(dash, |w| format!("{w:.0}")),
     );
     r.push(
         x.and_then(|x| x.b_by_lane)
@@ -436,7 +444,21 @@ fn main() -> anyhow::Result<()> {
                     ns["udp"]["served_between"].as_u64()
                 };
                 let lane0 = by_lane();
+                // Waits the loop delayed (receive coalescing), from nsauxd's metrics.
+                let waits = || -> Option<u64> {
+                    nsauxds
+                        .get(i)?
+                        .1
+                        .counter("nsaux_receive_coalesced_waits_total")
+                        .ok()
+                };
+                let waits0 = waits();
+                let t0 = Instant::now();
                 let (p, mut x) = scenario(s, floods, b_rate, time)?;
+                let secs = t0.elapsed().as_secs_f64();
+                x.coalesced = waits0
+                    .zip(waits())
+                    .map(|(w0, w1)| w1.saturating_sub(w0) as f64 / secs);
                 x.b_by_lane = lane0
                     .zip(by_lane())
                     .map(|(l0, l1)| l1.saturating_sub(l0) as f64 / p.rtts.len().max(1) as f64);
@@ -479,6 +501,7 @@ fn main() -> anyhow::Result<()> {
             "CPU/ans",
             "loop/A",
             "B srv CPU",
+            "coalesced/s",
             "B by lane",
         ],
         &rows,

@@ -11,6 +11,7 @@ mod core;
 mod cost;
 mod dns;
 mod dns_abuse;
+mod dns_pipelining;
 mod dns_sources;
 mod fairness;
 mod fate;

@@ -17,8 +17,19 @@ use crate::serve::{Connection, NsInfo, Peer, Stream};
 /// Answers queued per connection before further deferred answers are dropped (a client that
 /// pipelines more than this without reading is not a resolver client).
 const ANSWER_QUEUE: usize = 64;
-/// Longest time one answer write may block on a client that does not read.
+/// Longest time one write of answers may block on a client that does not read.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Queued answers gathered into one write stop growing past this many bytes.
+const WRITE_BATCH_BYTES: usize = 16 * 1024;
+
+/// Appends `m` with its two-byte length (RFC 1035 4.2.2); an answer too long to frame is
+/// skipped (the resolver never builds one: TCP answers are capped at 65,535 bytes).
+fn push_frame(out: &mut Vec<u8>, m: &[u8]) {
+    if let Ok(len) = u16::try_from(m.len()) {
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(m);
+    }
+}
 
 /// Serves one client connection until it closes, idles out (no complete query for the idle
 /// timeout), takes too long over one query, or sends something unusable.
@@ -88,15 +99,23 @@ pub(super) async fn serve_client(svc: Arc<DnsNs>, conn: Connection) {
         }
     };
     let writer = async move {
+        let mut frames = Vec::new();
         while let Some(m) = rx.recv().await {
-            let Ok(len) = u16::try_from(m.len()) else {
+            // Every answer already queued leaves with this one, in order, in one write: a
+            // client pipelining queries (RFC 7766) gets its answers in one segment per batch
+            // instead of one system call and segment each.
+            frames.clear();
+            push_frame(&mut frames, &m);
+            while frames.len() < WRITE_BATCH_BYTES
+                && let Ok(m) = rx.try_recv()
+            {
+                push_frame(&mut frames, &m);
+            }
+            if frames.is_empty() {
                 continue;
-            };
-            let mut frame = Vec::with_capacity(m.len() + 2);
-            frame.extend_from_slice(&len.to_be_bytes());
-            frame.extend_from_slice(&m);
+            }
             if !matches!(
-                tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&frame)).await,
+                tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&frames)).await,
                 Ok(Ok(()))
             ) {
                 break;

@@ -33,7 +33,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use nsaux_tests::bench::{Build, builds, median, print_table, range};
-use nsaux_tests::closed_loop::{dns_a_query, ntp_request, wait_ntp_answers};
+use nsaux_tests::closed_loop::{dns_a_query, ntp_request, wait_dns_answers, wait_ntp_answers};
 use nsaux_tests::daemon::Daemon;
 use nsaux_tests::flood::{Flood, FloodReport};
 use nsaux_tests::netns::TestNetns;
@@ -139,23 +139,7 @@ fn start(build: &Build, n: usize, spaces: usize) -> anyhow::Result<Server> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     for ns in &spaces {
         wait_ntp_answers(&ns.path, NTP, "NTP in a worker-table namespace")?;
-        let path = ns.path.clone();
-        nsaux_tests::daemon::wait_for(
-            "DNS in a worker-table namespace",
-            Duration::from_secs(10),
-            || {
-                nsaux_tests::netns::in_netns_file(&path, || {
-                    nsaux_tests::netns::udp_exchange(
-                        DNS,
-                        &dns_a_query(1, "w.lan"),
-                        Duration::from_millis(200),
-                    )
-                })
-                .ok()
-                .and_then(Result::ok)
-                .flatten()
-            },
-        )?;
+        wait_dns_answers(&ns.path, DNS, "w.lan", "DNS in a worker-table namespace")?;
     }
     Ok(Server {
         label: format!("{} N={n}", build.label),

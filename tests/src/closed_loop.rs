@@ -167,6 +167,29 @@ pub fn wait_ntp_answers(path: &std::path::Path, to: SocketAddr, what: &str) -> a
     .map(drop)
 }
 
+/// Waits up to 10 s until DNS at `to`, asked from inside the namespace at `path` for the A
+/// record of `name`, answers with at least one record: a forwarded name's first answer waits
+/// for its upstream, and a flood or a probe started before that would count start-up as losses.
+pub fn wait_dns_answers(
+    path: &std::path::Path,
+    to: SocketAddr,
+    name: &str,
+    what: &str,
+) -> anyhow::Result<()> {
+    let (path, query) = (path.to_path_buf(), dns_a_query(7, name));
+    crate::daemon::wait_for(what, Duration::from_secs(10), || {
+        let (path, query) = (path.clone(), query.clone());
+        crate::netns::in_netns_file(&path, move || {
+            crate::netns::udp_exchange(to, &query, Duration::from_millis(500))
+        })
+        .ok()
+        .and_then(Result::ok)
+        .flatten()
+        .filter(|(b, _)| b.len() > 12 && u16::from_be_bytes([b[6], b[7]]) >= 1)
+    })
+    .map(drop)
+}
+
 /// The configuration the flood tests (`fairness`, `multiflood`) run: NTP without rate limiting
 /// (a flood must be answered, not shed by the limiter), DNS also on [`FLOODED_ADDR`] with a
 /// local record `probe.lan` to ask for.

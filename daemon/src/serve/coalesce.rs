@@ -282,18 +282,18 @@ mod tests {
         }
         assert_eq!(period(&mut c, &mut t, &mut s, us(10), us(10), 8), Some(MAX));
         // A flooded socket's turn of 6 and another namespace's lone request in the same period.
-        let lone = |c: &mut Coalescer, t: &mut Instant, s: &mut Tally| {
+        let lone = |c: &mut Coalescer, t: &mut Instant, s: &mut Tally, lane_serving: bool| {
             *t += us(10);
             c.woke(*t);
             *t += us(10);
             s.datagrams += 7;
             s.lone_turns += 1;
-            c.before_wait(*t, *s, false)
+            c.before_wait(*t, *s, lane_serving)
         };
-        assert_eq!(lone(&mut c, &mut t, &mut s), None);
+        assert_eq!(lone(&mut c, &mut t, &mut s, false), None);
         // The flood alone re-arms after ARM_AFTER periods; the lone client, every period, never.
         for _ in 0..10 {
-            assert_eq!(lone(&mut c, &mut t, &mut s), None);
+            assert_eq!(lone(&mut c, &mut t, &mut s, false), None);
         }
         let got: Vec<_> = (0..3)
             .map(|_| period(&mut c, &mut t, &mut s, us(10), us(10), 8))
@@ -301,12 +301,7 @@ mod tests {
         assert_eq!(got, [None, None, Some(MAX)]);
         // While the quiet lane serves quiet sockets, a lone turn (a datagram the loop picked
         // up before the lane) leaves the delay armed.
-        t += us(10);
-        c.woke(t);
-        t += us(10);
-        s.datagrams += 7;
-        s.lone_turns += 1;
-        assert_eq!(c.before_wait(t, s, true), Some(MAX));
+        assert_eq!(lone(&mut c, &mut t, &mut s, true), Some(MAX));
     }
 
     #[test]

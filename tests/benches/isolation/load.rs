@@ -232,21 +232,7 @@ pub(crate) fn wait_ntp(ns: &Path, what: &str) -> anyhow::Result<()> {
     .map(|_| ())
 }
 
+/// Waits until DNS in `ns` answers `www.benchzone` (forwarded to the origin).
 pub(crate) fn wait_dns(ns: &Path, what: &str) -> anyhow::Result<()> {
-    let ns = ns.to_owned();
-    wait_for(what, Duration::from_secs(10), || {
-        in_netns_file(&ns, || {
-            udp_exchange(
-                DNS,
-                &dns_query(7, "www.benchzone"),
-                Duration::from_millis(500),
-            )
-        })
-        .ok()
-        .and_then(Result::ok)
-        .flatten()
-        // An answer with one record.
-        .filter(|(b, _)| b.len() > 12 && b[7] == 1)
-    })
-    .map(|_| ())
+    nsaux_tests::closed_loop::wait_dns_answers(ns, DNS, "www.benchzone", what)
 }

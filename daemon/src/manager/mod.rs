@@ -266,7 +266,8 @@ impl Manager {
         Ok(())
     }
 
-    async fn install_config(&mut self, config: Config) {
+    async fn install_config(&mut self, mut config: Config) {
+        keep_start_only_keys(&self.config, &mut config);
         let old_dirs = self.config.netns_dirs.clone();
         let old_host = self.config.host_netns;
         crate::budget::set_ceiling(config.limits.memory_max_bytes);
@@ -403,4 +404,41 @@ impl Manager {
         }
         Response::ok(Value::Object(out))
     }
+}
+
+/// Keys read at start only (the runtime's workers, its park hooks, the quiet lane's thread):
+/// a reload that changes one says so in the log, and the configuration in force keeps the
+/// running value (an operator reading the log knows a restart is needed; nothing pretends the
+/// new value took effect).
+fn keep_start_only_keys(running: &Config, new: &mut Config) {
+    let keys = [
+        (
+            "worker_threads",
+            running.worker_threads as u64,
+            new.worker_threads as u64,
+        ),
+        (
+            "receive_coalesce_us",
+            running.receive_coalesce_us,
+            new.receive_coalesce_us,
+        ),
+        (
+            "quiet_lane_cpu_percent",
+            running.quiet_lane_cpu_percent,
+            new.quiet_lane_cpu_percent,
+        ),
+    ];
+    for (key, was, now) in keys {
+        if was != now {
+            tracing::warn!(
+                key,
+                running = was,
+                in_file = now,
+                "read at start only: the running value stays until the daemon restarts"
+            );
+        }
+    }
+    new.worker_threads = running.worker_threads;
+    new.receive_coalesce_us = running.receive_coalesce_us;
+    new.quiet_lane_cpu_percent = running.quiet_lane_cpu_percent;
 }

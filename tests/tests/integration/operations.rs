@@ -469,3 +469,48 @@ fn the_daemon_keeps_only_its_capabilities_and_every_service_answers_with_them() 
     assert!(out.status.success(), "{}", text(&out));
     Ok(())
 }
+
+/// A reload that changes a key read only at start (`worker_threads`, `receive_coalesce_us`,
+/// `quiet_lane_cpu_percent`) is accepted, says in the log that the running value stays until
+/// a restart, and changes nothing that runs: still one lane thread, still the same workers.
+#[test]
+fn a_reload_that_changes_a_start_only_key_says_a_restart_is_needed() -> anyhow::Result<()> {
+    let d = Daemon::start("")?;
+    let threads = |d: &Daemon| -> anyhow::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for t in std::fs::read_dir(format!("/proc/{}/task", d.pid()))? {
+            names.push(
+                std::fs::read_to_string(t?.path().join("comm"))?
+                    .trim()
+                    .to_owned(),
+            );
+        }
+        names.sort();
+        Ok(names)
+    };
+    let before = threads(&d)?;
+    d.write_config("worker_threads = 2\nquiet_lane_cpu_percent = 0\n")?;
+    let out = d.ctl(&["reload"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    for key in ["worker_threads", "quiet_lane_cpu_percent"] {
+        wait_for(&format!("{key} warning"), Duration::from_secs(5), || {
+            d.log()
+                .lines()
+                .any(|l| l.contains("read at start only") && l.contains(key))
+                .then_some(())
+        })?;
+    }
+    assert!(
+        !d.log()
+            .lines()
+            .any(|l| l.contains("read at start only") && l.contains("receive_coalesce_us")),
+        "an unchanged key was reported"
+    );
+    assert_eq!(
+        threads(&d)?,
+        before,
+        "the reload changed the daemon's threads"
+    );
+    assert!(before.iter().any(|t| t == "nsaux-quiet"), "{before:?}");
+    Ok(())
+}

@@ -50,6 +50,10 @@ pub(crate) enum Flood {
     Ntp,
     DnsHit,
     DnsMiss,
+    /// Cache misses at most [`miss_rate`] a second (still up to `WINDOW` in flight), the same
+    /// for every server: the closed-loop `DnsMiss` asks a faster server more often, and each
+    /// miss also costs its origin's CPU on the same machine.
+    DnsMissPaced,
     Getport,
     Junk,
     /// Junk at [`junk_rate`] datagrams a second, the same for every server: the open-loop
@@ -67,7 +71,7 @@ impl Flood {
     pub(crate) fn target(self) -> SocketAddr {
         match self {
             Self::Ntp => NTP,
-            Self::DnsHit | Self::DnsMiss => DNS,
+            Self::DnsHit | Self::DnsMiss | Self::DnsMissPaced => DNS,
             Self::Getport => RPC,
             Self::Junk | Self::JunkPaced => NTP,
         }
@@ -77,7 +81,7 @@ impl Flood {
         match self {
             Self::Ntp => ntp_request(n),
             Self::DnsHit => dns_query(n, "www.benchzone"),
-            Self::DnsMiss => dns_query(n, &format!("m{salt}x{n}.benchzone")),
+            Self::DnsMiss | Self::DnsMissPaced => dns_query(n, &format!("m{salt}x{n}.benchzone")),
             Self::Getport => getport(n),
             Self::Junk | Self::JunkPaced => vec![0xff; 8],
         }
@@ -127,11 +131,20 @@ pub(crate) fn flood(kind: Flood, stop: &AtomicBool) -> anyhow::Result<u64> {
         return Ok(sent);
     }
     let s = client_socket(kind.target())?;
-    s.set_read_timeout(Some(Duration::from_millis(20)))?;
+    let rate = (kind == Flood::DnsMissPaced).then(miss_rate);
+    // Paced: wake often enough to keep the rate; a quiet spell is not a loss.
+    s.set_read_timeout(Some(Duration::from_millis(if rate.is_some() {
+        1
+    } else {
+        20
+    })))?;
     let (mut n, mut answers, mut in_flight) = (0u64, 0u64, 0u64);
     let mut buf = [0u8; 2048];
+    let started = Instant::now();
+    let mut last_answer = started;
     while !stop.load(Ordering::Relaxed) {
-        while in_flight < WINDOW {
+        let allowed = rate.map_or(u64::MAX, |r| (started.elapsed().as_secs_f64() * r) as u64);
+        while in_flight < WINDOW && n < allowed {
             match s.send(&kind.request(n, salt)) {
                 Ok(_) => {
                     n += 1;
@@ -144,9 +157,14 @@ pub(crate) fn flood(kind: Flood, stop: &AtomicBool) -> anyhow::Result<u64> {
             Ok(_) => {
                 answers += 1;
                 in_flight = in_flight.saturating_sub(1);
+                last_answer = Instant::now();
             }
+            Err(_) if rate.is_some() && last_answer.elapsed() < PROBE_TIMEOUT => {}
             // Lost somewhere (a queue overflowed): start a fresh window.
-            Err(_) => in_flight = 0,
+            Err(_) => {
+                in_flight = 0;
+                last_answer = Instant::now();
+            }
         }
     }
     Ok(answers)
@@ -164,6 +182,12 @@ pub(crate) struct Probe {
 /// the open-loop junk flood reached into any server on a quiet 2-CPU machine).
 pub(crate) fn junk_rate() -> f64 {
     env_rate("NSAUX_JUNK_RATE", 60_000.0)
+}
+
+/// Queries a second of [`Flood::DnsMissPaced`] (`NSAUX_MISS_RATE`, default 15,000: below what
+/// the stock daemons' one-thread unbound answered under the closed-loop miss flood here).
+pub(crate) fn miss_rate() -> f64 {
+    env_rate("NSAUX_MISS_RATE", 15_000.0)
 }
 
 /// B's requests a second in the paced-probe scenario (`NSAUX_PROBE_RATE`, default 1,000):

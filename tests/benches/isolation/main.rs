@@ -17,7 +17,10 @@
 //!   offered load for every server (the open-loop `junk` sends as fast as its thread gets CPU,
 //!   so a server that spends less of the shared CPU on junk is sent more of it);
 //!   `flood3-b-paced` = flood3 while B asks at a fixed rate (`NSAUX_PROBE_RATE`, default
-//!   1,000/s, still one request in flight): A's answers/s compare at equal work for B.
+//!   1,000/s, still one request in flight): A's answers/s compare at equal work for B;
+//!   `dns-miss-paced` = cache misses at a fixed rate (`NSAUX_MISS_RATE`, default 15,000/s): the
+//!   closed-loop miss flood asks a faster server more often, and each miss also costs the
+//!   origin's CPU on the same 2 CPUs.
 //! * Probe, from inside B: one NTP request in flight for `PROBE` (timeout `PROBE_TIMEOUT`,
 //!   counted lost); B's answers/s, p50, p99 and losses, and A's answers/s (junk: datagrams
 //!   sent/s). `idle` is the probe with nothing else running.
@@ -40,7 +43,7 @@
 //!
 //! `NSAUX_ISOLATION_SECS` (default 3) sets the probe time of one scenario.
 //! `NSAUX_ISOLATION_ONLY` (a comma-separated list of `idle`, `flood3`, `flood3-b-paced`, `junk`,
-//! `junk-paced`, `dns-miss`, `hosts`, `offloop`) runs only those scenarios and tables, and
+//! `junk-paced`, `dns-miss`, `dns-miss-paced`, `hosts`, `offloop`) runs only those scenarios and tables, and
 //! `NSAUX_ISOLATION_REPEAT` (default 1) runs the first table's scenarios that many times, the
 //! builds alternating within each pass, so an A/B on a loaded machine gets a median and range.
 //! The first table's extra columns say where B's mean wait goes: p75/p90/p95 and the mean, and
@@ -341,6 +344,7 @@ fn main() -> anyhow::Result<()> {
         "junk",
         "junk-paced",
         "dns-miss",
+        "dns-miss-paced",
         "hosts",
     ];
     if !first.iter().any(|n| wanted(n)) {
@@ -416,13 +420,14 @@ fn main() -> anyhow::Result<()> {
 
     const FLOOD3: &[Flood] = &[Flood::Ntp, Flood::DnsHit, Flood::Getport];
     // (name, floods into A, B's request rate: None = closed loop)
-    let scenarios: [(&str, &[Flood], Option<f64>); 6] = [
+    let scenarios: [(&str, &[Flood], Option<f64>); 7] = [
         ("idle", &[], None),
         ("flood3", FLOOD3, None),
         ("flood3-b-paced", FLOOD3, Some(load::probe_rate())),
         ("junk", &[Flood::Junk], None),
         ("junk-paced", &[Flood::JunkPaced], None),
         ("dns-miss", &[Flood::DnsMiss], None),
+        ("dns-miss-paced", &[Flood::DnsMissPaced], None),
     ];
     let mut rows = Vec::new();
     let mut answered = 0;

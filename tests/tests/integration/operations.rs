@@ -512,5 +512,19 @@ fn a_reload_that_changes_a_start_only_key_says_a_restart_is_needed() -> anyhow::
         "the reload changed the daemon's threads"
     );
     assert!(before.iter().any(|t| t == "nsaux-quiet"), "{before:?}");
+    // Out of range: refused by reload (the running configuration kept) and by validate.
+    d.write_config("quiet_lane_cpu_percent = 101\n")?;
+    let out = d.ctl(&["reload"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "reload accepted 101 %");
+    assert!(
+        err.contains("quiet_lane_cpu_percent") && err.contains("0..=100"),
+        "{err}"
+    );
+    let out = Command::new(bin("nsauxctl"))
+        .args(["validate", "--config"])
+        .arg(d.dir.path().join("nsaux.toml"))
+        .output()?;
+    assert!(!out.status.success(), "validate accepted 101 %");
     Ok(())
 }

@@ -45,7 +45,7 @@
 //! `NSAUX_ISOLATION_ONLY` (a comma-separated list of `idle`, `flood3`, `flood3-b-paced`, `junk`,
 //! `junk-paced`, `dns-miss`, `dns-miss-paced`, `hosts`, `offloop`) runs only those scenarios and tables, and
 //! `NSAUX_ISOLATION_REPEAT` (default 1) runs the first table's scenarios that many times, the
-//! builds alternating within each pass, so an A/B on a loaded machine gets a median and range.
+//! setups measured in turn within each pass and in reverse order every other pass, so an A/B on a loaded machine gets a median and range.
 //! The first table's extra columns say where B's mean wait goes: p75/p90/p95 and the mean, and
 //! `B rq wait` = the run-queue wait per time slice of the thread that served B (nsauxd's quiet
 //! lane, its main thread in a build without one, or chronyd in B), from `/proc/*/schedstat`:
@@ -442,7 +442,15 @@ fn main() -> anyhow::Result<()> {
             } else {
                 name.to_owned()
             };
-            for (i, s) in setups.iter().enumerate() {
+            // Every other pass in reverse order, so no build is always measured first (in
+            // session 8 the build measured second won 16 of 20 miss-flood passes against one
+            // it did not differ from).
+            let mut order: Vec<usize> = (0..setups.len()).collect();
+            if pass % 2 == 0 {
+                order.reverse();
+            }
+            for i in order {
+                let s = &setups[i];
                 // B's datagrams served by the quiet lane, from nsauxd's own count.
                 let by_lane = || -> Option<u64> {
                     let ns = nsauxds.get(i)?.1.ns("B").ok()??;

@@ -411,34 +411,32 @@ impl Manager {
 /// running value (an operator reading the log knows a restart is needed; nothing pretends the
 /// new value took effect).
 fn keep_start_only_keys(running: &Config, new: &mut Config) {
-    let keys = [
-        (
-            "worker_threads",
-            running.worker_threads as u64,
-            new.worker_threads as u64,
-        ),
-        (
-            "receive_coalesce_us",
-            running.receive_coalesce_us,
-            new.receive_coalesce_us,
-        ),
-        (
-            "quiet_lane_cpu_percent",
-            running.quiet_lane_cpu_percent,
-            new.quiet_lane_cpu_percent,
-        ),
-    ];
-    for (key, was, now) in keys {
-        if was != now {
-            tracing::warn!(
-                key,
-                running = was,
-                in_file = now,
-                "read at start only: the running value stays until the daemon restarts"
-            );
-        }
+    keep_running(
+        "worker_threads",
+        running.worker_threads,
+        &mut new.worker_threads,
+    );
+    keep_running(
+        "receive_coalesce_us",
+        running.receive_coalesce_us,
+        &mut new.receive_coalesce_us,
+    );
+    keep_running(
+        "quiet_lane_cpu_percent",
+        running.quiet_lane_cpu_percent,
+        &mut new.quiet_lane_cpu_percent,
+    );
+}
+
+/// Logs and undoes a reload's change of one start-only key.
+fn keep_running<T: PartialEq + Copy + std::fmt::Display>(key: &str, running: T, new: &mut T) {
+    if *new != running {
+        tracing::warn!(
+            key,
+            running = %running,
+            in_file = %*new,
+            "read at start only: the running value stays until the daemon restarts"
+        );
+        *new = running;
     }
-    new.worker_threads = running.worker_threads;
-    new.receive_coalesce_us = running.receive_coalesce_us;
-    new.quiet_lane_cpu_percent = running.quiet_lane_cpu_percent;
 }

@@ -509,7 +509,7 @@ pub(crate) fn snapshot() -> Snapshot {
             TALLY.journal_failures.load(Ordering::Relaxed),
         ),
         coalesced_waits: crate::serve::coalesce::DELAYED_WAITS.load(Ordering::Relaxed),
-        lane_pauses: crate::serve::pace::LANE_PAUSES.load(Ordering::Relaxed),
+        lane_pauses: crate::serve::quiet::LANE_PAUSES.load(Ordering::Relaxed),
     }
 }
 

@@ -62,8 +62,8 @@ pub(crate) struct Coalescer {
     wait_started: Option<Instant>,
     /// How long that wait lasted (set when it woke).
     last_wait: Option<Duration>,
-    /// Datagrams and lone turns served on this thread, as counted when it last went to wait.
-    served_at_wait: Tally,
+    /// Datagrams served on this thread, as counted when it last went to wait.
+    served_at_wait: u64,
     /// Loaded wake periods in a row.
     streak: u32,
 }
@@ -75,27 +75,27 @@ impl Coalescer {
             max,
             wait_started: None,
             last_wait: None,
-            served_at_wait: Tally {
-                datagrams: 0,
-                lone_turns: 0,
-            },
+            served_at_wait: 0,
             streak: 0,
         }
     }
 
     /// Called when the worker is about to block, at `now`, with `served` the thread's running
-    /// counts and `lane_serving` whether the quiet lane serves quiet sockets now (a lone
-    /// turn then was a datagram the loop picked up before the lane did, and the next one will
-    /// not wait for the loop). Returns how long to sleep before blocking (`None`: block at
-    /// once). The caller then reports the start of the wait with [`Self::waiting`].
+    /// count of datagrams served, `lone_turn` whether a turn since the last wait found a single
+    /// datagram on its socket, and `lane_serving` whether the quiet lane serves quiet sockets
+    /// now (a lone turn then was a datagram the loop picked up before the lane did, and the
+    /// next one will not wait for the loop). Returns how long to sleep before blocking
+    /// (`None`: block at once). The caller then reports the start of the wait with
+    /// [`Self::waiting`].
     pub(crate) fn before_wait(
         &mut self,
         now: Instant,
-        served: Tally,
+        served: u64,
+        lone_turn: bool,
         lane_serving: bool,
     ) -> Option<Duration> {
-        let period = served.datagrams.wrapping_sub(self.served_at_wait.datagrams);
-        let lone = !lane_serving && served.lone_turns != self.served_at_wait.lone_turns;
+        let period = served.wrapping_sub(self.served_at_wait);
+        let lone = lone_turn && !lane_serving;
         self.served_at_wait = served;
         let loaded = !self.max.is_zero()
             && period >= MIN_SERVED
@@ -124,24 +124,11 @@ impl Coalescer {
     }
 }
 
-/// Running counts of one thread's turns: what a wake period served is the difference between
-/// two readings.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Tally {
-    /// Datagrams served (all sockets).
-    pub(crate) datagrams: u64,
-    /// Turns that found exactly one datagram on their socket.
-    pub(crate) lone_turns: u64,
-}
-
 thread_local! {
-    /// This thread's turns (all sockets), read by the park hook.
-    static SERVED: Cell<Tally> = const {
-        Cell::new(Tally {
-            datagrams: 0,
-            lone_turns: 0,
-        })
-    };
+    /// Datagrams served on this thread (all sockets), read by the park hook.
+    static SERVED: Cell<u64> = const { Cell::new(0) };
+    /// Whether a turn on this thread found a single datagram since the park hook last looked.
+    static LONE_TURN: Cell<bool> = const { Cell::new(false) };
     /// This worker's state; made on the first park with the configured bound.
     static STATE: RefCell<Option<Coalescer>> = const { RefCell::new(None) };
 }
@@ -149,13 +136,10 @@ thread_local! {
 /// Counts a turn that served `n` datagrams on this thread (called once per batch).
 #[inline]
 pub(crate) fn served(n: usize) {
-    SERVED.with(|s| {
-        let t = s.get();
-        s.set(Tally {
-            datagrams: t.datagrams.wrapping_add(n as u64),
-            lone_turns: t.lone_turns.wrapping_add(u64::from(n == 1)),
-        });
-    });
+    SERVED.with(|s| s.set(s.get().wrapping_add(n as u64)));
+    if n == 1 {
+        LONE_TURN.with(|l| l.set(true));
+    }
 }
 
 /// tokio `on_thread_park` hook body: delays the coming wait when the worker is under
@@ -175,8 +159,9 @@ pub(crate) fn on_park(max: Duration) {
                 tracing::debug!(error = %e, "cannot lower the worker's timer slack");
             }
         }
-        let lane = super::quiet::lane_serving();
-        if let Some(d) = state.before_wait(Instant::now(), served, lane) {
+        let lone = LONE_TURN.with(|l| l.replace(false));
+        let lane = lone && super::quiet::lane_serving();
+        if let Some(d) = state.before_wait(Instant::now(), served, lone, lane) {
             DELAYED_WAITS.fetch_add(1, Ordering::Relaxed);
             std::thread::sleep(d);
             state.waiting(Instant::now());
@@ -205,7 +190,7 @@ mod tests {
     fn period(
         c: &mut Coalescer,
         t: &mut Instant,
-        served: &mut Tally,
+        served: &mut u64,
         wait: Duration,
         busy: Duration,
         n: u64,
@@ -213,9 +198,8 @@ mod tests {
         *t += wait;
         c.woke(*t);
         *t += busy;
-        served.datagrams += n;
-        served.lone_turns += u64::from(n == 1);
-        let d = c.before_wait(*t, *served, false);
+        *served += n;
+        let d = c.before_wait(*t, *served, n == 1, false);
         if let Some(d) = d {
             *t += d;
             c.waiting(*t);
@@ -226,9 +210,9 @@ mod tests {
     #[test]
     fn sustained_load_arms_after_three_short_waits_and_stays_armed() {
         let mut c = Coalescer::new(MAX);
-        let (mut t, mut s) = (Instant::now(), Tally::default());
+        let (mut t, mut s) = (Instant::now(), 0);
         assert_eq!(
-            c.before_wait(t, s, false),
+            c.before_wait(t, s, false, false),
             None,
             "first park: nothing known"
         );
@@ -252,20 +236,20 @@ mod tests {
         let us = Duration::from_micros;
         // Waits longer than the bound (paced or light load).
         let mut c = Coalescer::new(MAX);
-        let (mut t, mut s) = (Instant::now(), Tally::default());
-        c.before_wait(t, s, false);
+        let (mut t, mut s) = (Instant::now(), 0);
+        c.before_wait(t, s, false, false);
         for _ in 0..20 {
             assert_eq!(period(&mut c, &mut t, &mut s, us(100), us(5), 6), None);
         }
         // One datagram per wakeup (a request-response client), however fast.
         let mut c = Coalescer::new(MAX);
-        c.before_wait(t, s, false);
+        c.before_wait(t, s, false, false);
         for _ in 0..20 {
             assert_eq!(period(&mut c, &mut t, &mut s, us(5), us(2), 1), None);
         }
         // Wakeups with no datagram at all (timers, other tasks).
         let mut c = Coalescer::new(MAX);
-        c.before_wait(t, s, false);
+        c.before_wait(t, s, false, false);
         for _ in 0..20 {
             assert_eq!(period(&mut c, &mut t, &mut s, us(1), us(1), 0), None);
         }
@@ -275,20 +259,19 @@ mod tests {
     fn a_lone_datagram_on_any_socket_disarms_and_keeps_it_off() {
         let us = Duration::from_micros;
         let mut c = Coalescer::new(MAX);
-        let (mut t, mut s) = (Instant::now(), Tally::default());
-        c.before_wait(t, s, false);
+        let (mut t, mut s) = (Instant::now(), 0);
+        c.before_wait(t, s, false, false);
         for _ in 0..3 {
             period(&mut c, &mut t, &mut s, us(10), us(10), 8);
         }
         assert_eq!(period(&mut c, &mut t, &mut s, us(10), us(10), 8), Some(MAX));
         // A flooded socket's turn of 6 and another namespace's lone request in the same period.
-        let lone = |c: &mut Coalescer, t: &mut Instant, s: &mut Tally, lane_serving: bool| {
+        let lone = |c: &mut Coalescer, t: &mut Instant, s: &mut u64, lane_serving: bool| {
             *t += us(10);
             c.woke(*t);
             *t += us(10);
-            s.datagrams += 7;
-            s.lone_turns += 1;
-            c.before_wait(*t, *s, lane_serving)
+            *s += 7;
+            c.before_wait(*t, *s, true, lane_serving)
         };
         assert_eq!(lone(&mut c, &mut t, &mut s, false), None);
         // The flood alone re-arms after ARM_AFTER periods; the lone client, every period, never.
@@ -308,8 +291,8 @@ mod tests {
     fn one_long_wait_disarms_at_once() {
         let us = Duration::from_micros;
         let mut c = Coalescer::new(MAX);
-        let (mut t, mut s) = (Instant::now(), Tally::default());
-        c.before_wait(t, s, false);
+        let (mut t, mut s) = (Instant::now(), 0);
+        c.before_wait(t, s, false, false);
         for _ in 0..5 {
             period(&mut c, &mut t, &mut s, us(10), us(10), 8);
         }
@@ -323,8 +306,8 @@ mod tests {
     fn zero_bound_is_off() {
         let us = Duration::from_micros;
         let mut c = Coalescer::new(Duration::ZERO);
-        let (mut t, mut s) = (Instant::now(), Tally::default());
-        c.before_wait(t, s, false);
+        let (mut t, mut s) = (Instant::now(), 0);
+        c.before_wait(t, s, false, false);
         for _ in 0..10 {
             assert_eq!(period(&mut c, &mut t, &mut s, us(0), us(10), 32), None);
         }

@@ -20,8 +20,6 @@
 //! loop serve them meanwhile, under the loop's fair share. Time is passed in, so the arithmetic
 //! is tested without sleeping.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 /// The lane may use this percentage of one CPU by default (`quiet_lane_cpu_percent`). Half a CPU
 /// was tried first: the lane then paused about 800 times a second under the DNS-miss flood
 /// while serving one namespace probed back to back (0.45 CPUs for 28,000 answers a second on
@@ -31,10 +29,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// An operator may lower it (a small container, where the lane's CPU would come out of the
 /// loop's) or raise it up to a whole CPU.
 pub(crate) const DEFAULT_LANE_CPU_PERCENT: u64 = 75;
-
-/// Times the budget made the lane pause, daemon-wide (metric
-/// `nsaux_quiet_lane_pauses_total`).
-pub(crate) static LANE_PAUSES: AtomicU64 = AtomicU64::new(0);
 
 /// Credit the lane may save while idle: how long it may run flat out after a quiet spell.
 pub(crate) const LANE_CPU_BURST_NS: u64 = 2_000_000;
@@ -90,7 +84,6 @@ impl LanePace {
             return None;
         }
         self.pauses += 1;
-        LANE_PAUSES.fetch_add(1, Ordering::Relaxed);
         // Until the credit is back above 0 (plus one nanosecond).
         let owed = self.credit.unsigned_abs().saturating_add(1);
         Some(owed.saturating_mul(100).div_ceil(self.percent))

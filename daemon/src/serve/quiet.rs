@@ -270,6 +270,10 @@ impl Drop for QuietSocket {
     }
 }
 
+/// Times the CPU budget made the lane pause, daemon-wide (metric
+/// `nsaux_quiet_lane_pauses_total`).
+pub(crate) static LANE_PAUSES: AtomicU64 = AtomicU64::new(0);
+
 /// Whether the lane thread runs (set once it is spawned).
 static LANE_UP: AtomicBool = AtomicBool::new(false);
 
@@ -412,6 +416,7 @@ fn run_lane(r: &'static Registry) {
         {
             // Over budget: the sockets stay in the probe set and their own tasks serve them
             // meanwhile, under the loop's fair share.
+            LANE_PAUSES.fetch_add(1, Relaxed);
             tracing::trace!(
                 pause_ns = pause,
                 pauses = pace.pauses(),

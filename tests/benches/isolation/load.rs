@@ -114,7 +114,7 @@ pub(crate) fn flood(kind: Flood, stop: &AtomicBool) -> anyhow::Result<u64> {
             let burst = match rate {
                 None => 256,
                 Some(r) => {
-                    let due = (started.elapsed().as_secs_f64() * r) as u64;
+                    let due = due_by(started, r);
                     if due <= sent {
                         std::thread::sleep(Duration::from_micros(50));
                         continue;
@@ -143,7 +143,7 @@ pub(crate) fn flood(kind: Flood, stop: &AtomicBool) -> anyhow::Result<u64> {
     let started = Instant::now();
     let mut last_answer = started;
     while !stop.load(Ordering::Relaxed) {
-        let allowed = rate.map_or(u64::MAX, |r| (started.elapsed().as_secs_f64() * r) as u64);
+        let allowed = rate.map_or(u64::MAX, |r| due_by(started, r));
         while in_flight < WINDOW && n < allowed {
             match s.send(&kind.request(n, salt)) {
                 Ok(_) => {
@@ -168,6 +168,11 @@ pub(crate) fn flood(kind: Flood, stop: &AtomicBool) -> anyhow::Result<u64> {
         }
     }
     Ok(answers)
+}
+
+/// How many requests a flood paced at `rate` a second from `started` has been due to send.
+fn due_by(started: Instant, rate: f64) -> u64 {
+    (started.elapsed().as_secs_f64() * rate) as u64
 }
 
 /// B's figures for one scenario.
